@@ -1,0 +1,5 @@
+import sys
+
+from spiritlens.cli import main
+
+sys.exit(main())

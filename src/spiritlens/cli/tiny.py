@@ -1,0 +1,21 @@
+"""``spiritlens make-tiny DIR``: write tiny random SpiritLM checkpoints in SpiritLM's layout."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "make-tiny",
+        help="write a tiny random-weight $SPIRITLM_CHECKPOINTS_DIR tree (for tests and demos)",
+    )
+    parser.add_argument("out", help="directory to write (spiritlm_model/, speech_tokenizer/ inside)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from spiritlens.tiny import make_tiny_checkpoints
+
+    root = make_tiny_checkpoints(args.out, seed=args.seed)
+    print(f"tiny SpiritLM checkpoints (random weights) written to {root}")
+    return 0

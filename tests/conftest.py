@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny SpiritLM checkpoints written once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A complete tiny ``$SPIRITLM_CHECKPOINTS_DIR`` tree (random weights)."""
+    from spiritlens.tiny import make_tiny_checkpoints
+
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tiny_root) -> Path:
+    return tiny_root / "spiritlm_model" / "spirit-lm-base-7b"
+
+
+@pytest.fixture(scope="session")
+def known_path() -> Path:
+    """ROME's known_1000.json from $SPIRITLENS_KNOWN_PATH or ../shared/data; skip if absent."""
+    candidates = [os.environ.get("SPIRITLENS_KNOWN_PATH"), REPO_ROOT.parent / "shared" / "data" / "known_1000.json"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    pytest.skip("known_1000.json not found (set SPIRITLENS_KNOWN_PATH or provide ../shared/data)")
