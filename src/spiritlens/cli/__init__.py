@@ -16,7 +16,6 @@ SUBCOMMANDS = {
     "units": "spiritlens.cli.units",
     "trace": "spiritlens.cli.trace",
     "aggregate": "spiritlens.cli.aggregate",
-    "align": "spiritlens.cli.align",
     "experiment": "spiritlens.cli.experiment",
 }
 
