@@ -24,6 +24,23 @@ def tiny_base_dir(tiny_root) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tiny_base_dir):
+    """HookedSpiritLM on the tiny Base checkpoint, float32, CPU (shared: do not leave hooks on it)."""
+    from spiritlens import HookedSpiritLM
+
+    return HookedSpiritLM.from_pretrained(tiny_base_dir, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def hf_tiny_model(tiny_base_dir):
+    """The same tiny checkpoint as ``transformers.LlamaForCausalLM`` (eager attention, float32)."""
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(tiny_base_dir, attn_implementation="eager",
+                                            dtype="float32").eval()
+
+
+@pytest.fixture(scope="session")
 def known_path() -> Path:
     """ROME's known_1000.json from $SPIRITLENS_KNOWN_PATH or ../shared/data; skip if absent."""
     candidates = [os.environ.get("SPIRITLENS_KNOWN_PATH"), REPO_ROOT.parent / "shared" / "data" / "known_1000.json"]

@@ -80,8 +80,9 @@ def _corpus(seed: int) -> list[str]:
     return lines
 
 
-def train_tokenizer_model(*, expressive: bool, seed: int = 0) -> bytes:
-    """A serialized SentencePiece model: BPE text pieces, then SpiritLM's pieces appended."""
+def train_tokenizer_model(*, expressive: bool, seed: int = 0, spirit_pieces: bool = True) -> bytes:
+    """A serialized SentencePiece model: BPE text pieces, then SpiritLM's pieces appended
+    (``spirit_pieces=False`` leaves a plain Llama-style text tokenizer)."""
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
@@ -108,7 +109,9 @@ def train_tokenizer_model(*, expressive: bool, seed: int = 0) -> bytes:
     proto = sp_pb2.ModelProto()
     proto.ParseFromString(buffer.getvalue())
     extra = [TEXT_MARKER, SPEECH_MARKER] + [hubert_token(u) for u in range(N_HUBERT_TOKENS)]
-    if expressive:
+    if not spirit_pieces:
+        extra = []
+    elif expressive:
         extra += [pitch_token(u) for u in range(N_PITCH_TOKENS)]
         extra += [style_token(u) for u in range(N_STYLE_TOKENS)]
     for token in extra:
@@ -190,7 +193,7 @@ def write_tiny_model(directory: str | Path, *, expressive: bool = False, seed: i
     (directory / "tokenizer.model").write_bytes(model_bytes)
     n_ids = TEXT_PIECES + 2 + N_HUBERT_TOKENS + (N_PITCH_TOKENS + N_STYLE_TOKENS if expressive else 0)
     vocab_size = -(-n_ids // 256) * 256  # padded, like SpiritLM's 32512 / 32768
-    config_dict = tiny_llama_config(vocab_size, **config_overrides)
+    config_dict = tiny_llama_config(**{"vocab_size": vocab_size, **config_overrides})
     (directory / "config.json").write_text(json.dumps(config_dict, indent=2))
     generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": False}
     (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))

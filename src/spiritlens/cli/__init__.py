@@ -27,7 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMANDS.values():
-        importlib.import_module(module_name).add_parser(subparsers)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:  # a stage not installed in this build
+            if error.name != module_name:
+                raise
+            continue
+        module.add_parser(subparsers)
     return parser
 
 

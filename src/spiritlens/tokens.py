@@ -1,0 +1,226 @@
+"""Prompts to SpiritLM token ids, with a TokenMap that says where every position came from.
+
+SpiritLM's prompt builder (``Spiritlm._build_prompt``) joins the input segments into one string:
+a ``[Text]`` marker before a text segment unless the previous segment was text, a ``[Speech]``
+marker before a speech segment unless the previous one was speech, speech as ``[Hu<unit>]``
+strings, and the output-modality marker at the end when the last segment is of the other
+modality. The string is tokenised in ONE call with BOS (``add_bos_token=True``)::
+
+    T->T   <s>[Text]The capital of Italy is
+    S->T   <s>[Speech][Hu99][Hu49]…[Text]
+
+spiritlens does exactly that (rather than tokenising each segment on its own), and reads back
+every token's character offsets to fill the TokenMap: modality, input segment, character span
+in that segment's text, and for speech the deduplicated unit's index and 25 Hz frame span.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from .vocab import SPEECH_MARKER, TEXT_MARKER, SpiritVocab, hubert_token
+
+Modality = Literal["text", "speech"]
+MODALITIES = ("text", "speech")
+OUTPUT_MODALITIES = ("text", "speech", "arbitrary")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One input segment. ``content`` is the text, or the speech units (an object with
+    ``tokens``: deduplicated unit ids and ``spans``: their 25 Hz frame spans [first, last+1))."""
+
+    modality: Modality
+    content: Any
+
+    @property
+    def text(self) -> str:
+        """The segment as SpiritLM writes it into the prompt string."""
+        if self.modality == "text":
+            return self.content
+        return "".join(hubert_token(u) for u in self.content.tokens)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """Where one position came from.
+
+    ``kind``: ``"bos"``, ``"marker"``, ``"text"`` or ``"speech"``. ``segment``: index into the
+    prompt's segments (None for BOS and markers). ``char_span``: [start, end) characters in the
+    segment's text (text tokens). ``unit_index``: index of the deduplicated speech token within
+    its segment, and ``frame_span``: its [first, last+1) 25 Hz HuBERT frames (speech tokens).
+    """
+
+    position: int
+    token_id: int
+    kind: str
+    segment: int | None = None
+    char_span: tuple[int, int] | None = None
+    unit_index: int | None = None
+    frame_span: tuple[int, int] | None = None
+
+    @property
+    def modality(self) -> str | None:
+        return self.kind if self.kind in MODALITIES else None
+
+
+@dataclass
+class TokenMap:
+    """Per-position provenance of an encoded prompt (see :class:`TokenInfo`)."""
+
+    segments: list[Segment]
+    positions: list[TokenInfo]
+    prompt_string: str
+    output_modality: str = "text"
+    segment_offsets: list[int] = field(default_factory=list)  # start of each segment in prompt_string
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def segment_positions(self, segment: int) -> list[int]:
+        """Positions of one segment's tokens, in order."""
+        return [p.position for p in self.positions if p.segment == segment]
+
+    def char_range_to_positions(self, segment: int, start: int, end: int) -> tuple[int, int]:
+        """[b, e) positions of the tokens overlapping characters [start, end) of a text segment:
+        b = first token whose span ends after ``start``, e = 1 + last token starting before ``end``."""
+        if self.segments[segment].modality != "text":
+            raise ValueError(f"segment {segment} is speech; character spans need a text segment")
+        hits = [p.position for p in self.positions
+                if p.segment == segment and p.char_span is not None
+                and p.char_span[1] > start and p.char_span[0] < end]
+        if not hits:
+            raise ValueError(f"characters [{start}, {end}) of segment {segment} cover no token")
+        return hits[0], hits[-1] + 1
+
+    def find_text(self, needle: str, *, segment: int | None = None,
+                  occurrence: Literal["unique", "first"] = "unique") -> tuple[int, int]:
+        """[b, e) positions of ``needle`` in a text segment (case-sensitive).
+
+        With ``occurrence="unique"`` a needle found twice is an error; ``"first"`` takes the first
+        occurrence (ROME's rule). ``segment`` defaults to the only, or else the last, text segment
+        that contains the needle.
+        """
+        if not needle or not needle.strip():
+            raise ValueError("subject is empty")
+        text_segments = [i for i, s in enumerate(self.segments) if s.modality == "text"]
+        if segment is not None:
+            if segment not in text_segments:
+                raise ValueError(f"segment {segment} is not a text segment of this prompt")
+            candidates = [segment]
+        else:
+            candidates = [i for i in text_segments if needle in self.segments[i].content]
+        if not candidates:
+            shown = " | ".join(self.segments[i].content for i in text_segments)
+            raise ValueError(f"subject {needle!r} does not occur in the prompt text {shown!r}")
+        index = candidates[-1]
+        text = self.segments[index].content
+        start = text.find(needle)
+        if start < 0:
+            raise ValueError(f"subject {needle!r} does not occur in segment {index} ({text!r})")
+        if occurrence == "unique" and text.find(needle, start + 1) >= 0:
+            raise ValueError(
+                f"subject {needle!r} occurs more than once in {text!r}; pass occurrence='first' "
+                "(ROME's rule: the first occurrence) or give the subject range explicitly"
+            )
+        if occurrence not in ("unique", "first"):
+            raise ValueError(f"occurrence must be 'unique' or 'first', got {occurrence!r}")
+        return self.char_range_to_positions(index, start, start + len(needle))
+
+    def to_json(self) -> list[dict]:
+        out = []
+        for p in self.positions:
+            item = {"position": p.position, "token_id": p.token_id, "kind": p.kind, "segment": p.segment}
+            if p.char_span is not None:
+                item["char_span"] = list(p.char_span)
+            if p.unit_index is not None:
+                item["unit_index"] = p.unit_index
+                item["frame_span"] = list(p.frame_span) if p.frame_span else None
+            out.append(item)
+        return out
+
+
+def check_output_modality(output_modality: str) -> str:
+    if output_modality not in OUTPUT_MODALITIES:
+        raise ValueError(f"unknown output_modality {output_modality!r}; use one of "
+                         f"{', '.join(OUTPUT_MODALITIES)}")
+    return output_modality
+
+
+def build_prompt_string(segments: Sequence[Segment], output_modality: str = "text"
+                        ) -> tuple[str, list[int], list[tuple[int, int]]]:
+    """SpiritLM's prompt string, the start offset of each segment's content in it, and the
+    character spans of the markers placed (SpiritLM's ``_build_prompt`` rules)."""
+    check_output_modality(output_modality)
+    parts: list[str] = []
+    offsets: list[int] = []
+    markers: list[tuple[int, int]] = []
+    length = 0
+    previous = None
+
+    def add_marker(marker: str) -> None:
+        nonlocal length
+        parts.append(marker)
+        markers.append((length, length + len(marker)))
+        length += len(marker)
+
+    for segment in segments:
+        if segment.modality != previous:
+            add_marker(TEXT_MARKER if segment.modality == "text" else SPEECH_MARKER)
+        offsets.append(length)
+        content = segment.text
+        parts.append(content)
+        length += len(content)
+        previous = segment.modality
+    if output_modality == "text" and previous != "text":
+        add_marker(TEXT_MARKER)
+    elif output_modality == "speech" and previous != "speech":
+        add_marker(SPEECH_MARKER)
+    return "".join(parts), offsets, markers
+
+
+def encode_segments(tokenizer, vocab: SpiritVocab, segments: Sequence[Segment],
+                    output_modality: str = "text") -> tuple[list[int], TokenMap]:
+    """Token ids ``[T]`` (BOS first) and the TokenMap of a segmented prompt."""
+    if not segments:
+        raise ValueError("prompt is empty: give a non-empty string or at least one (modality, content) pair")
+    prompt, offsets, _ = build_prompt_string(segments, output_modality)
+    encoding = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
+    ids: list[int] = list(encoding["input_ids"])
+    spans: list[tuple[int, int]] = [tuple(s) for s in encoding["offset_mapping"]]
+    if not ids or ids[0] != vocab.bos_id or ids.count(vocab.bos_id) != 1:
+        raise ValueError(f"tokenizer did not produce exactly one leading BOS for prompt {prompt[:60]!r}")
+    ends = [offsets[i] + len(s.text) for i, s in enumerate(segments)]
+    speech_starts = {}  # segment -> char offsets of each [HuN] string inside it
+    for index, segment in enumerate(segments):
+        if segment.modality == "speech":
+            starts, cursor = [], offsets[index]
+            for unit in segment.content.tokens:
+                starts.append(cursor)
+                cursor += len(hubert_token(unit))
+            speech_starts[index] = {s: k for k, s in enumerate(starts)}
+
+    positions: list[TokenInfo] = []
+    for position, (token_id, (start, end)) in enumerate(zip(ids, spans)):
+        if position == 0:
+            positions.append(TokenInfo(position, token_id, "bos"))
+            continue
+        if token_id in vocab.marker_ids:
+            positions.append(TokenInfo(position, token_id, "marker"))
+            continue
+        index = next((i for i in range(len(segments)) if offsets[i] <= start < ends[i]), None)
+        if index is None:
+            raise ValueError(f"token {token_id} at characters [{start}, {end}) of the prompt belongs to no segment")
+        segment = segments[index]
+        if segment.modality == "text":
+            span = (start - offsets[index], min(end, ends[index]) - offsets[index])
+            positions.append(TokenInfo(position, token_id, "text", index, char_span=span))
+        else:
+            k = speech_starts[index].get(start)
+            if k is None or vocab.unit_of(token_id) != segment.content.tokens[k]:
+                raise ValueError(f"speech unit string of segment {index} did not tokenise to [Hu…] tokens")
+            frame = tuple(segment.content.spans[k])
+            positions.append(TokenInfo(position, token_id, "speech", index, unit_index=k, frame_span=frame))
+    token_map = TokenMap(list(segments), positions, prompt, output_modality, list(offsets))
+    return ids, token_map
