@@ -132,7 +132,7 @@ def tiny_llama_config(vocab_size: int, **overrides) -> dict:
         "hidden_act": "silu",
         "hidden_size": 64,
         "intermediate_size": 160,
-        "initializer_range": 0.08,
+        "initializer_range": 0.5,  # peaked outputs, so tracing effects are large
         "max_position_embeddings": 4096,
         "num_attention_heads": 4,
         "num_hidden_layers": 4,

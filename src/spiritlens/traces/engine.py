@@ -1,0 +1,398 @@
+"""The causal tracing engine: ROME's numbers, computed with batched TransformerLens patching.
+
+For one prompt (CAUSAL_TRACING.md):
+1. clean run (batch 1): answer ``a`` = top-1 (or a given target), ``high_score = p0[a]``, and the
+   clean ``resid_post`` / ``attn_out`` / ``mlp_out`` of every layer are cached;
+2. corrupted run (``samples`` rows, noise added at ``hook_embed`` on the subject's positions):
+   ``low_score``, and the corrupted ``resid_pre`` of every layer are cached;
+3. restored runs: cell (row, layer) restores the row's positions to their clean values, at
+   ``blocks.l.hook_resid_post`` (hidden) or at ``hook_mlp_out`` / ``hook_attn_out`` of every
+   layer of the window (mlp / attn). ``scores[row, layer]`` is the mean over the samples of the
+   softmax probability of ``a`` at the last position.
+
+Speed-ups that keep the numbers (CAUSAL_TRACING.md §7): clean and corrupted runs once per prompt
+and shared by every kind; cells before the first corrupted position are not run (their score is
+``low_score`` by causality), nor is the hidden kind's last layer (low, or high at the last
+position); many cells share one batch; each restored run starts at the first patched layer from
+the cached corrupted prefix (running the bridge's blocks, so the TransformerLens hooks fire as in
+a full forward); logits are computed at the last position only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..model import hook_names
+from .noise import NoiseSpec, draw_noise, noise_scale, parse_noise, subject_sigma
+from .result import Row, TraceResult
+
+KINDS = ("hidden", "mlp", "attn")
+
+
+def layer_window(layer: int, window: int, n_layers: int) -> range:
+    """ROME's window around ``layer``: [l - w//2, l + ceil(w/2) - 1], truncated at the edges."""
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
+
+
+@dataclass
+class TracePrompt:
+    """A prompt ready to trace: ids ``[T]``, the subject's positions [b, e) and the rows.
+
+    ``rows``: the rows of the scores table (default: one per position). ``subject_rows``: the
+    subject in row indices. ``groups`` (optional): position groups, e.g. the speech tokens of
+    each text token, for ``row_mode="groups"`` or ``"mean"``, with their own ``group_subject_rows``
+    and ``group_ignored_rows``.
+    """
+
+    input_ids: list[int]
+    tokens: list[str]
+    subject_range: tuple[int, int]
+    modality: str = "text"
+    prompt: str = ""
+    subject: str = ""
+    groups: list[Row] | None = None
+    group_subject_rows: tuple[int, int] | None = None
+    group_ignored_rows: list[int] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        b, e = (int(x) for x in self.subject_range)
+        T = len(self.input_ids)
+        if not (1 <= b < e <= T):
+            raise ValueError(f"subject range [{b}, {e}) is not inside the prompt's positions 1..{T - 1} "
+                             "(position 0 is BOS)")
+        self.subject_range = (b, e)
+
+
+def _display_tokens(model, ids: Sequence[int]) -> list[str]:
+    return [t.replace("▁", " ") for t in model.tokenizer.convert_ids_to_tokens(list(ids))]
+
+
+def prepare_prompt(model, prompt: Any, subject: str | None = None, *,
+                   subject_range: tuple[int, int] | None = None,
+                   occurrence: str = "unique") -> TracePrompt:
+    """A :class:`TracePrompt` from a string, (modality, content) pairs, token ids or a TracePrompt.
+
+    The subject is located through the TokenMap's character offsets (ROME's decode-and-join rule
+    fails with SentencePiece), or given directly as a [b, e) position range.
+    """
+    if isinstance(prompt, TracePrompt):
+        return prompt
+    if hasattr(prompt, "trace_prompt"):
+        return prompt.trace_prompt(model)
+    if isinstance(prompt, torch.Tensor) or (isinstance(prompt, (list, tuple)) and prompt
+                                            and all(isinstance(i, int) for i in prompt)):
+        ids = torch.as_tensor(prompt).reshape(-1).tolist()
+        if subject_range is None:
+            raise ValueError("token-id prompts need subject_range=(b, e)")
+        return TracePrompt(ids, _display_tokens(model, ids), tuple(subject_range), subject=subject or "")
+    ids_tensor, token_map = model.encode(prompt)
+    ids = ids_tensor[0].tolist()
+    if subject_range is None:
+        if subject is None:
+            raise ValueError("give the subject (a string in the prompt) or subject_range=(b, e)")
+        subject_range = token_map.find_text(subject, occurrence=occurrence)
+    modality = "speech" if any(s.modality == "speech" for s in token_map.segments) else "text"
+    text = " ".join(s.content for s in token_map.segments if s.modality == "text")
+    return TracePrompt(ids, _display_tokens(model, ids), tuple(subject_range), modality=modality,
+                       prompt=text, subject=subject or "")
+
+
+def resolve_target(model, target: int | str | None) -> int | None:
+    """The target token id: None (clean top-1), an id, or a string's first token (no BOS)."""
+    if target is None:
+        return None
+    if isinstance(target, str):
+        ids = model.tokenizer.encode(target, add_special_tokens=False)
+        ids = [i for i in ids if model.tokenizer.convert_ids_to_tokens(i) != "▁"] or ids
+        if not ids or not target.strip():
+            raise ValueError(f"target {target!r} tokenises to nothing")
+        return int(ids[0])
+    target = int(target)
+    if not 0 <= target < model.cfg.d_vocab:
+        raise ValueError(f"target id {target} is outside the vocabulary 0..{model.cfg.d_vocab - 1}")
+    return target
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 4 << 30
+
+
+class Tracer:
+    """Clean and corrupted runs of one prompt, then restored runs for any kind.
+
+    Build once per prompt; :meth:`scores` for each kind reuses the clean and corrupted caches.
+    """
+
+    def __init__(self, model, prompt: TracePrompt, *, samples: int = 10, noise: NoiseSpec | float | str = "3s",
+                 seed: int = 1, sigma: float | None = None, replace: bool = False,
+                 low_score_follows_replace: bool = False, target: int | str | None = None,
+                 max_batch_cells: int | None = None):
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        if max_batch_cells is not None and max_batch_cells < 1:
+            raise ValueError(f"max_batch_cells must be >= 1, got {max_batch_cells}")
+        self.model = model
+        self.prompt = prompt
+        self.samples = samples
+        self.spec = noise if isinstance(noise, NoiseSpec) else parse_noise(noise)
+        if replace and self.spec.kind == "uniform":
+            raise ValueError("replace mode takes Gaussian noise, not a uniform rule")
+        self.sigma = sigma
+        self.scale = noise_scale(self.spec, sigma=sigma, model=model, modality=prompt.modality)
+        self.seed = seed
+        self.replace = replace
+        self.low_score_follows_replace = low_score_follows_replace
+        self.max_batch_cells = max_batch_cells
+        hf = model.hf_model
+        self._layers = hf.model.layers
+        self._norm = hf.model.norm
+        self._lm_head = hf.lm_head
+        self.n_layers = model.cfg.n_layers
+        self.ids = torch.tensor([prompt.input_ids], device=model.device)
+        if self.ids.shape[1] > model.cfg.n_ctx:
+            raise ValueError(f"prompt has {self.ids.shape[1]} tokens, more than the model's context of "
+                             f"{model.cfg.n_ctx}")
+        b, e = prompt.subject_range
+        z = draw_noise(self.spec, self.scale, samples, e - b, model.cfg.d_model, seed)
+        self._noise = torch.from_numpy(z).to(model.device)  # float64, [S, e-b, d]
+        with torch.no_grad():
+            self._clean_run(resolve_target(model, target))
+            self._corrupted_runs()
+
+    # ----------------------------------------------------------------- base runs
+    def _noise_hook(self, replace: bool) -> Callable:
+        b, e = self.prompt.subject_range
+
+        def corrupt(act, hook):
+            if replace:
+                act[:, b:e] = self._noise.to(act.dtype)
+            else:
+                act[:, b:e] += self._noise  # float64 sum, rounded once to act's dtype
+            return act
+
+        return corrupt
+
+    def _clean_run(self, target: int | None) -> None:
+        L = self.n_layers
+        wanted = {hook_names.resid_post(l) for l in range(L)} | {hook_names.mlp_out(l) for l in range(L)} \
+            | {hook_names.attn_out(l) for l in range(L)}
+        logits, cache = self.model.run_with_cache(self.ids, names_filter=lambda n: n in wanted)
+        probs = torch.softmax(logits[0, -1].float(), dim=-1)
+        self.answer_id = int(probs.argmax()) if target is None else target
+        self.high_score = float(probs[self.answer_id])
+        self._clean = {kind: [cache[hook_names.BY_KIND[kind](l)][0] for l in range(L)] for kind in KINDS}
+
+    def _corrupted_forward(self, replace: bool, keep_prefix: bool):
+        ids = self.ids.expand(self.samples, -1)
+        wanted = {hook_names.resid_pre(l) for l in range(self.n_layers)} if keep_prefix else set()
+        with self.model.hooks(fwd_hooks=[(hook_names.EMBED, self._noise_hook(replace))]):
+            logits, cache = self.model.run_with_cache(ids, names_filter=lambda n: n in wanted)
+        low = float(torch.softmax(logits[:, -1].float(), dim=-1).mean(dim=0)[self.answer_id])
+        prefix = [cache[hook_names.resid_pre(l)] for l in range(self.n_layers)] if keep_prefix else None
+        return low, prefix
+
+    def _corrupted_runs(self) -> None:
+        low_replace = self.replace and self.low_score_follows_replace
+        self.low_score, prefix = self._corrupted_forward(low_replace, keep_prefix=low_replace == self.replace)
+        if prefix is None:  # ROME's quirk: low with additive noise, restored runs with replace
+            _, prefix = self._corrupted_forward(self.replace, keep_prefix=True)
+        self._corrupted_prefix = prefix  # resid_pre[l]: [S, T, d]
+
+    # ----------------------------------------------------------- restored runs
+    def _cells_per_batch(self, n_cells: int) -> int:
+        cfg = self.model.cfg
+        T = self.ids.shape[1]
+        element = torch.finfo(self.model.dtype).bits // 8
+        per_row = T * (16 * cfg.d_model + 3 * getattr(cfg, "d_mlp", 4 * cfg.d_model) + 2 * cfg.n_heads * T) * element
+        per_row += 2 * cfg.d_vocab * 4
+        budget = 0.3 * _available_bytes(self.model.device)
+        cells = max(1, min(n_cells, int(budget // (self.samples * per_row))))
+        if self.model.device.type == "cpu":
+            cells = min(cells, max(1, 512 // self.samples))
+        return min(cells, self.max_batch_cells) if self.max_batch_cells else cells
+
+    def _run_from(self, h: torch.Tensor, start: int, hooks: list) -> torch.Tensor:
+        """Run blocks ``start..L-1`` on ``h`` ``[N, T, d]``; answer probabilities ``[N]``."""
+        T = h.shape[1]
+        position_ids = torch.arange(T, device=h.device)[None]
+        position_embeddings = self.model.hf_model.model.rotary_emb(h, position_ids)
+        mask = torch.full((T, T), torch.finfo(h.dtype).min, dtype=h.dtype, device=h.device).triu(1)[None, None]
+        with self.model.hooks(fwd_hooks=hooks):
+            for layer in self._layers[start:]:
+                out = layer(h, attention_mask=mask, position_ids=position_ids,
+                            position_embeddings=position_embeddings)
+                h = out[0] if isinstance(out, tuple) else out
+        logits = self._lm_head(self._norm(h[:, -1]))
+        return torch.softmax(logits.float(), dim=-1)[:, self.answer_id]
+
+    def _indices(self, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch row, position) index pairs restoring each cell's positions in its S rows."""
+        S = self.samples
+        batch, positions = [], []
+        for g, row in enumerate(rows):
+            for p in row.positions:
+                batch.extend(range(g * S, (g + 1) * S))
+                positions.extend([p] * S)
+        device = self.model.device
+        return torch.tensor(batch, device=device), torch.tensor(positions, device=device)
+
+    def scores(self, kind: str, rows: Sequence[Row], *, window: int = 10,
+               progress: Callable | None = None) -> np.ndarray:
+        """``[R, L]`` restored probabilities for ``rows`` (each a group of positions)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        T, L = self.ids.shape[1], self.n_layers
+        for row in rows:
+            if not row.positions or not all(0 <= p < T for p in row.positions):
+                raise ValueError(f"row {row.label!r} has positions outside 0..{T - 1}: {row.positions}")
+        b = self.prompt.subject_range[0]
+        scores = np.full((len(rows), L), self.low_score, dtype=np.float64)
+        live = [i for i, row in enumerate(rows) if max(row.positions) >= b]  # others: low by causality
+        K = self._cells_per_batch(len(live))
+        S = self.samples
+        with torch.no_grad():
+            for layer in range(L):
+                if kind == "hidden" and layer == L - 1:
+                    for i in live:
+                        scores[i, layer] = self.high_score if T - 1 in rows[i].positions else self.low_score
+                    continue
+                patched = [layer] if kind == "hidden" else list(layer_window(layer, window, L))
+                start = layer + 1 if kind == "hidden" else patched[0]
+                for first in range(0, len(live), K):
+                    chunk = live[first:first + K]
+                    batch_idx, pos_idx = self._indices([rows[i] for i in chunk])
+                    h = self._corrupted_prefix[start].repeat(len(chunk), 1, 1)
+                    hooks = []
+                    if kind == "hidden":
+                        h[batch_idx, pos_idx] = self._clean["hidden"][layer][pos_idx]
+                    else:
+                        hooks = [(hook_names.BY_KIND[kind](j), _restore(self._clean[kind][j], batch_idx, pos_idx))
+                                 for j in patched]
+                    p = self._run_from(h, start, hooks)
+                    scores[chunk, layer] = p.view(len(chunk), S).mean(dim=1).double().cpu().numpy()
+                if progress is not None:
+                    progress(1)
+        return scores
+
+    def result(self, kind: str, rows: Sequence[Row] | None = None, *, window: int = 10,
+               subject_rows: tuple[int, int] | None = None, ignored_rows: Sequence[int] = (),
+               attribute: str | None = None, progress: Callable | None = None, name: str = "") -> TraceResult:
+        """Trace one kind into a :class:`TraceResult` (rows default to one per position)."""
+        prompt = self.prompt
+        if rows is None:
+            rows = [Row(t, [i]) for i, t in enumerate(prompt.tokens)]
+            subject_rows = prompt.subject_range
+        scores = self.scores(kind, rows, window=window, progress=progress)
+        answer = self.model.tokenizer.decode([self.answer_id])
+        return TraceResult(
+            input_ids=list(prompt.input_ids), tokens=list(prompt.tokens), subject_range=prompt.subject_range,
+            answer_id=self.answer_id, answer=answer, high_score=self.high_score, low_score=self.low_score,
+            scores=scores, kind=kind, window=window, noise=self.scale, noise_rule=self.spec.text,
+            sigma=self.sigma, samples=self.samples, seed=self.seed, replace=self.replace,
+            low_score_follows_replace=self.low_score_follows_replace, rows=list(rows),
+            subject_rows=subject_rows, ignored_rows=list(ignored_rows),
+            correct_prediction=None if attribute is None else answer.strip() == attribute.strip(),
+            modality=prompt.modality, prompt=prompt.prompt, subject=prompt.subject, name=name,
+            extra=dict(prompt.extra),
+        )
+
+
+def _restore(clean: torch.Tensor, batch_idx: torch.Tensor, pos_idx: torch.Tensor) -> Callable:
+    source = clean[pos_idx]
+
+    def restore(act, hook):
+        act[batch_idx, pos_idx] = source
+        return act
+
+    return restore
+
+
+ROW_MODES = ("positions", "groups", "mean")
+
+
+def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequence[str] = KINDS,
+                samples: int = 10, noise: float | str = "3s", seed: int = 1, window: int = 10,
+                sigma: float | None = None, subjects: Sequence[str] | None = None,
+                replace: bool = False, low_score_follows_replace: bool = False,
+                target: int | str | None = None, subject_range: tuple[int, int] | None = None,
+                occurrence: str = "unique", row_mode: str = "positions", attribute: str | None = None,
+                max_batch_cells: int | None = None, progress: bool = False, name: str = ""
+                ) -> dict[str, TraceResult]:
+    """Trace several kinds of one prompt, sharing its clean and corrupted runs; see :func:`trace`."""
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if row_mode not in ROW_MODES:
+        raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES)}")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    prepared = prepare_prompt(model, prompt, subject, subject_range=subject_range, occurrence=occurrence)
+    spec = parse_noise(noise)
+    if spec.needs_sigma and sigma is None and subjects is not None:
+        sigma = subject_sigma(model, subjects, modality=prepared.modality)
+    if row_mode != "positions" and prepared.groups is None:
+        raise ValueError(f"row_mode {row_mode!r} needs a prompt with position groups (a speech prompt)")
+    tracer = Tracer(model, prepared, samples=samples, noise=spec, seed=seed, sigma=sigma, replace=replace,
+                    low_score_follows_replace=low_score_follows_replace, target=target,
+                    max_batch_cells=max_batch_cells)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(kinds) * model.cfg.n_layers, desc="tracing", unit="layer")
+    results = {}
+    try:
+        for kind in kinds:
+            update = bar.update if bar is not None else None
+            if row_mode == "groups":
+                result = tracer.result(kind, prepared.groups, window=window,
+                                       subject_rows=prepared.group_subject_rows,
+                                       ignored_rows=prepared.group_ignored_rows, attribute=attribute,
+                                       progress=update, name=name)
+            else:
+                result = tracer.result(kind, window=window, attribute=attribute, progress=update, name=name)
+                if row_mode == "mean":
+                    result = result.grouped(prepared.groups, subject_rows=prepared.group_subject_rows,
+                                            ignored_rows=prepared.group_ignored_rows)
+            results[kind] = result
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden", samples: int = 10,
+          noise: float | str = "3s", seed: int = 1, window: int = 10, **kwargs) -> TraceResult:
+    """Causal trace of one prompt for one kind (``"hidden"``, ``"mlp"`` or ``"attn"``).
+
+    Args:
+        model: a :class:`~spiritlens.HookedSpiritLM`.
+        prompt: a string, ``(modality, content)`` pairs, token ids ``[T]`` (with
+            ``subject_range``), a :class:`TracePrompt`, or a speech prompt object.
+        subject: the subject's text in the prompt; located by character offsets.
+        samples: corrupted rows S. noise: absolute float, ``"3s"`` (3 sigma; give ``sigma=`` or
+            ``subjects=``), ``"3v"`` (3 x embedding std) or ``"u0.1"``. seed: numpy RandomState seed.
+        window: layers restored together for mlp/attn (ignored for hidden).
+        **kwargs: ``sigma``, ``subjects``, ``replace``, ``low_score_follows_replace``, ``target``
+            (id or string; default the clean top-1), ``subject_range``, ``occurrence``,
+            ``row_mode`` ("positions" | "groups" | "mean"), ``attribute`` (sets
+            ``correct_prediction``), ``max_batch_cells``, ``progress``, ``name``.
+
+    Returns:
+        TraceResult with ``scores`` ``[rows, n_layers]``, ``low_score``, ``high_score``, ``answer``.
+    """
+    return trace_kinds(model, prompt, subject, kinds=(kind,), samples=samples, noise=noise, seed=seed,
+                       window=window, **kwargs)[kind]

@@ -1,0 +1,156 @@
+"""Noise for causal tracing: the scale rule, sigma, and the per-prompt draw (ROME semantics).
+
+Rules (ROME's ``--noise_level``):
+- a number ``x``: Gaussian noise ``x * z``;
+- ``"3s"`` (also ROME's ``"s3"``; ``"s"`` = 1): ``3 * sigma * z``, sigma measured over subjects
+  (:func:`subject_sigma`);
+- ``"3v"``: ``3 * std`` of the modality's embedding rows (:func:`embedding_std`);
+- ``"u0.1"``: uniform ``0.1 * u``, u ~ U(-1, 1).
+
+The draw is ``numpy.random.RandomState(seed).randn(samples, e - b, d_model)`` in float64, once
+per prompt, shared by every cell and kind; it is added in float64 so that the sum is rounded
+once to the activation dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+_RULE = re.compile(r"^(?:(?P<k1>\d*\.?\d*)(?P<r1>[sv])|(?P<r2>[sv])(?P<k2>\d*\.?\d*)|u(?P<u>\d*\.?\d+))$")
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A parsed noise rule: ``kind`` "absolute" | "sigma" | "embedding_std" | "uniform"; ``factor``."""
+
+    kind: str
+    factor: float
+    text: str
+
+    @property
+    def needs_sigma(self) -> bool:
+        return self.kind == "sigma"
+
+
+def parse_noise(noise: float | int | str) -> NoiseSpec:
+    """Parse ``3``, ``0.13``, ``"3s"``, ``"s3"``, ``"3v"`` or ``"u0.1"``; negative or malformed -> error."""
+    if isinstance(noise, bool):
+        raise ValueError(f"noise must be a number or a rule such as '3s', got {noise!r}")
+    if isinstance(noise, (int, float)):
+        value = float(noise)
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"noise must be a non-negative number, got {noise!r}")
+        return NoiseSpec("absolute", value, repr(value))
+    text = str(noise).strip().lower()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return parse_noise(value)
+    match = _RULE.match(text)
+    if not match:
+        raise ValueError(f"noise {noise!r} is not a number or a rule ('3s', 's3', '3v', 'u0.1')")
+    if match.group("u") is not None:
+        return NoiseSpec("uniform", float(match.group("u")), text)
+    rule = match.group("r1") or match.group("r2")
+    factor_text = match.group("k1") if match.group("r1") else match.group("k2")
+    factor = float(factor_text) if factor_text not in (None, "", ".") else 1.0
+    return NoiseSpec("sigma" if rule == "s" else "embedding_std", factor, text)
+
+
+def draw_noise(spec: NoiseSpec, scale: float, samples: int, n_positions: int, d_model: int,
+               seed: int) -> np.ndarray:
+    """``[samples, n_positions, d_model]`` float64 noise, already multiplied by its scale."""
+    rng = np.random.RandomState(seed)
+    if spec.kind == "uniform":
+        return scale * rng.uniform(-1, 1, (samples, n_positions, d_model))
+    return scale * rng.randn(samples, n_positions, d_model)
+
+
+def _embedding_matrix(model) -> torch.Tensor:
+    return model.hf_model.get_input_embeddings().weight
+
+
+def _token_lists(model, subjects: Iterable[str | Sequence[int]]) -> list[list[int]]:
+    lists = []
+    for subject in subjects:
+        if isinstance(subject, str):
+            # On its own, without BOS, as ROME tokenises subjects for collect_embedding_std.
+            lists.append(model.tokenizer.encode(subject, add_special_tokens=False))
+        else:
+            lists.append([int(i) for i in subject])
+    return lists
+
+
+def subject_sigma(model, subjects: Iterable[str | Sequence[int]], *, modality: str = "text",
+                  cache_dir: str | os.PathLike | None = None) -> float:
+    """ROME's sigma: ``torch.std`` (unbiased) of all entries of the subjects' embedding rows.
+
+    ``subjects``: strings (text; each tokenised on its own without BOS, duplicates kept) or
+    lists of token ids (e.g. the subject's speech tokens of each spoken prompt). Cached per
+    model, modality and subject list in memory, and in ``cache_dir`` as JSON when given.
+    """
+    lists = _token_lists(model, subjects)
+    if not lists or not any(lists):
+        raise ValueError("subject_sigma needs at least one non-empty subject")
+    digest = hashlib.sha256(json.dumps([modality, lists]).encode()).hexdigest()[:16]
+    key = (str(model.model_dir), str(model.dtype), modality, digest)
+    memory = model.__dict__.setdefault("_sigma_cache", {})
+    if key in memory:
+        return memory[key]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"sigma_{model.variant}_{modality}_{digest}.json"
+        if path.is_file():
+            memory[key] = float(json.loads(path.read_text())["sigma"])
+            return memory[key]
+    ids = torch.tensor([i for ids in lists for i in ids], device=model.device)
+    with torch.no_grad():
+        sigma = float(_embedding_matrix(model)[ids].float().std())
+    memory[key] = sigma
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"sigma": sigma, "modality": modality, "subjects": len(lists), "tokens": len(ids),
+                  "model": str(model.model_dir), "dtype": str(model.dtype)}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+    return sigma
+
+
+def embedding_std(model, modality: str = "text") -> float:
+    """Std of all entries of the embedding rows of one modality (text pieces or ``[Hu…]`` units)."""
+    vocab = model.vocab
+    if modality == "speech":
+        ids = list(vocab.hubert_ids)
+    elif modality == "text":
+        special = vocab.speech_ids | set(vocab.marker_ids)
+        ids = [i for i in range(len(model.tokenizer)) if i not in special]
+    else:
+        raise ValueError(f"unknown modality {modality!r}; use 'text' or 'speech'")
+    with torch.no_grad():
+        return float(_embedding_matrix(model)[torch.tensor(ids, device=model.device)].float().std())
+
+
+def noise_scale(spec: NoiseSpec, *, sigma: float | None, model=None, modality: str = "text") -> float:
+    """The absolute scale nu of a rule (sigma must be given for ``Ks`` rules)."""
+    if spec.kind in ("absolute", "uniform"):
+        return spec.factor
+    if spec.kind == "sigma":
+        if sigma is None:
+            raise ValueError(
+                f"noise {spec.text!r} needs sigma: pass sigma= (see spiritlens.traces.subject_sigma) "
+                "or subjects= to measure it, or give an absolute noise"
+            )
+        return spec.factor * sigma
+    return spec.factor * embedding_std(model, modality)

@@ -1,0 +1,154 @@
+"""TraceResult: one prompt's causal trace for one kind, with its baselines and settings.
+
+``scores[r, l]`` is the probability of the answer (mean over the corrupted samples) when row
+``r`` (a token position, or a group of positions restored together) is restored at layer ``l``.
+Effects come later: total effect = high_score - low_score, indirect effect = scores - low_score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RESULT_VERSION = 1
+
+
+@dataclass
+class Row:
+    """One row of the scores table: a label and the token positions restored together."""
+
+    label: str
+    positions: list[int]
+
+
+@dataclass
+class TraceResult:
+    """Per-prompt trace (CAUSAL_TRACING.md §4 fields, plus rows for position groups)."""
+
+    input_ids: list[int]
+    tokens: list[str]
+    subject_range: tuple[int, int]
+    answer_id: int
+    answer: str
+    high_score: float
+    low_score: float
+    scores: np.ndarray  # [R, L] float64 probabilities
+    kind: str
+    window: int
+    noise: float
+    noise_rule: str
+    sigma: float | None
+    samples: int
+    seed: int
+    replace: bool = False
+    low_score_follows_replace: bool = False
+    rows: list[Row] = field(default_factory=list)
+    subject_rows: tuple[int, int] | None = None
+    ignored_rows: list[int] = field(default_factory=list)
+    correct_prediction: bool | None = None
+    modality: str = "text"
+    prompt: str = ""
+    subject: str = ""
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.scores = np.asarray(self.scores, dtype=np.float64)
+        self.subject_range = tuple(int(x) for x in self.subject_range)
+        if not self.rows:
+            self.rows = [Row(t, [i]) for i, t in enumerate(self.tokens)]
+        self.rows = [r if isinstance(r, Row) else Row(**r) for r in self.rows]
+        if self.subject_rows is None:
+            self.subject_rows = self.subject_range
+        self.subject_rows = tuple(int(x) for x in self.subject_rows)
+        if self.scores.shape[0] != len(self.rows):
+            raise ValueError(f"scores has {self.scores.shape[0]} rows but {len(self.rows)} row labels")
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.scores.shape[1])
+
+    @property
+    def total_effect(self) -> float:
+        return self.high_score - self.low_score
+
+    @property
+    def indirect_effects(self) -> np.ndarray:
+        """``[R, L]`` scores minus low_score."""
+        return self.scores - self.low_score
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable dict with the contract fields (DESIGN.md, trace JSON)."""
+        data = asdict(self)
+        data["scores"] = self.scores.tolist()
+        data["subject_range"] = list(self.subject_range)
+        data["subject_rows"] = list(self.subject_rows)
+        data["n_layers"] = self.n_layers
+        data["version"] = RESULT_VERSION
+        extra = data.pop("extra")
+        data.update(extra)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TraceResult":
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["extra"] = {k: v for k, v in data.items()
+                           if k not in known and k not in ("n_layers", "version")}
+        return cls(**kwargs)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``path`` (JSON) and a sibling ``.npz`` with the arrays, each atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        npz = path.with_suffix(".npz")
+        tmp_npz = npz.with_name(npz.name + ".tmp.npz")
+        np.savez(tmp_npz, scores=self.scores, input_ids=np.asarray(self.input_ids, dtype=np.int64))
+        os.replace(tmp_npz, npz)
+        write_json_atomic(path, self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TraceResult":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"trace result {str(path)!r} is unreadable: {error}") from None
+        return cls.from_json(data)
+
+    def grouped(self, groups: list[Row], *, subject_rows: tuple[int, int],
+                ignored_rows: list[int] | None = None) -> "TraceResult":
+        """Per-position rows averaged by group (mean over each group's positions) -> a new result."""
+        by_position = {row.positions[0]: i for i, row in enumerate(self.rows) if len(row.positions) == 1}
+        missing = [p for g in groups for p in g.positions if p not in by_position]
+        if missing:
+            raise ValueError(f"positions {missing[:5]} are not single-position rows of this result")
+        scores = np.stack([self.scores[[by_position[p] for p in g.positions]].mean(axis=0) for g in groups])
+        data = self.to_json()
+        data.update(scores=scores.tolist(), rows=[asdict(g) for g in groups], subject_rows=list(subject_rows),
+                    ignored_rows=list(ignored_rows or []), row_mode="mean_of_positions")
+        return TraceResult.from_json(data)
+
+    def plot(self, path: str | os.PathLike, **kwargs) -> Path:
+        """A ROME-style heatmap PNG of this result (``spiritlens.figures.heatmap``)."""
+        from ..figures.heatmap import plot_trace_heatmap
+
+        return plot_trace_heatmap(self.to_json(), path, **kwargs)
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> Path:
+    """Write JSON to a temporary file next to ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
