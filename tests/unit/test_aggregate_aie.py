@@ -212,6 +212,8 @@ def test_kinds_are_separated():
     assert aggs["hidden"].count == aggs["mlp"].count == 1
     with pytest.raises(ValueError, match="no results of kind 'attn'"):
         aggregate([hidden, mlp], "attn")
+    with pytest.raises(ValueError, match="odd.*kind 'resid'"):
+        aggregate_all([hidden, make_result(5, (2, 3), kind="resid", name="odd")])
 
 
 def test_mixed_layer_counts_within_a_kind_are_an_error():

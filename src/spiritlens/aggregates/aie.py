@@ -278,8 +278,13 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
 
 
 def aggregate_all(results: Iterable[Mapping]) -> dict[str, KindAggregate]:
-    """One ``KindAggregate`` per kind present in ``results`` (all modalities pooled), in ``KINDS`` order."""
+    """One ``KindAggregate`` per kind present in ``results`` (all modalities pooled), in ``KINDS`` order.
+
+    Every result is checked first, so one with an unknown kind is an error, not silently dropped.
+    """
     results = list(results)
+    for result in results:
+        check_result(result)
     present = {result.get("kind") for result in results}
     return {kind: aggregate(results, kind) for kind in KINDS if kind in present}
 

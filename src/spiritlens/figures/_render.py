@@ -18,13 +18,13 @@ KIND_CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
 KIND_NAMES = {"hidden": "hidden state", "mlp": "MLP", "attn": "Attn"}
 
 
-def new_figure(width: float, height: float, dpi: int = 200) -> Figure:
+def new_figure(width: float, height: float, dpi: int = 200, layout: str | None = None) -> Figure:
     """A pyplot-free matplotlib Figure (no global state, nothing to close); clear error without the extra."""
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(f"figures need matplotlib, which is missing: {PLOTS_EXTRA_HINT}") from error
-    return Figure(figsize=(width, height), dpi=dpi)
+    return Figure(figsize=(width, height), dpi=dpi, layout=layout)
 
 
 def plain_label(text: str) -> str:

@@ -40,7 +40,7 @@ def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figur
     scores = parsed.scores
     n_rows, n_layers = scores.shape
     kind, window = parsed.kind, result.get("window", 10)
-    fig = new_figure(3.5 + 0.03 * max(0, n_layers - 32), max(2.2, 0.17 * n_rows + 1.2))
+    fig = new_figure(3.8 + 0.03 * max(0, n_layers - 32), max(2.4, 0.17 * n_rows + 1.3), layout="constrained")
     ax = fig.add_subplot()
     vmax = max(scores.max(), parsed.low + 1e-12)
     mesh = ax.pcolormesh(scores, cmap=KIND_CMAPS[kind], vmin=parsed.low, vmax=vmax)
@@ -62,7 +62,6 @@ def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figur
     fig.suptitle(
         plain_label(f"{modality}: answer {answer!r}; p clean {parsed.high:.3g}, corrupted (low) {parsed.low:.3g}"),
         fontsize=7,
-        y=0.995,
     )
     colorbar = fig.colorbar(mesh, ax=ax)
     # The bar starts at low_score (ROME's vmin); label that end explicitly.
