@@ -31,8 +31,7 @@ from spiritlens.aggregates import (
     to_aie_json,
 )
 from spiritlens.aggregates._files import write_atomic
-
-DEFAULT_EPSILON = 1e-4
+from spiritlens.figures.grid import DEFAULT_EPSILON
 
 
 def _positive_float(text: str) -> float:
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(out / f"aie_{kind}.csv", _csv_table(kind, groups))
         written.append(f"aie_{kind}.csv")
     try:
-        from spiritlens.figures.grid import plot_aie_grid, plot_aie_lines
+        from spiritlens.figures.grid import plot_aie_grid, plot_aie_lines  # matplotlib is the plots extra
 
         plot_aie_grid(by_modality, out / "aie_grid_log.png", scale="log", epsilon=args.epsilon)
         plot_aie_grid(by_modality, out / "aie_grid_linear.png", scale="linear")
