@@ -1,0 +1,399 @@
+"""Average indirect effects (AIE) over prompts, by token category, as in ROME's rollup.
+
+One *result* is the JSON dict the tracing engine writes per prompt and kind (CAUSAL_TRACING.md §4):
+``scores`` is ``[R, L]`` raw probabilities p(answer), one row per ROW (a token position, or for
+speech a group of positions listed in ``rows``) and one column per layer. The subject is
+``subject_rows = [b, e)`` in row space (half-open; for text rows it equals ``subject_range``).
+
+Categories (CAUSAL_TRACING.md §5), on rows:
+
+=================  ==============  ========================
+category           rows            per prompt
+=================  ==============  ========================
+first_subject      b               1
+middle_subject     b+1 .. e-2      e-b-2 (may be 0), pooled
+last_subject       e-1             1
+first_subsequent   e               1
+further            e+1 .. R-2      R-e-2 (may be 0), pooled
+last               R-1             1
+=================  ==============  ========================
+
+Rows before ``b`` (BOS, the modality marker, leading words) and the rows in ``ignored_rows``
+(e.g. speech tokens in silence) belong to no category. A 1-token subject puts the same row in
+first_subject and last_subject; ``e = R-1`` puts the same row in first_subsequent and last;
+``e = R`` (the subject ends the prompt) is an error, where ROME raised IndexError.
+
+For one kind, over the kept prompts P (``correct_prediction`` not False; null or absent counts as
+kept, as ROME's notebook does): ``mean_c[l]`` is the mean of row ``l`` over the multiset of all
+category-c rows of all of P, so middle and further are *token-weighted* (a prompt with 4 middle
+rows counts 4 times); ``AIE_c = mean_c - mean(low_score)``; ``ATE = mean(high) - mean(low)``.
+The 95% half-width is ROME's line-plot band, ``1.96 * std(rows) / sqrt(len(P))`` with numpy's
+population std. An empty category has NaN means and a row count of 0 (``null`` in JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+KINDS: tuple[str, ...] = ("hidden", "mlp", "attn")
+MODALITIES: tuple[str, ...] = ("text", "speech")
+MODALITY_LABELS: dict[str, str] = {"text": "T→T", "speech": "S→T"}
+CATEGORIES: tuple[str, ...] = (
+    "first_subject",
+    "middle_subject",
+    "last_subject",
+    "first_subsequent",
+    "further",
+    "last",
+)
+CATEGORY_LABELS: dict[str, str] = {
+    "first_subject": "First subject token",
+    "middle_subject": "Middle subject tokens",
+    "last_subject": "Last subject token",
+    "first_subsequent": "First subsequent token",
+    "further": "Further tokens",
+    "last": "Last token",
+}
+CI_Z = 1.96
+# A JSON dict with these keys is a trace result; any other JSON (aie.json, manifests, ROME's
+# ``{"correct_prediction": false}`` stubs) is skipped by ``load_results``.
+RESULT_KEYS: tuple[str, ...] = ("scores", "kind", "low_score", "high_score")
+
+
+def describe(result: Mapping) -> str:
+    """Short name of a result for error messages: its ``name`` and/or ``prompt``."""
+    name, prompt = result.get("name"), result.get("prompt")
+    if name and prompt:
+        return f"{name} (prompt {prompt!r})"
+    if name or prompt:
+        return repr(name or prompt)
+    return "<unnamed result>"
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A checked result: ``scores`` [R, L] float64, subject rows [b, e), the rest normalised."""
+
+    scores: np.ndarray
+    b: int
+    e: int
+    ignored: frozenset[int]
+    kind: str
+    modality: str
+    low: float
+    high: float
+    kept: bool
+
+
+def _parse(result: Mapping) -> _Parsed:
+    """Check one result's structure; raise ValueError naming the prompt on the first problem."""
+    who = f"result {describe(result)}"
+    missing = [key for key in RESULT_KEYS if key not in result]
+    if missing:
+        raise ValueError(f"{who}: missing field(s) {', '.join(missing)}")
+    kind = result["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"{who}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    modality = result.get("modality") or "text"
+    if modality not in MODALITIES:
+        raise ValueError(f"{who}: modality {modality!r} is not one of {', '.join(MODALITIES)}")
+    try:
+        scores = np.asarray(result["scores"], dtype=np.float64)
+        low, high = float(result["low_score"]), float(result["high_score"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{who}: scores/low_score/high_score are not numbers ({error})") from None
+    if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
+        raise ValueError(f"{who}: scores must be a non-empty [rows, layers] table, got shape {scores.shape}")
+    if not (np.isfinite(scores).all() and math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{who}: scores, low_score or high_score contain NaN or infinity")
+    n_rows, n_layers = scores.shape
+    if result.get("n_layers") is not None and result["n_layers"] != n_layers:
+        raise ValueError(f"{who}: n_layers is {result['n_layers']} but scores have {n_layers} columns")
+    if result.get("rows") is not None and len(result["rows"]) != n_rows:
+        raise ValueError(f"{who}: {len(result['rows'])} rows listed but scores have {n_rows} rows")
+    span = result.get("subject_rows", result.get("subject_range"))
+    if (
+        not isinstance(span, (list, tuple))
+        or len(span) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+    ):
+        raise ValueError(f"{who}: subject_rows (or subject_range) must be two ints [b, e), got {span!r}")
+    b, e = span
+    if not 0 <= b < e <= n_rows:
+        raise ValueError(f"{who}: subject rows [{b}, {e}) do not fit in {n_rows} rows (need 0 <= b < e <= rows)")
+    if e == n_rows:
+        raise ValueError(
+            f"{who}: the subject ends the prompt (subject rows [{b}, {e}) of {n_rows}), "
+            "so there is no first subsequent or last token"
+        )
+    ignored = result.get("ignored_rows") or []
+    if not all(isinstance(r, int) and not isinstance(r, bool) and 0 <= r < n_rows for r in ignored):
+        raise ValueError(f"{who}: ignored_rows must be row indices in [0, {n_rows}), got {ignored!r}")
+    correct = result.get("correct_prediction")
+    return _Parsed(
+        scores=scores,
+        b=b,
+        e=e,
+        ignored=frozenset(ignored),
+        kind=kind,
+        modality=modality,
+        low=low,
+        high=high,
+        kept=correct is None or bool(correct),
+    )
+
+
+def check_result(result: Mapping) -> None:
+    """Raise ValueError naming the prompt if ``result`` is not a usable trace result."""
+    _parse(result)
+
+
+def _category_rows(n_rows: int, b: int, e: int, ignored: frozenset[int]) -> dict[str, list[int]]:
+    """Row indices per category for R = ``n_rows`` rows and subject rows [b, e), with e < R."""
+    spans = {
+        "first_subject": [b],
+        "middle_subject": range(b + 1, e - 1),
+        "last_subject": [e - 1],
+        "first_subsequent": [e],
+        "further": range(e + 1, n_rows - 1),
+        "last": [n_rows - 1],
+    }
+    return {name: [r for r in rows if r not in ignored] for name, rows in spans.items()}
+
+
+def categorize(result: Mapping) -> dict[str, list[int]]:
+    """Row indices of ``result["scores"]`` per category, keys in ``CATEGORIES`` order.
+
+    Rows in ``ignored_rows`` are left out of every category (they are "in no category"); in
+    practice they sit among the middle or further rows. Raises ValueError naming the prompt if the
+    subject ends the prompt or the result is malformed.
+    """
+    parsed = _parse(result)
+    return _category_rows(parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored)
+
+
+@dataclass(frozen=True)
+class KindAggregate:
+    """Aggregate of one kind over prompts.
+
+    ``mean``, ``aie`` and ``ci`` map each category to a float64 array of shape [L]
+    (NaN where the category has no rows). ``count`` is the number of kept prompts and
+    ``excluded`` the number left out because ``correct_prediction`` is False.
+    ``modality`` is "text", "speech" or "mixed".
+    """
+
+    kind: str
+    modality: str
+    n_layers: int
+    count: int
+    excluded: int
+    low_score_mean: float
+    high_score_mean: float
+    mean: dict[str, np.ndarray] = field(repr=False)
+    ci: dict[str, np.ndarray] = field(repr=False)
+    row_counts: dict[str, int]
+
+    @property
+    def ate(self) -> float:
+        """Average total effect, mean(high_score) - mean(low_score)."""
+        return self.high_score_mean - self.low_score_mean
+
+    @property
+    def aie(self) -> dict[str, np.ndarray]:
+        """AIE per category, [L] each: ``mean_c - low_score_mean`` (unclipped)."""
+        return {name: values - self.low_score_mean for name, values in self.mean.items()}
+
+    def aie_matrix(self) -> np.ndarray:
+        """AIE as a [6, L] array, rows in ``CATEGORIES`` order."""
+        aie = self.aie
+        return np.stack([aie[name] for name in CATEGORIES])
+
+    def peak(self) -> tuple[str, int, float] | None:
+        """(category, layer, AIE) of the largest AIE, or None if every category is empty."""
+        matrix = self.aie_matrix()
+        if np.isnan(matrix).all():
+            return None
+        row, layer = np.unravel_index(np.nanargmax(matrix), matrix.shape)
+        return CATEGORIES[row], int(layer), float(matrix[row, layer])
+
+
+def _mean_or_nan(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
+    """Aggregate the results of one ``kind`` (other kinds are ignored) into a ``KindAggregate``.
+
+    Raises ValueError if no result has that kind, if any of them is malformed (naming it), or if
+    they disagree on the number of layers.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    chosen = [(result, _parse(result)) for result in results if result.get("kind") == kind]
+    if not chosen:
+        raise ValueError(f"no results of kind {kind!r} to aggregate")
+    first_result, first = chosen[0]
+    n_layers = first.scores.shape[1]
+    for result, parsed in chosen:
+        if parsed.scores.shape[1] != n_layers:
+            raise ValueError(
+                f"kind {kind!r} mixes layer counts: {describe(first_result)} has {n_layers} layers, "
+                f"{describe(result)} has {parsed.scores.shape[1]}"
+            )
+    modalities = {parsed.modality for _, parsed in chosen}
+    kept = [parsed for _, parsed in chosen if parsed.kept]
+    pooled: dict[str, list[np.ndarray]] = {name: [] for name in CATEGORIES}
+    for parsed in kept:
+        for name, rows in _category_rows(parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored).items():
+            pooled[name].extend(parsed.scores[r] for r in rows)
+    mean, ci = {}, {}
+    for name, rows in pooled.items():
+        if rows:
+            stacked = np.stack(rows)  # [|R_c|, L]
+            mean[name] = stacked.mean(axis=0)
+            ci[name] = CI_Z * stacked.std(axis=0) / math.sqrt(len(kept))
+        else:
+            mean[name] = np.full(n_layers, np.nan)
+            ci[name] = np.full(n_layers, np.nan)
+    return KindAggregate(
+        kind=kind,
+        modality=modalities.pop() if len(modalities) == 1 else "mixed",
+        n_layers=n_layers,
+        count=len(kept),
+        excluded=len(chosen) - len(kept),
+        low_score_mean=_mean_or_nan([p.low for p in kept]),
+        high_score_mean=_mean_or_nan([p.high for p in kept]),
+        mean=mean,
+        ci=ci,
+        row_counts={name: len(rows) for name, rows in pooled.items()},
+    )
+
+
+def aggregate_all(results: Iterable[Mapping]) -> dict[str, KindAggregate]:
+    """One ``KindAggregate`` per kind present in ``results`` (all modalities pooled), in ``KINDS`` order.
+
+    Every result is checked first, so one with an unknown kind is an error, not silently dropped.
+    """
+    results = list(results)
+    for result in results:
+        check_result(result)
+    present = {result.get("kind") for result in results}
+    return {kind: aggregate(results, kind) for kind in KINDS if kind in present}
+
+
+def aggregate_by_modality(results: Iterable[Mapping]) -> dict[str, dict[str, KindAggregate]]:
+    """``{modality: {kind: KindAggregate}}`` for the modalities present ("text" = T→T, "speech" = S→T)."""
+    results = list(results)
+    groups: dict[str, list[Mapping]] = {}
+    for result in results:
+        groups.setdefault(result.get("modality") or "text", []).append(result)
+    unknown = sorted(set(groups) - set(MODALITIES), key=str)
+    if unknown:
+        raise ValueError(f"unknown modality {unknown[0]!r} (expected one of {', '.join(MODALITIES)})")
+    return {modality: aggregate_all(groups[modality]) for modality in MODALITIES if modality in groups}
+
+
+def _json_floats(values: np.ndarray | float) -> list[float | None] | float | None:
+    """NaN -> None, recursively over a 1-D array or a scalar."""
+    if np.ndim(values) == 0:
+        value = float(values)
+        return None if math.isnan(value) else value
+    return [_json_floats(v) for v in values]
+
+
+def _kind_entry(agg: KindAggregate) -> dict:
+    aie = agg.aie
+    return {
+        "count": agg.count,
+        "low_score_mean": _json_floats(agg.low_score_mean),
+        "high_score_mean": _json_floats(agg.high_score_mean),
+        "aie": {name: _json_floats(aie[name]) for name in CATEGORIES},
+        "ate": _json_floats(agg.ate),
+        "row_counts": dict(agg.row_counts),
+        "ci95": {name: _json_floats(agg.ci[name]) for name in CATEGORIES},
+        "excluded": agg.excluded,
+        "n_layers": agg.n_layers,
+        "modality": agg.modality,
+    }
+
+
+def to_aie_json(
+    aggregates: Mapping[str, KindAggregate],
+    by_modality: Mapping[str, Mapping[str, KindAggregate]] | None = None,
+) -> dict:
+    """The ``aie.json`` document of DESIGN.md: ``{kind: {count, low_score_mean, high_score_mean, aie}}``.
+
+    ``aie`` maps each category to one unclipped float per layer, ``null`` where the category has
+    no rows. Extra fields per kind: ``ate``, ``row_counts``, ``ci95`` (half-widths), ``excluded``,
+    ``n_layers``, ``modality``; and, when ``by_modality`` holds more than one modality,
+    ``by_modality: {modality: <the same fields for that modality alone>}``.
+    """
+    document = {}
+    for kind, agg in aggregates.items():
+        entry = _kind_entry(agg)
+        if by_modality is not None and len(by_modality) > 1:
+            entry["by_modality"] = {
+                modality: _kind_entry(kinds[kind]) for modality, kinds in by_modality.items() if kind in kinds
+            }
+        document[kind] = entry
+    return document
+
+
+def _result_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    if isinstance(source, (str, os.PathLike)):
+        source = [source]
+    files: list[Path] = []
+    for item in source:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*.json") if p.is_file() and not p.name.startswith(".")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"results path {str(path)!r} does not exist")
+    return files
+
+
+def load_results(
+    source: str | os.PathLike | Iterable[str | os.PathLike],
+    problems: list[str] | None = None,
+) -> list[dict]:
+    """Read the trace results under a folder (recursively, ``*.json``) or from a list of files.
+
+    JSON that is not a trace result (no ``scores``/``kind``: ``aie.json``, manifests, ROME's
+    ``{"correct_prediction": false}`` stubs) is skipped silently. A file that cannot be read, is not
+    valid JSON, or is a malformed result (see ``check_result``, including a subject that ends the
+    prompt) is not fatal: one line ``"<path>: <what is wrong>"`` is appended to ``problems``, or
+    given as a warning when ``problems`` is None. A result without ``name`` gets the file's stem.
+    Raises FileNotFoundError for a source path that does not exist.
+    """
+    results = []
+    for path in _result_files(source):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            message = f"{path}: cannot read JSON ({error})"
+        else:
+            if not isinstance(document, dict) or "scores" not in document or "kind" not in document:
+                continue
+            document.setdefault("name", path.stem)
+            try:
+                check_result(document)
+            except ValueError as error:
+                message = f"{path}: {error}"
+            else:
+                results.append(document)
+                continue
+        if problems is None:
+            warnings.warn(message, stacklevel=2)
+        else:
+            problems.append(message)
+    return results

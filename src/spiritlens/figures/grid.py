@@ -1,0 +1,168 @@
+"""Figure-2-style AIE grids (kinds x modalities, categories x layers) and ROME's line plots.
+
+Input everywhere is ``groups = {modality: {kind: KindAggregate}}`` as returned by
+``spiritlens.aggregates.aggregate_by_modality``; columns follow its modality order (T→T, S→T),
+rows follow ``KINDS`` (hidden, mlp, attn).
+
+Two colour scales:
+
+- ``"log"`` (the SpiritLM factual-recall paper): a log colour norm from ε to the largest AIE of all
+  panels, on ``max(AIE, ε)``; AIE ≤ ε shows as the lightest colour. ε is written in the suptitle
+  and in the PNG's ``epsilon`` text chunk.
+- ``"linear"`` (ROME's rollup): ``clip(AIE, 0)`` from 0 to the largest hidden-kind AIE (over all
+  modalities), shared by mlp and attn, so those saturate where they exceed it.
+
+Empty categories (no rows in any prompt) are NaN: grey cells marked "no rows".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from spiritlens.aggregates.aie import CATEGORIES, CATEGORY_LABELS, KINDS, MODALITY_LABELS, KindAggregate
+from spiritlens.figures._render import KIND_CMAPS, KIND_NAMES, new_figure, save_png
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Groups = Mapping[str, Mapping[str, KindAggregate]]
+DEFAULT_EPSILON = 1e-4
+SCALES = ("log", "linear")
+# ROME's line-plot colours: tab10 indices per category, in CATEGORIES order.
+_LINE_COLORS = (0, 1, 2, 4, 5, 3)
+_KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP (window)", "attn": "Attn (window)"}
+
+
+def _kinds_in(groups: Groups) -> list[str]:
+    if not groups or not any(groups.values()):
+        raise ValueError("nothing to plot: no aggregates given")
+    return [kind for kind in KINDS if any(kind in kinds for kinds in groups.values())]
+
+
+def _finite_max(matrices: list[np.ndarray]) -> float:
+    values = [m[np.isfinite(m)] for m in matrices]
+    values = [v for v in values if v.size]
+    return float(max(v.max() for v in values)) if values else math.nan
+
+
+def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFAULT_EPSILON) -> Figure:
+    """Build the grid Figure: one panel per (kind, modality), each AIE [6 categories, L layers]."""
+    if scale not in SCALES:
+        raise ValueError(f"scale {scale!r} is not one of {', '.join(SCALES)}")
+    if not (isinstance(epsilon, (int, float)) and epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
+    from matplotlib.colors import LogNorm, Normalize
+
+    kinds, modalities = _kinds_in(groups), list(groups)
+    matrices = {(k, m): groups[m][k].aie_matrix() for m in modalities for k in kinds if k in groups[m]}
+    if scale == "log":
+        vmax = _finite_max(list(matrices.values()))
+        vmax = vmax if vmax > epsilon else 10 * epsilon
+        norm = LogNorm(vmin=epsilon, vmax=vmax)
+        shown = {key: np.where(np.isnan(a), np.nan, np.maximum(a, epsilon)) for key, a in matrices.items()}
+        title = f"Average indirect effect, log colour scale (AIE clipped at ε = {epsilon:g})"
+    else:
+        hidden = [a for (k, _), a in matrices.items() if k == "hidden"]
+        vmax = _finite_max(hidden or list(matrices.values()))
+        vmax = vmax if vmax > 0 else 1.0
+        norm = Normalize(vmin=0.0, vmax=vmax)
+        shown = {key: np.where(np.isnan(a), np.nan, np.clip(a, 0, None)) for key, a in matrices.items()}
+        title = "Average indirect effect, clip(AIE, 0); colour max = hidden-state max"
+
+    fig = new_figure(3.4 * len(modalities) + 2.2, 1.9 * len(kinds) + 0.7)
+    axes = fig.subplots(len(kinds), len(modalities), squeeze=False, sharex=True)
+    for i, kind in enumerate(kinds):
+        mesh = None
+        for j, modality in enumerate(modalities):
+            ax = axes[i, j]
+            ax.set_facecolor("0.85")  # NaN (empty category) cells stay grey
+            agg = groups[modality].get(kind)
+            name = MODALITY_LABELS.get(modality, modality)
+            if agg is None:
+                ax.set_title(f"{name}: no {kind} results", fontsize=8)
+                ax.set_yticks([])
+                continue
+            data = shown[(kind, modality)]
+            mesh = ax.pcolormesh(data, cmap=KIND_CMAPS[kind], norm=norm)
+            for row in np.flatnonzero(np.isnan(data).all(axis=1)):
+                ax.text(data.shape[1] / 2, row + 0.5, "no rows", ha="center", va="center", fontsize=6, color="0.3")
+            ax.invert_yaxis()
+            ax.set_yticks(np.arange(len(CATEGORIES)) + 0.5)
+            ax.set_yticklabels([CATEGORY_LABELS[c] for c in CATEGORIES] if j == 0 else [], fontsize=7)
+            ax.set_xticks(np.arange(0, agg.n_layers, 5) + 0.5)
+            ax.set_xticklabels([str(layer) for layer in range(0, agg.n_layers, 5)], fontsize=7)
+            ax.set_title(f"{name}: {_KIND_TITLES[kind]} (n = {agg.count})", fontsize=8)
+            if i == len(kinds) - 1:
+                ax.set_xlabel("layer" if kind == "hidden" else "layer (centre of window)", fontsize=8)
+        if mesh is not None:
+            colorbar = fig.colorbar(mesh, ax=list(axes[i]), fraction=0.04, pad=0.02)
+            colorbar.ax.tick_params(labelsize=6)
+            colorbar.set_label(f"AIE ({KIND_NAMES[kind]})", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_aie_grid(
+    groups: Groups, path: str | os.PathLike, *, scale: str = "log", epsilon: float = DEFAULT_EPSILON
+) -> Path:
+    """Write the AIE grid as a PNG (atomically); ``epsilon`` and ``scale`` go into the PNG text chunks."""
+    fig = aie_grid_figure(groups, scale=scale, epsilon=epsilon)
+    metadata = {"Title": "spiritlens AIE grid", "scale": scale}
+    if scale == "log":
+        metadata["epsilon"] = repr(float(epsilon))
+    return save_png(fig, path, metadata)
+
+
+def aie_lines_figure(groups: Groups) -> Figure:
+    """ROME's line plots: AIE per layer for each category with a 95% band, rows = modalities, columns = kinds.
+
+    Unclipped, band ±``KindAggregate.ci`` (1.96·std(rows)/√prompts); empty categories are left out.
+    """
+    kinds, modalities = _kinds_in(groups), list(groups)
+    fig = new_figure(4.2 * len(kinds), 2.9 * len(modalities))
+    axes = fig.subplots(len(modalities), len(kinds), squeeze=False, sharey="row")
+    from matplotlib import colormaps
+
+    colors = colormaps["tab10"].colors
+    for i, modality in enumerate(modalities):
+        for j, kind in enumerate(kinds):
+            ax = axes[i, j]
+            agg = groups[modality].get(kind)
+            ax.set_title(f"{MODALITY_LABELS.get(modality, modality)}: AIE of {_KIND_TITLES[kind]}", fontsize=9)
+            if agg is None:
+                continue
+            layers = np.arange(agg.n_layers)
+            aie = agg.aie
+            for category, color_index in zip(CATEGORIES, _LINE_COLORS):
+                if agg.row_counts[category] == 0:
+                    continue
+                y, err = aie[category], agg.ci[category]
+                color = colors[color_index]
+                ax.fill_between(layers, y - err, y + err, alpha=0.3, color=color, linewidth=0)
+                ax.plot(layers, y, color=color, label=CATEGORY_LABELS[category], linewidth=1.2)
+            ax.axhline(0.0, color="0.5", linewidth=0.6)
+            ax.set_xlabel("layer", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("AIE on p(answer)", fontsize=8)
+            ax.tick_params(labelsize=7)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=7)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def plot_aie_lines(groups: Groups, path: str | os.PathLike) -> Path:
+    """Write ROME-style line plots with 95% bands as a PNG (atomically)."""
+    return save_png(aie_lines_figure(groups), path, {"Title": "spiritlens AIE line plots"})
