@@ -205,8 +205,10 @@ class Tracer:
     def _corrupted_runs(self) -> None:
         low_replace = self.replace and self.low_score_follows_replace
         self.low_score, prefix = self._corrupted_forward(low_replace, keep_prefix=low_replace == self.replace)
+        # The restored runs' own unrestored score: what cells that restore nothing are worth.
+        self._baseline = self.low_score
         if prefix is None:  # ROME's quirk: low with additive noise, restored runs with replace
-            _, prefix = self._corrupted_forward(self.replace, keep_prefix=True)
+            self._baseline, prefix = self._corrupted_forward(self.replace, keep_prefix=True)
         self._corrupted_prefix = prefix  # resid_pre[l]: [S, T, d]
 
     # ----------------------------------------------------------- restored runs
@@ -259,15 +261,17 @@ class Tracer:
             if not row.positions or not all(0 <= p < T for p in row.positions):
                 raise ValueError(f"row {row.label!r} has positions outside 0..{T - 1}: {row.positions}")
         b = self.prompt.subject_range[0]
-        scores = np.full((len(rows), L), self.low_score, dtype=np.float64)
-        live = [i for i, row in enumerate(rows) if max(row.positions) >= b]  # others: low by causality
+        # Rows before the subject restore states equal to the corrupted ones: by causality their
+        # score is the corrupted baseline (low_score, unless ROME's replace quirk is on).
+        scores = np.full((len(rows), L), self._baseline, dtype=np.float64)
+        live = [i for i, row in enumerate(rows) if max(row.positions) >= b]
         K = self._cells_per_batch(len(live))
         S = self.samples
         with torch.no_grad():
             for layer in range(L):
                 if kind == "hidden" and layer == L - 1:
                     for i in live:
-                        scores[i, layer] = self.high_score if T - 1 in rows[i].positions else self.low_score
+                        scores[i, layer] = self.high_score if T - 1 in rows[i].positions else self._baseline
                     continue
                 patched = [layer] if kind == "hidden" else list(layer_window(layer, window, L))
                 start = layer + 1 if kind == "hidden" else patched[0]

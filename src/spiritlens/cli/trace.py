@@ -1,0 +1,120 @@
+"""``spiritlens trace``: causal trace of one prompt (text, or speech with its transcript)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "trace",
+        help="causal trace of one prompt: JSON result (contract fields) and a heatmap PNG",
+        description="ROME-style causal tracing: noise the subject's embeddings, restore one state "
+                    "per (token, layer), record the answer's probability.",
+    )
+    parser.add_argument("--model", required=True, help="SpiritLM model directory or variant name")
+    source = parser.add_argument_group("prompt")
+    source.add_argument("--prompt", help="text prompt (T->T)")
+    source.add_argument("--audio", help="spoken prompt audio file (S->T); needs --transcript")
+    source.add_argument("--transcript", help="what the audio says (for the alignment)")
+    source.add_argument("--aligner", help="CTC model directory (HubertForCTC/Wav2Vec2ForCTC) for speech")
+    source.add_argument("--speech-tokenizer", help="speech-tokenizer folder (default: from $SPIRITLM_CHECKPOINTS_DIR)")
+    source.add_argument("--mapping", choices=["exact", "paper"], default="exact",
+                        help="speech-token mapping: token frame spans (exact) or the paper's formula 2")
+    source.add_argument("--row-mode", choices=["positions", "groups", "mean"], default="groups",
+                        help="speech rows: single positions, text-token groups restored together, or "
+                             "per-position rows averaged by group (default: groups)")
+    parser.add_argument("--subject", help="the subject's text in the prompt (or transcript)")
+    parser.add_argument("--subject-range", help="subject token positions B:E (half-open), instead of --subject")
+    parser.add_argument("--first-occurrence", action="store_true",
+                        help="if the subject occurs more than once, use the first occurrence (ROME's rule)")
+    parser.add_argument("--kind", default="hidden", choices=["hidden", "mlp", "attn"])
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--noise", default="3s", help="absolute scale (e.g. 0.13), Ks (K sigma), Kv, or uK")
+    parser.add_argument("--sigma", type=float, help="sigma for a Ks noise rule")
+    parser.add_argument("--known", help="known_1000.json: measure sigma over its subjects (ROME's rule)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--replace", action="store_true", help="overwrite the subject embeddings with noise")
+    parser.add_argument("--target", help="target token (string); default: the clean top-1")
+    parser.add_argument("--attribute", help="expected answer; sets correct_prediction")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--max-batch-cells", type=int, help="cap on cells per batched forward")
+    parser.add_argument("--json", required=True, help="output JSON path")
+    parser.add_argument("--png", help="heatmap PNG path (default: next to the JSON)")
+    parser.add_argument("--alignment-png", help="alignment figure PNG for speech prompts (default: next to the JSON)")
+    parser.set_defaults(func=run)
+
+
+def _subject_range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        b, e = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--subject-range {text!r} must be B:E, two integers") from None
+    return b, e
+
+
+def run(args) -> int:
+    from spiritlens import HookedSpiritLM
+    from spiritlens.traces import parse_noise, subject_sigma, trace
+
+    if (args.prompt is None) == (args.audio is None):
+        raise ValueError("give exactly one of --prompt (text) or --audio (speech)")
+    if args.subject is None and args.subject_range is None:
+        raise ValueError("give --subject or --subject-range")
+    subject_range = _subject_range(args.subject_range)
+    spec = parse_noise(args.noise)
+    model = HookedSpiritLM.from_pretrained(args.model, dtype=args.dtype, device=args.device,
+                                           speech_tokenizer=args.speech_tokenizer)
+    sigma = args.sigma
+    if spec.needs_sigma and sigma is None:
+        if not args.known:
+            raise ValueError(f"--noise {args.noise} needs sigma: pass --sigma or --known known_1000.json "
+                             "(ROME's rule), or an absolute --noise")
+        from spiritlens.data import load_known
+
+        records = load_known(args.known)
+        sigma = subject_sigma(model, [r.subject for r in records], modality="text")
+    json_path = Path(args.json)
+    extra = {}
+    if args.audio is not None:
+        prompt, extra = _speech_prompt(model, args, json_path)
+        row_mode = args.row_mode
+    else:
+        prompt, row_mode = args.prompt, "positions"
+    result = trace(
+        model, prompt, args.subject if args.audio is None else None, kind=args.kind, samples=args.samples,
+        noise=spec.text if spec.kind != "absolute" else spec.factor, seed=args.seed, window=args.window,
+        sigma=sigma, replace=args.replace, target=args.target, subject_range=subject_range,
+        occurrence="first" if args.first_occurrence else "unique", row_mode=row_mode,
+        attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=True,
+        name=json_path.stem,
+    )
+    result.extra.update(extra)
+    result.save(json_path)
+    png = Path(args.png) if args.png else json_path.with_suffix(".png")
+    result.plot(png)
+    print(f"answer {result.answer!r}: high {result.high_score:.4f}, low {result.low_score:.4f}; "
+          f"wrote {json_path} and {png}")
+    return 0
+
+
+def _speech_prompt(model, args, json_path: Path):
+    """The S->T prompt: audio, transcript and subject aligned (spiritlens.speech_prompt)."""
+    from spiritlens.speech_prompt import SpeechPrompt
+
+    if not args.transcript:
+        raise ValueError("--audio needs --transcript (what the audio says)")
+    if not args.aligner:
+        raise ValueError("--audio needs --aligner (a CTC model directory)")
+    if args.subject is None:
+        raise ValueError("--audio needs --subject (the subject's text in the transcript)")
+    prompt = SpeechPrompt.from_audio(model, args.audio, transcript=args.transcript, subject=args.subject,
+                                     aligner=args.aligner, mapping=args.mapping)
+    figure = Path(args.alignment_png) if args.alignment_png else json_path.with_name(json_path.stem + "_alignment.png")
+    prompt.plot_alignment(figure)
+    print(f"alignment confidence {prompt.confidence:.3f}; figure {figure}")
+    return prompt, {"alignment": prompt.alignment_json(), "alignment_png": str(figure)}
