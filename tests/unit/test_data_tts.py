@@ -91,3 +91,12 @@ def test_bad_inputs_and_registry_errors(tmp_path):
     with pytest.raises(ValueError, match="flite: unknown voice 'bob'; choose one of slt, awb, rms, kal"):
         FliteTTS(voice="bob")
     assert isinstance(get_backend("espeak", rate=200), EspeakTTS)
+
+
+def test_a_backend_whose_program_is_missing_stops_before_any_work(tmp_path):
+    class Missing(EspeakTTS):
+        executable = "spiritlens-no-such-tts"
+
+    with pytest.raises(TTSUnavailable, match=r"^TTS backend 'espeak' cannot run here; available: espeak"):
+        synthesize_corpus(ITEMS, Missing(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

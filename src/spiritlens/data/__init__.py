@@ -14,7 +14,7 @@ from spiritlens.data.asr import (
     wer_report,
 )
 from spiritlens.data.judge import FilterEntry, FilterResult, Judgement, filter_prompts, judge
-from spiritlens.data.known import KNOWN_URL, KnownDataset, KnownDataUnavailable, KnownRecord, load_known, select
+from spiritlens.data.known import KNOWN_URL, KnownDataset, KnownDataUnavailable, KnownRecord, load_known, parse_known, select
 from spiritlens.data.normalize import NORMALISATION, normalize_text, normalize_words
 from spiritlens.data.tts import (
     EspeakTTS,
@@ -26,6 +26,7 @@ from spiritlens.data.tts import (
     TTSError,
     TTSUnavailable,
     get_backend,
+    load_manifest,
     synthesize_corpus,
 )
 
@@ -34,6 +35,6 @@ __all__ = [
     "KNOWN_URL", "KnownDataUnavailable", "KnownDataset", "KnownRecord", "MeloTTS", "NORMALISATION",
     "PocketsphinxASR", "SpeechEntry", "SynthesisResult", "TTSBackend", "TTSError", "TTSUnavailable",
     "WERCheck", "WERItem", "WERReport", "WhisperASR", "filter_prompts", "get_asr", "get_backend", "judge",
-    "load_audio_16k", "load_known", "normalize_text", "normalize_words", "select", "synthesize_corpus",
+    "load_audio_16k", "load_known", "load_manifest", "parse_known", "normalize_text", "normalize_words", "select", "synthesize_corpus",
     "wer_check", "wer_report",
 ]

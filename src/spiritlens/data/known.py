@@ -26,6 +26,7 @@ __all__ = [
     "KnownDataset",
     "KnownRecord",
     "load_known",
+    "parse_known",
     "select",
 ]
 

@@ -44,6 +44,7 @@ __all__ = [
     "TTSError",
     "TTSUnavailable",
     "get_backend",
+    "load_manifest",
     "synthesize_corpus",
 ]
 
@@ -324,6 +325,9 @@ def _synthesize_one(backend: TTSBackend, request: SpeechEntry, out_dir: Path) ->
         info = sf.info(tmp)
         digest = sha256_file(tmp)
         os.replace(tmp, final)
+    except TTSUnavailable:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     except Exception as e:  # noqa: BLE001 - one failing item must not stop the corpus
         Path(tmp).unlink(missing_ok=True)
         final.unlink(missing_ok=True)
@@ -347,9 +351,9 @@ def synthesize_corpus(
     An item is reused when the manifest has it with the same text, backend, voice and settings
     and its WAV still matches the recorded SHA-256; otherwise it is (re-)synthesised. A failure
     on one item is recorded in its entry's ``error`` and the rest continue (a later run retries
-    it). The manifest keeps entries of items not passed this time; it is written atomically every
-    ``save_every`` synthesised items and at the end. ``progress``: tqdm bar (None: only for more
-    than 20 items on a terminal).
+    it); a backend that cannot run raises TTSUnavailable. The manifest keeps entries of items
+    not passed this time; it is written atomically every ``save_every`` synthesised items and at
+    the end. ``progress``: tqdm bar (None: only for more than 20 items on a terminal).
     """
     items = list(items)
     ids = [item_id for item_id, _ in items]
@@ -358,6 +362,8 @@ def synthesize_corpus(
             raise ValueError(f"item id {item_id!r} must be a non-empty str of letters, digits, '_', '.', '-'")
     if len(set(ids)) != len(ids):
         raise ValueError("item ids passed to synthesize_corpus must be unique")
+    if not backend.available():
+        raise TTSUnavailable(f"TTS backend {backend.name!r} cannot run here; available: {_describe_backends()}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
