@@ -226,7 +226,8 @@ def filter_prompts(
         accept: labels that count as correct.
         out_path: write the manifest here as JSON, atomically, every ``save_every`` records and at
             the end; with ``resume``, generations already in it (same modality, known_id and prompt,
-            no error) are reused and only re-judged.
+            no error) are reused and only re-judged. The manifest does not record which model
+            generated: use another ``out_path`` (or ``resume=False``) for another model.
         progress: tqdm bar (None: only for more than 20 records on a terminal).
     """
     if modality not in MODALITIES:
