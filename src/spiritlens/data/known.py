@@ -1,0 +1,199 @@
+"""ROME's Known dataset (``known_1000.json``, 1209 facts): loading, validation, subsets.
+
+Where the file comes from, in order: the ``path`` argument; ``$SPIRITLENS_KNOWN_PATH``; the cache
+(``cache_dir``, default ``~/.cache/spiritlens``), downloaded there from ROME's site on first use.
+A record that cannot be used (a missing field, a subject that does not occur in its prompt, a
+repeated ``known_id``) is left out and reported in :attr:`KnownDataset.problems`; the rest load.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spiritlens.data._io import read_json
+
+__all__ = [
+    "KNOWN_URL",
+    "KnownDataUnavailable",
+    "KnownDataset",
+    "KnownRecord",
+    "load_known",
+    "parse_known",
+    "select",
+]
+
+KNOWN_URL = "https://rome.baulab.info/data/dsets/known_1000.json"
+KNOWN_FILENAME = "known_1000.json"
+ENV_KNOWN_PATH = "SPIRITLENS_KNOWN_PATH"
+DEFAULT_CACHE_DIR = Path("~/.cache/spiritlens")
+
+_REQUIRED_TEXT = ("prompt", "subject", "attribute")
+
+
+class KnownDataUnavailable(RuntimeError):
+    """The Known dataset is neither given, cached, nor downloadable."""
+
+
+@dataclass(frozen=True)
+class KnownRecord:
+    """One Known fact. ``prompt`` contains ``subject``; the model should continue it with ``attribute``."""
+
+    known_id: int
+    prompt: str
+    subject: str
+    attribute: str
+    relation_id: str = ""
+    template: str = ""
+    prediction: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KnownRecord:
+        """Build from one JSON record (unknown keys are ignored)."""
+        return cls(
+            known_id=int(d["known_id"]),
+            prompt=d["prompt"],
+            subject=d["subject"],
+            attribute=d["attribute"],
+            relation_id=d.get("relation_id") or "",
+            template=d.get("template") or "",
+            prediction=d.get("prediction") or "",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def subject_span(self) -> tuple[int, int]:
+        """Half-open character span ``[start, end)`` of the subject's first occurrence in ``prompt``."""
+        start = self.prompt.index(self.subject)
+        return start, start + len(self.subject)
+
+
+@dataclass
+class KnownDataset(Sequence):
+    """Valid records in file order, plus ``problems``: ``(known_id or None, reason)`` per rejected record."""
+
+    records: list[KnownRecord]
+    problems: list[tuple[int | None, str]] = field(default_factory=list)
+    source: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        return self.records[i]
+
+    def __iter__(self) -> Iterator[KnownRecord]:
+        return iter(self.records)
+
+    def by_id(self) -> dict[int, KnownRecord]:
+        return {r.known_id: r for r in self.records}
+
+
+def _record_problem(index: int, raw: Any, seen: set[int]) -> tuple[int | None, str] | None:
+    """The reason record ``index`` cannot be used, or None when it is valid."""
+    if not isinstance(raw, dict):
+        return None, f"record #{index} is a {type(raw).__name__}, not an object"
+    known_id = raw.get("known_id")
+    if isinstance(known_id, bool) or not isinstance(known_id, int):
+        return None, f"record #{index} has no integer known_id (got {known_id!r})"
+    for key in _REQUIRED_TEXT:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            return known_id, f"missing or empty {key}"
+    if raw["subject"] not in raw["prompt"]:
+        return known_id, f"subject {raw['subject']!r} not in prompt {raw['prompt']!r}"
+    if known_id in seen:
+        return known_id, "duplicate known_id"
+    return None
+
+
+def parse_known(data: Any, source: Path | None = None) -> KnownDataset:
+    """Validate a decoded Known JSON list; bad records go to ``problems``."""
+    if not isinstance(data, list):
+        raise ValueError(f"Known dataset {source or ''} must be a JSON list of records, got {type(data).__name__}")
+    records: list[KnownRecord] = []
+    problems: list[tuple[int | None, str]] = []
+    seen: set[int] = set()
+    for index, raw in enumerate(data):
+        problem = _record_problem(index, raw, seen)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        seen.add(raw["known_id"])
+        records.append(KnownRecord.from_dict(raw))
+    return KnownDataset(records=records, problems=problems, source=source)
+
+
+def _download(url: str, dest: Path, timeout: float) -> None:
+    """Fetch ``url`` into ``dest`` atomically; a one-line KnownDataUnavailable when offline."""
+    hint = f"pass a local copy with load_known(path=...) or set ${ENV_KNOWN_PATH}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            payload = response.read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise KnownDataUnavailable(f"cannot download the Known dataset from {url} ({reason}); {hint}") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+    try:
+        read_json(tmp, "downloaded Known dataset")
+    except ValueError:
+        Path(tmp).unlink(missing_ok=True)
+        raise KnownDataUnavailable(f"the file downloaded from {url} is not valid JSON; {hint}") from None
+    os.replace(tmp, dest)
+
+
+def load_known(
+    path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    url: str = KNOWN_URL,
+    timeout: float = 30.0,
+) -> KnownDataset:
+    """Load and validate ROME's Known dataset.
+
+    Args:
+        path: a local ``known_1000.json``. When None, ``$SPIRITLENS_KNOWN_PATH`` is used if set,
+            else ``cache_dir/known_1000.json``, downloaded from ``url`` if not cached yet.
+        cache_dir: download cache (default ``~/.cache/spiritlens``).
+        url: where to download from (ROME's published file).
+        timeout: download timeout in seconds.
+
+    Raises:
+        FileNotFoundError: ``path`` (or the environment variable's path) does not exist.
+        KnownDataUnavailable: nothing cached and the download failed.
+        ValueError: the file is not a JSON list.
+    """
+    if path is None and os.environ.get(ENV_KNOWN_PATH):
+        path = os.environ[ENV_KNOWN_PATH]
+    if path is None:
+        path = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser() / KNOWN_FILENAME
+        if not path.is_file():
+            _download(url, path, timeout)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Known dataset not found: {path}")
+    return parse_known(read_json(path, "Known dataset"), source=path)
+
+
+def select(records: Sequence[KnownRecord], n: int, seed: int = 0) -> list[KnownRecord]:
+    """A deterministic random subset of ``n`` records, kept in their original order.
+
+    The same ``seed`` gives nested subsets: ``select(r, 10, s)`` is contained in ``select(r, 20, s)``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(records):
+        raise ValueError(f"n must be an integer between 0 and {len(records)} (the number of records), got {n!r}")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    return [records[i] for i in sorted(order[:n])]
