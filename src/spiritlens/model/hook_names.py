@@ -12,6 +12,10 @@ def resid_pre(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_pre"
 
 
+def resid_mid(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_mid"
+
+
 def resid_post(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 

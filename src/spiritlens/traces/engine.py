@@ -195,11 +195,16 @@ class Tracer:
 
     def _corrupted_forward(self, replace: bool, keep_prefix: bool):
         ids = self.ids.expand(self.samples, -1)
-        wanted = {hook_names.resid_pre(l) for l in range(self.n_layers)} if keep_prefix else set()
+        L = self.n_layers
+        wanted = {hook_names.resid_pre(l) for l in range(L)} | {hook_names.resid_mid(l) for l in range(L)} \
+            if keep_prefix else set()
         with self.model.hooks(fwd_hooks=[(hook_names.EMBED, self._noise_hook(replace))]):
             logits, cache = self.model.run_with_cache(ids, names_filter=lambda n: n in wanted)
         low = float(torch.softmax(logits[:, -1].float(), dim=-1).mean(dim=0)[self.answer_id])
-        prefix = [cache[hook_names.resid_pre(l)] for l in range(self.n_layers)] if keep_prefix else None
+        if not keep_prefix:
+            return low, None
+        prefix = {"pre": [cache[hook_names.resid_pre(l)] for l in range(L)],
+                  "mid": [cache[hook_names.resid_mid(l)] for l in range(L)]}
         return low, prefix
 
     def _corrupted_runs(self) -> None:
@@ -209,7 +214,8 @@ class Tracer:
         self._baseline = self.low_score
         if prefix is None:  # ROME's quirk: low with additive noise, restored runs with replace
             self._baseline, prefix = self._corrupted_forward(self.replace, keep_prefix=True)
-        self._corrupted_prefix = prefix  # resid_pre[l]: [S, T, d]
+        self._corrupted_prefix = prefix["pre"]  # resid_pre[l]: [S, T, d]
+        self._corrupted_mid = prefix["mid"]  # resid_mid[l]: [S, T, d]
 
     # ----------------------------------------------------------- restored runs
     def _cells_per_batch(self, n_cells: int) -> int:
@@ -224,16 +230,35 @@ class Tracer:
             cells = min(cells, max(1, 512 // self.samples))
         return min(cells, self.max_batch_cells) if self.max_batch_cells else cells
 
-    def _run_from(self, h: torch.Tensor, start: int, hooks: list) -> torch.Tensor:
-        """Run blocks ``start..L-1`` on ``h`` ``[N, T, d]``; answer probabilities ``[N]``."""
+    def _first_block_output(self, kind: str, block: int, batch_idx: torch.Tensor,
+                            pos_idx: torch.Tensor) -> torch.Tensor:
+        """``resid_post[block]`` at the restored (row, position) pairs ``[n, d]``."""
+        if kind == "hidden":
+            return self._clean["hidden"][block][pos_idx]
+        S = self.samples
+        sample_idx = batch_idx % S
+        if kind == "mlp":
+            mid = self._corrupted_mid[block][sample_idx, pos_idx]
+            return mid + self._clean["mlp"][block][pos_idx]
+        mid = self._corrupted_prefix[block][sample_idx, pos_idx] + self._clean["attn"][block][pos_idx]
+        layer = self.model.bridge.blocks[block]
+        return mid + layer.mlp(layer.ln2(mid[:, None]))[:, 0]
+
+    def _block_kwargs(self, h: torch.Tensor) -> dict:
+        """Rotary embeddings, positions and an explicit causal mask for calling blocks directly
+        (an eager Llama layer given no mask attends bidirectionally)."""
         T = h.shape[1]
         position_ids = torch.arange(T, device=h.device)[None]
-        position_embeddings = self.model.hf_model.model.rotary_emb(h, position_ids)
         mask = torch.full((T, T), torch.finfo(h.dtype).min, dtype=h.dtype, device=h.device).triu(1)[None, None]
+        return {"attention_mask": mask, "position_ids": position_ids,
+                "position_embeddings": self.model.hf_model.model.rotary_emb(h, position_ids)}
+
+    def _run_from(self, h: torch.Tensor, start: int, hooks: list) -> torch.Tensor:
+        """Run blocks ``start..L-1`` on ``h`` ``[N, T, d]``; answer probabilities ``[N]``."""
+        kwargs = self._block_kwargs(h)
         with self.model.hooks(fwd_hooks=hooks):
             for layer in self._layers[start:]:
-                out = layer(h, attention_mask=mask, position_ids=position_ids,
-                            position_embeddings=position_embeddings)
+                out = layer(h, **kwargs)
                 h = out[0] if isinstance(out, tuple) else out
         logits = self._lm_head(self._norm(h[:, -1]))
         return torch.softmax(logits.float(), dim=-1)[:, self.answer_id]
@@ -267,25 +292,37 @@ class Tracer:
         live = [i for i, row in enumerate(rows) if max(row.positions) >= b]
         K = self._cells_per_batch(len(live))
         S = self.samples
-        with torch.no_grad():
+        done: dict[tuple[int, ...], int] = {}  # truncated windows repeat near the edges of small models
+        with torch.inference_mode():
             for layer in range(L):
                 if kind == "hidden" and layer == L - 1:
                     for i in live:
                         scores[i, layer] = self.high_score if T - 1 in rows[i].positions else self._baseline
                     continue
                 patched = [layer] if kind == "hidden" else list(layer_window(layer, window, L))
-                start = layer + 1 if kind == "hidden" else patched[0]
+                if tuple(patched) in done:
+                    scores[live, layer] = scores[live, done[tuple(patched)]]
+                    if progress is not None:
+                        progress(1)
+                    continue
+                done[tuple(patched)] = layer
+                # Restored runs start after the first patched block: up to its output only the
+                # restored positions differ from the corrupted run (MLPs act per position).
+                first_block = layer if kind == "hidden" else patched[0]
                 for first in range(0, len(live), K):
                     chunk = live[first:first + K]
                     batch_idx, pos_idx = self._indices([rows[i] for i in chunk])
-                    h = self._corrupted_prefix[start].repeat(len(chunk), 1, 1)
-                    hooks = []
-                    if kind == "hidden":
-                        h[batch_idx, pos_idx] = self._clean["hidden"][layer][pos_idx]
-                    else:
-                        hooks = [(hook_names.BY_KIND[kind](j), _restore(self._clean[kind][j], batch_idx, pos_idx))
-                                 for j in patched]
-                    p = self._run_from(h, start, hooks)
+                    h = self._corrupted_prefix[first_block + 1].repeat(len(chunk), 1, 1) \
+                        if first_block + 1 < L else None
+                    restored = self._first_block_output(kind, first_block, batch_idx, pos_idx)
+                    if h is None:  # nothing left to run: the restored state is the final one
+                        h = self._corrupted_prefix[first_block].repeat(len(chunk), 1, 1)
+                        h = self._layers[first_block](h, **self._block_kwargs(h))
+                        h = h[0] if isinstance(h, tuple) else h
+                    h[batch_idx, pos_idx] = restored
+                    hooks = [(hook_names.BY_KIND[kind](j), _restore(self._clean[kind][j], batch_idx, pos_idx))
+                             for j in patched[1:]] if kind != "hidden" else []
+                    p = self._run_from(h, first_block + 1, hooks)
                     scores[chunk, layer] = p.view(len(chunk), S).mean(dim=1).double().cpu().numpy()
                 if progress is not None:
                     progress(1)

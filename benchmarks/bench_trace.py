@@ -1,0 +1,94 @@
+"""Cells per second: the tracing engine against the plain per-cell loop, same results.
+
+    .venv/bin/python benchmarks/bench_trace.py [--layers 8 --d-model 512 --vocab 32768 --samples 10]
+
+Builds a random SpiritLM-shaped model (SpiritLM's tokenizer layout, Llama blocks) in a temporary
+folder, traces one Known-style prompt for every kind with both implementations, checks that the
+scores agree, and prints cells/s, the speed ratio and peak memory (JSON with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_tracing import reference_trace  # noqa: E402
+
+from spiritlens import HookedSpiritLM  # noqa: E402
+from spiritlens.tiny import write_tiny_model  # noqa: E402
+from spiritlens.traces import trace_kinds  # noqa: E402
+
+PROMPT = "The Space Needle is located in the city of"
+SUBJECT = "Space Needle"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--d-model", type=int, default=512)
+    parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="write the numbers here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        directory = write_tiny_model(Path(folder) / "m", hidden_size=args.d_model, num_hidden_layers=args.layers,
+                                     intermediate_size=int(args.d_model * 2.6875), num_attention_heads=args.d_model // 64,
+                                     num_key_value_heads=args.d_model // 64, vocab_size=args.vocab,
+                                     initializer_range=0.02)
+        model = HookedSpiritLM.from_pretrained(directory)
+    ids, token_map = model.encode(PROMPT)
+    b, e = token_map.find_text(SUBJECT)
+    ids = ids[0].tolist()
+    kinds = ("hidden", "mlp", "attn")
+    T, L = len(ids), model.cfg.n_layers
+    cells = len(kinds) * T * L
+    base_rss = peak_rss_mb()
+
+    start = time.perf_counter()
+    ours = trace_kinds(model, PROMPT, SUBJECT, kinds=kinds, samples=args.samples, noise=0.1,
+                       window=args.window)
+    engine_s = time.perf_counter() - start
+    engine_rss = peak_rss_mb()
+
+    start = time.perf_counter()
+    plain = {k: reference_trace(model, ids, b, e, k, samples=args.samples, nu=0.1, window=args.window)[0]
+             for k in kinds}
+    plain_s = time.perf_counter() - start
+    max_diff = max(float(np.abs(ours[k].scores - plain[k]).max()) for k in kinds)
+    report = {
+        "model": {"layers": L, "d_model": model.cfg.d_model, "vocab": model.cfg.d_vocab,
+                  "params_M": round(sum(p.numel() for p in model.hf_model.parameters()) / 1e6, 1)},
+        "prompt_tokens": T, "subject_range": [b, e], "samples": args.samples, "cells": cells,
+        "threads": args.threads,
+        "engine_s": round(engine_s, 3), "plain_s": round(plain_s, 3),
+        "engine_cells_per_s": round(cells / engine_s, 1), "plain_cells_per_s": round(cells / plain_s, 1),
+        "speedup": round(plain_s / engine_s, 2), "max_abs_diff": max_diff,
+        "peak_rss_mb_after_load": round(base_rss, 1), "peak_rss_mb_after_engine": round(engine_rss, 1),
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if max_diff > 1e-6:
+        print(f"FAIL: engine and plain loop differ by {max_diff:.3g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""A plain per-cell causal-tracing reference (CAUSAL_TRACING.md §8 in ROME's batch layout).
+
+Written independently of ``spiritlens.traces``: one ``run_with_hooks`` forward of S+1 rows per
+cell, row 0 clean, noise added at ``hook_embed`` on rows 1..S, and each restored state copied
+from row 0 of the same batch, as ROME's ``trace_with_patch`` does. Used by the parity tests and
+by ``benchmarks/bench_trace.py`` as the baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+HOOK = {"hidden": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", "attn": "blocks.{}.hook_attn_out"}
+
+
+def reference_trace(model, ids, b, e, kind, *, samples, nu, seed=1, window=10, replace=False,
+                    fix_low=False, uniform=False, rows=None):
+    T, L, d = len(ids), model.cfg.n_layers, model.cfg.d_model
+    rows = rows or [[t] for t in range(T)]
+    batch = torch.tensor([ids] * (samples + 1))
+    rng = np.random.RandomState(seed)
+    z = nu * (rng.uniform(-1, 1, (samples, e - b, d)) if uniform else rng.randn(samples, e - b, d))
+    z = torch.from_numpy(z)
+
+    def noise(rep):
+        def hook(act, hook):
+            if rep:
+                act[1:, b:e] = z.to(act.dtype)
+            else:
+                act[1:, b:e] += z
+            return act
+        return ("hook_embed", hook)
+
+    def from_row0(positions):
+        def hook(act, hook):
+            act[1:, positions] = act[0, positions]
+            return act
+        return hook
+
+    with torch.no_grad():
+        clean = torch.softmax(model(batch[:1])[0, -1], dim=-1)
+        answer = int(clean.argmax())
+        high = float(clean[answer])
+
+        def score(hooks):
+            logits = model.run_with_hooks(batch, fwd_hooks=hooks)
+            return float(torch.softmax(logits[1:, -1], dim=-1).mean(dim=0)[answer])
+
+        low = score([noise(replace and fix_low)])
+        table = np.zeros((len(rows), L))
+        for r, positions in enumerate(rows):
+            for layer in range(L):
+                if kind == "hidden":
+                    layers = [layer]
+                else:
+                    layers = range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
+                hooks = [noise(replace)] + [(HOOK[kind].format(j), from_row0(positions)) for j in layers]
+                table[r, layer] = score(hooks)
+    return table, low, high, answer
