@@ -22,10 +22,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from spiritlens.audio import load_audio
     from spiritlens.units import SpeechTokenizer, default_speech_tokenizer_dir
 
     directory = default_speech_tokenizer_dir(args.speech_tokenizer)
-    units = SpeechTokenizer.from_dir(directory).encode(args.audio)
+    wave = load_audio(args.audio)  # bad audio fails before the model is loaded
+    units = SpeechTokenizer.from_dir(directory).encode(wave)
     write_json_atomic(Path(args.json_out), units.to_json())
     print(f"{args.audio}: {len(units.units)} frames, {len(units.tokens)} tokens -> {args.json_out}")
     return 0
