@@ -30,19 +30,29 @@ def ref_layer_norm(x, sd, prefix):
 
 
 def ref_hubert_features(sd: dict, cfg: dict, wav: torch.Tensor, layer: int) -> torch.Tensor:
-    """fairseq HuBERT ``extract_features(output_layer=layer)`` for ``wav [N]`` -> ``[frames, hidden]``."""
+    """fairseq HuBERT ``extract_features(output_layer=layer)`` for ``wav [N]`` -> ``[frames, hidden]``.
+
+    Handles both extractor modes (``default``: GroupNorm after the first conv only; ``layer_norm``:
+    LayerNorm over channels after every conv), conv bias, and post-LN or pre-LN
+    (``layer_norm_first``) transformer layers.
+    """
     sd = {k: v.double() for k, v in sd.items()}
     conv_layers = eval(cfg["conv_feature_layers"], {})  # trusted test config
+    layer_norm_mode = cfg.get("extractor_mode") == "layer_norm"
+    pre_ln = cfg.get("layer_norm_first", False)
     x = wav.double().view(1, 1, -1)
     for i, (dim, _, stride) in enumerate(conv_layers):
-        x = F.conv1d(x, sd[f"feature_extractor.conv_layers.{i}.0.weight"], stride=stride)
-        if i == 0:  # "default" extractor mode: one GroupNorm(dim, dim) after the first conv
-            x = F.group_norm(x, dim, sd["feature_extractor.conv_layers.0.2.weight"],
-                             sd["feature_extractor.conv_layers.0.2.bias"], eps=1e-5)
+        p = f"feature_extractor.conv_layers.{i}."
+        x = F.conv1d(x, sd[p + "0.weight"], sd.get(p + "0.bias"), stride=stride)
+        if layer_norm_mode:
+            x = ref_layer_norm(x.transpose(1, 2), sd, p + "2.1.").transpose(1, 2)
+        elif i == 0:
+            x = F.group_norm(x, dim, sd[p + "2.weight"], sd[p + "2.bias"], eps=1e-5)
         x = F.gelu(x)
     x = x.transpose(1, 2)  # [1, T, C]
     x = ref_layer_norm(x, sd, "layer_norm.")
-    x = x @ sd["post_extract_proj.weight"].T + sd["post_extract_proj.bias"]
+    if "post_extract_proj.weight" in sd:  # absent when conv dim == hidden size
+        x = x @ sd["post_extract_proj.weight"].T + sd["post_extract_proj.bias"]
     # positional conv: weight norm over dims (0, 1) (torch weight_norm dim=2), same padding, GELU
     v, g = sd["encoder.pos_conv.0.weight_v"], sd["encoder.pos_conv.0.weight_g"]
     weight = g * v / v.pow(2).sum(dim=(0, 1), keepdim=True).sqrt()
@@ -52,23 +62,33 @@ def ref_hubert_features(sd: dict, cfg: dict, wav: torch.Tensor, layer: int) -> t
     if k % 2 == 0:
         pos = pos[:, :, :-1]
     x = x + F.gelu(pos).transpose(1, 2)
-    x = ref_layer_norm(x, sd, "encoder.layer_norm.")
+    if not pre_ln:
+        x = ref_layer_norm(x, sd, "encoder.layer_norm.")
     heads = cfg["encoder_attention_heads"]
-    for n in range(layer):
-        p = f"encoder.layers.{n}."
+
+    def attention(x, p):
         t, d = x.shape[1], x.shape[2]
         q, kk, vv = (x @ sd[f"{p}self_attn.{m}_proj.weight"].T + sd[f"{p}self_attn.{m}_proj.bias"]
                      for m in ("q", "k", "v"))
         q = q.view(t, heads, d // heads).transpose(0, 1) * (d // heads) ** -0.5
         kk = kk.view(t, heads, d // heads).transpose(0, 1)
         vv = vv.view(t, heads, d // heads).transpose(0, 1)
-        attn = torch.softmax(q @ kk.transpose(1, 2), dim=-1) @ vv  # [heads, T, d/heads]
-        attn = attn.transpose(0, 1).reshape(1, t, d)
-        attn = attn @ sd[f"{p}self_attn.out_proj.weight"].T + sd[f"{p}self_attn.out_proj.bias"]
-        x = ref_layer_norm(x + attn, sd, f"{p}self_attn_layer_norm.")
+        out = torch.softmax(q @ kk.transpose(1, 2), dim=-1) @ vv  # [heads, T, d/heads]
+        out = out.transpose(0, 1).reshape(1, t, d)
+        return out @ sd[f"{p}self_attn.out_proj.weight"].T + sd[f"{p}self_attn.out_proj.bias"]
+
+    def ffn(x, p):
         h = F.gelu(x @ sd[f"{p}fc1.weight"].T + sd[f"{p}fc1.bias"])
-        h = h @ sd[f"{p}fc2.weight"].T + sd[f"{p}fc2.bias"]
-        x = ref_layer_norm(x + h, sd, f"{p}final_layer_norm.")
+        return h @ sd[f"{p}fc2.weight"].T + sd[f"{p}fc2.bias"]
+
+    for n in range(layer):  # fairseq stops after layer `layer` (no final encoder LayerNorm then)
+        p = f"encoder.layers.{n}."
+        if pre_ln:
+            x = x + attention(ref_layer_norm(x, sd, f"{p}self_attn_layer_norm."), p)
+            x = x + ffn(ref_layer_norm(x, sd, f"{p}final_layer_norm."), p)
+        else:
+            x = ref_layer_norm(x + attention(x, p), sd, f"{p}self_attn_layer_norm.")
+            x = ref_layer_norm(x + ffn(x, p), sd, f"{p}final_layer_norm.")
     return x[0]
 
 
@@ -211,6 +231,22 @@ def test_fairseq_and_converted_layouts_give_identical_units(tmp_path):
     feats_a = HubertFeatures.from_checkpoint(args_path).features(torch.from_numpy(wav))
     assert units[0] == units[1] == ref_units(conv, wav)
     assert torch.equal(feats_c, feats_a)
+
+
+@pytest.mark.parametrize("model_cfg", [
+    {"extractor_mode": "layer_norm", "layer_norm_first": True, "conv_bias": True},
+    {"conv_feature_layers": "[(48,10,5)] + [(48,3,2)] * 4 + [(48,2,2)] * 3"},  # no post_extract_proj
+    {"encoder_layers": 11},  # output layer 11 = the last layer
+], ids=["layer_norm_variants", "conv_dim_equals_hidden", "last_layer"])
+def test_config_variants_match_reference(tmp_path, model_cfg):
+    directory = write_tiny_speech_tokenizer(tmp_path / "st", seed=2, model_cfg=model_cfg)
+    hub = torch.load(directory / HUBERT, weights_only=True)
+    wav = waveforms()["chirp_2s"]
+    ref = ref_hubert_features(hub["model_weight"], hub["model_cfg"], torch.from_numpy(wav), 11)
+    got = HubertFeatures.from_checkpoint(directory / HUBERT).features(torch.from_numpy(wav)).double()
+    diff = (got - ref).abs().max().item()
+    assert diff < 2e-5, f"max |features - reference| = {diff:.3g}"
+    assert SpeechTokenizer.from_dir(directory).encode(wav).units == ref_units(directory, wav)
 
 
 def test_saved_hf_directory_round_trip(tokenizer, tmp_path):
