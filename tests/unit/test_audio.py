@@ -41,7 +41,7 @@ def test_int16_pcm_is_scaled():
     assert load_audio(np.tile(pcm, 100)).samples[:3].tolist() == [0.0, 0.5, -1.0]
 
 
-@pytest.mark.parametrize("fmt,subtype", [("wav", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS")])
+@pytest.mark.parametrize("fmt,subtype", [("wav", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III")])
 def test_file_formats(tmp_path, fmt, subtype):
     path = tmp_path / f"a.{fmt}"
     soundfile.write(path, np.stack([tone(22_050, 22_050)] * 2, axis=1), 22_050, subtype=subtype)

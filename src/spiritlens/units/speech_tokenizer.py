@@ -10,6 +10,12 @@ Pipeline (SPEECH.md section 2), reproducing ``spiritlm.speech_tokenizer.spiritlm
    from the left (a blank at a chunk's frame 0 takes that chunk's last unit, SpiritLM's wrap-around).
 4. Runs of equal units become one token that keeps its run's frames as a span.
 
+Audio shorter than ``max(min_chunk_samples, receptive field)`` is an error, not an empty result
+(SpiritLM returns nothing). The receptive field is computed from the conv stack: 720 samples for
+the 25 Hz mHuBERT (400 is the 50 Hz stack's, hence SpiritLM's ``HubertTokenizer(min_chunk=400)``).
+The feature layer is a parameter (``output_layer=11``, as SpiritLM hard-codes ``hubert_layer=11``;
+the checkpoint does not record it); the tiny checkpoint has 12 layers like the real one.
+
 Coordinates: ``units``/``spans`` count 25 Hz frames (frame ``f`` of a chunk starting at sample
 ``s`` covers samples ``[s + f*hop, s + (f+1)*hop)``); ``tokens`` index deduplicated units.
 """
