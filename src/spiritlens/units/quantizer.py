@@ -1,0 +1,143 @@
+"""mHuBERT features -> discrete units: SpiritLM's linear (CTC) quantizer, or k-means.
+
+``L11_quantizer_500.pt`` holds ``model_cfg{vocab_size, dim, upstream_dim}`` and the weights of a
+``Sequential`` (keys ``0.*``, ``2.*``, ``4.*``). With ``out = vocab_size + 1`` (the last class is a
+CTC blank) and ``mid = upstream_dim - out``, the layers are (SPEECH.md section 2.3)::
+
+    Linear(dim, dim - mid//4) -> LeakyReLU -> Linear(dim - mid//4, dim - mid//2) -> LeakyReLU
+    -> Linear(dim - mid//2, out) -> log_softmax -> argmax
+
+Blank frames then take their left neighbour's unit (:func:`fill_blanks`). The k-means variant
+(``cluster_centers [K, d]``, ``n_clusters``) takes the nearest centre and has no blank.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoints import load_any
+
+QUANTIZER_FILE = Path("hubert_25hz") / "L11_quantizer_500.pt"
+MAX_BLANK_PASSES = 10_000  # SpiritLM's bound on the fill loop
+
+
+def linear_quantizer_sizes(vocab_size: int, dim: int, upstream_dim: int) -> list[int]:
+    """Widths ``[dim, hidden1, hidden2, vocab_size + 1]`` of the three Linear layers."""
+    out = vocab_size + 1
+    mid = upstream_dim - out
+    return [dim, dim - mid // 4, dim - mid // 2, out]
+
+
+def fill_blanks(units: torch.Tensor, blank: int, *, max_passes: int = MAX_BLANK_PASSES) -> torch.Tensor:
+    """Replace each ``blank`` by its left neighbour's unit, as SpiritLM does.
+
+    ``units``: integer tensor of any shape, treated as flattened (so in ``[B, T]`` a row's first
+    frame takes the previous row's last unit). The shift is a ``torch.roll`` over the flattened
+    tensor, so a blank at position 0 takes the **last** position's unit. Passes repeat until no
+    blank is left or ``max_passes`` is reached; an all-blank input keeps ``blank``.
+    """
+    units = units.clone()
+    for _ in range(max_passes):
+        is_blank = units == blank
+        if not bool(is_blank.any()) or bool(is_blank.all()):
+            break
+        units[is_blank] = torch.roll(units, 1)[is_blank]
+    return units
+
+
+class LinearQuantizer(nn.Module):
+    """SpiritLM's LinearQuantizerModel: ``[..., dim]`` features -> ``[...]`` units in ``0..vocab_size-1``."""
+
+    def __init__(self, vocab_size: int, dim: int, upstream_dim: int):
+        super().__init__()
+        sizes = linear_quantizer_sizes(vocab_size, dim, upstream_dim)
+        if min(sizes) <= 0:
+            raise ValueError(f"quantizer model_cfg vocab_size={vocab_size}, dim={dim}, upstream_dim={upstream_dim} "
+                             f"gives non-positive layer widths {sizes}")
+        self.vocab_size = vocab_size
+        self.dim = dim
+        self.encoder = nn.Sequential(
+            nn.Linear(sizes[0], sizes[1]), nn.LeakyReLU(),
+            nn.Linear(sizes[1], sizes[2]), nn.LeakyReLU(),
+            nn.Linear(sizes[2], sizes[3]),
+        )
+
+    @property
+    def blank(self) -> int:
+        return self.vocab_size
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """``[..., dim]`` -> ``[..., vocab_size + 1]`` log-probabilities (last class: blank)."""
+        return torch.log_softmax(self.encoder(features), dim=-1)
+
+    @torch.inference_mode()
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[..., dim]`` -> ``[...]`` int64 units, blanks filled (:func:`fill_blanks`)."""
+        return fill_blanks(self.log_probs(features).argmax(dim=-1), self.blank)
+
+
+class KmeansQuantizer(nn.Module):
+    """Nearest centre by squared Euclidean distance: ``[..., d]`` -> ``[...]`` units in ``0..K-1``."""
+
+    def __init__(self, centers: torch.Tensor):
+        super().__init__()
+        self.register_buffer("centers", centers.float())
+        self.vocab_size = int(centers.shape[0])
+        self.dim = int(centers.shape[1])
+
+    @torch.inference_mode()
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.float()
+        dist = x.pow(2).sum(-1, keepdim=True) - 2 * x @ self.centers.T + self.centers.pow(2).sum(-1)
+        return dist.argmin(dim=-1)
+
+
+def load_quantizer(path: str | Path) -> LinearQuantizer | KmeansQuantizer:
+    """Load ``L11_quantizer_500.pt`` (linear) or a k-means checkpoint; strict, one-line errors."""
+    path = Path(path)
+    states = load_any(path, "quantizer")
+    if not isinstance(states, dict):
+        raise ValueError(f"{path}: not a quantizer checkpoint (top level is {type(states).__name__})")
+    if "cluster_centers" in states:
+        centers = states["cluster_centers"]
+        centers = torch.from_numpy(np.asarray(centers)) if not isinstance(centers, torch.Tensor) else centers
+        if centers.dim() != 2:
+            raise ValueError(f"{path}: cluster_centers must be [K, d], got shape {list(centers.shape)}")
+        k = states.get("n_clusters", centers.shape[0])
+        if int(k) != centers.shape[0]:
+            raise ValueError(f"{path}: n_clusters={k} but cluster_centers has {centers.shape[0]} rows")
+        return KmeansQuantizer(centers).eval()
+    missing = [k for k in ("model_cfg", "model_weight") if k not in states]
+    if missing:
+        raise ValueError(f"{path}: not a quantizer checkpoint: lacks {', '.join(missing)} "
+                         "(and has no cluster_centers)")
+    cfg = states["model_cfg"]
+    absent = [k for k in ("vocab_size", "dim", "upstream_dim") if k not in cfg]
+    if absent:
+        raise ValueError(f"{path}: quantizer model_cfg lacks {', '.join(absent)}")
+    try:
+        model = LinearQuantizer(int(cfg["vocab_size"]), int(cfg["dim"]), int(cfg["upstream_dim"]))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    load_strict(model.encoder, states["model_weight"], source=str(path))
+    return model.eval().requires_grad_(False)
+
+
+def load_strict(module: nn.Module, weights: dict[str, torch.Tensor], *, source: str) -> None:
+    """``module.load_state_dict`` that names the first missing/unexpected key or shape mismatch."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        raise ValueError(f"{source}: checkpoint lacks weight {missing[0]} ({len(missing)} missing)")
+    unexpected = [k for k in weights if k not in expected]
+    if unexpected:
+        raise ValueError(f"{source}: checkpoint has unexpected weight {unexpected[0]} ({len(unexpected)} unexpected)")
+    for key, tensor in expected.items():
+        if tuple(weights[key].shape) != tuple(tensor.shape):
+            raise ValueError(f"{source}: weight {key} has shape {list(weights[key].shape)} in the checkpoint "
+                             f"but the config needs {list(tensor.shape)}")
+    module.load_state_dict(weights, strict=True)
