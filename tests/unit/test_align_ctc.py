@@ -129,6 +129,17 @@ def test_ctc_segmentation_agrees_with_viterbi_on_peaky_emissions():
             assert a == b or repeat
 
 
+def test_long_utterance_agrees():
+    # 48 sentences in one utterance: ~4700 CTC frames, ~1300 labels (over int8 state indices)
+    rng = np.random.default_rng(7)
+    sentence = " ".join(SENTENCES * 6)
+    frames, truth = make_utterance(sentence, rng)
+    lp = peaked_log_probs(frames, 8, rng)
+    assert len(frames) > 4000
+    for aligner in (align_emissions, viterbi_align):
+        assert [(w.start_frame, w.end_frame) for w in aligner(lp, VOCAB, sentence, FRAME_S)] == truth
+
+
 def test_viterbi_accuracy_at_weak_peak():
     errors = boundary_errors(viterbi_align, 3, range(50))
     assert (errors == 0).mean() >= 0.95  # measured 97.7% exact, max 3 frames

@@ -199,7 +199,7 @@ def viterbi_align(
     path = np.empty(num_frames, dtype=np.int64)
     for t in range(num_frames - 1, -1, -1):
         path[t] = s
-        s -= back[t, s]
+        s -= int(back[t, s])
     frame_logp = emit[np.arange(num_frames), path]
     label_spans = []
     for j in range(len(ids)):
