@@ -165,6 +165,7 @@ def test_words_map_to_lm_tokens_by_character_span():
     assert fmap.tokens[2].word_indices == (1, 2, 3)
     assert (fmap.tokens[2].start_frame, fmap.tokens[2].end_frame) == (truth[1][0], truth[3][1])
     assert [(t.start_frame, t.end_frame) for t in fmap.tokens[4:]] == [truth[4]] * 3
+    assert fmap.ctc_spans[0] is None and fmap.ctc_spans[4:] == [truth[4]] * 3
 
 
 @pytest.mark.parametrize("aligner", [align_emissions, viterbi_align])

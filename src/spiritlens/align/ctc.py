@@ -320,6 +320,11 @@ class TokenFrameMap:
     tokens: tuple[TokenFrames, ...]
     unaligned: tuple[int, ...] = field(default=())
 
+    @property
+    def ctc_spans(self) -> list[tuple[int, int] | None]:
+        """Per token its CTC frames ``[start, end)`` or ``None``: the input of ``map_frames_to_speech_tokens``."""
+        return [None if t.start_frame is None else (t.start_frame, t.end_frame) for t in self.tokens]
+
     def to_dict(self) -> dict[str, Any]:
         return {"tokens": [t.to_dict() for t in self.tokens], "unaligned": list(self.unaligned)}
 
