@@ -30,7 +30,7 @@ from spiritlens.aggregates import (
     load_results,
     to_aie_json,
 )
-from spiritlens.aggregates._files import write_atomic
+from spiritlens._io import write_atomic
 from spiritlens.figures.grid import DEFAULT_EPSILON
 
 

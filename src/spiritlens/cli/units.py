@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 
@@ -22,6 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from spiritlens._io import write_json_atomic
     from spiritlens.audio import load_audio
     from spiritlens.units import SpeechTokenizer, default_speech_tokenizer_dir
 
@@ -31,17 +29,3 @@ def run(args) -> int:
     write_json_atomic(Path(args.json_out), units.to_json())
     print(f"{args.audio}: {len(units.units)} frames, {len(units.tokens)} tokens -> {args.json_out}")
     return 0
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

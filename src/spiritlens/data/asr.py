@@ -24,10 +24,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import jiwer
 import numpy as np
-import soundfile as sf
-import soxr
 
-from spiritlens.data._io import atomic_write_json
+from spiritlens.audio import load_audio
+from spiritlens._io import write_json_atomic as atomic_write_json
 from spiritlens.data.normalize import NORMALISATION, normalize_text
 
 __all__ = [
@@ -53,28 +52,8 @@ class ASRUnavailable(RuntimeError):
 
 
 def load_audio_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
-    """A 1-D float32 waveform at 16 kHz: channels averaged, resampled with soxr (default quality).
-
-    ``audio`` is a file path, or an array (``[samples]`` or ``[samples, channels]``) with ``sample_rate``.
-    """
-    if isinstance(audio, (str, os.PathLike)):
-        if not Path(audio).is_file():
-            raise FileNotFoundError(f"audio file not found: {audio}")
-        try:
-            wave, sample_rate = sf.read(str(audio), dtype="float32", always_2d=False)
-        except (RuntimeError, sf.LibsndfileError) as e:
-            raise ValueError(f"cannot read audio file {audio}: {e}") from None
-    else:
-        if sample_rate is None:
-            raise ValueError("sample_rate is required when audio is an array")
-        wave = np.asarray(audio, dtype=np.float32)
-    if wave.ndim == 2:
-        wave = wave.mean(axis=1)
-    if wave.ndim != 1 or wave.size == 0:
-        raise ValueError(f"audio must be a non-empty mono or [samples, channels] waveform, got shape {wave.shape}")
-    if sample_rate != ASR_SAMPLE_RATE:
-        wave = soxr.resample(wave, sample_rate, ASR_SAMPLE_RATE)
-    return np.ascontiguousarray(wave, dtype=np.float32)
+    """A 1-D float32 waveform at 16 kHz (``spiritlens.audio.load_audio``: channels averaged, soxr)."""
+    return load_audio(audio, sample_rate, target_sample_rate=ASR_SAMPLE_RATE).samples
 
 
 @runtime_checkable

@@ -36,7 +36,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from spiritlens.data._io import atomic_write_json, read_json
+from spiritlens._io import read_json, write_json_atomic as atomic_write_json
 from spiritlens.data.known import KnownRecord
 from spiritlens.data.normalize import normalize_words
 

@@ -8,9 +8,9 @@ repeated ``known_id``) is left out and reported in :attr:`KnownDataset.problems`
 
 from __future__ import annotations
 
+import json
 import os
 import random
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spiritlens.data._io import read_json
+from spiritlens._io import read_json, write_atomic
 
 __all__ = [
     "KNOWN_URL",
@@ -142,16 +142,11 @@ def _download(url: str, dest: Path, timeout: float) -> None:
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise KnownDataUnavailable(f"cannot download the Known dataset from {url} ({reason}); {hint}") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(payload)
     try:
-        read_json(tmp, "downloaded Known dataset")
+        json.loads(payload)
     except ValueError:
-        Path(tmp).unlink(missing_ok=True)
         raise KnownDataUnavailable(f"the file downloaded from {url} is not valid JSON; {hint}") from None
-    os.replace(tmp, dest)
+    write_atomic(dest, payload)
 
 
 def load_known(

@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from spiritlens.data._io import atomic_write_json, read_json, sha256_file
+from spiritlens._io import read_json, sha256_file, write_json_atomic as atomic_write_json
 
 __all__ = [
     "BACKENDS",

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spiritlens.aggregates._files import write_atomic
+from spiritlens._io import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

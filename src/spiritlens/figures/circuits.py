@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spiritlens.aggregates._files import write_atomic
+from spiritlens._io import write_atomic
 from spiritlens.aggregates.aie import _parse, describe
 from spiritlens.figures._render import PLOTS_EXTRA_HINT
 from spiritlens.figures.heatmap import row_labels

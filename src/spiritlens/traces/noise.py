@@ -25,6 +25,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from .._io import write_json_atomic
+
 _RULE = re.compile(r"^(?:(?P<k1>\d*\.?\d*)(?P<r1>[sv])|(?P<r2>[sv])(?P<k2>\d*\.?\d*)|u(?P<u>\d*\.?\d+))$")
 
 
@@ -119,12 +121,9 @@ def subject_sigma(model, subjects: Iterable[str | Sequence[int]], *, modality: s
         sigma = float(_embedding_matrix(model)[ids].float().std())
     memory[key] = sigma
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {"sigma": sigma, "modality": modality, "subjects": len(lists), "tokens": len(ids),
                   "model": str(model.model_dir), "dtype": str(model.dtype)}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(path, record)
     return sigma
 
 

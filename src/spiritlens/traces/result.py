@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import write_json_atomic
+
 RESULT_VERSION = 1
 
 
@@ -139,16 +141,3 @@ class TraceResult:
         from ..figures.heatmap import plot_trace_heatmap
 
         return plot_trace_heatmap(self.to_json(), path, **kwargs)
-
-
-def write_json_atomic(path: str | os.PathLike, data) -> Path:
-    """Write JSON to a temporary file next to ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
