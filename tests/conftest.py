@@ -48,3 +48,25 @@ def known_path() -> Path:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     pytest.skip("known_1000.json not found (set SPIRITLENS_KNOWN_PATH or provide ../shared/data)")
+
+
+SPOKEN_PROMPT = "The Space Needle is located in the city of"
+
+
+@pytest.fixture(scope="session")
+def tiny_ctc_dir(tmp_path_factory) -> Path:
+    """A tiny random HubertForCTC directory with the ls960-ft character vocabulary."""
+    from spiritlens.align import write_tiny_ctc_model
+
+    return write_tiny_ctc_model(tmp_path_factory.mktemp("ctc") / "hubert-ctc", seed=0)
+
+
+@pytest.fixture(scope="session")
+def spoken_prompt_wav(tmp_path_factory) -> Path:
+    """SPOKEN_PROMPT synthesised with espeak-ng (22.05 kHz WAV)."""
+    from spiritlens.data import EspeakTTS
+
+    backend = EspeakTTS()
+    if not backend.available():
+        pytest.skip("espeak-ng is not installed (the setup command installs it)")
+    return backend.synthesize(SPOKEN_PROMPT, tmp_path_factory.mktemp("speech") / "space_needle.wav")

@@ -1,0 +1,186 @@
+"""A spoken prompt for speech->text causal tracing (the paper's Appendix A).
+
+From audio and its transcript:
+
+1. the audio becomes SpiritLM's deduplicated ``[Hu…]`` tokens, each with its 25 Hz frame span;
+2. a character CTC model aligns the normalised transcript (ctc-segmentation): CTC frames per
+   spoken word;
+3. the transcript's own LM text tokens (SpiritLM's tokenizer) get the CTC frames of the words they
+   overlap, and those frames are mapped to speech-token positions: ``exact`` by each token's frame
+   span (default), or ``paper`` by formulas (1)-(2) with a uniform 25 Hz token rate;
+4. the prompt is ``<s>[Speech][Hu…]…[Text]``; its rows for tracing are groups of positions: BOS,
+   ``[Speech]``, the speech tokens of each LM text token (a token straddling two words counts for
+   both), runs of speech tokens in silence (reported, and in no category), and the final ``[Text]``
+   marker, which is the "last token" of the six categories.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .align import (
+    Alignment,
+    CTCAligner,
+    Emissions,
+    SpeechTokenMap,
+    TokenFrameMap,
+    align_emissions,
+    map_frames_to_speech_tokens,
+    map_words_to_text_tokens,
+)
+from .audio import Waveform, load_audio
+from .traces.engine import TracePrompt, _display_tokens
+from .traces.result import Row
+
+
+@dataclass
+class SpeechPrompt:
+    """Audio + transcript + subject, aligned and mapped to SpiritLM positions.
+
+    ``text_tokens[i]``: the i-th LM text token of the transcript and its characters ``[start, end)``;
+    ``speech_map.items[i]``: its speech-token indices ``[token_start, token_end)`` (None: none);
+    ``speech_offset``: the position of the first speech token in ``input_ids``.
+    """
+
+    waveform: Waveform
+    transcript: str
+    subject: str
+    units: Any  # spiritlens.units.SpeechUnits
+    emissions: Emissions
+    alignment: Alignment
+    text_tokens: list[tuple[str, tuple[int, int]]]
+    token_frames: TokenFrameMap
+    speech_map: SpeechTokenMap
+    subject_tokens: list[int]
+    input_ids: list[int]
+    speech_offset: int
+    mapping: str = "exact"
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_audio(cls, model, audio: Any, *, transcript: str, subject: str,
+                   aligner: CTCAligner | str | os.PathLike, mapping: str = "exact",
+                   occurrence: str = "unique", sample_rate: int | None = None,
+                   min_confidence: float | None = None) -> "SpeechPrompt":
+        """Tokenise, align and map a spoken prompt. ``aligner``: a :class:`CTCAligner` or a CTC
+        model directory. Low alignment confidence is a warning, recorded in :attr:`warnings`."""
+        if not transcript or not transcript.strip():
+            raise ValueError("transcript is empty")
+        if mapping not in ("exact", "paper"):
+            raise ValueError(f"unknown mapping {mapping!r}; use 'exact' or 'paper'")
+        subject_chars = _find(transcript, subject, occurrence)
+        wave = load_audio(audio, sample_rate)
+        units = model.speech_tokenizer.encode(wave)
+        if not isinstance(aligner, CTCAligner):
+            aligner = CTCAligner.from_pretrained(aligner)
+        emissions = aligner.emissions(wave.samples)
+        kwargs = {} if min_confidence is None else {"min_confidence": min_confidence}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            alignment = align_emissions(emissions.log_probs, emissions.vocab, transcript,
+                                        emissions.frame_seconds, blank=emissions.blank, **kwargs)
+        alignment = replace(alignment, num_samples=emissions.num_samples)
+        notes = [str(w.message) for w in caught]
+        for caught_warning in caught:  # re-issued with its own category, at the caller
+            warnings.warn(caught_warning.message, stacklevel=2)
+
+        _, text_map = model.encode([("text", transcript)])
+        text_tokens = [(model.tokenizer.convert_ids_to_tokens(p.token_id).replace("▁", " "), p.char_span)
+                       for p in text_map.positions if p.kind == "text"]
+        token_frames = map_words_to_text_tokens(alignment.words, [span for _, span in text_tokens])
+        speech_map = map_frames_to_speech_tokens(
+            token_frames.ctc_spans, units.spans, mode=mapping, ctc_frame_seconds=emissions.frame_seconds,
+            unit_frame_seconds=units.frame_seconds, num_samples=emissions.num_samples,
+            num_ctc_frames=emissions.num_frames, sample_rate=wave.sample_rate,
+        )
+        a, b = subject_chars
+        subject_tokens = [i for i, (_, (s, e)) in enumerate(text_tokens) if s < b and e > a]
+        speech_map.range_of(subject_tokens)  # error if the subject got no speech token
+        ids, token_map = model.encode([("speech", units)])
+        offset = next(p.position for p in token_map.positions if p.kind == "speech")
+        return cls(wave, transcript, subject, units, emissions, alignment, text_tokens, token_frames,
+                   speech_map, subject_tokens, ids[0].tolist(), offset, mapping, notes)
+
+    @property
+    def confidence(self) -> float:
+        return float(self.alignment.confidence)
+
+    @property
+    def subject_range(self) -> tuple[int, int]:
+        """The subject's speech-token positions [b, e) in ``input_ids``."""
+        k0, k1 = self.speech_map.range_of(self.subject_tokens)
+        return self.speech_offset + k0, self.speech_offset + k1
+
+    def groups(self) -> tuple[list[Row], tuple[int, int], list[int]]:
+        """Rows of position groups, the subject's rows [b, e) and the silence rows (see module doc)."""
+        T, offset = len(self.input_ids), self.speech_offset
+        spans = []  # (first position, label, positions, text token index or None)
+        for item, (label, _) in zip(self.speech_map.items, self.text_tokens):
+            if item.token_start is not None:
+                spans.append((offset + item.token_start, label,
+                              [offset + k for k in range(item.token_start, item.token_end)], item.item))
+        silence = list(self.speech_map.silence_tokens)
+        run: list[int] = []
+        for k in silence + [None]:
+            if run and (k is None or k != run[-1] + 1):
+                spans.append((offset + run[0], "<sil>", [offset + j for j in run], None))
+                run = []
+            if k is not None:
+                run.append(k)
+        spans.sort(key=lambda s: (s[0], s[3] is None))
+        rows = [Row("<s>", [0]), Row("[Speech]", [offset - 1])]
+        rows += [Row(label, positions) for _, label, positions, _ in spans]
+        rows.append(Row("[Text]", [T - 1]))
+        subject_rows = [i + 2 for i, s in enumerate(spans) if s[3] in self.subject_tokens]
+        ignored = [i + 2 for i, s in enumerate(spans) if s[3] is None]
+        return rows, (min(subject_rows), max(subject_rows) + 1), ignored
+
+    def trace_prompt(self, model) -> TracePrompt:
+        """The :class:`TracePrompt` the tracing engine takes (positions, subject, groups)."""
+        rows, subject_rows, ignored = self.groups()
+        return TracePrompt(
+            list(self.input_ids), _display_tokens(model, self.input_ids), self.subject_range,
+            modality="speech", prompt=self.transcript, subject=self.subject, groups=rows,
+            group_subject_rows=subject_rows, group_ignored_rows=ignored,
+            extra={"mapping": self.mapping, "alignment_confidence": self.confidence,
+                   "unmapped_text_tokens": [self.text_tokens[i][0] for i in self.speech_map.unmapped],
+                   "silence_tokens": [self.speech_offset + k for k in self.speech_map.silence_tokens],
+                   "alignment_warnings": list(self.warnings)},
+        )
+
+    def alignment_json(self) -> dict:
+        """Words (CTC frames, seconds, scores), text tokens with CTC frames and speech positions."""
+        tokens = []
+        for (label, span), frames, item in zip(self.text_tokens, self.token_frames.tokens, self.speech_map.items):
+            tokens.append({
+                "token": label, "char_span": list(span),
+                "ctc_frames": None if frames.start_frame is None else [frames.start_frame, frames.end_frame],
+                "speech_positions": None if item.token_start is None else
+                [self.speech_offset + item.token_start, self.speech_offset + item.token_end],
+            })
+        return {"mapping": self.mapping, "confidence": self.confidence, "words": self.alignment.to_dict(),
+                "text_tokens": tokens, "subject_range": list(self.subject_range),
+                "units": self.units.to_json(), "warnings": list(self.warnings)}
+
+    def plot_alignment(self, path: str | os.PathLike) -> Path:
+        """Figure 3 of the paper (trellis with path and word scores; mel spectrogram) as a PNG."""
+        from .figures.alignment import plot_alignment
+
+        return plot_alignment(self.waveform.samples, self.waveform.sample_rate, self.emissions,
+                              self.emissions.vocab, self.alignment, path,
+                              title=f"{self.transcript!r} (subject {self.subject!r})")
+
+
+def _find(transcript: str, subject: str, occurrence: str) -> tuple[int, int]:
+    if not subject or not subject.strip():
+        raise ValueError("subject is empty")
+    start = transcript.find(subject)
+    if start < 0:
+        raise ValueError(f"subject {subject!r} does not occur in the transcript {transcript!r}")
+    if occurrence == "unique" and transcript.find(subject, start + 1) >= 0:
+        raise ValueError(f"subject {subject!r} occurs more than once in the transcript; pass occurrence='first'")
+    return start, start + len(subject)
