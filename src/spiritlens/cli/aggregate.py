@@ -13,24 +13,11 @@ Result files that cannot be used are listed on stderr and skipped; no usable res
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
-from spiritlens.aggregates import (
-    CATEGORIES,
-    KINDS,
-    MODALITY_LABELS,
-    KindAggregate,
-    aggregate_all,
-    aggregate_by_modality,
-    load_results,
-    to_aie_json,
-)
-from spiritlens._io import write_atomic
+from spiritlens.aggregates import MODALITY_LABELS, load_results
+from spiritlens.aggregates.outputs import write_aggregate_outputs
 from spiritlens.figures.grid import DEFAULT_EPSILON
 
 
@@ -63,20 +50,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _csv_table(kind: str, groups: Mapping[str, KindAggregate]) -> str:
-    """CSV of AIE [category x layer] for one kind; ``groups`` maps a modality label to its aggregate."""
-    n_layers = max(agg.n_layers for agg in groups.values())
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["kind", "modality", "category", "rows", "prompts", *(f"layer_{l}" for l in range(n_layers))])
-    for modality, agg in groups.items():
-        aie = agg.aie
-        for category in CATEGORIES:
-            values = ["" if v != v else f"{v:.6g}" for v in aie[category]]  # NaN -> empty cell
-            writer.writerow([kind, modality, category, agg.row_counts[category], agg.count, *values])
-    return buffer.getvalue()
-
-
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     problems: list[str] = []
@@ -85,33 +58,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"spiritlens aggregate: skipped {problem}", file=sys.stderr)
     if not results:
         raise ValueError(f"no usable trace results in {args.results_dir!r} ({len(problems)} file(s) skipped)")
-    pooled = aggregate_all(results)
-    by_modality = aggregate_by_modality(results)
-    if sum(agg.count for agg in pooled.values()) == 0:
-        raise ValueError(
-            f"all {len(results)} results in {args.results_dir!r} are wrong predictions "
-            "(correct_prediction false); nothing to average"
-        )
-
-    write_atomic(out / "aie.json", json.dumps(to_aie_json(pooled, by_modality), indent=2, allow_nan=False) + "\n")
-    written = ["aie.json"]
-    for kind in KINDS:
-        groups = {modality: kinds[kind] for modality, kinds in by_modality.items() if kind in kinds}
-        if not groups:
-            continue
-        if len(groups) > 1:
-            groups["all"] = pooled[kind]
-        write_atomic(out / f"aie_{kind}.csv", _csv_table(kind, groups))
-        written.append(f"aie_{kind}.csv")
     try:
-        from spiritlens.figures.grid import plot_aie_grid, plot_aie_lines  # matplotlib is the plots extra
-
-        plot_aie_grid(by_modality, out / "aie_grid_log.png", scale="log", epsilon=args.epsilon)
-        plot_aie_grid(by_modality, out / "aie_grid_linear.png", scale="linear")
-        plot_aie_lines(by_modality, out / "aie_lines.png")
-        written += ["aie_grid_log.png", "aie_grid_linear.png", "aie_lines.png"]
-    except ImportError as error:
-        print(f"spiritlens aggregate: figures skipped: {error}", file=sys.stderr)
+        outputs = write_aggregate_outputs(results, out, epsilon=args.epsilon)
+    except ValueError as error:
+        raise ValueError(f"{error} (results in {args.results_dir!r})") from None
+    pooled, by_modality, written = outputs.pooled, outputs.by_modality, outputs.written
+    for note in outputs.notes:
+        print(f"spiritlens aggregate: {note}", file=sys.stderr)
 
     excluded = sum(agg.excluded for agg in pooled.values())
     print(

@@ -1,0 +1,83 @@
+"""Aggregate outputs written together: ``aie.json``, one CSV per kind, and the grid figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spiritlens._io import write_atomic
+from spiritlens.aggregates.aie import (
+    CATEGORIES,
+    KINDS,
+    KindAggregate,
+    aggregate_all,
+    aggregate_by_modality,
+    to_aie_json,
+)
+
+
+@dataclass
+class AggregateOutputs:
+    """What :func:`write_aggregate_outputs` computed and wrote (file names relative to its folder)."""
+
+    pooled: dict
+    by_modality: dict
+    written: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _csv_table(kind: str, groups: Mapping[str, KindAggregate]) -> str:
+    """CSV of AIE [category x layer] for one kind; ``groups`` maps a modality label to its aggregate."""
+    n_layers = max(agg.n_layers for agg in groups.values())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["kind", "modality", "category", "rows", "prompts", *(f"layer_{l}" for l in range(n_layers))])
+    for modality, agg in groups.items():
+        aie = agg.aie
+        for category in CATEGORIES:
+            values = ["" if v != v else f"{v:.6g}" for v in aie[category]]  # NaN -> empty cell
+            writer.writerow([kind, modality, category, agg.row_counts[category], agg.count, *values])
+    return buffer.getvalue()
+
+
+def write_aggregate_outputs(results: list[dict], out: str | Path, *, epsilon: float | None = None) -> AggregateOutputs:
+    """Aggregate ``results`` (dicts of trace JSON) and write ``aie.json``, ``aie_<kind>.csv``,
+    ``aie_grid_log.png``, ``aie_grid_linear.png`` and ``aie_lines.png`` into ``out``, atomically.
+
+    Raises ValueError when there is nothing to average (no results, or only wrong predictions).
+    """
+    from spiritlens.figures.grid import DEFAULT_EPSILON
+
+    out = Path(out)
+    if not results:
+        raise ValueError("no usable trace results")
+    pooled = aggregate_all(results)
+    by_modality = aggregate_by_modality(results)
+    if sum(agg.count for agg in pooled.values()) == 0:
+        raise ValueError(f"all {len(results)} results are wrong predictions (correct_prediction false); "
+                         "nothing to average")
+    outputs = AggregateOutputs(pooled, by_modality)
+    write_atomic(out / "aie.json", json.dumps(to_aie_json(pooled, by_modality), indent=2, allow_nan=False) + "\n")
+    outputs.written.append("aie.json")
+    for kind in KINDS:
+        groups = {modality: kinds[kind] for modality, kinds in by_modality.items() if kind in kinds}
+        if not groups:
+            continue
+        if len(groups) > 1:
+            groups["all"] = pooled[kind]
+        write_atomic(out / f"aie_{kind}.csv", _csv_table(kind, groups))
+        outputs.written.append(f"aie_{kind}.csv")
+    try:
+        from spiritlens.figures.grid import plot_aie_grid, plot_aie_lines  # matplotlib is the plots extra
+    except ImportError as error:
+        outputs.notes.append(f"figures skipped: {error}")
+        return outputs
+    plot_aie_grid(by_modality, out / "aie_grid_log.png", scale="log", epsilon=epsilon or DEFAULT_EPSILON)
+    plot_aie_grid(by_modality, out / "aie_grid_linear.png", scale="linear")
+    plot_aie_lines(by_modality, out / "aie_lines.png")
+    outputs.written += ["aie_grid_log.png", "aie_grid_linear.png", "aie_lines.png"]
+    return outputs

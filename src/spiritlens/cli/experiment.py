@@ -1,0 +1,68 @@
+"""``spiritlens experiment``: the paper's pipeline on Known (T->T and S->T), resumable and shardable.
+
+With no checkpoints (no --checkpoints and $SPIRITLM_CHECKPOINTS_DIR unset) it runs the embedded
+default: tiny random-weight checkpoints and aligner built under --out, a few Known prompts.
+Sharded: ``torchrun --nproc-per-node N -m spiritlens experiment ...`` (each rank a disjoint share).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "experiment", help="run the Known experiment end to end (data, speech, filtering, tracing, report)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output folder (resumable: rerun to continue)")
+    parser.add_argument("--checkpoints", help="SpiritLM checkpoints folder (default: $SPIRITLM_CHECKPOINTS_DIR)")
+    parser.add_argument("--variant", default="spirit-lm-base-7b")
+    parser.add_argument("--aligner", help="character CTC model directory for S->T (e.g. hubert-large-ls960-ft)")
+    parser.add_argument("--known", help="known_1000.json (default: $SPIRITLENS_KNOWN_PATH, the cache, or download)")
+    parser.add_argument("--prompts", type=int, dest="n_prompts", metavar="N",
+                        help="use N Known prompts (a deterministic subset; default: all, or 6 when embedded)")
+    parser.add_argument("--subset-seed", type=int, default=0)
+    parser.add_argument("--modalities", type=_csv, default=("t2t", "s2t"), help="t2t,s2t")
+    parser.add_argument("--kinds", type=_csv, default=("hidden", "mlp", "attn"), help="hidden,mlp,attn")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--noise", default="3s", help="absolute scale, or Ks (K sigma, ROME's default 3s)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--speech-sigma", choices=["speech", "text"], default="speech",
+                        help="S->T noise sigma: over the subjects' speech tokens, or the text sigma")
+    parser.add_argument("--row-mode", choices=["positions", "groups", "mean"], default="groups")
+    parser.add_argument("--mapping", choices=["exact", "paper"], default="exact")
+    parser.add_argument("--tts", default="espeak", help="espeak (offline default), flite, melo")
+    parser.add_argument("--asr", default="pocketsphinx", help="pocketsphinx, whisper, or none")
+    parser.add_argument("--keep-all", action="store_true", help="trace every prompt, not only correct ones")
+    parser.add_argument("--accept", type=_csv, default=("exact",), help="judgements counted correct: exact,partial")
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--dtype", default="bfloat16", help="bfloat16 (real checkpoints), float32, float16")
+    parser.add_argument("--device")
+    parser.add_argument("--max-batch-cells", type=int)
+    parser.add_argument("--sample-figures", type=int, default=3, help="prompts per modality with figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from spiritlens.experiment import ExperimentConfig, run_experiment
+    from spiritlens.experiment.runner import print_summary
+
+    config = ExperimentConfig(
+        out=args.out, checkpoints=args.checkpoints, variant=args.variant, aligner=args.aligner, known=args.known,
+        n_prompts=args.n_prompts, subset_seed=args.subset_seed, modalities=args.modalities, kinds=args.kinds,
+        samples=args.samples, noise=args.noise, seed=args.seed, window=args.window, speech_sigma=args.speech_sigma,
+        row_mode=args.row_mode, mapping=args.mapping, tts=args.tts, asr=args.asr, keep_all=args.keep_all,
+        accept=args.accept, max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device,
+        max_batch_cells=args.max_batch_cells, sample_figures=args.sample_figures,
+    )
+    summary = run_experiment(config, progress=not args.quiet)
+    if summary is not None:
+        print_summary(summary)
+        return 1 if summary["failed"] else 0
+    return 0

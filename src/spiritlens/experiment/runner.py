@@ -1,0 +1,388 @@
+"""The Known experiment end to end: data, speech, filtering, tracing (sharded, resumable), outputs.
+
+Stages, all writing under ``config.out``:
+
+1. **prepare** (rank 0): Known records (problems reported), speech synthesis of every prompt,
+   subject and attribute (cached), the WER check, greedy-generation filtering into Known-t2t /
+   Known-s2t, and sigma (text: ROME's rule over every Known subject; speech: the subjects' speech
+   tokens of the Known-s2t prompts). Written to ``prepare.json``.
+2. **trace** (every rank): the work items (modality, prompt) in a fixed order, rank ``r`` of
+   ``w`` taking items ``r, r+w, ...``; each kind's result is written atomically to
+   ``results/<modality>/<known_id>_<kind>.json``. A rerun skips finished results and recomputes
+   missing or unreadable ones; a failure on one item is recorded and the run goes on.
+3. **merge** (rank 0): AIE tables and figures, sample heatmaps and alignment figures, a
+   circuitsvis view, ``report.md``, and the summary.
+
+Sharding uses PyTorch's own launcher: under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) the ranks
+meet at gloo barriers between the stages; the output folder must be shared by all ranks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .._io import read_json, write_json_atomic
+from ..checkpoints import CHECKPOINTS_ENV
+from .config import MODALITY_OF, ExperimentConfig
+
+EMBEDDED_PROMPTS = 6
+
+
+class Experiment:
+    """One run; see the module docstring. ``run()`` returns the summary dict (rank 0) or None."""
+
+    def __init__(self, config: ExperimentConfig, *, progress: bool = True, log=print):
+        self.config = config
+        self.progress = progress
+        self.log = log
+        self.out = Path(config.out)
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self._model = None
+        self._aligner = None
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def results_dir(self) -> Path:
+        return self.out / "results"
+
+    def result_path(self, modality: str, known_id: int, kind: str) -> Path:
+        return self.results_dir / modality / f"{known_id}_{kind}.json"
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _init_distributed(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
+
+    def _paths(self, prep: dict) -> tuple[Path, Path | None]:
+        return Path(prep["model_dir"]), None if prep["aligner"] is None else Path(prep["aligner"])
+
+    def model(self, prep: dict):
+        if self._model is None:
+            import torch
+
+            from ..model import HookedSpiritLM
+
+            device = self.config.device
+            if device is None and torch.cuda.is_available():
+                device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            model_dir, _ = self._paths(prep)
+            self._model = HookedSpiritLM.from_pretrained(
+                model_dir, dtype=self.config.dtype, device=device,
+                speech_tokenizer=prep["speech_tokenizer"])
+        return self._model
+
+    def aligner(self, prep: dict):
+        if self._aligner is None:
+            from ..align import CTCAligner
+
+            _, aligner_dir = self._paths(prep)
+            if aligner_dir is None:
+                raise ValueError("S->T tracing needs an aligner (a CTC model directory); pass --aligner")
+            self._aligner = CTCAligner.from_pretrained(aligner_dir)
+        return self._aligner
+
+    # -------------------------------------------------------------------- stages
+    def run(self) -> dict | None:
+        self._init_distributed()
+        try:
+            if self.rank == 0:
+                prep = self.prepare()
+            self._barrier()
+            prep = read_json(self.out / "prepare.json", "prepare manifest")
+            status = self.trace_share(prep)
+            write_json_atomic(self.out / "status" / f"rank{self.rank}.json", status)
+            self._barrier()
+            return self.merge(prep) if self.rank == 0 else None
+        finally:
+            if self.world > 1:
+                import torch.distributed as dist
+
+                if dist.is_initialized():
+                    dist.destroy_process_group()
+
+    def prepare(self) -> dict:
+        """Stage 1 (rank 0): everything before tracing; writes and returns ``prepare.json``."""
+        from ..data import filter_prompts, get_backend, load_known, select, synthesize_corpus, wer_check
+        from ..traces import parse_noise, subject_sigma
+
+        config, out = self.config, self.out
+        _check_writable(out)
+        _remove_stale_temporaries(self.results_dir)
+        started = time.time()
+        model_dir, speech_dir, aligner_dir = self._checkpoints()
+        dataset = load_known(config.known or _default_known_path())
+        skipped: list[dict] = [{"stage": "data", "known_id": kid, "reason": reason}
+                               for kid, reason in dataset.problems]
+        n = config.n_prompts or (EMBEDDED_PROMPTS if config.embedded else None)
+        records = list(select(dataset.records, n, seed=config.subset_seed)) if n else list(dataset.records)
+        self.log(f"[prepare] {len(records)} Known prompts ({len(dataset.problems)} records with problems), "
+                 f"model {model_dir}" + (" (RANDOM WEIGHTS: embedded tiny checkpoints)" if config.embedded else ""))
+        prep: dict[str, Any] = {
+            "config": config.to_dict(), "embedded": config.embedded, "model_dir": str(model_dir),
+            "speech_tokenizer": None if speech_dir is None else str(speech_dir),
+            "aligner": None if aligner_dir is None else str(aligner_dir),
+            "known_source": str(dataset.source), "n_known": len(dataset.records),
+            "records": {str(r.known_id): r.to_dict() for r in records}, "skipped": skipped,
+        }
+        model = self.model(prep)
+
+        audio: dict[int, str] = {}
+        if "s2t" in config.modalities:
+            backend = get_backend(config.tts)
+            items = [(f"{r.known_id}_{part}", getattr(r, part)) for r in records
+                     for part in ("prompt", "subject", "attribute")]
+            synthesis = synthesize_corpus(items, backend, out / "speech", progress=self.progress)
+            ok = {item_id: path for item_id, _, path in synthesis.ok_items()}
+            for record in records:
+                path = ok.get(f"{record.known_id}_prompt")
+                if path is None:
+                    skipped.append({"stage": "tts", "modality": "s2t", "known_id": record.known_id,
+                                    "reason": dict(synthesis.failed).get(f"{record.known_id}_prompt", "no audio")})
+                else:
+                    audio[record.known_id] = str(path)
+            prep["tts"] = {"backend": backend.name, "voice": getattr(backend, "voice", None),
+                           "synthesized": len(synthesis.synthesized), "reused": len(synthesis.reused),
+                           "failed": [list(f) for f in synthesis.failed]}
+            if config.asr != "none":
+                prompts = [(i, t, p) for i, t, p in synthesis.ok_items() if i.endswith("_prompt")]
+                check = wer_check(prompts, config.asr, out_path=out / "wer.json")
+                prep["wer"] = {"computed": check.computed, "asr": check.asr, "reason": check.reason,
+                               "corpus_wer": None if check.report is None else check.report.wer}
+            else:
+                prep["wer"] = {"computed": False, "asr": "none", "reason": "--asr none", "corpus_wer": None}
+        prep["audio"] = {str(k): v for k, v in audio.items()}
+
+        kept: dict[str, list[int]] = {}
+        counts: dict[str, dict] = {}
+        for modality in config.modalities:
+            candidates = records if modality == "t2t" else [r for r in records if r.known_id in audio]
+
+            def generate(record, modality=modality):
+                prompt = record.prompt if modality == "t2t" else [("speech", audio[record.known_id])]
+                return model.generate(prompt, max_new_tokens=config.max_new_tokens)
+
+            result = filter_prompts(candidates, generate, modality, config.keep_all, accept=config.accept,
+                                    out_path=out / "filter" / f"known-{modality}.json", progress=self.progress)
+            kept[modality] = [r.known_id for r in result.kept]
+            counts[modality] = dict(result.counts)
+            for entry in result.entries:
+                if entry.error:
+                    skipped.append({"stage": "filter", "modality": modality, "known_id": entry.known_id,
+                                    "reason": entry.error})
+        prep["kept"], prep["filter"] = kept, counts
+
+        spec = parse_noise(config.noise)
+        sigma: dict[str, float | None] = {"text": None, "speech": None}
+        if spec.needs_sigma:
+            sigma["text"] = subject_sigma(model, [r.subject for r in dataset.records], modality="text",
+                                          cache_dir=out / "sigma")
+            if "s2t" in kept:
+                sigma["speech"] = sigma["text"] if config.speech_sigma == "text" else \
+                    self._speech_sigma(prep, kept, skipped, cache_dir=out / "sigma")
+        prep["sigma"] = sigma
+        prep["prepare_seconds"] = round(time.time() - started, 1)
+        write_json_atomic(out / "prepare.json", prep)
+        return prep
+
+    def _speech_sigma(self, prep: dict, kept: dict, skipped: list, cache_dir: Path) -> float | None:
+        """Sigma over the subject speech tokens of the Known-s2t prompts (alignment failures skipped)."""
+        from ..traces import subject_sigma
+
+        model, lists, good = self.model(prep), [], []
+        for known_id in kept["s2t"]:
+            try:
+                prompt = self._speech_prompt(prep, known_id)
+            except (ValueError, OSError) as error:
+                skipped.append({"stage": "align", "modality": "s2t", "known_id": known_id, "reason": str(error)})
+                continue
+            b, e = prompt.subject_range
+            lists.append(prompt.input_ids[b:e])
+            good.append(known_id)
+        kept["s2t"] = good
+        return subject_sigma(model, lists, modality="speech", cache_dir=cache_dir) if lists else None
+
+    def _speech_prompt(self, prep: dict, known_id: int):
+        from ..align import LowAlignmentConfidence
+        from ..speech_prompt import SpeechPrompt
+
+        record = prep["records"][str(known_id)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LowAlignmentConfidence)  # recorded in the result instead
+            return SpeechPrompt.from_audio(self.model(prep), prep["audio"][str(known_id)],
+                                           transcript=record["prompt"], subject=record["subject"],
+                                           aligner=self.aligner(prep), mapping=self.config.mapping)
+
+    def work_items(self, prep: dict) -> list[tuple[str, int]]:
+        """Every (modality, known_id) to trace, in a fixed order shared by all ranks."""
+        return [(modality, kid) for modality in self.config.modalities for kid in prep["kept"].get(modality, [])]
+
+    def missing_kinds(self, modality: str, known_id: int) -> list[str]:
+        """Kinds whose result file is absent or unreadable."""
+        from ..traces import TraceResult
+
+        missing = []
+        for kind in self.config.kinds:
+            path = self.result_path(modality, known_id, kind)
+            try:
+                TraceResult.load(path)
+            except (ValueError, OSError, TypeError, KeyError):
+                missing.append(kind)
+        return missing
+
+    def trace_share(self, prep: dict) -> dict:
+        """Stage 2: trace this rank's share of the work items."""
+        from tqdm.auto import tqdm
+
+        items = self.work_items(prep)[self.rank::self.world]
+        status: dict[str, Any] = {"rank": self.rank, "world_size": self.world, "items": len(items),
+                                  "traced": [], "already_done": [], "failed": []}
+        bar = tqdm(items, desc=f"tracing (rank {self.rank}/{self.world})", unit="prompt", position=self.rank,
+                   disable=not self.progress, dynamic_ncols=True)
+        for modality, known_id in bar:
+            name = f"{modality}/{known_id}"
+            missing = self.missing_kinds(modality, known_id)
+            if not missing:
+                status["already_done"].append(name)
+                continue
+            try:
+                self._trace_item(prep, modality, known_id, missing)
+                status["traced"].append({"item": name, "kinds": missing})
+            except Exception as error:  # one item's failure must not stop the run
+                reason = f"{type(error).__name__}: {error}".splitlines()[0]
+                status["failed"].append({"item": name, "reason": reason})
+                bar.write(f"[trace] {name} failed: {reason}")
+                if os.environ.get("SPIRITLENS_DEBUG"):
+                    traceback.print_exc()
+        bar.close()
+        return status
+
+    def _trace_item(self, prep: dict, modality: str, known_id: int, kinds: list[str]) -> None:
+        from ..traces import trace_kinds
+
+        config, model = self.config, self.model(prep)
+        record = prep["records"][str(known_id)]
+        if modality == "t2t":
+            prompt, subject, row_mode, sigma = record["prompt"], record["subject"], "positions", prep["sigma"]["text"]
+        else:
+            prompt, subject, row_mode, sigma = self._speech_prompt(prep, known_id), None, config.row_mode, \
+                prep["sigma"]["speech"]
+        results = trace_kinds(model, prompt, subject, kinds=kinds, samples=config.samples, noise=config.noise,
+                              seed=config.seed, window=config.window, sigma=sigma, row_mode=row_mode,
+                              max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}")
+        for kind, result in results.items():
+            result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
+                                experiment_modality=modality, sigma_modality=MODALITY_OF[modality]
+                                if modality == "t2t" or config.speech_sigma == "speech" else "text")
+            result.save(self.result_path(modality, known_id, kind))
+
+    def merge(self, prep: dict) -> dict:
+        """Stage 3 (rank 0): aggregate, figures, report, summary."""
+        from .report import write_report
+
+        statuses = [read_json(p, "rank status") for p in sorted((self.out / "status").glob("rank*.json"))]
+        statuses = [s for s in statuses if s.get("world_size") == self.world]
+        summary = {
+            "embedded": prep["embedded"],
+            "kept": {m: len(ids) for m, ids in prep["kept"].items()},
+            "filter": prep["filter"],
+            "skipped": prep["skipped"],
+            "traced": sum(len(s["traced"]) for s in statuses),
+            "already_done": sum(len(s["already_done"]) for s in statuses),
+            "failed": [f for s in statuses for f in s["failed"]],
+        }
+        summary["report"] = str(write_report(self, prep, summary))
+        write_json_atomic(self.out / "summary.json", summary)
+        return summary
+
+    # --------------------------------------------------------------- checkpoints
+    def _checkpoints(self) -> tuple[Path, Path | None, Path | None]:
+        """(model dir, speech-tokenizer dir, aligner dir), building the embedded tiny ones if needed."""
+        config = self.config
+        if config.embedded:
+            from ..align import write_tiny_ctc_model
+            from ..tiny import make_tiny_checkpoints
+
+            root = self.out / "checkpoints"
+            if not (root / ".complete").is_file():
+                self.log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
+                make_tiny_checkpoints(root)
+                (root / ".complete").write_text("tiny random weights\n")
+            aligner = config.aligner or self.out / "aligner"
+            if config.aligner is None and not (aligner / "config.json").is_file():
+                write_tiny_ctc_model(aligner)
+            return root / "spiritlm_model" / config.variant, root / "speech_tokenizer", Path(aligner)
+        root = Path(config.checkpoints or os.environ[CHECKPOINTS_ENV])
+        model_dir = root / "spiritlm_model" / config.variant
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"no model at {model_dir} (checkpoints {root}, variant {config.variant!r})")
+        if "s2t" in config.modalities and config.aligner is None:
+            raise ValueError("S->T needs --aligner: a character CTC model directory "
+                             "(e.g. a local copy of facebook/hubert-large-ls960-ft)")
+        speech = root / "speech_tokenizer"
+        return model_dir, speech if speech.is_dir() else None, config.aligner
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / ".write_test", {"ok": True})
+        (out / ".write_test").unlink()
+    except OSError as error:
+        raise PermissionError(f"output directory {str(out)!r} is not writable: {error.strerror or error}") from None
+
+
+def _remove_stale_temporaries(results: Path) -> None:
+    """Temporary files left by a run killed mid-write (no rank is writing during prepare)."""
+    if results.is_dir():
+        for stale in results.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def _default_known_path() -> Path | None:
+    """``../shared/data/known_1000.json`` next to a source checkout, if present (else None: the
+    loader then tries ``$SPIRITLENS_KNOWN_PATH``, its cache, and ROME's published address)."""
+    if os.environ.get("SPIRITLENS_KNOWN_PATH"):
+        return None
+    candidate = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "known_1000.json"
+    return candidate if candidate.is_file() else None
+
+
+def run_experiment(config: ExperimentConfig, *, progress: bool = True) -> dict | None:
+    """Run the whole experiment (see the module docstring); the summary on rank 0."""
+    if config.checkpoints is None and not os.environ.get(CHECKPOINTS_ENV):
+        config.embedded = True
+        config.keep_all = True
+        if config.dtype not in ("float32", "fp32"):
+            config.dtype = "float32"
+    return Experiment(config, progress=progress, log=lambda m: print(m, file=sys.stderr, flush=True)).run()
+
+
+def print_summary(summary: dict) -> None:
+    if summary["embedded"]:
+        print("NOTE: embedded default run on tiny RANDOM-WEIGHT checkpoints: the numbers show the pipeline "
+              "works, not anything about SpiritLM.")
+    print(f"kept prompts: {json.dumps(summary['kept'])}; filter judgements: {json.dumps(summary['filter'])}")
+    print(f"traced {summary['traced']} prompts, {summary['already_done']} already done, "
+          f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped")
+    for item in summary["skipped"][:20]:
+        print(f"  skipped [{item['stage']}] {item.get('modality', '')} {item['known_id']}: {item['reason']}")
+    for item in summary["failed"][:20]:
+        print(f"  failed {item['item']}: {item['reason']}")
+    print(f"report: {summary['report']}")
