@@ -124,7 +124,7 @@ def _circuits_view(out: Path, modality: str, kid: int, results: dict[str, dict])
             write_trace_tokens_html(result, out / name)
     except ImportError as error:
         return [f"(circuitsvis view not written: {error})"]
-    return [f"", f"[per-token effects (circuitsvis)]({name})"]
+    return ["", f"[per-token effects (circuitsvis)]({name})"]
 
 
 def _num(value) -> str:
