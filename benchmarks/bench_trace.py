@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import peak, reset_peak  # noqa: E402
 from reference_tracing import reference_trace  # noqa: E402
 
 from spiritlens import HookedSpiritLM  # noqa: E402
@@ -31,10 +32,6 @@ PROMPT = "The Space Needle is located in the city of"
 SUBJECT = "Space Needle"
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8)
@@ -43,6 +40,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="best-of-N timing for both implementations")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,28 +56,36 @@ def main() -> int:
     kinds = ("hidden", "mlp", "attn")
     T, L = len(ids), model.cfg.n_layers
     cells = len(kinds) * T * L
-    base_rss = peak_rss_mb()
+    rss_before = reset_peak()
+    engine_times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        ours = trace_kinds(model, PROMPT, SUBJECT, kinds=kinds, samples=args.samples, noise=0.1,
+                           window=args.window)
+        engine_times.append(time.perf_counter() - start)
+    engine_s = min(engine_times)
+    engine_peak = peak() - rss_before
 
-    start = time.perf_counter()
-    ours = trace_kinds(model, PROMPT, SUBJECT, kinds=kinds, samples=args.samples, noise=0.1,
-                       window=args.window)
-    engine_s = time.perf_counter() - start
-    engine_rss = peak_rss_mb()
-
-    start = time.perf_counter()
-    plain = {k: reference_trace(model, ids, b, e, k, samples=args.samples, nu=0.1, window=args.window)[0]
-             for k in kinds}
-    plain_s = time.perf_counter() - start
+    rss_before = reset_peak()
+    plain_times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        plain = {k: reference_trace(model, ids, b, e, k, samples=args.samples, nu=0.1, window=args.window)[0]
+                 for k in kinds}
+        plain_times.append(time.perf_counter() - start)
+    plain_s = min(plain_times)
+    plain_peak = peak() - rss_before
     max_diff = max(float(np.abs(ours[k].scores - plain[k]).max()) for k in kinds)
     report = {
         "model": {"layers": L, "d_model": model.cfg.d_model, "vocab": model.cfg.d_vocab,
                   "params_M": round(sum(p.numel() for p in model.hf_model.parameters()) / 1e6, 1)},
         "prompt_tokens": T, "subject_range": [b, e], "samples": args.samples, "cells": cells,
-        "threads": args.threads,
+        "threads": args.threads, "repeats": args.repeats,
+        "engine_times_s": [round(t, 3) for t in engine_times], "plain_times_s": [round(t, 3) for t in plain_times],
         "engine_s": round(engine_s, 3), "plain_s": round(plain_s, 3),
         "engine_cells_per_s": round(cells / engine_s, 1), "plain_cells_per_s": round(cells / plain_s, 1),
         "speedup": round(plain_s / engine_s, 2), "max_abs_diff": max_diff,
-        "peak_rss_mb_after_load": round(base_rss, 1), "peak_rss_mb_after_engine": round(engine_rss, 1),
+        "engine_peak_extra_mb": round(engine_peak / 2**20, 1), "plain_peak_extra_mb": round(plain_peak / 2**20, 1),
     }
     print(json.dumps(report, indent=2))
     if args.json:
