@@ -148,3 +148,13 @@ def test_make_tiny_cli_is_deterministic(tmp_path):
     assert {"config.json", "generation_config.json", "pytorch_model.bin", "tokenizer.model",
             "tokenizer_config.json", "special_tokens_map.json"} <= {p.name for p in base.iterdir()}
     assert json.loads((base / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+
+
+def test_device_map_placement_gives_identical_logits(tiny_base_dir, tiny_model):
+    # The bridge's accelerate-dispatched placement path (the one n_devices/device_map use on GPUs).
+    placed = HookedSpiritLM.from_pretrained(tiny_base_dir, device_map={"": "cpu"})
+    tokens = tiny_model.to_tokens("The capital of Italy is")
+    with torch.no_grad():
+        assert torch.equal(placed(tokens), tiny_model(tokens))
+    with pytest.raises(ValueError, match="pass either device or device_map/n_devices, not both"):
+        HookedSpiritLM.from_pretrained(tiny_base_dir, device="cpu", device_map="auto")
