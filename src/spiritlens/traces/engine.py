@@ -197,13 +197,14 @@ class Tracer:
         ids = self.ids.expand(self.samples, -1)
         L = self.n_layers
         wanted = {hook_names.resid_pre(l) for l in range(L)} | {hook_names.resid_mid(l) for l in range(L)} \
-            if keep_prefix else set()
+            | {hook_names.resid_post(L - 1)} if keep_prefix else set()
         with self.model.hooks(fwd_hooks=[(hook_names.EMBED, self._noise_hook(replace))]):
             logits, cache = self.model.run_with_cache(ids, names_filter=lambda n: n in wanted)
         low = float(torch.softmax(logits[:, -1].float(), dim=-1).mean(dim=0)[self.answer_id])
         if not keep_prefix:
             return low, None
-        prefix = {"pre": [cache[hook_names.resid_pre(l)] for l in range(L)],
+        # "pre"[l] is the input of block l, and "pre"[L] the output of the last block.
+        prefix = {"pre": [cache[hook_names.resid_pre(l)] for l in range(L)] + [cache[hook_names.resid_post(L - 1)]],
                   "mid": [cache[hook_names.resid_mid(l)] for l in range(L)]}
         return low, prefix
 
@@ -214,7 +215,7 @@ class Tracer:
         self._baseline = self.low_score
         if prefix is None:  # ROME's quirk: low with additive noise, restored runs with replace
             self._baseline, prefix = self._corrupted_forward(self.replace, keep_prefix=True)
-        self._corrupted_prefix = prefix["pre"]  # resid_pre[l]: [S, T, d]
+        self._corrupted_prefix = prefix["pre"]  # resid_pre[l] for l < L, resid_post[L-1] at L: [S, T, d]
         self._corrupted_mid = prefix["mid"]  # resid_mid[l]: [S, T, d]
 
     # ----------------------------------------------------------- restored runs
@@ -312,14 +313,8 @@ class Tracer:
                 for first in range(0, len(live), K):
                     chunk = live[first:first + K]
                     batch_idx, pos_idx = self._indices([rows[i] for i in chunk])
-                    h = self._corrupted_prefix[first_block + 1].repeat(len(chunk), 1, 1) \
-                        if first_block + 1 < L else None
-                    restored = self._first_block_output(kind, first_block, batch_idx, pos_idx)
-                    if h is None:  # nothing left to run: the restored state is the final one
-                        h = self._corrupted_prefix[first_block].repeat(len(chunk), 1, 1)
-                        h = self._layers[first_block](h, **self._block_kwargs(h))
-                        h = h[0] if isinstance(h, tuple) else h
-                    h[batch_idx, pos_idx] = restored
+                    h = self._corrupted_prefix[first_block + 1].repeat(len(chunk), 1, 1)
+                    h[batch_idx, pos_idx] = self._first_block_output(kind, first_block, batch_idx, pos_idx)
                     hooks = [(hook_names.BY_KIND[kind](j), _restore(self._clean[kind][j], batch_idx, pos_idx))
                              for j in patched[1:]] if kind != "hidden" else []
                     p = self._run_from(h, first_block + 1, hooks)
