@@ -74,3 +74,14 @@ def test_missing_speech_tokenizer_is_a_clear_error(tiny_base_dir, tmp_path, monk
     with pytest.raises(FileNotFoundError, match="no speech tokenizer found"):
         alone.to_tokens([("speech", np.zeros(16000, np.float32))])
     assert alone.to_tokens("text still works").shape[1] > 2
+
+
+def test_expressive_model_takes_hubert_only_speech(tiny_root, spoken_prompt_wav):
+    expressive = HookedSpiritLM.from_pretrained(tiny_root / "spiritlm_model" / "spirit-lm-expressive-7b")
+    assert expressive.vocab.is_expressive
+    ids = expressive.to_tokens([("speech", spoken_prompt_wav)])[0].tolist()
+    units = expressive.speech_tokenizer.encode(spoken_prompt_wav)
+    assert ids[2:-1] == [expressive.vocab.hubert_ids[u] for u in units.tokens]
+    assert not set(ids) & (set(expressive.vocab.pitch_ids) | set(expressive.vocab.style_ids))
+    with pytest.raises(ValueError, match="pitch"):
+        expressive.speech_tokenizer.encode(spoken_prompt_wav, expressive=True)

@@ -27,6 +27,15 @@ def new_figure(width: float, height: float, dpi: int = 200, layout: str | None =
     return Figure(figsize=(width, height), dpi=dpi, layout=layout)
 
 
+def set_layer_ticks(ax, n_layers: int) -> None:
+    """Layer ticks at cell centres: every 5th layer as ROME draws them, every layer for small models."""
+    import numpy as np
+
+    step = 5 if n_layers > 12 else 1
+    ax.set_xticks(np.arange(0, n_layers, step) + 0.5)
+    ax.set_xticklabels([str(layer) for layer in range(0, n_layers, step)], fontsize=7)
+
+
 def plain_label(text: str) -> str:
     """Escape ``$`` so a token such as "$" is not read as mathtext."""
     return text.replace("$", r"\$")

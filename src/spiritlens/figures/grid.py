@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spiritlens.aggregates.aie import CATEGORIES, CATEGORY_LABELS, KINDS, MODALITY_LABELS, KindAggregate
-from spiritlens.figures._render import KIND_CMAPS, KIND_NAMES, new_figure, save_png
+from spiritlens.figures._render import KIND_CMAPS, KIND_NAMES, new_figure, save_png, set_layer_ticks
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -95,8 +95,7 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
             ax.invert_yaxis()
             ax.set_yticks(np.arange(len(CATEGORIES)) + 0.5)
             ax.set_yticklabels([CATEGORY_LABELS[c] for c in CATEGORIES] if j == 0 else [], fontsize=7)
-            ax.set_xticks(np.arange(0, agg.n_layers, 5) + 0.5)
-            ax.set_xticklabels([str(layer) for layer in range(0, agg.n_layers, 5)], fontsize=7)
+            set_layer_ticks(ax, agg.n_layers)
             ax.set_title(f"{name}: {_KIND_TITLES[kind]} (n = {agg.count})", fontsize=8)
             if i == len(kinds) - 1:
                 ax.set_xlabel("layer" if kind == "hidden" else "layer (centre of window)", fontsize=8)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spiritlens.aggregates.aie import MODALITY_LABELS, _parse, describe
-from spiritlens.figures._render import KIND_CMAPS, KIND_NAMES, new_figure, plain_label, save_png
+from spiritlens.figures._render import KIND_CMAPS, KIND_NAMES, new_figure, plain_label, save_png, set_layer_ticks
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,8 +49,7 @@ def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figur
     ax.set_yticklabels([plain_label(label) for label in row_labels(result)], fontsize=7)
     for row in parsed.ignored:  # rows in no category (e.g. silence): greyed out
         ax.get_yticklabels()[row].set_color("0.6")
-    ax.set_xticks(np.arange(0, n_layers, 5) + 0.5)
-    ax.set_xticklabels([str(layer) for layer in range(0, n_layers, 5)], fontsize=7)
+    set_layer_ticks(ax, n_layers)
     if kind == "hidden":
         ax.set_title("Impact of restoring state after corrupted input", fontsize=9)
         ax.set_xlabel(f"single restored layer within {model_name}", fontsize=8)
