@@ -30,17 +30,13 @@ import re
 import unicodedata
 from dataclasses import dataclass, asdict
 
+from ..numbers import LETTER_MAP, spell_number
+
 __all__ = ["SpokenWord", "NormalizedText", "normalize_transcript", "WORD_SEPARATOR", "ALPHABET"]
 
 WORD_SEPARATOR = "|"
 ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
 
-# Letters NFKD does not decompose into an ASCII base letter.
-_LETTER_MAP = {
-    "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D",
-    "þ": "th", "Þ": "TH", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "ẞ": "SS",
-    "ı": "i", "ħ": "h", "Ħ": "H", "ŋ": "ng", "Ŋ": "NG", "ŧ": "t", "Ŧ": "T",
-}
 # Symbols read aloud when they stand on their own.
 _SYMBOL_WORDS = {"&": "and", "%": "percent", "$": "dollars", "+": "plus", "@": "at"}
 # Abbreviations with a period read as a word rather than letter by letter.
@@ -144,8 +140,8 @@ def _fold_word(word: str, unmapped: list[str]) -> list[str]:
         if ch in _APOSTROPHES:
             out.append("'")
             continue
-        if ch in _LETTER_MAP:
-            out.append(_LETTER_MAP[ch].upper())
+        if ch in LETTER_MAP:
+            out.append(LETTER_MAP[ch].upper())
             continue
         base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c)).upper()
         if base and all(c in ALPHABET for c in base):
@@ -163,33 +159,15 @@ def _unspoken_symbols(gap: str) -> list[str]:
     return [c for c in gap if unicodedata.category(c)[0] in "SN" and c not in "-^`~|_\u2013\u2014"]
 
 
-def _pluralise(word: str) -> str:
-    return word[:-1] + "IES" if word.endswith("Y") else word + "S"
-
-
 def _read_number(m: re.Match, number_and: bool) -> list[str]:
     """Spoken words for a number match (see the module docstring for the rules)."""
-    from num2words import num2words
-
     digits = m.group("int").replace(",", "")
     value = int(digits)
     frac, suffix = m.group("frac"), (m.group("suffix") or "").lower()
-    if frac is not None:
-        # digit by digit after POINT, as num2words does, but without float rounding ("2.50")
-        spoken = num2words(value) + " point " + " ".join(num2words(int(d)) for d in frac)
-    elif suffix in ("st", "nd", "rd", "th"):
-        spoken = num2words(value, to="ordinal")
-    elif suffix == "s" or m.group("decade_apos"):
-        is_year = len(digits) == 4 and "," not in m.group("int")
-        spoken = num2words(value, to="year") if is_year else num2words(value)
-        words = _split_words(spoken)
-        words[-1] = _pluralise(words[-1])
-        spoken = " ".join(words)
-    elif len(digits) == 4 and "," not in m.group("int") and 1100 <= value <= 2099 and not m.group("percent") \
-            and not m.group("dollar"):
-        spoken = num2words(value, to="year")
-    else:
-        spoken = num2words(value)
+    if m.group("decade_apos") and not suffix:
+        suffix = "s"
+    year = "," not in m.group("int") and not m.group("percent") and not m.group("dollar")
+    spoken = spell_number(digits, fraction=frac, suffix=suffix, year=year or suffix == "s")
     words = _split_words(spoken)
     if not number_and:
         words = [w for w in words if w != "AND"]

@@ -7,7 +7,7 @@
 2. Lower case.
 3. Numbers spelled out with num2words: thousands separators removed first ("3,000" -> 3000);
    ordinals ("2nd" -> "second"); decades ("1980s" -> "nineteen eighties"); four-digit integers
-   1000-2099 read as years ("1999" -> "nineteen ninety-nine"); decimals with "point"; other
+   1100-2099 read as years ("1999" -> "nineteen ninety-nine"); decimals with "point"; other
    integers as cardinals ("775" -> "seven hundred and seventy-five"). Digits glued to letters
    are split off ("X11" -> "x eleven").
 4. Symbols: "&" -> "and", "%" -> "percent"; dotted abbreviations join ("U.S." -> "us",
@@ -23,9 +23,8 @@ So "1999" and "nineteen ninety-nine" normalise to the same words.
 from __future__ import annotations
 
 import re
-import unicodedata
 
-from num2words import num2words
+from spiritlens.numbers import spell_number, strip_accents
 
 __all__ = ["NORMALISATION", "normalize_text", "normalize_words"]
 
@@ -35,38 +34,22 @@ NORMALISATION = (
     "punctuation, hyphens and periods -> space; whitespace collapsed"
 )
 
-_NON_DECOMPOSING = str.maketrans(
-    {"ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "ß": "ss", "ł": "l", "Ł": "L", "œ": "oe", "Œ": "OE",
-     "đ": "d", "Đ": "D", "þ": "th", "Þ": "TH", "ı": "i"}
-)
 _ARTICLES = frozenset({"a", "an", "the"})
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _ABBREVIATION = re.compile(r"\b(?:[^\W\d_]\.){2,}")
 _NUMBER = re.compile(r"(\d+)(st|nd|rd|th)\b|(\d*0)s\b|(\d+)\.(\d+)|(\d+)")
 
 
-def _strip_accents(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text.translate(_NON_DECOMPOSING))
-    return "".join(ch for ch in text if not unicodedata.combining(ch))
-
-
-def _integer_words(value: int, digits: str) -> str:
-    if len(digits) == 4 and 1000 <= value <= 2099:
-        return num2words(value, to="year")
-    return num2words(value)
-
-
 def _spell_number(match: re.Match) -> str:
     ordinal, suffix, decade, whole, fraction, integer = match.groups()
     if suffix:
-        words = num2words(int(ordinal), to="ordinal")
+        words = spell_number(ordinal, suffix=suffix)
     elif decade:
-        words = _integer_words(int(decade), decade)
-        words = words[:-1] + "ies" if words.endswith("y") else words + "s"
+        words = spell_number(decade, suffix="s")
     elif fraction:
-        words = num2words(float(f"{whole}.{fraction}"))
+        words = spell_number(whole, fraction=fraction)
     else:
-        words = _integer_words(int(integer), integer)
+        words = spell_number(integer)
     return f" {words} "
 
 
@@ -74,7 +57,7 @@ def normalize_words(text: str, *, drop_articles: bool = False) -> list[str]:
     """Normalise ``text`` as described in the module docstring and split it into words."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    text = _strip_accents(text).lower()
+    text = strip_accents(text).lower()
     text = _THOUSANDS.sub("", text)
     text = _NUMBER.sub(_spell_number, text)
     text = text.replace("&", " and ").replace("%", " percent ")
