@@ -107,7 +107,7 @@ def test_prompt_longer_than_the_context(tiny_model, monkeypatch):
         trace(tiny_model, PROMPT, "Space Needle", noise=1.0)
 
 
-def test_cli_trace_writes_contract_json_and_png(tiny_base_dir, tmp_path):
+def test_cli_trace_writes_contract_json_and_png(tiny_base_dir, known_path, tmp_path):
     out = tmp_path / "space.json"
     command = [sys.executable, "-m", "spiritlens", "trace", "--model", str(tiny_base_dir), "--prompt", PROMPT,
                "--subject", "Space Needle", "--kind", "attn", "--samples", "3", "--noise", "0.8", "--seed", "2",
@@ -124,6 +124,12 @@ def test_cli_trace_writes_contract_json_and_png(tiny_base_dir, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("spiritlens trace: error: subject 'Eiffel' does not occur")
     assert not (tmp_path / "x.json").exists()
+    with_known = subprocess.run(command[:-2] + ["--json", str(tmp_path / "k.json"), "--noise", "3s", "--known",
+                                                 str(known_path)], capture_output=True, text=True, timeout=300)
+    assert with_known.returncode == 0, with_known.stderr
+    recorded = json.loads((tmp_path / "k.json").read_text())
+    assert recorded["noise_rule"] == "3s" and recorded["sigma_modality"] == "text"
+    assert recorded["noise"] == pytest.approx(3 * recorded["sigma"])
     sigma_needed = subprocess.run(command[:-2] + ["--json", str(tmp_path / "y.json"), "--noise", "3s"],
                                   capture_output=True, text=True, timeout=300)
     assert sigma_needed.returncode == 2 and "needs sigma" in sigma_needed.stderr

@@ -70,6 +70,7 @@ def run(args) -> int:
     model = HookedSpiritLM.from_pretrained(args.model, dtype=args.dtype, device=args.device,
                                            speech_tokenizer=args.speech_tokenizer)
     sigma = args.sigma
+    sigma_record = {"sigma_source": "--sigma"} if sigma is not None else {}
     if spec.needs_sigma and sigma is None:
         if not args.known:
             raise ValueError(f"--noise {args.noise} needs sigma: pass --sigma or --known known_1000.json "
@@ -78,6 +79,7 @@ def run(args) -> int:
 
         records = load_known(args.known)
         sigma = subject_sigma(model, [r.subject for r in records], modality="text")
+        sigma_record = {"sigma_source": f"subjects of {args.known}", "sigma_modality": "text"}
     json_path = Path(args.json)
     extra = {}
     if args.audio is not None:
@@ -93,7 +95,7 @@ def run(args) -> int:
         attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=True,
         name=json_path.stem,
     )
-    result.extra.update(extra)
+    result.extra.update(extra, **sigma_record)
     result.save(json_path)
     png = Path(args.png) if args.png else json_path.with_suffix(".png")
     result.plot(png)
