@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from spiritlens.align import CTCAligner, LowAlignmentConfidence, conv_frame_geometry, write_tiny_ctc_model
+from spiritlens.align import CTCAligner, LowAlignmentConfidence, write_tiny_ctc_model
+from spiritlens.units import conv_hop_samples, conv_receptive_field
 from spiritlens.align.tiny import CTC_VOCAB
 
 
@@ -37,8 +38,12 @@ def test_layout_and_determinism(tiny_ctc_dir, tmp_path):
 
 
 def test_conv_geometry():
-    assert conv_frame_geometry((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)) == (320, 400)
-    assert conv_frame_geometry((10, 3, 3, 3, 3, 2, 2, 2), (5, 2, 2, 2, 2, 2, 2, 2)) == (640, 720)  # mHuBERT 25 Hz
+    def geometry(kernels, strides):
+        layers = [(512, k, s) for k, s in zip(kernels, strides)]
+        return conv_hop_samples(layers), conv_receptive_field(layers)
+
+    assert geometry((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)) == (320, 400)
+    assert geometry((10, 3, 3, 3, 3, 2, 2, 2), (5, 2, 2, 2, 2, 2, 2, 2)) == (640, 720)  # mHuBERT 25 Hz
 
 
 @pytest.mark.parametrize("num_samples", [400, 16123, 48000])

@@ -12,7 +12,7 @@ from .ctc import (
     map_words_to_text_tokens,
     viterbi_align,
 )
-from .emissions import CTCAligner, Emissions, conv_frame_geometry
+from .emissions import CTCAligner, Emissions
 from .mapping import (
     SpeechTokenMap,
     SpeechTokenRange,
@@ -39,7 +39,6 @@ __all__ = [
     "TokenFrames",
     "WordSpan",
     "align_emissions",
-    "conv_frame_geometry",
     "ctc_to_unit_frames",
     "map_frames_to_speech_tokens",
     "map_words_to_text_tokens",

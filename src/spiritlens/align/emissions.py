@@ -15,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..units.hubert import conv_hop_samples, conv_num_frames, conv_receptive_field
 from .ctc import DEFAULT_MIN_CONFIDENCE, Alignment, align_emissions
 from .normalize import WORD_SEPARATOR
 
-__all__ = ["CTCAligner", "Emissions", "conv_frame_geometry"]
+__all__ = ["CTCAligner", "Emissions"]
 
 _CTC_ARCHITECTURES = {"HubertForCTC": "hubert", "Wav2Vec2ForCTC": "wav2vec2"}
-
-
-def conv_frame_geometry(conv_kernel, conv_stride) -> tuple[int, int]:
-    """``(hop_samples, receptive_field_samples)`` of a conv feature stack: (320, 400) for the standard one."""
-    hop, field = 1, 1
-    for kernel, stride in zip(conv_kernel, conv_stride):
-        field += (kernel - 1) * hop
-        hop *= stride
-    return hop, field
 
 
 @dataclass(frozen=True)
@@ -59,8 +51,10 @@ class CTCAligner:
         self.blank = blank
         self.feature_extractor = feature_extractor
         self.sample_rate = sample_rate
-        self.hop_samples, self.receptive_field_samples = conv_frame_geometry(
-            model.config.conv_kernel, model.config.conv_stride)
+        # [(dim, kernel, stride)] of the conv feature stack, as for the speech tokenizer's HuBERT
+        self.conv_layers = list(zip(model.config.conv_dim, model.config.conv_kernel, model.config.conv_stride))
+        self.hop_samples = conv_hop_samples(self.conv_layers)
+        self.receptive_field_samples = conv_receptive_field(self.conv_layers)
         self.frame_seconds = self.hop_samples / sample_rate
 
     @classmethod
@@ -103,10 +97,7 @@ class CTCAligner:
 
     def num_frames(self, num_samples: int) -> int:
         """CTC frames for ``num_samples`` samples, through the conv stack (0 if shorter than one field)."""
-        length = num_samples
-        for kernel, stride in zip(self.model.config.conv_kernel, self.model.config.conv_stride):
-            length = (length - kernel) // stride + 1 if length >= kernel else 0
-        return max(length, 0)
+        return conv_num_frames(num_samples, self.conv_layers)
 
     def emissions(self, waveform_16k: np.ndarray) -> Emissions:
         """CTC log-probabilities of a mono waveform (1-D, ``sample_rate`` Hz, float) -> ``Emissions`` [T, V]."""
