@@ -33,6 +33,7 @@ from .align import (
     map_words_to_text_tokens,
 )
 from .audio import Waveform, load_audio
+from .tokens import find_span
 from .traces.engine import TracePrompt, _display_tokens
 from .traces.result import Row
 
@@ -72,7 +73,7 @@ class SpeechPrompt:
             raise ValueError("transcript is empty")
         if mapping not in ("exact", "paper"):
             raise ValueError(f"unknown mapping {mapping!r}; use 'exact' or 'paper'")
-        subject_chars = _find(transcript, subject, occurrence)
+        subject_chars = find_span(transcript, subject, occurrence=occurrence, where=f"the transcript {transcript!r}")
         wave = load_audio(audio, sample_rate)
         units = model.speech_tokenizer.encode(wave)
         if not isinstance(aligner, CTCAligner):
@@ -173,14 +174,3 @@ class SpeechPrompt:
         return plot_alignment(self.waveform.samples, self.waveform.sample_rate, self.emissions,
                               self.emissions.vocab, self.alignment, path,
                               title=f"{self.transcript!r} (subject {self.subject!r})")
-
-
-def _find(transcript: str, subject: str, occurrence: str) -> tuple[int, int]:
-    if not subject or not subject.strip():
-        raise ValueError("subject is empty")
-    start = transcript.find(subject)
-    if start < 0:
-        raise ValueError(f"subject {subject!r} does not occur in the transcript {transcript!r}")
-    if occurrence == "unique" and transcript.find(subject, start + 1) >= 0:
-        raise ValueError(f"subject {subject!r} occurs more than once in the transcript; pass occurrence='first'")
-    return start, start + len(subject)

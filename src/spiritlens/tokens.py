@@ -115,18 +115,8 @@ class TokenMap:
             shown = " | ".join(self.segments[i].content for i in text_segments)
             raise ValueError(f"subject {needle!r} does not occur in the prompt text {shown!r}")
         index = candidates[-1]
-        text = self.segments[index].content
-        start = text.find(needle)
-        if start < 0:
-            raise ValueError(f"subject {needle!r} does not occur in segment {index} ({text!r})")
-        if occurrence == "unique" and text.find(needle, start + 1) >= 0:
-            raise ValueError(
-                f"subject {needle!r} occurs more than once in {text!r}; pass occurrence='first' "
-                "(ROME's rule: the first occurrence) or give the subject range explicitly"
-            )
-        if occurrence not in ("unique", "first"):
-            raise ValueError(f"occurrence must be 'unique' or 'first', got {occurrence!r}")
-        return self.char_range_to_positions(index, start, start + len(needle))
+        start, end = find_span(self.segments[index].content, needle, occurrence=occurrence)
+        return self.char_range_to_positions(index, start, end)
 
     def to_json(self) -> list[dict]:
         out = []
@@ -139,6 +129,29 @@ class TokenMap:
                 item["frame_span"] = list(p.frame_span) if p.frame_span else None
             out.append(item)
         return out
+
+
+def find_span(text: str, needle: str, *, occurrence: str = "unique", where: str | None = None) -> tuple[int, int]:
+    """Characters [start, end) of ``needle`` in ``text`` (case-sensitive).
+
+    ``occurrence="unique"``: a needle found twice is an error; ``"first"``: the first occurrence
+    (ROME's rule). A missing or empty needle is an error naming both; ``where`` describes the text
+    in messages (default: the text itself).
+    """
+    where = where or repr(text)
+    if occurrence not in ("unique", "first"):
+        raise ValueError(f"occurrence must be 'unique' or 'first', got {occurrence!r}")
+    if not needle or not needle.strip():
+        raise ValueError("subject is empty")
+    start = text.find(needle)
+    if start < 0:
+        raise ValueError(f"subject {needle!r} does not occur in {where}")
+    if occurrence == "unique" and text.find(needle, start + 1) >= 0:
+        raise ValueError(
+            f"subject {needle!r} occurs more than once in {where}; pass occurrence='first' "
+            "(ROME's rule: the first occurrence) or give the subject range explicitly"
+        )
+    return start, start + len(needle)
 
 
 def check_output_modality(output_modality: str) -> str:
