@@ -34,7 +34,7 @@ from .align import (
 )
 from .audio import Waveform, load_audio
 from .tokens import find_span
-from .traces.engine import TracePrompt, _display_tokens
+from .traces.engine import TracePrompt, display_tokens
 from .traces.result import Row
 
 
@@ -144,7 +144,7 @@ class SpeechPrompt:
         """The :class:`TracePrompt` the tracing engine takes (positions, subject, groups)."""
         rows, subject_rows, ignored = self.groups()
         return TracePrompt(
-            list(self.input_ids), _display_tokens(model, self.input_ids), self.subject_range,
+            list(self.input_ids), display_tokens(model, self.input_ids), self.subject_range,
             modality="speech", prompt=self.transcript, subject=self.subject, groups=rows,
             group_subject_rows=subject_rows, group_ignored_rows=ignored,
             extra={"mapping": self.mapping, "alignment_confidence": self.confidence,

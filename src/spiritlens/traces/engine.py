@@ -69,7 +69,8 @@ class TracePrompt:
         self.subject_range = (b, e)
 
 
-def _display_tokens(model, ids: Sequence[int]) -> list[str]:
+def display_tokens(model, ids: Sequence[int]) -> list[str]:
+    """One display string per token id (SentencePiece's ▁ shown as a space)."""
     return [t.replace("▁", " ") for t in model.tokenizer.convert_ids_to_tokens(list(ids))]
 
 
@@ -90,7 +91,7 @@ def prepare_prompt(model, prompt: Any, subject: str | None = None, *,
         ids = torch.as_tensor(prompt).reshape(-1).tolist()
         if subject_range is None:
             raise ValueError("token-id prompts need subject_range=(b, e)")
-        return TracePrompt(ids, _display_tokens(model, ids), tuple(subject_range), subject=subject or "")
+        return TracePrompt(ids, display_tokens(model, ids), tuple(subject_range), subject=subject or "")
     ids_tensor, token_map = model.encode(prompt)
     ids = ids_tensor[0].tolist()
     if subject_range is None:
@@ -99,7 +100,7 @@ def prepare_prompt(model, prompt: Any, subject: str | None = None, *,
         subject_range = token_map.find_text(subject, occurrence=occurrence)
     modality = "speech" if any(s.modality == "speech" for s in token_map.segments) else "text"
     text = " ".join(s.content for s in token_map.segments if s.modality == "text")
-    return TracePrompt(ids, _display_tokens(model, ids), tuple(subject_range), modality=modality,
+    return TracePrompt(ids, display_tokens(model, ids), tuple(subject_range), modality=modality,
                        prompt=text, subject=subject or "")
 
 
