@@ -116,7 +116,8 @@ def test_cli_trace_writes_contract_json_and_png(tiny_base_dir, known_path, tmp_p
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     assert data["kind"] == "attn" and data["samples"] == 3 and data["seed"] == 2 and data["noise"] == 0.8
-    assert len(data["scores"]) == len(data["tokens"]) == len(data["input_ids"]) == 11
+    # <s> ▁ [Text] T he ▁Space ▁Needle ▁is ▁located ▁in ▁the ▁city ▁of (SpiritLM's tokenisation)
+    assert len(data["scores"]) == len(data["tokens"]) == len(data["input_ids"]) == 13
     assert all(len(row) == 4 for row in data["scores"])
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(command[:-2] + ["--json", str(tmp_path / "x.json"), "--subject", "Eiffel"],
