@@ -127,7 +127,7 @@ class Experiment:
         _remove_stale_temporaries(self.results_dir)
         started = time.time()
         model_dir, speech_dir, aligner_dir = self._checkpoints()
-        dataset = load_known(config.known or _default_known_path())
+        dataset = load_known(config.known)  # spiritlens.data.known's lookup rule when None
         skipped: list[dict] = [{"stage": "data", "known_id": kid, "reason": reason}
                                for kid, reason in dataset.problems]
         n = config.n_prompts or (EMBEDDED_PROMPTS if config.embedded else None)
@@ -353,15 +353,6 @@ def _remove_stale_temporaries(results: Path) -> None:
     if results.is_dir():
         for stale in results.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
-
-
-def _default_known_path() -> Path | None:
-    """``../shared/data/known_1000.json`` next to a source checkout, if present (else None: the
-    loader then tries ``$SPIRITLENS_KNOWN_PATH``, its cache, and ROME's published address)."""
-    if os.environ.get("SPIRITLENS_KNOWN_PATH"):
-        return None
-    candidate = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "known_1000.json"
-    return candidate if candidate.is_file() else None
 
 
 def run_experiment(config: ExperimentConfig, *, progress: bool = True) -> dict | None:
