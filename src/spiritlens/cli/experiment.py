@@ -34,7 +34,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--speech-sigma", choices=["speech", "text"], default="speech",
                         help="S->T noise sigma: over the subjects' speech tokens, or the text sigma")
-    parser.add_argument("--row-mode", choices=["positions", "groups", "mean"], default="groups")
+    parser.add_argument("--row-mode", choices=["auto", "positions", "groups", "mean"], default="auto",
+                        help="S->T rows: auto (text-token groups, as spiritlens trace), positions, groups, mean")
     parser.add_argument("--mapping", choices=["exact", "paper"], default="exact")
     parser.add_argument("--tts", default="espeak", help="espeak (offline default), flite, melo")
     parser.add_argument("--asr", default="pocketsphinx", help="pocketsphinx, whisper, or none")

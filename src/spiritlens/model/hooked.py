@@ -445,7 +445,13 @@ class HookedSpiritLM:
         """
         new = self.generate_ids(prompt, output_modality, max_new_tokens=max_new_tokens,
                                 do_sample=do_sample, **generate_kwargs)
-        return self.tokenizer.decode(new.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.decode_generated(new)
+
+    def decode_generated(self, ids: "torch.Tensor | Sequence[int]") -> str:
+        """Generated ids ``[n]`` as text, with SpiritLM's decode call (``skip_special_tokens=True,
+        clean_up_tokenization_spaces=False``)."""
+        ids = torch.as_tensor(ids).reshape(-1).tolist()
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def __repr__(self) -> str:
         return (f"HookedSpiritLM({self.variant!r}, n_layers={self.cfg.n_layers}, d_model={self.cfg.d_model}, "
