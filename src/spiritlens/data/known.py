@@ -43,8 +43,9 @@ SOURCE_CHECKOUT_KNOWN = Path(__file__).resolve().parents[3].parent / "shared" / 
 _REQUIRED_TEXT = ("prompt", "subject", "attribute")
 
 
-class KnownDataUnavailable(RuntimeError):
-    """The Known dataset is neither given, cached, nor downloadable."""
+class KnownDataUnavailable(FileNotFoundError):
+    """The Known dataset is neither given, cached, next to the checkout, nor downloadable (a
+    FileNotFoundError, so the CLI reports it as one line)."""
 
 
 @dataclass(frozen=True)
