@@ -26,6 +26,8 @@ MARKER_CASES = [
      "[Text]The capital[Speech][Hu7][Text] of Italy"),
     ([("speech", units(1, 2)), ("text", " and"), ("speech", units(3)), ("text", " then"), ("speech", units(499))],
      "text", "[Speech][Hu1][Hu2][Text] and[Speech][Hu3][Text] then[Speech][Hu499][Text]"),
+    # Adjacent speech segments share one [Speech]: SpiritLM's _build_prompt since commit 3e74a02
+    # ("Fix the typo in prompt building"; the release-day code compared with "a" and wrote one each).
     ([("text", "a"), ("text", "b"), ("speech", units(4)), ("speech", units(6))], "text",
      "[Text]ab[Speech][Hu4][Hu6][Text]"),
 ]
