@@ -418,37 +418,19 @@ class SlowLlamaTokenizer:
         value = self._special[key]
         return None if value is None else str(value)
 
-    @property
-    def bos_token(self) -> str | None:
-        return self._special_str("bos_token")
+    def _special_id(self, key: str) -> int | None:
+        value = self._special_str(key)
+        return None if value is None else self._token_to_id(value)
 
-    @property
-    def eos_token(self) -> str | None:
-        return self._special_str("eos_token")
-
-    @property
-    def unk_token(self) -> str | None:
-        return self._special_str("unk_token")
-
-    @property
-    def pad_token(self) -> str | None:
-        return self._special_str("pad_token")
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return None if self.bos_token is None else self._token_to_id(self.bos_token)
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return None if self.eos_token is None else self._token_to_id(self.eos_token)
-
-    @property
-    def unk_token_id(self) -> int | None:
-        return None if self.unk_token is None else self._token_to_id(self.unk_token)
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return None if self.pad_token is None else self._token_to_id(self.pad_token)
+    # The special tokens' strings and ids, as transformers names them (None when unset).
+    bos_token = property(lambda self: self._special_str("bos_token"))
+    eos_token = property(lambda self: self._special_str("eos_token"))
+    unk_token = property(lambda self: self._special_str("unk_token"))
+    pad_token = property(lambda self: self._special_str("pad_token"))
+    bos_token_id = property(lambda self: self._special_id("bos_token"))
+    eos_token_id = property(lambda self: self._special_id("eos_token"))
+    unk_token_id = property(lambda self: self._special_id("unk_token"))
+    pad_token_id = property(lambda self: self._special_id("pad_token"))
 
     # ------------------------------------------------------------ encoding
     def tokenize_with_offsets(self, text: str) -> list[Token]:

@@ -148,6 +148,7 @@ def test_cli_known_lookup_targets_and_errors(tiny_base_dir, tmp_path, monkeypatc
     assert found["sigma_source"].endswith("known_1000.json") and found["sigma_modality"] == "text"
     assert found["answer_rule"] == "target_first_token" and found["target_tokens"] == ["▁Mountain", "▁View"]
     assert "(target_first_token)" in printed and "tokenizer: markers and units are" in printed
+    assert found["tokenization"]["markers"] == "sentencepiece" and found["tokenization"]["tokenization"] == "spiritlm"
     monkeypatch.setenv("SPIRITLENS_KNOWN_PATH", str(tmp_path / "missing.json"))
     assert main(base + ["--json", str(tmp_path / "y.json")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the weight-loading progress bar

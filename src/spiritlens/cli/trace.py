@@ -114,7 +114,7 @@ def run(args) -> int:
         attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=True,
         name=json_path.stem,
     )
-    result.extra.update(extra, **sigma_record)
+    result.extra.update(extra, **sigma_record, tokenization=model.tokenization.to_dict())
     result.save(json_path)
     png = Path(args.png) if args.png else json_path.with_suffix(".png")
     result.plot(png)

@@ -142,6 +142,7 @@ class Experiment:
             "records": {str(r.known_id): r.to_dict() for r in records}, "skipped": skipped,
         }
         model = self.model(prep)
+        prep["tokenization"] = model.tokenization.to_dict()  # how prompt strings became ids
 
         audio: dict[int, str] = {}
         if "s2t" in config.modalities:
