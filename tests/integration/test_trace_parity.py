@@ -76,18 +76,19 @@ def test_invariants_of_rows_before_the_subject_and_the_last_layer(tiny_model, pr
 def test_position_groups_match_the_reference_and_mean_mode(tiny_model, prompt_ids):
     ids, b, e = prompt_ids
     T = len(ids)
-    groups = [Row("<s>", [0]), Row("[Text]", [1]), Row("The", [2]), Row("Space Needle", list(range(b, e))),
+    groups = [Row("<s>", [0]), Row("▁ [Text] The", list(range(1, b))), Row("Space Needle", list(range(b, e))),
               Row("rest", list(range(e, T - 1))), Row("last", [T - 1])]
-    prompt = TracePrompt(ids, [str(i) for i in ids], (b, e), groups=groups, group_subject_rows=(3, 4))
-    grouped = trace(tiny_model, prompt, kind="mlp", window=3, samples=4, noise=1.0, row_mode="groups")
+    prompt = TracePrompt(ids, [str(i) for i in ids], (b, e), groups=groups, group_subject_rows=(2, 3))
+    grouped = trace(tiny_model, prompt, kind="mlp", window=3, samples=4, noise=1.0)  # row_mode "auto": groups
     table, low, _, _ = reference_trace(tiny_model, ids, b, e, "mlp", samples=4, nu=1.0, window=3,
                                        rows=[g.positions for g in groups])
     assert np.abs(grouped.scores - table).max() <= 1e-6
-    assert grouped.subject_rows == (3, 4) and [r.label for r in grouped.rows][3] == "Space Needle"
-    per_position = trace(tiny_model, prompt, kind="mlp", window=3, samples=4, noise=1.0)
+    assert grouped.subject_rows == (2, 3) and [r.label for r in grouped.rows][2] == "Space Needle"
+    per_position = trace(tiny_model, prompt, kind="mlp", window=3, samples=4, noise=1.0, row_mode="positions")
+    assert per_position.scores.shape[0] == T
     mean = trace(tiny_model, prompt, kind="mlp", window=3, samples=4, noise=1.0, row_mode="mean")
     expected = per_position.scores[list(range(e, T - 1))].mean(axis=0)
-    assert np.allclose(mean.scores[4], expected, atol=1e-12)
+    assert np.allclose(mean.scores[3], expected, atol=1e-12)
     assert mean.scores.shape == (len(groups), tiny_model.cfg.n_layers)
 
 
