@@ -154,3 +154,12 @@ def test_display_labels_are_readable(tiny_model):
     assert labels[-5:] == ["␣", "1", "9", "9", "9"] and " in" in labels
     result = trace(tiny_model, ids, subject_range=(3, 6), samples=1, noise=0.5)
     assert result.tokens == labels and [r.label for r in result.rows] == labels
+
+
+def test_subject_with_surrounding_spaces_is_the_subject(tiny_model):
+    plain = prepare_prompt(tiny_model, PROMPT, "Space Needle")
+    b, e = plain.subject_range
+    assert plain.tokens[e] == " is"  # the next word, which a trailing space used to pull in
+    for subject in ("Space Needle ", " Space Needle", "\tSpace Needle  "):
+        prepared = prepare_prompt(tiny_model, PROMPT, subject)
+        assert prepared.subject_range == (b, e) and prepared.subject == "Space Needle"

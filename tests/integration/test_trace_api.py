@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -182,3 +183,8 @@ def test_cli_version_and_help_show_defaults(capsys):
         main(["experiment", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--variant VARIANT (default: spirit-lm-base-7b)" in text and "(default: auto)" in text
+    from spiritlens.experiment import ExperimentConfig
+    from spiritlens.traces.engine import trace_kinds
+
+    assert ExperimentConfig(out="x").row_mode == "auto"  # one row-mode default: API, CLI, experiment
+    assert inspect.signature(trace_kinds).parameters["row_mode"].default == "auto"
