@@ -303,11 +303,15 @@ def write_tiny_model(directory: str | Path, *, expressive: bool = False, seed: i
     return directory
 
 
-def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = True) -> Path:
-    """Write a complete tiny ``$SPIRITLM_CHECKPOINTS_DIR`` tree under ``root``; returns ``root``."""
+def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = True, **tokenizer_options) -> Path:
+    """Write a complete tiny ``$SPIRITLM_CHECKPOINTS_DIR`` tree under ``root``; returns ``root``.
+
+    ``tokenizer_options`` (``tokenizer_layout``, ``legacy``, ``declare``, ``special``) choose the
+    tokenizer layout of both models (:func:`write_tokenizer_files`; default: SentencePiece pieces).
+    """
     root = Path(root)
-    write_tiny_model(root / "spiritlm_model" / BASE, expressive=False, seed=seed)
-    write_tiny_model(root / "spiritlm_model" / EXPRESSIVE, expressive=True, seed=seed + 1)
+    write_tiny_model(root / "spiritlm_model" / BASE, expressive=False, seed=seed, **tokenizer_options)
+    write_tiny_model(root / "spiritlm_model" / EXPRESSIVE, expressive=True, seed=seed + 1, **tokenizer_options)
     if speech:
         from .units.tiny import write_tiny_speech_tokenizer
 
