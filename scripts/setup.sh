@@ -16,11 +16,23 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# The CPU build of torch first: a bare `torch` requirement would pull several GB of CUDA wheels.
-# On a GPU machine, install the torch build you want before running this script.
+# torch first (a torch already in .venv is kept), then the project, which then keeps that torch.
+# `pip install torch==X` installs whatever build the configured package index serves: from PyPI on
+# Linux that is the CUDA build (several GB of nvidia-* wheels); a local wheel folder or pip config
+# may serve the CPU build. For the CPU build from PyTorch's own index, run for example
+#   SPIRITLENS_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup.sh
+TORCH_SPEC="torch==${SPIRITLENS_TORCH_VERSION:-2.13.0}"
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-    .venv/bin/python -m pip install -q "torch==${SPIRITLENS_TORCH_VERSION:-2.13.0}"
+    if [ -n "${SPIRITLENS_TORCH_INDEX_URL:-}" ]; then
+        echo "setup: installing $TORCH_SPEC from $SPIRITLENS_TORCH_INDEX_URL"
+        .venv/bin/python -m pip install -q "$TORCH_SPEC" --index-url "$SPIRITLENS_TORCH_INDEX_URL"
+    else
+        echo "setup: installing $TORCH_SPEC from pip's configured index (PyPI on Linux serves the CUDA build;" \
+             "set SPIRITLENS_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU build)"
+        .venv/bin/python -m pip install -q "$TORCH_SPEC"
+    fi
 fi
+.venv/bin/python -c "import torch; print('setup: torch', torch.__version__, '(CUDA', torch.version.cuda or 'none', 'build)')"
 .venv/bin/python -m pip install -q -e ".[all]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "setup: done (.venv ready; activate with 'source .venv/bin/activate')"

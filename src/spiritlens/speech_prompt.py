@@ -133,11 +133,13 @@ class SpeechPrompt:
             if k is not None:
                 run.append(k)
         spans.sort(key=lambda s: (s[0], s[3] is None))
-        rows = [Row("<s>", [0]), Row("[Speech]", [offset - 1])]
+        # BOS, SentencePiece's lone ▁ when the markers are its pieces (<s> ▁ [Speech] …), [Speech]
+        rows = [Row("<s>", [0])] + [Row("␣", [p]) for p in range(1, offset - 1)] + [Row("[Speech]", [offset - 1])]
+        head = len(rows)
         rows += [Row(label, positions) for _, label, positions, _ in spans]
         rows.append(Row("[Text]", [T - 1]))
-        subject_rows = [i + 2 for i, s in enumerate(spans) if s[3] in self.subject_tokens]
-        ignored = [i + 2 for i, s in enumerate(spans) if s[3] is None]
+        subject_rows = [i + head for i, s in enumerate(spans) if s[3] in self.subject_tokens]
+        ignored = [i + head for i, s in enumerate(spans) if s[3] is None]
         return rows, (min(subject_rows), max(subject_rows) + 1), ignored
 
     def trace_prompt(self, model) -> TracePrompt:

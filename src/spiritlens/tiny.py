@@ -9,8 +9,17 @@
 
 The tokenizer is a real SentencePiece BPE model trained on the fly on text written below, then
 extended, like SpiritLM's, with ``[Text]``, ``[Speech]``, ``[Hu0]``..``[Hu500]`` (and, for
-Expressive, ``[Pi0]``..``[Pi63]``, ``[St0]``..``[St99]``) appended as user-defined pieces. The
-Llama embedding has more rows than the tokenizer has ids, as SpiritLM's does (32512 > 32503).
+Expressive, ``[Pi0]``..``[Pi63]``, ``[St0]``..``[St99]``). Where those live is the tokenizer
+*layout* (:func:`write_tokenizer_files`; the real checkpoints' layout cannot be seen from here):
+
+- ``"sentencepiece"`` (default): user-defined pieces appended to ``tokenizer.model``;
+- ``"added_tokens"``: ``tokenizer.model`` holds only text pieces, and the SpiritLM tokens are
+  added tokens with the ids after it, declared in ``tokenizer_config.json``
+  (``added_tokens_decoder``), ``special_tokens_map.json`` (``additional_special_tokens``) or
+  ``added_tokens.json``;
+
+with ``legacy`` true, false or absent in ``tokenizer_config.json``. The Llama embedding has more
+rows than the tokenizer has ids, as SpiritLM's does (32512 > 32503).
 """
 
 from __future__ import annotations
@@ -122,6 +131,91 @@ def train_tokenizer_model(*, expressive: bool, seed: int = 0, spirit_pieces: boo
     return proto.SerializeToString()
 
 
+TOKENIZER_LAYOUTS = ("sentencepiece", "added_tokens")
+DECLARATIONS = ("tokenizer_config", "special_tokens_map", "added_tokens_json")
+
+
+def spirit_tokens(expressive: bool) -> list[str]:
+    """SpiritLM's tokens in id order: markers, HuBERT units, then (Expressive) pitch and style."""
+    tokens = [TEXT_MARKER, SPEECH_MARKER] + [hubert_token(u) for u in range(N_HUBERT_TOKENS)]
+    if expressive:
+        tokens += [pitch_token(u) for u in range(N_PITCH_TOKENS)] + [style_token(u) for u in range(N_STYLE_TOKENS)]
+    return tokens
+
+
+def _added_token_json(content: str, *, special: bool, **flags) -> dict:
+    """One added token as transformers 4.x saves it."""
+    entry = {"content": content, "lstrip": False, "normalized": not special, "rstrip": False,
+             "single_word": False, "special": special}
+    entry.update(flags)
+    return entry
+
+
+def write_tokenizer_files(directory: str | Path, *, expressive: bool = False, seed: int = 0,
+                          layout: str = "sentencepiece", legacy: bool | None = True,
+                          declare: str = "tokenizer_config", special: bool = False,
+                          token_flags: dict[str, dict] | None = None) -> Path:
+    """Write ``tokenizer.model``, ``tokenizer_config.json`` and ``special_tokens_map.json`` (and for
+    ``declare="added_tokens_json"``, ``added_tokens.json``) for one tokenizer layout.
+
+    ``layout``: ``"sentencepiece"`` or ``"added_tokens"`` (module docstring). ``legacy``: the
+    ``legacy`` value written to ``tokenizer_config.json`` (None: the key is left out, so
+    transformers 4.x's default, True, applies). For ``"added_tokens"``: ``declare`` names the
+    file that declares them, ``special`` makes them special tokens (``decode(...,
+    skip_special_tokens=True)`` then drops them), and ``token_flags`` sets ``lstrip``/``rstrip``/
+    ``single_word`` per token (``tokenizer_config`` declarations only). Deterministic for a seed.
+    """
+    if layout not in TOKENIZER_LAYOUTS:
+        raise ValueError(f"unknown tokenizer layout {layout!r}; use one of {', '.join(TOKENIZER_LAYOUTS)}")
+    if declare not in DECLARATIONS:
+        raise ValueError(f"unknown declaration {declare!r}; use one of {', '.join(DECLARATIONS)}")
+    if token_flags and (layout != "added_tokens" or declare != "tokenizer_config"):
+        raise ValueError("token_flags need layout='added_tokens' declared in tokenizer_config")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    in_model = layout == "sentencepiece"
+    (directory / "tokenizer.model").write_bytes(
+        train_tokenizer_model(expressive=expressive, seed=seed, spirit_pieces=in_model))
+    special_map: dict = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    config: dict = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": None,
+        "clean_up_tokenization_spaces": False,
+        "legacy": legacy,
+        "model_max_length": 4096,
+        "sp_model_kwargs": {},
+        "tokenizer_class": "LlamaTokenizer",
+    }
+    if legacy is None:
+        del config["legacy"]
+    if not in_model:
+        tokens = spirit_tokens(expressive)
+        if declare == "tokenizer_config":
+            decoder = {str(i): _added_token_json(t, special=True) | {"normalized": False}
+                       for i, t in enumerate(("<unk>", "<s>", "</s>"))}
+            for k, token in enumerate(tokens):
+                decoder[str(TEXT_PIECES + k)] = _added_token_json(token, special=special,
+                                                                  **(token_flags or {}).get(token, {}))
+            config["added_tokens_decoder"] = decoder
+            if special:
+                config["additional_special_tokens"] = tokens
+        elif declare == "special_tokens_map":
+            flag = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+            special_map["additional_special_tokens"] = [{"content": t, **flag} for t in tokens]
+        else:
+            (directory / "added_tokens.json").write_text(
+                json.dumps({t: TEXT_PIECES + k for k, t in enumerate(tokens)}, indent=2))
+            if special:
+                special_map["additional_special_tokens"] = tokens
+    (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2))
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return directory
+
+
 def tiny_llama_config(vocab_size: int, **overrides) -> dict:
     """A Llama config.json dict shaped like SpiritLM's (Llama-2 conventions), but tiny."""
     config = {
@@ -183,37 +277,24 @@ def write_weights(state_dict: dict[str, torch.Tensor], directory: Path, *, fmt: 
 
 def write_tiny_model(directory: str | Path, *, expressive: bool = False, seed: int = 0,
                      fmt: str = "bin", shards: int = 1, dtype: torch.dtype = torch.float32,
+                     tokenizer_layout: str = "sentencepiece", legacy: bool | None = True,
+                     declare: str = "tokenizer_config", special: bool = False,
                      **config_overrides) -> Path:
-    """Write one tiny SpiritLM model directory (weights, config, SentencePiece tokenizer)."""
+    """Write one tiny SpiritLM model directory (weights, config, SentencePiece tokenizer).
+
+    ``tokenizer_layout``, ``legacy``, ``declare``, ``special``: see :func:`write_tokenizer_files`.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model_bytes = train_tokenizer_model(expressive=expressive, seed=seed)
-    (directory / "tokenizer.model").write_bytes(model_bytes)
+    write_tokenizer_files(directory, expressive=expressive, seed=seed, layout=tokenizer_layout, legacy=legacy,
+                          declare=declare, special=special)
     n_ids = TEXT_PIECES + 2 + N_HUBERT_TOKENS + (N_PITCH_TOKENS + N_STYLE_TOKENS if expressive else 0)
     vocab_size = -(-n_ids // 256) * 256  # padded, like SpiritLM's 32512 / 32768
     config_dict = tiny_llama_config(**{"vocab_size": vocab_size, **config_overrides})
     (directory / "config.json").write_text(json.dumps(config_dict, indent=2))
     generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": False}
     (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
-    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    tokenizer_config = {
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "pad_token": None,
-        "clean_up_tokenization_spaces": False,
-        "legacy": True,
-        "model_max_length": 4096,
-        "sp_model_kwargs": {},
-        "tokenizer_class": "LlamaTokenizer",
-    }
-    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-
     torch.manual_seed(seed)
     config = LlamaConfig(**{k: v for k, v in config_dict.items() if k != "architectures"})
     model = LlamaForCausalLM(config)
@@ -222,11 +303,15 @@ def write_tiny_model(directory: str | Path, *, expressive: bool = False, seed: i
     return directory
 
 
-def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = True) -> Path:
-    """Write a complete tiny ``$SPIRITLM_CHECKPOINTS_DIR`` tree under ``root``; returns ``root``."""
+def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = True, **tokenizer_options) -> Path:
+    """Write a complete tiny ``$SPIRITLM_CHECKPOINTS_DIR`` tree under ``root``; returns ``root``.
+
+    ``tokenizer_options`` (``tokenizer_layout``, ``legacy``, ``declare``, ``special``) choose the
+    tokenizer layout of both models (:func:`write_tokenizer_files`; default: SentencePiece pieces).
+    """
     root = Path(root)
-    write_tiny_model(root / "spiritlm_model" / BASE, expressive=False, seed=seed)
-    write_tiny_model(root / "spiritlm_model" / EXPRESSIVE, expressive=True, seed=seed + 1)
+    write_tiny_model(root / "spiritlm_model" / BASE, expressive=False, seed=seed, **tokenizer_options)
+    write_tiny_model(root / "spiritlm_model" / EXPRESSIVE, expressive=True, seed=seed + 1, **tokenizer_options)
     if speech:
         from .units.tiny import write_tiny_speech_tokenizer
 

@@ -4,14 +4,28 @@ SpiritLM's prompt builder (``Spiritlm._build_prompt``) joins the input segments 
 a ``[Text]`` marker before a text segment unless the previous segment was text, a ``[Speech]``
 marker before a speech segment unless the previous one was speech, speech as ``[Hu<unit>]``
 strings, and the output-modality marker at the end when the last segment is of the other
-modality. The string is tokenised in ONE call with BOS (``add_bos_token=True``)::
+modality. A speech segment right after another speech segment gets no marker of its own: that is
+SpiritLM's code since commit 3e74a02 (2024-10-20, "Fix the typo in prompt building"); the
+release-day code (537486b) compared against ``"a"`` and wrote ``[Speech]`` before every speech
+segment. The string is tokenised in ONE call with BOS (``add_bos_token=True``), by SpiritLM's
+own tokenizer (:mod:`spiritlens.tokenization`)::
 
-    T->T   <s>[Text]The capital of Italy is
-    S->T   <s>[Speech][Hu99][Hu49]…[Text]
+    T->T   [Text]The capital of Italy is   ->  <s> ▁ [Text] T he ▁capital ▁of ▁Italy ▁is
+    S->T   [Speech][Hu99][Hu49]…[Text]     ->  <s> ▁ [Speech] [Hu99] [Hu49] … [Text]
 
-spiritlens does exactly that (rather than tokenising each segment on its own), and reads back
-every token's character offsets to fill the TokenMap: modality, input segment, character span
-in that segment's text, and for speech the deduplicated unit's index and 25 Hz frame span.
+(shown for markers that are SentencePiece pieces, as in the tiny checkpoints: SentencePiece puts
+its dummy-prefix ``▁`` in front of the whole string, and the first word after a marker has no
+``▁``; with markers declared as added tokens, ``<s> [Text] ▁The ▁capital …``). spiritlens does
+exactly that (rather than tokenising each segment on its own), and reads back every token's
+character offsets to fill the TokenMap: modality, input segment, character span in that
+segment's text, and for speech the deduplicated unit's index and 25 Hz frame span.
+
+**Subject positions** (:func:`find_span`, :meth:`TokenMap.find_text`): the subject is stripped of
+surrounding whitespace and found in the segment's text; its tokens are those covering at least one
+of its characters (first token ending after its start .. last token starting before its end). A
+token's span includes the space its ``▁`` stands for, so ``▁Space`` belongs to "Space Needle"; a
+lone ``▁`` (before digits or byte-fallback characters, ``▁ 2 0 0 5``) covers only that space, or
+nothing when SentencePiece added it, so it is never a subject token, wherever the subject is.
 """
 
 from __future__ import annotations
@@ -46,10 +60,13 @@ class Segment:
 class TokenInfo:
     """Where one position came from.
 
-    ``kind``: ``"bos"``, ``"marker"``, ``"text"`` or ``"speech"``. ``segment``: index into the
-    prompt's segments (None for BOS and markers). ``char_span``: [start, end) characters in the
-    segment's text (text tokens). ``unit_index``: index of the deduplicated speech token within
-    its segment, and ``frame_span``: its [first, last+1) 25 Hz HuBERT frames (speech tokens).
+    ``kind``: ``"bos"``, ``"marker"``, ``"text"``, ``"speech"``, or ``"prefix"`` (a ``▁`` that
+    SentencePiece put in front of the prompt string, before the first marker: it covers no
+    character of any segment). ``segment``: index into the prompt's segments (None for BOS,
+    markers and the prefix). ``char_span``: [start, end) characters in the segment's text (text
+    tokens; empty for a ``▁`` SentencePiece added inside a segment). ``unit_index``: index of the
+    deduplicated speech token within its segment, and ``frame_span``: its [first, last+1) 25 Hz
+    HuBERT frames (speech tokens).
     """
 
     position: int
@@ -96,7 +113,8 @@ class TokenMap:
 
     def find_text(self, needle: str, *, segment: int | None = None,
                   occurrence: Literal["unique", "first"] = "unique") -> tuple[int, int]:
-        """[b, e) positions of ``needle`` in a text segment (case-sensitive).
+        """[b, e) positions of ``needle`` in a text segment (case-sensitive; the needle is stripped
+        of surrounding whitespace first; the subject rule is in the module docstring).
 
         With ``occurrence="unique"`` a needle found twice is an error; ``"first"`` takes the first
         occurrence (ROME's rule). ``segment`` defaults to the only, or else the last, text segment
@@ -104,6 +122,7 @@ class TokenMap:
         """
         if not needle or not needle.strip():
             raise ValueError("subject is empty")
+        needle = needle.strip()
         text_segments = [i for i, s in enumerate(self.segments) if s.modality == "text"]
         if segment is not None:
             if segment not in text_segments:
@@ -132,7 +151,9 @@ class TokenMap:
 
 
 def find_span(text: str, needle: str, *, occurrence: str = "unique", where: str | None = None) -> tuple[int, int]:
-    """Characters [start, end) of ``needle`` in ``text`` (case-sensitive).
+    """Characters [start, end) of ``needle`` in ``text`` (case-sensitive), after stripping the
+    needle's surrounding whitespace (``"Space Needle "`` is ``"Space Needle"``: a trailing space
+    would pull the next word's ``▁is`` into the subject, a leading one nothing).
 
     ``occurrence="unique"``: a needle found twice is an error; ``"first"``: the first occurrence
     (ROME's rule). A missing or empty needle is an error naming both; ``where`` describes the text
@@ -141,8 +162,9 @@ def find_span(text: str, needle: str, *, occurrence: str = "unique", where: str 
     where = where or repr(text)
     if occurrence not in ("unique", "first"):
         raise ValueError(f"occurrence must be 'unique' or 'first', got {occurrence!r}")
-    if not needle or not needle.strip():
+    if not isinstance(needle, str) or not needle.strip():
         raise ValueError("subject is empty")
+    needle = needle.strip()
     start = text.find(needle)
     if start < 0:
         raise ValueError(f"subject {needle!r} does not occur in {where}")
@@ -223,6 +245,9 @@ def encode_segments(tokenizer, vocab: SpiritVocab, segments: Sequence[Segment],
             positions.append(TokenInfo(position, token_id, "marker"))
             continue
         index = next((i for i in range(len(segments)) if offsets[i] <= start < ends[i]), None)
+        if index is None and start == end and token_id not in vocab.speech_ids:
+            positions.append(TokenInfo(position, token_id, "prefix"))  # SentencePiece's dummy prefix
+            continue
         if index is None:
             raise ValueError(f"token {token_id} at characters [{start}, {end}) of the prompt belongs to no segment")
         segment = segments[index]

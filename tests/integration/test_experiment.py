@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 
+from spiritlens.tokenization import SlowLlamaTokenizer
 from spiritlens.traces import TraceResult
 
 SPIRITLENS = [sys.executable, "-m", "spiritlens"]
@@ -64,6 +65,19 @@ def test_embedded_default_pipeline_writes_report_and_figures(known_path, tmp_pat
         assert (out / link).is_file(), link
     wer = json.loads((out / "wer.json").read_text())
     assert wer["computed"] is True and len(wer["report"]["items"]) == 2
+    # Every trace measures the first token of the generation the filter judged (issue 9, section 3).
+    prepared = json.loads((out / "prepare.json").read_text())
+    tokens = SlowLlamaTokenizer.from_pretrained(out / "checkpoints" / "spiritlm_model" / "spirit-lm-base-7b")
+    for modality in ("t2t", "s2t"):
+        judged = {e["known_id"]: e["generated"] for e in
+                  json.loads((out / "filter" / f"known-{modality}.json").read_text())["entries"]}
+        for name, result in _results(out).items():
+            if name.startswith(modality):
+                known_id = result["known_id"]
+                assert result["answer_rule"] == "generated_first_token"
+                assert result["answer_id"] == prepared["answers"][modality][str(known_id)]
+                first = tokens.decode([result["answer_id"]], skip_special_tokens=True)
+                assert judged[known_id].startswith(first), (name, first, judged[known_id])
 
 
 def test_killed_run_resumes_without_recomputing_or_duplicating(tiny_root, known_path, tiny_ctc_dir, tmp_path):

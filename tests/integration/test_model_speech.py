@@ -23,10 +23,12 @@ def test_to_tokens_with_audio_file_and_text(model, spoken_prompt_wav):
     units = model.speech_tokenizer.encode(spoken_prompt_wav)
     ids, token_map = model.encode([("speech", spoken_prompt_wav), ("text", " is located in")])
     hubert = [model.vocab.hubert_ids[u] for u in units.tokens]
-    expected = [model.vocab.bos_id, model.vocab.speech_marker_id, *hubert, model.vocab.text_marker_id]
+    # SpiritLM's tokenisation of "[Speech][Hu…]…[Text] is located in": SentencePiece's lone ▁ first.
+    prefix = model.tokenizer.convert_tokens_to_ids("▁")
+    expected = [model.vocab.bos_id, prefix, model.vocab.speech_marker_id, *hubert, model.vocab.text_marker_id]
     assert ids[0, :len(expected)].tolist() == expected
     strings = model.to_str_tokens([("speech", spoken_prompt_wav), ("text", " is located in")])
-    assert strings[2] == f"[Hu{units.tokens[0]}]" and strings[len(expected) - 1] == "[Text]"
+    assert strings[3] == f"[Hu{units.tokens[0]}]" and strings[len(expected) - 1] == "[Text]"
     speech = [p for p in token_map.positions if p.kind == "speech"]
     assert [p.frame_span for p in speech] == [tuple(s) for s in units.spans]
     assert speech[-1].frame_span[1] == len(units.units)
@@ -81,7 +83,8 @@ def test_expressive_model_takes_hubert_only_speech(tiny_root, spoken_prompt_wav)
     assert expressive.vocab.is_expressive
     ids = expressive.to_tokens([("speech", spoken_prompt_wav)])[0].tolist()
     units = expressive.speech_tokenizer.encode(spoken_prompt_wav)
-    assert ids[2:-1] == [expressive.vocab.hubert_ids[u] for u in units.tokens]
+    assert expressive.to_str_tokens(ids)[:3] == ["<s>", "▁", "[Speech]"]  # SpiritLM's lone ▁ first
+    assert ids[3:-1] == [expressive.vocab.hubert_ids[u] for u in units.tokens]
     assert not set(ids) & (set(expressive.vocab.pitch_ids) | set(expressive.vocab.style_ids))
     with pytest.raises(ValueError, match="pitch"):
         expressive.speech_tokenizer.encode(spoken_prompt_wav, expressive=True)

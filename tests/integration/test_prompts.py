@@ -26,6 +26,8 @@ MARKER_CASES = [
      "[Text]The capital[Speech][Hu7][Text] of Italy"),
     ([("speech", units(1, 2)), ("text", " and"), ("speech", units(3)), ("text", " then"), ("speech", units(499))],
      "text", "[Speech][Hu1][Hu2][Text] and[Speech][Hu3][Text] then[Speech][Hu499][Text]"),
+    # Adjacent speech segments share one [Speech]: SpiritLM's _build_prompt since commit 3e74a02
+    # ("Fix the typo in prompt building"; the release-day code compared with "a" and wrote one each).
     ([("text", "a"), ("text", "b"), ("speech", units(4)), ("speech", units(6))], "text",
      "[Text]ab[Speech][Hu4][Hu6][Text]"),
 ]
@@ -62,24 +64,32 @@ def _markers_in(prompt: str) -> list[str]:
     return out
 
 
-def test_fixture_ids_for_a_text_prompt(tiny_model):
-    # The tiny tokenizer is deterministic: these ids are a regression fixture.
+def test_issue_table_tokens_follow_spiritlm_not_transformers5(tiny_model):
+    # Issue 9's table: SpiritLM's path (transformers 4.x slow LlamaTokenizer) on the tiny
+    # checkpoint, whose markers are SentencePiece user-defined pieces.
     assert tiny_model.to_str_tokens("The capital of Italy is") == [
-        "<s>", "[Text]", "▁The", "▁capital", "▁of", "▁Italy", "▁is"]
-    assert tiny_model.to_tokens("The capital of Italy is")[0, :2].tolist() == [1, tiny_model.vocab.text_marker_id]
+        "<s>", "▁", "[Text]", "T", "he", "▁capital", "▁of", "▁Italy", "▁is"]
+    units12 = units(12, 7, 8)
+    assert tiny_model.to_str_tokens([("speech", units12), ("text", " is located in")]) == [
+        "<s>", "▁", "[Speech]", "[Hu12]", "[Hu7]", "[Hu8]", "[Text]", "▁is", "▁located", "▁in"]
+    assert tiny_model.to_tokens("The capital of Italy is")[0, :3].tolist() == [
+        1, tiny_model.tokenizer.convert_tokens_to_ids("▁"), tiny_model.vocab.text_marker_id]
+    assert tiny_model.tokenization.markers == "sentencepiece" and tiny_model.tokenization.legacy
 
 
 def test_token_map_records_modality_segment_and_spans(tiny_model):
     ids, token_map = tiny_model.encode([("text", "The capital"), ("speech", units(7, 8)), ("text", " of Italy")])
+    # <s> ▁ [Text] T he ▁capital [Speech] [Hu7] [Hu8] [Text] ▁of ▁Italy
     kinds = [p.kind for p in token_map.positions]
-    assert kinds == ["bos", "marker", "text", "text", "marker", "speech", "speech", "marker", "text", "text"]
-    assert [p.segment for p in token_map.positions] == [None, None, 0, 0, None, 1, 1, None, 2, 2]
-    assert token_map.positions[3].char_span == (3, 11)  # "▁capital" -> " capital"
-    assert [p.frame_span for p in token_map.positions[5:7]] == [(0, 2), (2, 4)]
-    assert [p.unit_index for p in token_map.positions[5:7]] == [0, 1]
-    assert token_map.find_text("Italy") == (9, 10)
-    assert token_map.find_text("The capital") == (2, 4)
-    assert token_map.find_text("of It") == (8, 10)
+    assert kinds == ["bos", "prefix", "marker", "text", "text", "text", "marker", "speech", "speech", "marker",
+                     "text", "text"]
+    assert [p.segment for p in token_map.positions] == [None, None, None, 0, 0, 0, None, 1, 1, None, 2, 2]
+    assert [p.char_span for p in token_map.positions[3:6]] == [(0, 1), (1, 3), (3, 11)]  # "▁capital" -> " capital"
+    assert [p.frame_span for p in token_map.positions[7:9]] == [(0, 2), (2, 4)]
+    assert [p.unit_index for p in token_map.positions[7:9]] == [0, 1]
+    assert token_map.find_text("Italy") == (11, 12)
+    assert token_map.find_text("The capital") == (3, 6)
+    assert token_map.find_text("of It") == (10, 12)
 
 
 def test_find_text_errors(tiny_model):
@@ -88,7 +98,7 @@ def test_find_text_errors(tiny_model):
         token_map.find_text("Rome")
     with pytest.raises(ValueError, match="occurs more than once"):
         token_map.find_text("Paris")
-    assert token_map.find_text("Paris", occurrence="first") == (2, 3)
+    assert token_map.find_text("Paris", occurrence="first") == (3, 5)  # "P" "aris" after the marker
     with pytest.raises(ValueError, match="subject is empty"):
         token_map.find_text("  ")
 
@@ -113,5 +123,5 @@ def test_unknown_output_modality(tiny_model):
 
 def test_prompt_longer_than_context(tiny_model, monkeypatch):
     monkeypatch.setattr(tiny_model.cfg, "n_ctx", 5)
-    with pytest.raises(ValueError, match="prompt has 7 tokens, more than the model's context of 5"):
+    with pytest.raises(ValueError, match="prompt has 9 tokens, more than the model's context of 5"):
         tiny_model.to_tokens("The capital of Italy is")

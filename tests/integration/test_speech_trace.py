@@ -34,10 +34,12 @@ def spoken(speech_model, spoken_prompt_wav, tiny_ctc_dir):
 def test_speech_prompt_positions_and_groups(speech_model, spoken):
     ids = spoken.input_ids
     vocab = speech_model.vocab
-    assert ids[:2] == [vocab.bos_id, vocab.speech_marker_id] and ids[-1] == vocab.text_marker_id
-    assert [vocab.unit_of(i) for i in ids[2:-1]] == list(spoken.units.tokens)
+    # SpiritLM's tokenisation of "[Speech][Hu…]…[Text]" (markers as SentencePiece pieces): <s> ▁ [Speech] …
+    prefix = speech_model.tokenizer.convert_tokens_to_ids("▁")
+    assert ids[:3] == [vocab.bos_id, prefix, vocab.speech_marker_id] and ids[-1] == vocab.text_marker_id
+    assert [vocab.unit_of(i) for i in ids[3:-1]] == list(spoken.units.tokens)
     rows, (sb, se), ignored = spoken.groups()
-    assert [r.label for r in rows[:2]] == ["<s>", "[Speech]"] and rows[-1].label == "[Text]"
+    assert [r.label for r in rows[:3]] == ["<s>", "␣", "[Speech]"] and rows[-1].label == "[Text]"
     # every speech position sits in some group; groups are in position order
     covered = sorted({p for r in rows for p in r.positions})
     assert covered == list(range(len(ids)))
@@ -63,7 +65,7 @@ def test_s2t_trace_in_group_and_position_modes(speech_model, spoken):
     assert grouped.scores.shape == (len(rows), speech_model.cfg.n_layers)
     assert grouped.subject_rows == subject_rows and grouped.modality == "speech"
     assert grouped.subject_range == spoken.subject_range
-    per_position = trace(speech_model, spoken, kind="mlp", window=3, samples=3, noise=1.0)
+    per_position = trace(speech_model, spoken, kind="mlp", window=3, samples=3, noise=1.0, row_mode="positions")
     assert per_position.scores.shape == (len(spoken.input_ids), speech_model.cfg.n_layers)
     mean = trace(speech_model, spoken, kind="mlp", window=3, samples=3, noise=1.0, row_mode="mean")
     for row, scores in zip(mean.rows, mean.scores):

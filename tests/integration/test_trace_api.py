@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import subprocess
 import sys
 
@@ -116,7 +118,8 @@ def test_cli_trace_writes_contract_json_and_png(tiny_base_dir, known_path, tmp_p
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     assert data["kind"] == "attn" and data["samples"] == 3 and data["seed"] == 2 and data["noise"] == 0.8
-    assert len(data["scores"]) == len(data["tokens"]) == len(data["input_ids"]) == 11
+    # <s> ▁ [Text] T he ▁Space ▁Needle ▁is ▁located ▁in ▁the ▁city ▁of (SpiritLM's tokenisation)
+    assert len(data["scores"]) == len(data["tokens"]) == len(data["input_ids"]) == 13
     assert all(len(row) == 4 for row in data["scores"])
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(command[:-2] + ["--json", str(tmp_path / "x.json"), "--subject", "Eiffel"],
@@ -130,6 +133,58 @@ def test_cli_trace_writes_contract_json_and_png(tiny_base_dir, known_path, tmp_p
     recorded = json.loads((tmp_path / "k.json").read_text())
     assert recorded["noise_rule"] == "3s" and recorded["sigma_modality"] == "text"
     assert recorded["noise"] == pytest.approx(3 * recorded["sigma"])
-    sigma_needed = subprocess.run(command[:-2] + ["--json", str(tmp_path / "y.json"), "--noise", "3s"],
-                                  capture_output=True, text=True, timeout=300)
-    assert sigma_needed.returncode == 2 and "needs sigma" in sigma_needed.stderr
+
+
+def test_cli_known_lookup_targets_and_errors(tiny_base_dir, tmp_path, monkeypatch, capsys):
+    """In-process CLI runs: Known found by the experiment's rule, target options, one-line errors."""
+    from spiritlens.cli import main
+
+    base = ["trace", "--model", str(tiny_base_dir), "--prompt", PROMPT, "--subject", "Space Needle", "--samples",
+            "2", "--window", "3", "--noise", "3s"]
+    monkeypatch.delenv("SPIRITLENS_KNOWN_PATH", raising=False)
+    out = tmp_path / "l.json"
+    assert main(base + ["--json", str(out), "--target", "Mountain View", "--target-rule", "first_token"]) == 0
+    printed = capsys.readouterr().out
+    found = json.loads(out.read_text())
+    assert found["sigma_source"].endswith("known_1000.json") and found["sigma_modality"] == "text"
+    assert found["answer_rule"] == "target_first_token" and found["target_tokens"] == ["▁Mountain", "▁View"]
+    assert "(target_first_token)" in printed and "tokenizer: markers and units are" in printed
+    assert found["tokenization"]["markers"] == "sentencepiece" and found["tokenization"]["tokenization"] == "spiritlm"
+    monkeypatch.setenv("SPIRITLENS_KNOWN_PATH", str(tmp_path / "missing.json"))
+    assert main(base + ["--json", str(tmp_path / "y.json")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the weight-loading progress bar
+    assert error.startswith("spiritlens trace: error: --noise 3s needs sigma: pass --sigma, or --known")
+    assert "Known was not found: Known dataset not found:" in error
+    for extra, message in ((["--target", "Mountain View"], "is 2 tokens ['▁Mountain', '▁View'] after the prompt"),
+                           (["--target", "Mountain View", "--target-rule", "sequence"],
+                            "needs restored runs that score every target position"),
+                           (["--target", "x", "--target-id", "5"], "give --target or --target-id, not both")):
+        assert main(base + ["--sigma", "0.1", "--json", str(tmp_path / "z.json")] + extra) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("spiritlens trace: error:") and message in error
+    assert not (tmp_path / "y.json").exists() and not (tmp_path / "z.json").exists()
+
+
+def test_cli_version_and_help_show_defaults(capsys):
+    from spiritlens import __version__
+    from spiritlens.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"spiritlens {__version__}"
+    with pytest.raises(SystemExit):
+        main(["trace", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 3s)", "(default: auto)", "(default: 10)", "(default: hidden)", "(default: 1)",
+                    "(default: spiritlm)", "(default: $SPIRITLENS_KNOWN_PATH, the cache ~/.cache/spiritlens, "
+                    "../shared/data next to a source checkout, or a download)"):
+        assert default in text, default
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--variant VARIANT (default: spirit-lm-base-7b)" in text and "(default: auto)" in text
+    from spiritlens.experiment import ExperimentConfig
+    from spiritlens.traces.engine import trace_kinds
+
+    assert ExperimentConfig(out="x").row_mode == "auto"  # one row-mode default: API, CLI, experiment
+    assert inspect.signature(trace_kinds).parameters["row_mode"].default == "auto"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from spiritlens.data import KnownDataUnavailable, KnownRecord, load_known, select
+from spiritlens.data import known as known_module
 
 
 def test_shared_known_file_loads_all_1209_records(known_path):
@@ -71,6 +72,7 @@ def test_file_errors_are_one_line(tmp_path):
 
 def test_offline_download_gives_a_clear_error_and_caches_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("SPIRITLENS_KNOWN_PATH", raising=False)
+    monkeypatch.setattr(known_module, "SOURCE_CHECKOUT_KNOWN", tmp_path / "no-checkout" / "known_1000.json")
     with pytest.raises(KnownDataUnavailable) as info:
         load_known(cache_dir=tmp_path, url="http://127.0.0.1:9/known_1000.json", timeout=5)
     message = str(info.value)
@@ -87,6 +89,28 @@ def test_cache_and_environment_variable_are_used_before_downloading(tmp_path, mo
     (tmp_path / "known_1000.json").write_text(json.dumps([{"known_id": 5, "subject": "A", "attribute": "B", "prompt": "A is"}]))
     ds = load_known(cache_dir=tmp_path, url="http://127.0.0.1:9/x")
     assert [r.known_id for r in ds] == [5]
+
+
+def test_one_lookup_rule_in_order(tmp_path, monkeypatch, known_path):
+    """--known, then $SPIRITLENS_KNOWN_PATH, then the cache, then ../shared/data next to the checkout."""
+    monkeypatch.delenv("SPIRITLENS_KNOWN_PATH", raising=False)
+    cache, empty = tmp_path / "cache", tmp_path / "empty"
+    cache.mkdir()
+    (cache / "known_1000.json").write_text("[]")
+    explicit = tmp_path / "mine.json"
+    explicit.write_text("[]")
+    monkeypatch.setattr(known_module, "SOURCE_CHECKOUT_KNOWN", known_path)
+    offline = dict(url="http://127.0.0.1:9/x", timeout=5)
+    assert known_module.find_known(explicit, cache, **offline) == explicit
+    assert known_module.find_known(None, cache, **offline) == cache / "known_1000.json"
+    assert known_module.find_known(None, empty, **offline) == known_path  # the source checkout's shared/data
+    monkeypatch.setenv("SPIRITLENS_KNOWN_PATH", str(explicit))
+    assert known_module.find_known(None, cache, **offline) == explicit
+    monkeypatch.setenv("SPIRITLENS_KNOWN_PATH", str(tmp_path / "gone.json"))
+    with pytest.raises(FileNotFoundError, match="Known dataset not found: .*gone.json"):
+        known_module.find_known(None, cache, **offline)
+    # The default location of a source checkout is this worktree's ../shared/data.
+    assert str(known_module.SOURCE_CHECKOUT_KNOWN).endswith("shared/data/known_1000.json")
 
 
 def test_select_is_deterministic_nested_and_ordered(known_path):

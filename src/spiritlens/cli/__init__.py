@@ -3,6 +3,7 @@
 Each subcommand lives in its own module with ``add_parser(subparsers)``, which registers the
 parser and sets ``func`` (a callable taking the parsed namespace and returning an exit code).
 Errors about user input (ValueError, FileNotFoundError) become one line on stderr and exit 2.
+``--help`` of every command shows every option's default; ``spiritlens --version`` prints the version.
 """
 
 from __future__ import annotations
@@ -10,6 +11,32 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and ``(default: …)`` after the help of every option that has a
+    value by default (not for flags, nor when the help already says what the default is)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.option_strings and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS)
+                and "default" not in text.lower()):
+            text = f"{text} (default: %(default)s)".strip()
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help always uses :class:`HelpFormatter` (subcommands included)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        for action in self._actions:  # an option without help text still shows its default
+            if action.help is None and action.option_strings and action.default not in (None, argparse.SUPPRESS):
+                action.help = "(default: %(default)s)"
+        return super().format_help()
+
 
 SUBCOMMANDS = {
     "make-tiny": "spiritlens.cli.tiny",
@@ -21,11 +48,14 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from spiritlens import __version__
+
+    parser = Parser(
         prog="spiritlens",
         description="Look inside SpiritLM: causal tracing of factual recall for text and speech prompts.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"spiritlens {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for module_name in SUBCOMMANDS.values():
         try:
             module = importlib.import_module(module_name)
@@ -42,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+            NotImplementedError) as error:
         print(f"spiritlens {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--checkpoints", help="SpiritLM checkpoints folder (default: $SPIRITLM_CHECKPOINTS_DIR)")
     parser.add_argument("--variant", default="spirit-lm-base-7b")
     parser.add_argument("--aligner", help="character CTC model directory for S->T (e.g. hubert-large-ls960-ft)")
-    parser.add_argument("--known", help="known_1000.json (default: $SPIRITLENS_KNOWN_PATH, the cache, or download)")
+    parser.add_argument("--known", help="known_1000.json (default: $SPIRITLENS_KNOWN_PATH, the cache "
+                        "~/.cache/spiritlens, ../shared/data next to a source checkout, or a download)")
     parser.add_argument("--prompts", type=int, dest="n_prompts", metavar="N",
                         help="use N Known prompts (a deterministic subset; default: all, or 6 when embedded)")
     parser.add_argument("--subset-seed", type=int, default=0)
@@ -34,7 +35,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--speech-sigma", choices=["speech", "text"], default="speech",
                         help="S->T noise sigma: over the subjects' speech tokens, or the text sigma")
-    parser.add_argument("--row-mode", choices=["positions", "groups", "mean"], default="groups")
+    parser.add_argument("--row-mode", choices=["auto", "positions", "groups", "mean"], default="auto",
+                        help="S->T rows: auto (text-token groups, as spiritlens trace), positions, groups, mean")
     parser.add_argument("--mapping", choices=["exact", "paper"], default="exact")
     parser.add_argument("--tts", default="espeak", help="espeak (offline default), flite, melo")
     parser.add_argument("--asr", default="pocketsphinx", help="pocketsphinx, whisper, or none")

@@ -5,41 +5,63 @@ from __future__ import annotations
 from pathlib import Path
 
 
+KNOWN_HELP = ("known_1000.json, whose subjects give sigma for a Ks noise rule (ROME's rule) (default: "
+              "$SPIRITLENS_KNOWN_PATH, the cache ~/.cache/spiritlens, ../shared/data next to a source checkout, "
+              "or a download)")
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "trace",
         help="causal trace of one prompt: JSON result (contract fields) and a heatmap PNG",
         description="ROME-style causal tracing: noise the subject's embeddings, restore one state "
-                    "per (token, layer), record the answer's probability.",
+                    "per (token, layer), record the answer's probability. The answer is the clean "
+                    "top-1 among the tokens the output modality allows (greedy generation's first "
+                    "token) unless --target or --target-id is given.",
     )
     parser.add_argument("--model", required=True, help="SpiritLM model directory or variant name")
+    parser.add_argument("--tokenization", choices=["spiritlm", "transformers"], default="spiritlm",
+                        help="SpiritLM's own tokenisation (transformers 4.x slow LlamaTokenizer), or the "
+                             "installed transformers' LlamaTokenizer")
     source = parser.add_argument_group("prompt")
     source.add_argument("--prompt", help="text prompt (T->T)")
     source.add_argument("--audio", help="spoken prompt audio file (S->T); needs --transcript")
     source.add_argument("--transcript", help="what the audio says (for the alignment)")
     source.add_argument("--aligner", help="CTC model directory (HubertForCTC/Wav2Vec2ForCTC) for speech")
-    source.add_argument("--speech-tokenizer", help="speech-tokenizer folder (default: from $SPIRITLM_CHECKPOINTS_DIR)")
+    source.add_argument("--speech-tokenizer",
+                        help="speech-tokenizer folder (default: $SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer)")
     source.add_argument("--mapping", choices=["exact", "paper"], default="exact",
                         help="speech-token mapping: token frame spans (exact) or the paper's formula 2")
-    source.add_argument("--row-mode", choices=["positions", "groups", "mean"], default="groups",
-                        help="speech rows: single positions, text-token groups restored together, or "
-                             "per-position rows averaged by group (default: groups)")
-    parser.add_argument("--subject", help="the subject's text in the prompt (or transcript)")
+    source.add_argument("--row-mode", choices=["auto", "positions", "groups", "mean"], default="auto",
+                        help="rows: auto (text-token groups restored together for a spoken prompt, one row "
+                             "per position for text), positions, groups, or per-position rows averaged by "
+                             "group (mean)")
+    parser.add_argument("--subject", help="the subject's text in the prompt (or transcript); surrounding "
+                                          "spaces are ignored")
     parser.add_argument("--subject-range", help="subject token positions B:E (half-open), instead of --subject")
     parser.add_argument("--first-occurrence", action="store_true",
                         help="if the subject occurs more than once, use the first occurrence (ROME's rule)")
-    parser.add_argument("--kind", default="hidden", choices=["hidden", "mlp", "attn"])
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--kind", default="hidden", choices=["hidden", "mlp", "attn"],
+                        help="restored state: hidden (residual), mlp or attn outputs (with --window)")
+    parser.add_argument("--samples", type=int, default=10, help="corrupted runs averaged per cell")
     parser.add_argument("--noise", default="3s", help="absolute scale (e.g. 0.13), Ks (K sigma), Kv, or uK")
-    parser.add_argument("--sigma", type=float, help="sigma for a Ks noise rule")
-    parser.add_argument("--known", help="known_1000.json: measure sigma over its subjects (ROME's rule)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--sigma", type=float, help="sigma for a Ks noise rule (default: measured over the "
+                                                    "subjects of --known)")
+    parser.add_argument("--known", help=KNOWN_HELP)
+    parser.add_argument("--seed", type=int, default=1, help="numpy RandomState seed of the noise")
+    parser.add_argument("--window", type=int, default=10, help="layers restored together for mlp/attn")
     parser.add_argument("--replace", action="store_true", help="overwrite the subject embeddings with noise")
-    parser.add_argument("--target", help="target token (string); default: the clean top-1")
+    target = parser.add_argument_group("answer")
+    target.add_argument("--target", help="target continuation, tokenised after the prompt (a leading space is "
+                                         "added to start a new word); several tokens need --target-rule "
+                                         "(default: the clean top-1 among the allowed tokens)")
+    target.add_argument("--target-rule", choices=["first_token", "sequence"],
+                        help="first_token (ROME: the first piece's probability) or sequence (the whole "
+                             "target's; not traceable yet)")
+    target.add_argument("--target-id", type=int, help="target token id, instead of --target")
     parser.add_argument("--attribute", help="expected answer; sets correct_prediction")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--max-batch-cells", type=int, help="cap on cells per batched forward")
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--png", help="heatmap PNG path (default: next to the JSON)")
@@ -65,43 +87,51 @@ def run(args) -> int:
         raise ValueError("give exactly one of --prompt (text) or --audio (speech)")
     if args.subject is None and args.subject_range is None:
         raise ValueError("give --subject or --subject-range")
+    if args.target is not None and args.target_id is not None:
+        raise ValueError("give --target or --target-id, not both")
     subject_range = _subject_range(args.subject_range)
     spec = parse_noise(args.noise)
     model = HookedSpiritLM.from_pretrained(args.model, dtype=args.dtype, device=args.device,
-                                           speech_tokenizer=args.speech_tokenizer)
+                                           speech_tokenizer=args.speech_tokenizer, tokenization=args.tokenization)
+    print(f"tokenizer: {model.tokenization.describe()}")
     sigma = args.sigma
     sigma_record = {"sigma_source": "--sigma"} if sigma is not None else {}
     if spec.needs_sigma and sigma is None:
-        if not args.known:
-            raise ValueError(f"--noise {args.noise} needs sigma: pass --sigma or --known known_1000.json "
-                             "(ROME's rule), or an absolute --noise")
-        from spiritlens.data import load_known
-
-        records = load_known(args.known)
+        records = _known_for_sigma(args)
         sigma = subject_sigma(model, [r.subject for r in records], modality="text")
-        sigma_record = {"sigma_source": f"subjects of {args.known}", "sigma_modality": "text"}
+        sigma_record = {"sigma_source": f"subjects of {records.source}", "sigma_modality": "text"}
     json_path = Path(args.json)
     extra = {}
+    prompt = args.prompt
     if args.audio is not None:
         prompt, extra = _speech_prompt(model, args, json_path)
-        row_mode = args.row_mode
-    else:
-        prompt, row_mode = args.prompt, "positions"
     result = trace(
         model, prompt, args.subject if args.audio is None else None, kind=args.kind, samples=args.samples,
         noise=spec.text if spec.kind != "absolute" else spec.factor, seed=args.seed, window=args.window,
-        sigma=sigma, replace=args.replace, target=args.target, subject_range=subject_range,
-        occurrence="first" if args.first_occurrence else "unique", row_mode=row_mode,
+        sigma=sigma, replace=args.replace, target=args.target if args.target_id is None else args.target_id,
+        target_rule=args.target_rule, subject_range=subject_range,
+        occurrence="first" if args.first_occurrence else "unique", row_mode=args.row_mode,
         attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=True,
         name=json_path.stem,
     )
-    result.extra.update(extra, **sigma_record)
+    result.extra.update(extra, **sigma_record, tokenization=model.tokenization.to_dict())
     result.save(json_path)
     png = Path(args.png) if args.png else json_path.with_suffix(".png")
     result.plot(png)
-    print(f"answer {result.answer!r}: high {result.high_score:.4f}, low {result.low_score:.4f}; "
-          f"wrote {json_path} and {png}")
+    print(f"answer {result.answer!r} ({result.answer_rule}): high {result.high_score:.4f}, "
+          f"low {result.low_score:.4f}; wrote {json_path} and {png}")
     return 0
+
+
+def _known_for_sigma(args):
+    """Known's records by the one lookup rule (spiritlens.data.known), or a one-line error."""
+    from spiritlens.data import KnownDataUnavailable, load_known
+
+    try:
+        return load_known(args.known)
+    except (FileNotFoundError, KnownDataUnavailable) as error:
+        raise ValueError(f"--noise {args.noise} needs sigma: pass --sigma, or --known known_1000.json (ROME's "
+                         f"rule over its subjects), or an absolute --noise; Known was not found: {error}") from None
 
 
 def _speech_prompt(model, args, json_path: Path):

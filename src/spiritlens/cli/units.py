@@ -9,6 +9,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "units",
         help="audio file -> SpiritLM HuBERT units (25 Hz frames), deduplicated tokens and their frame spans",
+        description="Needs SpiritLM's speech tokenizer (speech_tokenizer/hubert_25hz/ with "
+                    "mhubert_base_25hz.pt and L11_quantizer_500.pt): --speech-tokenizer DIR, or "
+                    "$SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer. `spiritlens make-tiny DIR` writes a tiny "
+                    "random one to try it.",
     )
     parser.add_argument("audio", help="audio file (wav, flac, ogg, mp3; any rate, mono or stereo)")
     parser.add_argument("--json", required=True, dest="json_out", metavar="OUT.json",

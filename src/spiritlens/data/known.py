@@ -1,8 +1,10 @@
 """ROME's Known dataset (``known_1000.json``, 1209 facts): loading, validation, subsets.
 
-Where the file comes from, in order: the ``path`` argument; ``$SPIRITLENS_KNOWN_PATH``; the cache
-(``cache_dir``, default ``~/.cache/spiritlens``), downloaded there from ROME's site on first use.
-A record that cannot be used (a missing field, a subject that does not occur in its prompt, a
+Where the file comes from: one rule for every command (``spiritlens trace``, ``spiritlens
+experiment``) and the Python API, :func:`find_known`, in order: the ``path`` argument (``--known``);
+``$SPIRITLENS_KNOWN_PATH``; the cache (``cache_dir``, default ``~/.cache/spiritlens/known_1000.json``);
+``../shared/data/known_1000.json`` next to a source checkout; else it is downloaded into the cache
+from ROME's site. A record that cannot be used (a missing field, a subject that does not occur in its prompt, a
 repeated ``known_id``) is left out and reported in :attr:`KnownDataset.problems`; the rest load.
 """
 
@@ -25,6 +27,7 @@ __all__ = [
     "KnownDataUnavailable",
     "KnownDataset",
     "KnownRecord",
+    "find_known",
     "load_known",
     "parse_known",
     "select",
@@ -34,12 +37,15 @@ KNOWN_URL = "https://rome.baulab.info/data/dsets/known_1000.json"
 KNOWN_FILENAME = "known_1000.json"
 ENV_KNOWN_PATH = "SPIRITLENS_KNOWN_PATH"
 DEFAULT_CACHE_DIR = Path("~/.cache/spiritlens")
+# ``shared/data/`` beside the repository of a source checkout (src/spiritlens/data/known.py -> repo/..).
+SOURCE_CHECKOUT_KNOWN = Path(__file__).resolve().parents[3].parent / "shared" / "data" / KNOWN_FILENAME
 
 _REQUIRED_TEXT = ("prompt", "subject", "attribute")
 
 
-class KnownDataUnavailable(RuntimeError):
-    """The Known dataset is neither given, cached, nor downloadable."""
+class KnownDataUnavailable(FileNotFoundError):
+    """The Known dataset is neither given, cached, next to the checkout, nor downloadable (a
+    FileNotFoundError, so the CLI reports it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,36 @@ def _download(url: str, dest: Path, timeout: float) -> None:
     write_atomic(dest, payload)
 
 
+def find_known(
+    path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    url: str = KNOWN_URL,
+    timeout: float = 30.0,
+) -> Path:
+    """Where ``known_1000.json`` is, by the one lookup rule of the module docstring (downloading
+    it into the cache as the last resort).
+
+    Raises:
+        FileNotFoundError: ``path`` (or ``$SPIRITLENS_KNOWN_PATH``'s path) does not exist.
+        KnownDataUnavailable: not found anywhere and the download failed.
+    """
+    if path is None and os.environ.get(ENV_KNOWN_PATH):
+        path = os.environ[ENV_KNOWN_PATH]
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"Known dataset not found: {path}")
+        return path
+    cached = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser() / KNOWN_FILENAME
+    if cached.is_file():
+        return cached
+    if SOURCE_CHECKOUT_KNOWN.is_file():
+        return SOURCE_CHECKOUT_KNOWN
+    _download(url, cached, timeout)
+    return cached
+
+
 def load_known(
     path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -159,26 +195,19 @@ def load_known(
     """Load and validate ROME's Known dataset.
 
     Args:
-        path: a local ``known_1000.json``. When None, ``$SPIRITLENS_KNOWN_PATH`` is used if set,
-            else ``cache_dir/known_1000.json``, downloaded from ``url`` if not cached yet.
+        path: a local ``known_1000.json``. When None, the file is found by :func:`find_known`
+            (``$SPIRITLENS_KNOWN_PATH``, the cache, ``../shared/data/`` next to a source
+            checkout, or a download into the cache).
         cache_dir: download cache (default ``~/.cache/spiritlens``).
         url: where to download from (ROME's published file).
         timeout: download timeout in seconds.
 
     Raises:
         FileNotFoundError: ``path`` (or the environment variable's path) does not exist.
-        KnownDataUnavailable: nothing cached and the download failed.
+        KnownDataUnavailable: not found anywhere and the download failed.
         ValueError: the file is not a JSON list.
     """
-    if path is None and os.environ.get(ENV_KNOWN_PATH):
-        path = os.environ[ENV_KNOWN_PATH]
-    if path is None:
-        path = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser() / KNOWN_FILENAME
-        if not path.is_file():
-            _download(url, path, timeout)
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"Known dataset not found: {path}")
+    path = find_known(path, cache_dir, url=url, timeout=timeout)
     return parse_known(read_json(path, "Known dataset"), source=path)
 
 

@@ -34,7 +34,7 @@ class ExperimentConfig:
     seed: int = 1
     window: int = 10
     speech_sigma: str = "speech"  # S->T noise sigma: over speech subject tokens ("speech") or the text sigma
-    row_mode: str = "groups"
+    row_mode: str = "auto"  # S->T rows: "auto" = text-token groups (as trace's default), or positions/groups/mean
     mapping: str = "exact"
     tts: str = "espeak"
     asr: str = "pocketsphinx"

@@ -127,7 +127,7 @@ class Experiment:
         _remove_stale_temporaries(self.results_dir)
         started = time.time()
         model_dir, speech_dir, aligner_dir = self._checkpoints()
-        dataset = load_known(config.known or _default_known_path())
+        dataset = load_known(config.known)  # spiritlens.data.known's lookup rule when None
         skipped: list[dict] = [{"stage": "data", "known_id": kid, "reason": reason}
                                for kid, reason in dataset.problems]
         n = config.n_prompts or (EMBEDDED_PROMPTS if config.embedded else None)
@@ -142,6 +142,7 @@ class Experiment:
             "records": {str(r.known_id): r.to_dict() for r in records}, "skipped": skipped,
         }
         model = self.model(prep)
+        prep["tokenization"] = model.tokenization.to_dict()  # how prompt strings became ids
 
         audio: dict[int, str] = {}
         if "s2t" in config.modalities:
@@ -171,12 +172,16 @@ class Experiment:
 
         kept: dict[str, list[int]] = {}
         counts: dict[str, dict] = {}
+        # The first generated token of each judged prompt: the answer its traces measure.
+        answers: dict[str, dict[str, int]] = {m: {} for m in config.modalities}
         for modality in config.modalities:
             candidates = records if modality == "t2t" else [r for r in records if r.known_id in audio]
 
             def generate(record, modality=modality):
-                prompt = record.prompt if modality == "t2t" else [("speech", audio[record.known_id])]
-                return model.generate(prompt, max_new_tokens=config.max_new_tokens)
+                new = model.generate_ids(self._generation_prompt(record.prompt, audio.get(record.known_id), modality),
+                                         max_new_tokens=config.max_new_tokens)
+                answers[modality][str(record.known_id)] = int(new[0])
+                return model.decode_generated(new)
 
             result = filter_prompts(candidates, generate, modality, config.keep_all, accept=config.accept,
                                     out_path=out / "filter" / f"known-{modality}.json", progress=self.progress)
@@ -186,7 +191,13 @@ class Experiment:
                 if entry.error:
                     skipped.append({"stage": "filter", "modality": modality, "known_id": entry.known_id,
                                     "reason": entry.error})
-        prep["kept"], prep["filter"] = kept, counts
+        for modality, ids in kept.items():  # generations reused from a manifest: their first token again
+            for known_id in ids:
+                if str(known_id) not in answers[modality]:
+                    record = next(r for r in records if r.known_id == known_id)
+                    prompt = self._generation_prompt(record.prompt, audio.get(known_id), modality)
+                    answers[modality][str(known_id)] = int(model.generate_ids(prompt, max_new_tokens=1)[0])
+        prep["kept"], prep["filter"], prep["answers"] = kept, counts, answers
 
         spec = parse_noise(config.noise)
         sigma: dict[str, float | None] = {"text": None, "speech": None}
@@ -200,6 +211,10 @@ class Experiment:
         prep["prepare_seconds"] = round(time.time() - started, 1)
         write_json_atomic(out / "prepare.json", prep)
         return prep
+
+    @staticmethod
+    def _generation_prompt(text: str, audio_path: str | None, modality: str):
+        return text if modality == "t2t" else [("speech", audio_path)]
 
     def _speech_sigma(self, prep: dict, kept: dict, skipped: list, cache_dir: Path) -> float | None:
         """Sigma over the subject speech tokens of the Known-s2t prompts (alignment failures skipped)."""
@@ -275,17 +290,20 @@ class Experiment:
 
     def _trace_item(self, prep: dict, modality: str, known_id: int, kinds: list[str]) -> None:
         from ..traces import trace_kinds
+        from ..traces.answer import generated_answer
 
         config, model = self.config, self.model(prep)
         record = prep["records"][str(known_id)]
         if modality == "t2t":
-            prompt, subject, row_mode, sigma = record["prompt"], record["subject"], "positions", prep["sigma"]["text"]
+            prompt, subject, row_mode, sigma = record["prompt"], record["subject"], "auto", prep["sigma"]["text"]
         else:
             prompt, subject, row_mode, sigma = self._speech_prompt(prep, known_id), None, config.row_mode, \
                 prep["sigma"]["speech"]
+        judged = prep.get("answers", {}).get(modality, {}).get(str(known_id))
+        target = None if judged is None else generated_answer(model, judged)  # the token the filter judged
         results = trace_kinds(model, prompt, subject, kinds=kinds, samples=config.samples, noise=config.noise,
                               seed=config.seed, window=config.window, sigma=sigma, row_mode=row_mode,
-                              max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}")
+                              target=target, max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}")
         for kind, result in results.items():
             result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
                                 experiment_modality=modality, sigma_modality=MODALITY_OF[modality]
@@ -353,15 +371,6 @@ def _remove_stale_temporaries(results: Path) -> None:
     if results.is_dir():
         for stale in results.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
-
-
-def _default_known_path() -> Path | None:
-    """``../shared/data/known_1000.json`` next to a source checkout, if present (else None: the
-    loader then tries ``$SPIRITLENS_KNOWN_PATH``, its cache, and ROME's published address)."""
-    if os.environ.get("SPIRITLENS_KNOWN_PATH"):
-        return None
-    candidate = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "known_1000.json"
-    return candidate if candidate.is_file() else None
 
 
 def run_experiment(config: ExperimentConfig, *, progress: bool = True) -> dict | None:

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from ..model import hook_names
+from ..tokenization import readable_pieces
+from .answer import AnswerRule, check_traceable, output_modality_of, resolve_answer
 from .noise import NoiseSpec, draw_noise, noise_scale, parse_noise, subject_sigma
 from .result import Row, TraceResult
 
@@ -59,6 +61,8 @@ class TracePrompt:
     group_subject_rows: tuple[int, int] | None = None
     group_ignored_rows: list[int] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    output_modality: str = "text"  # what the prompt asks for next (its answer's allowed tokens)
+    prompt_string: str = ""  # SpiritLM's prompt string, when known (targets are tokenised after it)
 
     def __post_init__(self):
         b, e = (int(x) for x in self.subject_range)
@@ -70,8 +74,15 @@ class TracePrompt:
 
 
 def display_tokens(model, ids: Sequence[int]) -> list[str]:
-    """One display string per token id (SentencePiece's ▁ shown as a space)."""
-    return [t.replace("▁", " ") for t in model.tokenizer.convert_ids_to_tokens(list(ids))]
+    """One readable label per token id (``tokens`` of results, row labels of figures).
+
+    ``▁`` is shown as a space (``▁capital`` -> `` capital``), a lone ``▁`` as ``␣``, byte-fallback
+    pieces as the character they spell (``日(1/3)`` ``日(2/3)`` ``日(3/3)``, ``<0x58>`` -> ``X``):
+    :func:`spiritlens.tokenization.readable_pieces`. Ids outside the vocabulary raise ValueError.
+    """
+    ids = [int(i) for i in (ids.reshape(-1).tolist() if isinstance(ids, torch.Tensor) else ids)]
+    model.check_token_ids(ids)
+    return readable_pieces(model.tokenizer.convert_ids_to_tokens(ids))
 
 
 def prepare_prompt(model, prompt: Any, subject: str | None = None, *,
@@ -89,9 +100,11 @@ def prepare_prompt(model, prompt: Any, subject: str | None = None, *,
     if isinstance(prompt, torch.Tensor) or (isinstance(prompt, (list, tuple)) and prompt
                                             and all(isinstance(i, int) for i in prompt)):
         ids = torch.as_tensor(prompt).reshape(-1).tolist()
+        model.check_token_ids(ids, where="prompt token ids")
         if subject_range is None:
             raise ValueError("token-id prompts need subject_range=(b, e)")
-        return TracePrompt(ids, display_tokens(model, ids), tuple(subject_range), subject=subject or "")
+        return TracePrompt(ids, display_tokens(model, ids), tuple(subject_range), subject=subject or "",
+                           output_modality=output_modality_of(model, ids))
     ids_tensor, token_map = model.encode(prompt)
     ids = ids_tensor[0].tolist()
     if subject_range is None:
@@ -101,23 +114,24 @@ def prepare_prompt(model, prompt: Any, subject: str | None = None, *,
     modality = "speech" if any(s.modality == "speech" for s in token_map.segments) else "text"
     text = " ".join(s.content for s in token_map.segments if s.modality == "text")
     return TracePrompt(ids, display_tokens(model, ids), tuple(subject_range), modality=modality,
-                       prompt=text, subject=subject or "")
+                       prompt=text, subject=(subject or "").strip(), output_modality=token_map.output_modality,
+                       prompt_string=token_map.prompt_string)
 
 
-def resolve_target(model, target: int | str | None) -> int | None:
-    """The target token id: None (clean top-1), an id, or a string's first token (no BOS)."""
-    if target is None:
-        return None
+def resolve_target(model, target: "AnswerRule | int | str | None") -> "AnswerRule | int | str | None":
+    """Check a target before the runs: an :class:`~spiritlens.traces.answer.AnswerRule` passes, an
+    id must be a token of the vocabulary, a string must not be blank (it is tokenised after the
+    prompt by :func:`~spiritlens.traces.answer.resolve_answer`), None means the modality's top-1."""
+    if target is None or isinstance(target, AnswerRule):
+        return target
     if isinstance(target, str):
-        ids = model.tokenizer.encode(target, add_special_tokens=False)
-        ids = [i for i in ids if model.tokenizer.convert_ids_to_tokens(i) != "▁"] or ids
-        if not ids or not target.strip():
+        if not target.strip():
             raise ValueError(f"target {target!r} tokenises to nothing")
-        return int(ids[0])
-    target = int(target)
-    if not 0 <= target < model.cfg.d_vocab:
-        raise ValueError(f"target id {target} is outside the vocabulary 0..{model.cfg.d_vocab - 1}")
-    return target
+        return target
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise ValueError(f"target must be a token id or a string, got {type(target).__name__}")
+    model.check_token_ids([int(target)], where="target id")
+    return int(target)
 
 
 def _available_bytes(device: torch.device) -> int:
@@ -188,9 +202,14 @@ class Tracer:
         L = self.n_layers
         wanted = {hook_names.resid_post(l) for l in range(L)} | {hook_names.mlp_out(l) for l in range(L)} \
             | {hook_names.attn_out(l) for l in range(L)}
+        rule = target if isinstance(target, AnswerRule) else resolve_answer(self.model, self.prompt, target)
+        check_traceable(rule)
         logits, cache = self.model.run_with_cache(self.ids, names_filter=lambda n: n in wanted)
         probs = torch.softmax(logits[0, -1].float(), dim=-1)
-        self.answer_id = int(probs.argmax()) if target is None else target
+        # The output modality's top-1 (= greedy generation's first token) or the given target.
+        self.answer_rule = rule
+        self.answer_id = rule.choose(self.model, probs)
+        self.prompt.extra.update(rule.record())  # recorded in every result of this prompt
         self.high_score = float(probs[self.answer_id])
         self._clean = {kind: [cache[hook_names.BY_KIND[kind](l)][0] for l in range(L)] for kind in KINDS}
 
@@ -357,15 +376,28 @@ def _restore(clean: torch.Tensor, batch_idx: torch.Tensor, pos_idx: torch.Tensor
     return restore
 
 
-ROW_MODES = ("positions", "groups", "mean")
+ROW_MODES = ("auto", "positions", "groups", "mean")
+
+
+def resolve_row_mode(row_mode: str, has_groups: bool) -> str:
+    """``"auto"`` (the default everywhere): ``"groups"`` for a prompt with position groups (a
+    spoken prompt: the speech tokens of each text token restored together), else ``"positions"``."""
+    if row_mode not in ROW_MODES:
+        raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES)}")
+    if row_mode == "auto":
+        return "groups" if has_groups else "positions"
+    if row_mode != "positions" and not has_groups:
+        raise ValueError(f"row_mode {row_mode!r} needs a prompt with position groups (a speech prompt)")
+    return row_mode
 
 
 def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequence[str] = KINDS,
                 samples: int = 10, noise: float | str = "3s", seed: int = 1, window: int = 10,
                 sigma: float | None = None, subjects: Sequence[str] | None = None,
                 replace: bool = False, low_score_follows_replace: bool = False,
-                target: int | str | None = None, subject_range: tuple[int, int] | None = None,
-                occurrence: str = "unique", row_mode: str = "positions", attribute: str | None = None,
+                target: int | str | None = None, target_rule: str | None = None,
+                subject_range: tuple[int, int] | None = None,
+                occurrence: str = "unique", row_mode: str = "auto", attribute: str | None = None,
                 max_batch_cells: int | None = None, progress: bool = False, name: str = ""
                 ) -> dict[str, TraceResult]:
     """Trace several kinds of one prompt, sharing its clean and corrupted runs; see :func:`trace`."""
@@ -377,13 +409,14 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
     prepared = prepare_prompt(model, prompt, subject, subject_range=subject_range, occurrence=occurrence)
+    answer = resolve_answer(model, prepared, resolve_target(model, target), target_rule)
+    check_traceable(answer)
     spec = parse_noise(noise)
     if spec.needs_sigma and sigma is None and subjects is not None:
         sigma = subject_sigma(model, subjects, modality=prepared.modality)
-    if row_mode != "positions" and prepared.groups is None:
-        raise ValueError(f"row_mode {row_mode!r} needs a prompt with position groups (a speech prompt)")
+    row_mode = resolve_row_mode(row_mode, prepared.groups is not None)
     tracer = Tracer(model, prepared, samples=samples, noise=spec, seed=seed, sigma=sigma, replace=replace,
-                    low_score_follows_replace=low_score_follows_replace, target=target,
+                    low_score_follows_replace=low_score_follows_replace, target=answer,
                     max_batch_cells=max_batch_cells)
     bar = None
     if progress:
@@ -423,13 +456,23 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
         samples: corrupted rows S. noise: absolute float, ``"3s"`` (3 sigma; give ``sigma=`` or
             ``subjects=``), ``"3v"`` (3 x embedding std) or ``"u0.1"``. seed: numpy RandomState seed.
         window: layers restored together for mlp/attn (ignored for hidden).
-        **kwargs: ``sigma``, ``subjects``, ``replace``, ``low_score_follows_replace``, ``target``
-            (id or string; default the clean top-1), ``subject_range``, ``occurrence``,
-            ``row_mode`` ("positions" | "groups" | "mean"), ``attribute`` (sets
-            ``correct_prediction``), ``max_batch_cells``, ``progress``, ``name``.
+        **kwargs: ``sigma``, ``subjects``, ``replace``, ``low_score_follows_replace``;
+            ``target`` (default None: the clean top-1 among the tokens the output modality allows,
+            i.e. greedy generation's first token; an id; or a string tokenised after the prompt)
+            and ``target_rule`` (``"first_token"`` or ``"sequence"``, required for a multi-token
+            target string), see :mod:`spiritlens.traces.answer`; ``subject_range``,
+            ``occurrence``; ``row_mode`` (default ``"auto"``: text-token groups for a spoken prompt
+            with groups, one row per position otherwise; or ``"positions"``, ``"groups"``,
+            ``"mean"``); ``attribute`` (sets ``correct_prediction``), ``max_batch_cells``,
+            ``progress``, ``name``.
 
     Returns:
-        TraceResult with ``scores`` ``[rows, n_layers]``, ``low_score``, ``high_score``, ``answer``.
+        TraceResult with ``scores`` ``[rows, n_layers]``, ``low_score``, ``high_score``, ``answer``
+        and ``answer_rule`` (how the answer was chosen).
+
+    Raises:
+        ValueError for bad input (one line naming it); NotImplementedError for
+        ``target_rule="sequence"`` with a multi-token target.
     """
     return trace_kinds(model, prompt, subject, kinds=(kind,), samples=samples, noise=noise, seed=seed,
                        window=window, **kwargs)[kind]

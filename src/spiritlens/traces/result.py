@@ -3,6 +3,11 @@
 ``scores[r, l]`` is the probability of the answer (mean over the corrupted samples) when row
 ``r`` (a token position, or a group of positions restored together) is restored at layer ``l``.
 Effects come later: total effect = high_score - low_score, indirect effect = scores - low_score.
+
+How the answer was chosen is recorded with it (:mod:`spiritlens.traces.answer`): ``answer_rule``
+(``"top1_text"``, ``"top1_speech"``, ``"top1_any"``, ``"id"``, ``"target_first_token"``,
+``"target_sequence"``; ``""`` in results written before these fields existed), and for a target
+string ``target`` (as tokenised after the prompt), ``target_ids`` and ``target_tokens``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from .._io import write_json_atomic
 
 RESULT_VERSION = 1
+ANSWER_FIELDS = ("answer_rule", "target", "target_ids", "target_tokens")
 
 
 @dataclass
@@ -57,8 +63,17 @@ class TraceResult:
     subject: str = ""
     name: str = ""
     extra: dict = field(default_factory=dict)
+    answer_rule: str = ""
+    target: str | None = None
+    target_ids: list[int] = field(default_factory=list)
+    target_tokens: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        for key in ANSWER_FIELDS:  # the engine records them with the prompt's extra fields
+            if key in self.extra:
+                setattr(self, key, self.extra.pop(key))
+        self.target_ids = [int(i) for i in self.target_ids]
+        self.target_tokens = list(self.target_tokens)
         self.scores = np.asarray(self.scores, dtype=np.float64)
         self.subject_range = tuple(int(x) for x in self.subject_range)
         if not self.rows:
