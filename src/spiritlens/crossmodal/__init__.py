@@ -1,0 +1,22 @@
+"""Cross-modal analyses: does the speech pathway use the text mechanism? (beyond the paper)
+
+A fact is run twice, as text and as speech, with its positions paired by the alignment
+(:class:`CrossModalFact`). Three analyses, one module each:
+
+- :func:`cross_modal_patching` (``patching.py``): restore a noised run with the *other*
+  modality's hidden state, per layer, against restoring its own;
+- :func:`representation_geometry` (``geometry.py``): cosine, distance and norms of a word's text
+  and speech states per layer, against mismatched words;
+- :func:`speech_logit_lens` (``logit_lens.py``): ranks of the subject's text tokens when the
+  model's head reads its speech positions.
+"""
+
+from .fact import CleanRun, CrossModalFact, Word
+from .geometry import GeometryResult, representation_geometry
+from .logit_lens import LogitLensResult, speech_logit_lens
+from .patching import DIRECTIONS, MODES, Patch, PatchCurve, PatchingResult, cross_modal_patching, run_patches
+
+__all__ = [
+    "DIRECTIONS", "MODES", "CleanRun", "CrossModalFact", "GeometryResult", "LogitLensResult", "Patch", "PatchCurve",
+    "PatchingResult", "Word", "cross_modal_patching", "representation_geometry", "run_patches", "speech_logit_lens",
+]
