@@ -9,14 +9,18 @@ A fact is run twice, as text and as speech, with its positions paired by the ali
   and speech states per layer, against mismatched words;
 - :func:`speech_logit_lens` (``logit_lens.py``): ranks of the subject's text tokens when the
   model's head reads its speech positions.
+
+:func:`summarize` averages them over facts. Figures: ``spiritlens.figures.crossmodal``.
 """
 
 from .fact import CleanRun, CrossModalFact, Word
 from .geometry import GeometryResult, representation_geometry
 from .logit_lens import LogitLensResult, speech_logit_lens
 from .patching import DIRECTIONS, MODES, Patch, PatchCurve, PatchingResult, cross_modal_patching, run_patches
+from .summary import Band, CrossModalSummary, summarize
 
 __all__ = [
-    "DIRECTIONS", "MODES", "CleanRun", "CrossModalFact", "GeometryResult", "LogitLensResult", "Patch", "PatchCurve",
-    "PatchingResult", "Word", "cross_modal_patching", "representation_geometry", "run_patches", "speech_logit_lens",
+    "DIRECTIONS", "MODES", "Band", "CleanRun", "CrossModalFact", "CrossModalSummary", "GeometryResult",
+    "LogitLensResult", "Patch", "PatchCurve", "PatchingResult", "Word", "cross_modal_patching",
+    "representation_geometry", "run_patches", "speech_logit_lens", "summarize",
 ]
