@@ -111,6 +111,10 @@ def test_findings_and_table_for_every_analysis_round_trip(tmp_path):
     assert back.findings() == summary.findings() and len(back.findings()) == 4
     assert "no confidence interval with one fact" in back.findings()[0]
     assert "from 0.2 (layer 0) to 0.5 (layer 3)" in back.findings()[2]
-    table = back.table()
+    table = back.table("patching")
     assert len(table) == 2 + L and table[2].startswith("| 0 | 0.4 | 0.5 |")
+    assert back.table("geometry")[2].startswith("| 0 | 0.2 | 0 | 0.8 | 1 | 1 | 2 |")
+    assert back.table("logit_lens")[2] == "| 0 | 0.75 | 1 |"
+    with pytest.raises(ValueError, match="unknown analysis"):
+        back.table("lens")
     assert np.array_equal(back.geometry["cosine"].mean, summary.geometry["cosine"].mean)

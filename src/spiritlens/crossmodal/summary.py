@@ -106,24 +106,28 @@ class CrossModalSummary(ResultFile):
             out.append(_lens_sentence(self.logit_lens))
         return out
 
-    def table(self) -> list[str]:
-        """A markdown table of the per-layer numbers behind the figures."""
-        header = ["layer"]
-        columns = []
-        for key, bands in self.patching.items():
-            direction, mode = key.split("/")
-            short = "T→S" if direction == "text_to_speech" else "S→T"
-            columns += [(f"IE {short} {mode} cross", bands["cross"]), (f"IE {short} {mode} self", bands["self"])]
-        for name, label in (("cosine", "cos matched"), ("mismatched_cosine", "cos mismatched"),
-                            ("distance", "dist matched"), ("mismatched_distance", "dist mismatched"),
-                            ("text_norm", "‖text‖"), ("speech_norm", "‖speech‖")):
-            if name in self.geometry:
-                columns.append((label, self.geometry[name]))
-        for name, label in (("speech", "MRR speech"), ("text", "MRR text")):
-            if name in self.logit_lens:
-                columns.append((label, self.logit_lens[name]))
-        header += [label for label, _ in columns]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    def table(self, analysis: str) -> list[str]:
+        """A markdown table (layers x quantities, mean ± 95% CI) of one analysis: ``"patching"``,
+        ``"geometry"`` or ``"logit_lens"``; no lines if the summary lacks it."""
+        columns: list[tuple[str, Band]] = []
+        if analysis == "patching":
+            for key, bands in self.patching.items():
+                direction, mode = key.split("/")
+                short = "T→S" if direction == "text_to_speech" else "S→T"
+                columns += [(f"{short} {mode}: cross", bands["cross"]), (f"{short} {mode}: self", bands["self"])]
+        elif analysis == "geometry":
+            labels = {"cosine": "cosine", "mismatched_cosine": "cosine, other words", "distance": "distance",
+                      "mismatched_distance": "distance, other words", "text_norm": "‖text‖",
+                      "speech_norm": "‖speech‖"}
+            columns = [(label, self.geometry[name]) for name, label in labels.items() if name in self.geometry]
+        elif analysis == "logit_lens":
+            columns = [(label, self.logit_lens[name]) for name, label in
+                       (("speech", "MRR, speech positions"), ("text", "MRR, text positions")) if name in self.logit_lens]
+        else:
+            raise ValueError(f"unknown analysis {analysis!r}; use patching, geometry or logit_lens")
+        if not columns:
+            return []
+        lines = ["| layer | " + " | ".join(label for label, _ in columns) + " |", "|" + "---|" * (len(columns) + 1)]
         for layer in range(self.n_layers):
             cells = [str(layer)] + [_fmt(band.mean[layer], band.ci[layer]) for _, band in columns]
             lines.append("| " + " | ".join(cells) + " |")
@@ -199,8 +203,11 @@ def _patching_sentence(key: str, bands: dict[str, Band]) -> str:
                            "receiving pathway reads the other modality's state at that layer.")
     if not np.isfinite(cross.ci[lc]):
         return sentence + " (no confidence interval with one fact; the README's criterion needs one)."
-    return sentence + (f", below the README's criterion (≥ {RECOVERY_THRESHOLD:g} with a CI above zero): no evidence "
-                       "that the other modality's state substitutes at these positions.")
+    if ratio >= RECOVERY_THRESHOLD:
+        return sentence + (", but the cross-modal effect's CI reaches zero: by the README's criterion not yet "
+                           "evidence that the other modality's state substitutes at these positions.")
+    return sentence + (f", below the README's criterion of {RECOVERY_THRESHOLD:g}: no evidence that the other "
+                       "modality's state substitutes at these positions.")
 
 
 def _geometry_sentence(geometry: dict[str, Band]) -> str:

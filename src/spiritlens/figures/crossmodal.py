@@ -35,6 +35,12 @@ _MODES = {"last": "last subject position", "groups": "subject tokens ↔ aligned
 _SOURCE = {"text_to_speech": ("text", "spoken"), "speech_to_text": ("speech", "text")}
 
 
+def _tab10() -> tuple:
+    from matplotlib import colormaps
+
+    return colormaps["tab10"].colors
+
+
 def _layer_axis(ax, n_layers: int) -> None:
     step = 1 if n_layers <= 16 else 2 if n_layers <= 40 else 5
     ax.set_xticks(np.arange(0, n_layers, step))
@@ -69,9 +75,7 @@ def patching_figure(summary: CrossModalSummary) -> Figure:
         raise ValueError("the summary has no patching curves to plot")
     directions = list(dict.fromkeys(k.split("/")[0] for k in keys))
     modes = list(dict.fromkeys(k.split("/")[1] for k in keys))
-    from matplotlib import colormaps
-
-    colors = colormaps["tab10"].colors
+    colors = _tab10()
     fig = new_figure(4.6 * len(modes), 3.2 * len(directions), layout="constrained")
     axes = fig.subplots(len(directions), len(modes), squeeze=False)
     for i, direction in enumerate(directions):
@@ -101,9 +105,7 @@ def geometry_figure(summary: CrossModalSummary) -> Figure:
     geometry = summary.geometry
     if not geometry:
         raise ValueError("the summary has no geometry to plot")
-    from matplotlib import colormaps
-
-    colors = colormaps["tab10"].colors
+    colors = _tab10()
     fig = new_figure(13.5, 3.4, layout="constrained")
     axes = fig.subplots(1, 3)
     panels = [
@@ -165,9 +167,7 @@ def mrr_figure(summary: CrossModalSummary) -> Figure:
     lens = summary.logit_lens
     if not lens:
         raise ValueError("the summary has no logit-lens numbers to plot")
-    from matplotlib import colormaps
-
-    colors = colormaps["tab10"].colors
+    colors = _tab10()
     fig = new_figure(5.2, 3.4, layout="constrained")
     ax = fig.add_subplot()
     values = np.concatenate([lens["speech"].mean, lens["text"].mean, [lens["chance"]]])
