@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "crossmodal",
         help="does the speech pathway use the text mechanism? cross-modal patching, geometry, logit lens",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="crossmodal_command", required=True, metavar="{fact,experiment}")
