@@ -150,6 +150,13 @@ def test_experiment_directory_is_analysed_resumed_and_reported(experiment_dir, c
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["patching"]) == {"text_to_speech/last", "speech_to_text/last"}
 
+    # one analysis asked for: nothing to compute, and the summary still covers every finished analysis
+    code, stdout, stderr = _main(["crossmodal", "experiment", str(experiment_dir), "--quiet", "--analyses", "geometry",
+                                  "--modes", "last"], capsys)
+    assert code == 0 and "0 computed, 2 reused" in stdout, stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["patching"] and summary["geometry"] and summary["logit_lens"]
+
 
 def test_report_section_without_a_run_says_how_to_run_it(tmp_path):
     lines = report_section(tmp_path)

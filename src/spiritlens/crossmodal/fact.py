@@ -196,11 +196,11 @@ class CrossModalFact:
 
     def words(self) -> list[Word]:
         """The prompt's whitespace-separated words with their tokens and positions in both runs."""
-        spans = [(p, (s, e)) for p, (_, (s, e)) in zip(self.text_positions, self.speech.text_tokens)]
+        spans = [span for _, span in self.speech.text_tokens]  # characters of each LM text token
         words = []
         for match in re.finditer(r"\S+", self.prompt):
             a, b = match.span()
-            tokens = [i for i, (_, (s, e)) in enumerate(spans) if s < b and e > a]
+            tokens = [i for i, (s, e) in enumerate(spans) if s < b and e > a]
             speech = sorted({p for i in tokens for p in self.speech_positions(i)})
             words.append(Word(match.group(), (a, b), tokens, [self.text_positions[i] for i in tokens], speech))
         return words

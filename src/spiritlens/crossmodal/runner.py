@@ -9,7 +9,8 @@ An experiment directory (:func:`run_experiment_dir`), as written by ``spiritlens
 the facts are those kept in both Known-t2t and Known-s2t. Per fact, each analysis is written
 atomically to ``crossmodal/facts/<known_id>/<analysis>.json``; a rerun keeps every readable
 result whose settings are unchanged and recomputes the rest (a fact that fails is recorded in
-``crossmodal/status.json`` and the run goes on). Then ``crossmodal/summary.json`` (means and 95%
+``crossmodal/status.json`` and the run goes on). The summary covers every finished analysis,
+including those not requested in this run. Then ``crossmodal/summary.json`` (means and 95%
 CIs over facts) and the figures ``crossmodal/patching.png``, ``geometry.png``,
 ``logit_lens_mrr.png`` and one sample heatmap ``logit_lens_<known_id>.png``.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .._io import read_json, write_json_atomic
+from ..traces.noise import parse_noise
 from .fact import CrossModalFact, ResultFile, plain
 from .geometry import GeometryResult, representation_geometry
 from .logit_lens import LogitLensResult, speech_logit_lens
@@ -176,18 +178,19 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
         raise ValueError(f"no fact of {str(run_dir)!r} is kept in both Known-t2t and Known-s2t "
                          f"(kept: { {m: len(v) for m, v in prep['kept'].items()} }); nothing to compare")
     config = prep["config"]
-    settings = plain({"noise_rule": str(config.get("noise", "3s")), "samples": int(config.get("samples", 10)),
-                      "seed": int(config.get("seed", 1)),
+    settings = plain({"noise_rule": parse_noise(config.get("noise", "3s")).text,
+                      "samples": int(config.get("samples", 10)), "seed": int(config.get("seed", 1)),
                       "sigma": {"text": prep["sigma"].get("text"), "speech": prep["sigma"].get("speech")},
                       "target": None, "modes": list(modes), "directions": list(directions)})
     out = run_dir / "crossmodal"
     experiment = _experiment(prep, run_dir, device, log)
     status: dict[str, Any] = {"facts": facts, "analyses": list(analyses), "computed": [], "reused": [], "failed": []}
-    collected: dict[str, list[ResultFile]] = {a: [] for a in analyses}
+    collected: dict[str, list[ResultFile]] = {a: [] for a in ANALYSES}
     for kid in tqdm(facts, desc="cross-modal analyses", unit="fact", disable=not progress, dynamic_ncols=True):
         folder = out / "facts" / str(kid)
-        done = {a: _load_existing(folder / f"{a}.json", a, settings) for a in analyses}
-        missing = [a for a, result in done.items() if result is None]
+        # finished results of every analysis go into the summary; only the requested ones are computed
+        done = {a: _load_existing(folder / f"{a}.json", a, settings) for a in ANALYSES}
+        missing = [a for a in analyses if done[a] is None]
         try:
             if missing:
                 model = experiment.model(prep)
@@ -218,7 +221,7 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
                          + "; ".join(f"{f['fact']}: {f['reason']}" for f in status["failed"][:3]))
     summary = summarize_results(collected)
     summary.save(out / "summary.json")
-    sample = collected["logit_lens"][0] if collected.get("logit_lens") else None
+    sample = collected["logit_lens"][0] if collected["logit_lens"] else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # glyph warnings of tokens the font lacks
         status["written"] = ["summary.json"] + write_figures(summary, out, sample,
