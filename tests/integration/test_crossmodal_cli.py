@@ -158,6 +158,21 @@ def test_experiment_directory_is_analysed_resumed_and_reported(experiment_dir, c
     assert summary["patching"] and summary["geometry"] and summary["logit_lens"]
 
 
+def test_an_experiment_passes_its_loaded_model(experiment_dir, tiny_model):
+    from spiritlens.crossmodal import run_experiment_dir
+    from spiritlens.experiment import ExperimentConfig
+    from spiritlens.experiment.runner import Experiment
+
+    prep = json.loads((experiment_dir / "prepare.json").read_text())
+    experiment = Experiment(ExperimentConfig(out=experiment_dir), progress=False)
+    experiment._model = tiny_model  # what the experiment's stages hold after loading it
+    first = prep["kept"]["t2t"][0]
+    (experiment_dir / "crossmodal" / "facts" / str(first) / "geometry.json").unlink(missing_ok=True)
+    status = run_experiment_dir(experiment_dir, analyses=["geometry"], progress=False, experiment=experiment)
+    assert {"fact": first, "analyses": ["geometry"]} in status["computed"]
+    assert experiment._model is tiny_model and experiment._aligner is not None  # used, not rebuilt
+
+
 def test_report_section_without_a_run_says_how_to_run_it(tmp_path):
     lines = report_section(tmp_path)
     assert "not run: `spiritlens crossmodal experiment" in "\n".join(lines)

@@ -156,12 +156,15 @@ def _load_existing(path: Path, analysis: str, settings: dict) -> ResultFile | No
 def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = ANALYSES,
                        modes: Sequence[str] = MODES, directions: Sequence[str] = DIRECTIONS,
                        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS, device: str | None = None,
-                       progress: bool = True, log: Callable = print) -> dict:
+                       progress: bool = True, log: Callable = print, experiment: Any = None) -> dict:
     """The analyses for every fact kept in both Known-t2t and Known-s2t of an experiment directory.
 
     Patching uses the experiment's noise rule, samples, seed and sigmas (text sigma for the text
-    run, speech sigma for the spoken run). Resumable (module doc). Returns the status dict (also
-    ``crossmodal/status.json``): ``facts``, ``computed``, ``reused``, ``failed``, ``written``.
+    run, speech sigma for the spoken run). Resumable (module doc). ``experiment``: a
+    :class:`spiritlens.experiment.runner.Experiment` of this directory whose loaded model and
+    aligner are reused (the experiment's own stages pass themselves); by default one is built from
+    ``prepare.json``. Returns the status dict (also ``crossmodal/status.json``): ``facts``,
+    ``computed``, ``reused``, ``failed``, ``written``.
 
     Raises:
         FileNotFoundError: no ``prepare.json``. ValueError: no fact kept in both modalities, or
@@ -183,7 +186,8 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
                       "sigma": {"text": prep["sigma"].get("text"), "speech": prep["sigma"].get("speech")},
                       "target": None, "modes": list(modes), "directions": list(directions)})
     out = run_dir / "crossmodal"
-    experiment = _experiment(prep, run_dir, device, log)
+    if experiment is None:
+        experiment = _experiment(prep, run_dir, device, log)
     status: dict[str, Any] = {"facts": facts, "analyses": list(analyses), "computed": [], "reused": [], "failed": []}
     collected: dict[str, list[ResultFile]] = {a: [] for a in ANALYSES}
     for kid in tqdm(facts, desc="cross-modal analyses", unit="fact", disable=not progress, dynamic_ncols=True):
