@@ -44,6 +44,7 @@ SUBCOMMANDS = {
     "trace": "spiritlens.cli.trace",
     "aggregate": "spiritlens.cli.aggregate",
     "experiment": "spiritlens.cli.experiment",
+    "crossmodal": "spiritlens.cli.crossmodal",
 }
 
 

@@ -1,0 +1,303 @@
+"""Cross-modal patching: can a hidden state of one modality stand in for the other's?
+
+For a fact with a text run and a spoken run (:class:`~spiritlens.crossmodal.fact.CrossModalFact`):
+
+- direction ``"text_to_speech"``: the *receiving* run is the spoken prompt with its subject's
+  speech tokens noised at ``hook_embed``, i.e. the S->T corrupted run of causal tracing (same
+  draw ``RandomState(seed).randn(samples, e - b, d_model)``, same in-place float64 addition,
+  CAUSAL_TRACING.md §2). For layer ``l``, the receiving run's ``blocks.{l}.hook_resid_post`` at
+  chosen speech positions is overwritten with the clean *text* run's ``resid_post[l]`` at the
+  paired text positions, in every noised sample.
+- direction ``"speech_to_text"``: the reverse: the noised text run (T->T corrupted run) receives the
+  clean spoken run's states.
+
+Modes (which positions are paired):
+
+- ``"last"``: the last subject text token (text position ``e_t - 1``) and the last subject speech
+  position (``e_s - 1``).
+- ``"groups"``: every subject text token and its aligned speech group. text->speech: the token's
+  state is written at every position of its group (a position shared by two groups takes the
+  later token's). speech->text: each subject text token receives the state of the *last* position
+  of its group, the one that has heard the whole group (a causal model's summary of a span sits
+  at its end, as the last subject token does in text). Subject tokens the aligner gave no speech
+  token are left out and listed in ``unmapped_subject_tokens``.
+
+Scores are the tracer's metric: the softmax probability (full vocabulary) of the receiving run's
+answer at its last position, averaged over the noised samples. Baselines as in tracing:
+``low_score`` is the noised receiving run unpatched, ``high_score`` its clean run. Each curve
+carries two rows per layer: ``scores`` (the other modality's state patched in) and
+``self_scores`` (the same positions restored with the receiving run's *own* clean states: the
+tracer's restored score for that cell, the within-modality reference). A cross-modal curve close
+to the self curve says the receiving pathway can read the other modality's state there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..model import hook_names
+from ..traces.noise import draw_noise, noise_scale, parse_noise
+from .fact import SPEECH, TEXT, CrossModalFact, ResultFile, _answer_id, as_float_array, check_no_hooks
+
+DIRECTIONS = ("text_to_speech", "speech_to_text")
+MODES = ("last", "groups")
+RECEIVER = {"text_to_speech": SPEECH, "speech_to_text": TEXT}
+SOURCE = {"text_to_speech": TEXT, "speech_to_text": SPEECH}
+DIRECTION_LABELS = {"text_to_speech": "text state → noised spoken run",
+                    "speech_to_text": "speech state → noised text run"}
+DEFAULT_MAX_BATCH_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Write ``states`` into ``blocks.{layer}.hook_resid_post`` at ``positions``.
+
+    ``states``: ``[P, d_model]`` (the same states in every noised sample) or
+    ``[samples, P, d_model]`` (one per sample).
+    """
+
+    layer: int
+    positions: tuple[int, ...]
+    states: torch.Tensor
+
+
+def run_patches(model, input_ids: Sequence[int], patches: Sequence[Patch], *, noise: torch.Tensor,
+                noise_range: tuple[int, int], answer_id: int,
+                max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> tuple[np.ndarray, float]:
+    """Noised runs of one prompt, each with one patch; the answer's probability for each.
+
+    Args:
+        input_ids: the prompt's ids ``[T]``.
+        patches: what to write where (:class:`Patch`); one noised run of ``samples`` rows each.
+        noise: ``[samples, e - b, d_model]`` float64, already scaled
+            (:func:`spiritlens.traces.noise.draw_noise`), added in place at ``hook_embed`` on
+            positions ``noise_range = [b, e)`` as the tracer adds it.
+        answer_id: the token scored at the last position.
+        max_batch_rows: rows per forward (patches are batched ``max_batch_rows // samples`` at a
+            time; the numbers do not depend on it beyond float rounding).
+
+    Returns:
+        ``scores`` ``[len(patches)]`` (mean over samples of the full-vocabulary softmax probability
+        of ``answer_id`` at the last position) and ``low`` (the same for the unpatched noised run).
+
+    Raises:
+        ValueError: positions or layers out of range, states of the wrong shape, bad noise shape.
+    """
+    T, L, d = len(input_ids), model.cfg.n_layers, model.cfg.d_model
+    b, e = (int(x) for x in noise_range)
+    if noise.ndim != 3 or noise.shape[1:] != (e - b, d) or not 0 <= b < e <= T:
+        raise ValueError(f"noise {tuple(noise.shape)} does not fit the noised positions [{b}, {e}) of a "
+                         f"{T}-token prompt with d_model {d}")
+    S = int(noise.shape[0])
+    for patch in patches:
+        P = len(patch.positions)
+        if not 0 <= patch.layer < L:
+            raise ValueError(f"patch layer {patch.layer} is outside 0..{L - 1}")
+        if not P or not all(0 <= p < T for p in patch.positions):
+            raise ValueError(f"patch positions {list(patch.positions)} are not positions 0..{T - 1}")
+        if tuple(patch.states.shape) not in ((P, d), (S, P, d)):
+            raise ValueError(f"patch states {tuple(patch.states.shape)} should be [{P}, {d}] or [{S}, {P}, {d}]")
+    if max_batch_rows < 1:
+        raise ValueError(f"max_batch_rows must be >= 1, got {max_batch_rows}")
+    check_no_hooks(model)
+    device = model.device
+    ids = torch.tensor([list(input_ids)], device=device)
+    noise = noise.to(device=device, dtype=torch.float64)
+    runs: list[Patch | None] = [None, *patches]  # None: the unpatched noised run (low_score)
+    per_batch = max(1, max_batch_rows // S)
+    out = []
+    with torch.inference_mode():
+        for first in range(0, len(runs), per_batch):
+            chunk = runs[first:first + per_batch]
+            G = len(chunk)
+            tiled = noise.repeat(G, 1, 1)
+
+            def add_noise(act, hook, tiled=tiled):
+                act[:, b:e] += tiled  # float64 sum, rounded once to act's dtype (as the tracer)
+                return act
+
+            hooks = [(hook_names.EMBED, add_noise)]
+            by_layer: dict[int, list[tuple[int, Patch]]] = {}
+            for g, patch in enumerate(chunk):
+                if patch is not None:
+                    by_layer.setdefault(patch.layer, []).append((g, patch))
+            for layer, entries in by_layer.items():
+                hooks.append((hook_names.resid_post(layer), _writer(entries, S, device)))
+            logits = model.run_with_hooks(ids.expand(G * S, -1), fwd_hooks=hooks)
+            p = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer_id]
+            out.append(p.view(G, S).mean(dim=1).double().cpu())
+    scores = torch.cat(out).numpy()
+    return scores[1:], float(scores[0])
+
+
+def _writer(entries: list[tuple[int, Patch]], S: int, device):
+    prepared = [(slice(g * S, (g + 1) * S), torch.tensor(patch.positions, device=device), patch.states)
+                for g, patch in entries]
+
+    def write(act, hook):
+        for rows, positions, states in prepared:
+            act[rows, positions] = states.to(device=act.device, dtype=act.dtype)
+        return act
+
+    return write
+
+
+@dataclass
+class ReceiverRun:
+    """The noised run that receives states: its answer, baselines and noise (absolute scale)."""
+
+    modality: str
+    answer_id: int
+    answer: str
+    high_score: float
+    low_score: float
+    noise: float
+    sigma: float | None
+    subject_range: list[int]
+
+
+@dataclass
+class PatchCurve:
+    """One direction x mode: receiving-run ``positions`` and the paired ``source_positions`` in the
+    other run; ``scores`` / ``self_scores`` ``[n_layers]`` (see the module doc)."""
+
+    direction: str
+    mode: str
+    positions: list[int]
+    source_positions: list[int]
+    scores: np.ndarray
+    self_scores: np.ndarray
+
+    def __post_init__(self):
+        self.scores = as_float_array(self.scores)
+        self.self_scores = as_float_array(self.self_scores)
+
+
+@dataclass
+class PatchingResult(ResultFile):
+    """Cross-modal patching of one fact: the receiving runs and one :class:`PatchCurve` per
+    direction x mode. ``settings`` records the noise rule, samples, seed, sigmas and modes."""
+
+    ANALYSIS = "patching"
+
+    name: str
+    prompt: str
+    subject: str
+    n_layers: int
+    settings: dict
+    positions: dict
+    receivers: dict
+    curves: list
+    unmapped_subject_tokens: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.receivers = {k: v if isinstance(v, ReceiverRun) else ReceiverRun(**v) for k, v in self.receivers.items()}
+        self.curves = [c if isinstance(c, PatchCurve) else PatchCurve(**c) for c in self.curves]
+
+    def curve(self, direction: str, mode: str) -> PatchCurve:
+        for curve in self.curves:
+            if (curve.direction, curve.mode) == (direction, mode):
+                return curve
+        raise KeyError(f"no curve for direction {direction!r}, mode {mode!r} in {self.name!r}")
+
+    def receiver(self, direction: str) -> ReceiverRun:
+        return self.receivers[RECEIVER[direction]]
+
+
+def paired_positions(fact: CrossModalFact, direction: str, mode: str) -> tuple[list[int], list[int]]:
+    """(receiving-run positions, source-run positions), one pair per patched position (module doc)."""
+    _check_choice("direction", direction, DIRECTIONS)
+    _check_choice("mode", mode, MODES)
+    text_last = fact.text_positions[fact.subject_tokens[-1]]
+    speech_last = fact.speech_subject_range[1] - 1
+    if mode == "last":
+        return ([speech_last], [text_last]) if direction == "text_to_speech" else ([text_last], [speech_last])
+    mapped = [i for i in fact.subject_tokens if fact.speech_positions(i)]
+    if direction == "text_to_speech":
+        speech = sorted({p for i in mapped for p in fact.speech_positions(i)})
+        return speech, [fact.text_positions[fact.aligned_token(p, mapped)] for p in speech]
+    return [fact.text_positions[i] for i in mapped], [fact.speech_positions(i)[-1] for i in mapped]
+
+
+def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3s",
+                         sigma: float | Mapping[str, float] | None = None, samples: int = 10, seed: int = 1,
+                         modes: Sequence[str] = MODES, directions: Sequence[str] = DIRECTIONS,
+                         target: int | None = None,
+                         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> PatchingResult:
+    """Cross-modal patching of one fact, every layer, for the given directions and modes.
+
+    Args:
+        model: a :class:`~spiritlens.HookedSpiritLM`.
+        fact: the paired text and spoken prompts.
+        noise: the tracer's rule (``"3s"``, an absolute float, ``"3v"``, ``"u0.1"``).
+        sigma: for ``Ks`` rules: one float for both modalities, or ``{"text": …, "speech": …}``
+            (the experiment uses the text sigma for the text run and the speech sigma for the
+            spoken run).
+        samples, seed: noised samples per run and the numpy seed (one draw per receiving run).
+        target: an explicit answer token id for both receiving runs; None: each run's answer by
+            the tracer's rule.
+        max_batch_rows: rows per batched forward.
+
+    Returns:
+        :class:`PatchingResult` with one curve ``[n_layers]`` per direction x mode.
+    """
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    modes, directions = check_choices("modes", modes, MODES), check_choices("directions", directions, DIRECTIONS)
+    spec = parse_noise(noise)
+    L, d = model.cfg.n_layers, model.cfg.d_model
+    receivers, curves = {}, []
+    sigmas = {m: _sigma_of(sigma, m) for m in (TEXT, SPEECH)}
+    for direction in directions:
+        receiver, source = RECEIVER[direction], SOURCE[direction]
+        rrun, srun = fact.clean_run(model, receiver), fact.clean_run(model, source)
+        answer = _answer_id(model, rrun, target)
+        b, e = fact.subject_range(receiver)
+        scale = noise_scale(spec, sigma=sigmas[receiver], model=model, modality=receiver)
+        z = torch.from_numpy(draw_noise(spec, scale, samples, e - b, d, seed))
+        patches, pairs = [], []
+        for mode in modes:
+            dest, src = paired_positions(fact, direction, mode)
+            pairs.append((mode, dest, src))
+            for layer in range(L):
+                patches.append(Patch(layer, tuple(dest), srun.resid_post[layer, src]))
+                patches.append(Patch(layer, tuple(dest), rrun.resid_post[layer, dest]))
+        scores, low = run_patches(model, rrun.input_ids, patches, noise=z, noise_range=(b, e), answer_id=answer,
+                                  max_batch_rows=max_batch_rows)
+        receivers[receiver] = ReceiverRun(receiver, answer, model.tokenizer.decode([answer]),
+                                          rrun.probability(answer), low, scale, sigmas[receiver], [b, e])
+        for k, (mode, dest, src) in enumerate(pairs):
+            block = scores[2 * L * k: 2 * L * (k + 1)]
+            curves.append(PatchCurve(direction, mode, dest, src, block[0::2], block[1::2]))
+    settings = {"noise_rule": spec.text, "samples": samples, "seed": seed, "sigma": sigmas,
+                "target": target, "modes": list(modes), "directions": list(directions)}
+    unmapped = [i for i in fact.subject_tokens if not fact.speech_positions(i)]
+    return PatchingResult(fact.name, fact.prompt, fact.subject, L, settings, fact.positions_json(), receivers,
+                          curves, unmapped)
+
+
+def _sigma_of(sigma, modality: str) -> float | None:
+    if sigma is None or isinstance(sigma, (int, float)):
+        return None if sigma is None else float(sigma)
+    value = sigma.get(modality)
+    return None if value is None else float(value)
+
+
+def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what}: unknown value {value!r}; use one of {', '.join(allowed)}")
+
+
+def check_choices(what: str, values: Sequence[str] | str, allowed: Sequence[str]) -> tuple[str, ...]:
+    """``values`` (one string or several) checked against ``allowed``, duplicates dropped; a
+    ValueError naming ``what`` for an empty list or an unknown value."""
+    values = (values,) if isinstance(values, str) else tuple(values)
+    if not values:
+        raise ValueError(f"{what} is empty; use some of {', '.join(allowed)}")
+    for value in values:
+        _check_choice(what, value, allowed)
+    return tuple(dict.fromkeys(values))
