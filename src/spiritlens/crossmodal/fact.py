@@ -54,17 +54,17 @@ class CleanRun:
 def _answer_id(model, run: CleanRun, target: int | None) -> int:
     """The token whose probability the patching scores: ``target`` if given, else the tracer's rule.
 
-    The tracer's rule (CAUSAL_TRACING.md §1): the top-1 token of the clean run's last-position
-    softmax over the full vocabulary. Every analysis of this package takes its default answer from
-    here, so a change of the tracer's rule is one edit.
+    The tracer's rule (:mod:`spiritlens.traces.answer`): the most probable token of the clean run's
+    last position among the tokens the run's output modality allows (SpiritLM's forbidden-token
+    rule, so it is greedy generation's first token). An explicit id is range-checked.
     """
-    if target is None:
-        return int(run.last_logits.argmax())
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+    from ..traces.answer import output_modality_of, resolve_answer
+
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, np.integer))):
         raise ValueError(f"target must be a token id (int), got {target!r}")
-    if not 0 <= int(target) < model.cfg.d_vocab:
-        raise ValueError(f"target id {target} is outside the vocabulary 0..{model.cfg.d_vocab - 1}")
-    return int(target)
+    rule = resolve_answer(model, None, None if target is None else int(target),
+                          output_modality=output_modality_of(model, run.input_ids))
+    return rule.choose(model, torch.softmax(run.last_logits.float(), dim=-1))
 
 
 def check_no_hooks(model) -> None:

@@ -226,7 +226,7 @@ def paired_positions(fact: CrossModalFact, direction: str, mode: str) -> tuple[l
 def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3s",
                          sigma: float | Mapping[str, float] | None = None, samples: int = 10, seed: int = 1,
                          modes: Sequence[str] = MODES, directions: Sequence[str] = DIRECTIONS,
-                         target: int | None = None,
+                         target: int | Mapping[str, int | None] | None = None,
                          max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> PatchingResult:
     """Cross-modal patching of one fact, every layer, for the given directions and modes.
 
@@ -238,8 +238,9 @@ def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3
             (the experiment uses the text sigma for the text run and the speech sigma for the
             spoken run).
         samples, seed: noised samples per run and the numpy seed (one draw per receiving run).
-        target: an explicit answer token id for both receiving runs; None: each run's answer by
-            the tracer's rule.
+        target: an explicit answer token id for both receiving runs, or ``{"text": id, "speech": id}``
+            (the experiment passes the first token of each modality's judged generation); None (or a
+            missing entry): each run's answer by the tracer's rule.
         max_batch_rows: rows per batched forward.
 
     Returns:
@@ -255,7 +256,7 @@ def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3
     for direction in directions:
         receiver, source = RECEIVER[direction], SOURCE[direction]
         rrun, srun = fact.clean_run(model, receiver), fact.clean_run(model, source)
-        answer = _answer_id(model, rrun, target)
+        answer = _answer_id(model, rrun, target.get(receiver) if isinstance(target, Mapping) else target)
         b, e = fact.subject_range(receiver)
         scale = noise_scale(spec, sigma=sigmas[receiver], model=model, modality=receiver)
         z = torch.from_numpy(draw_noise(spec, scale, samples, e - b, d, seed))

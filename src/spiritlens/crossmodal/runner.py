@@ -40,8 +40,8 @@ SUMMARY_FIGURES = {"patching": "patching.png", "geometry": "geometry.png", "logi
 
 def analyze_fact(model, fact: CrossModalFact, *, analyses: Sequence[str] = ANALYSES, noise: float | str = "3s",
                  sigma: float | Mapping[str, float] | None = None, samples: int = 10, seed: int = 1,
-                 modes: Sequence[str] = MODES, directions: Sequence[str] = DIRECTIONS, target: int | None = None,
-                 max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> dict[str, ResultFile]:
+                 modes: Sequence[str] = MODES, directions: Sequence[str] = DIRECTIONS,
+                 target: int | Mapping[str, int | None] | None = None, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> dict[str, ResultFile]:
     """The chosen analyses of one fact (``"patching"``, ``"geometry"``, ``"logit_lens"``), sharing
     its clean runs. Patching arguments as :func:`~spiritlens.crossmodal.patching.cross_modal_patching`."""
     analyses = check_choices("analyses", analyses, ANALYSES)
@@ -185,6 +185,7 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
                       "samples": int(config.get("samples", 10)), "seed": int(config.get("seed", 1)),
                       "sigma": {"text": prep["sigma"].get("text"), "speech": prep["sigma"].get("speech")},
                       "target": None, "modes": list(modes), "directions": list(directions)})
+    answers = prep.get("answers") or {}  # the first token of each modality's judged generation
     out = run_dir / "crossmodal"
     if experiment is None:
         experiment = _experiment(prep, run_dir, device, log)
@@ -193,7 +194,9 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
     for kid in tqdm(facts, desc="cross-modal analyses", unit="fact", disable=not progress, dynamic_ncols=True):
         folder = out / "facts" / str(kid)
         # finished results of every analysis go into the summary; only the requested ones are computed
-        done = {a: _load_existing(folder / f"{a}.json", a, settings) for a in ANALYSES}
+        judged = {"text": answers.get("t2t", {}).get(str(kid)), "speech": answers.get("s2t", {}).get(str(kid))}
+        fact_settings = dict(settings, target=judged if any(v is not None for v in judged.values()) else None)
+        done = {a: _load_existing(folder / f"{a}.json", a, fact_settings) for a in ANALYSES}
         missing = [a for a in analyses if done[a] is None]
         try:
             if missing:
@@ -203,7 +206,8 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
                 fact = CrossModalFact.from_speech_prompt(model, speech, prompt=record["prompt"], name=str(kid))
                 fresh = analyze_fact(model, fact, analyses=missing, noise=settings["noise_rule"],
                                      sigma=settings["sigma"], samples=settings["samples"], seed=settings["seed"],
-                                     modes=modes, directions=directions, max_batch_rows=max_batch_rows)
+                                     modes=modes, directions=directions, target=fact_settings["target"],
+                                     max_batch_rows=max_batch_rows)
                 for analysis, result in fresh.items():
                     result.save(folder / f"{analysis}.json")
                     done[analysis] = result
