@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -101,7 +100,7 @@ def test_load_audio_16k_averages_channels_and_resamples():
     assert load_audio_16k(stereo).shape == (22050,)
 
 
-@pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (apt-get install flite)")
+@pytest.mark.skipif(not FliteTTS("awb").available(), reason="libflite not installed (apt-get install flite)")
 @pytest.mark.skipif(importlib.util.find_spec("pocketsphinx") is None, reason="pocketsphinx not installed")
 def test_pocketsphinx_transcribes_a_flite_sentence(tmp_path):
     sentence = "Steve Jobs was the founder of Apple"
