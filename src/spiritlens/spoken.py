@@ -49,8 +49,10 @@ Rules, in order of matching (several cases of each are in ``tests/unit/test_spok
   product (``Final Fantasy III`` Final Fantasy three, ``World War II``, ``OS X``; ``SERIES_WORDS``,
   values 1-99). It is read as letters or a word otherwise: not a canonical numeral (``MIX`` is
   1009, ``CIVIC``, ``ILX``), out of range (``DC``, ``CD``), after a lower-case word (``of I
-  ragazzi``: the Italian article), or ``I`` after a capitalised function word (``Then I``, ``And
-  I``: the pronoun). Both words of "the twelfth" span the numeral.
+  ragazzi``: the Italian article). ``I`` is the pronoun after a capitalised function word
+  (``Then I``, ``All I``) and before a word that may follow the pronoun (``Henry I was``); the
+  numeral only before the end, punctuation, ``of`` or a third-person verb (``Osman I follows``,
+  ``Selim I is``, ``Manuel I of Portugal``). Both words of "the twelfth" span the numeral.
 - **words**: letters with internal apostrophes of any kind (``'`` ``’`` ``‘`` ``ʼ`` ``′`` `````
   ``´`` ``＇`` ``ʹ``; ``Ghana’s`` GHANA'S); accents folded by NFKD, letters that do not decompose
   mapped by hand (``Søren`` SOREN, ``Straße`` STRASSE); the synthesiser gets the word as written
@@ -105,7 +107,8 @@ _FUNCTION_WORDS = frozenset({
     "had", "have", "here", "how", "if", "is", "maybe", "may", "might", "must", "now", "once", "or", "perhaps",
     "shall", "should", "since", "so", "still", "than", "that", "then", "there", "though", "today", "until",
     "was", "were", "what", "when", "where", "which", "while", "who", "why", "will", "would", "yes", "yesterday",
-    "no", "oh", "well", "the", "of", "in", "on", "at", "to", "for", "with", "by", "from", "where", "said",
+    "no", "oh", "well", "the", "of", "in", "on", "at", "to", "for", "with", "by", "from", "said", "all", "any",
+    "each", "every", "some", "both", "either", "neither", "not", "only", "just", "even", "often", "never",
 })
 
 _L = r"[^\W\d_]"
@@ -375,9 +378,22 @@ class _Reader:
             return None
         if previous.lower() in SERIES_WORDS:
             return self._finish(_split(spell_number(str(value), year=False))) if value <= 99 else None
-        if value > 39 or (word == "I" and previous.lower() in _FUNCTION_WORDS):
+        if value > 39 or (word == "I" and not self._numeral_one(m.end(), previous)):
             return None
         return ["the"] + _split(spell_number(str(value), suffix="th"))
+
+    def _numeral_one(self, end: int, previous: str) -> bool:
+        """"I" after a capitalised word is the numeral one unless the word is a function word ("Then I")
+        or the next word could follow the pronoun: only the end, punctuation, "of" or a verb in the
+        third person ("Osman I follows", not "was") may follow the numeral."""
+        if previous.lower() in _FUNCTION_WORDS:
+            return False
+        following = re.match(rf"(\s*)({_RUN})?", self.text[end:end + 40])
+        after = following.group(2)
+        if after is None:
+            return True
+        after = after.lower()
+        return after == "of" or (after.endswith("s") and after != "was")
 
     def _previous_word(self, index: int) -> str | None:
         """The letters word right before ``index`` (only spaces between), else None."""

@@ -123,6 +123,11 @@ TABLE = {
         ("World War II and OS X Yosemite", "WORLD WAR TWO AND OS TEN YOSEMITE",
          ["World", "War", "II", "and", "OS", "X", "Yosemite"]),
         ("Then I said And I", "THEN I SAID AND I", ["Then", "I", "said", "And", "I"]),  # the pronoun
+        ("Henry I was king, All I want", "HENRY I WAS KING ALL I WANT", ["Henry", "I", "was", "king", "All", "I", "want"]),
+        ("Selim I is, Osman I follows, Manuel I of Portugal, Elizabeth I.",
+         "SELIM THE FIRST IS OSMAN THE FIRST FOLLOWS MANUEL THE FIRST OF PORTUGAL ELIZABETH THE FIRST",
+         ["Selim", "I", "I", "is", "Osman", "I", "I", "follows", "Manuel", "I", "I", "of", "Portugal", "Elizabeth",
+          "I", "I"]),
         ("The language of I ragazzi", "THE LANGUAGE OF I RAGAZZI", ["The", "language", "of", "I", "ragazzi"]),
         ("Super Audio CD, DC Comics, MIX FM, Honda CIVIC, Acura ILX",
          "SUPER AUDIO CD DC COMICS MIX FM HONDA CIVIC ACURA ILX",
