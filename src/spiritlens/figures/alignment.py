@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_alignment", "log_mel_spectrogram", "label_rows"]
+__all__ = ["alignment_figure", "plot_alignment", "log_mel_spectrogram", "label_rows"]
 
 MAX_WIDTH_IN = 24.0  # a long clip does not make an unbounded figure
 _WORD_FONT = 8
@@ -65,13 +65,27 @@ def label_rows(centres, widths, gap: float = 0.0) -> list[int]:
 
 def plot_alignment(waveform: np.ndarray, sample_rate: int, emissions, vocab, alignment, path, *,
                    title: str | None = None, reference=None) -> Path:
-    """Write the alignment figure as a PNG to ``path`` and return it.
+    """Write the alignment figure (:func:`alignment_figure`) as a PNG to ``path`` and return it."""
+    import matplotlib.pyplot as plt
+
+    fig = alignment_figure(waveform, sample_rate, emissions, vocab, alignment, title=title, reference=reference)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def alignment_figure(waveform: np.ndarray, sample_rate: int, emissions, vocab, alignment, *,
+                     title: str | None = None, reference=None):
+    """The alignment figure as a matplotlib ``Figure`` (panels in the module docstring).
 
     ``waveform``: 1-D samples at ``sample_rate``; ``emissions``: an ``Emissions`` or CTC log-probs
     [T, V] (numpy or torch), or ``None`` (pocketsphinx); ``vocab``: its labels (ignored when
     ``emissions`` carries them); ``alignment``: an ``Alignment`` (CTC or pocketsphinx);
     ``reference``: the synthesiser's word times (dicts or objects with ``text``, ``start_s``,
-    ``end_s``), or ``None``.
+    ``end_s``), or ``None``. Raises ``ValueError`` if the emissions and the alignment disagree on the
+    number of frames.
     """
     import matplotlib
 
@@ -86,15 +100,16 @@ def plot_alignment(waveform: np.ndarray, sample_rate: int, emissions, vocab, ali
 
     width = float(np.clip(1.6 * duration + 4, 8.0, MAX_WIDTH_IN))
     fig = plt.figure(figsize=(width, 9.0))
-    # word tracks: rows laid out with the text widths measured by the renderer
-    axis_width_in = width * 0.78
-    align_rows = _rows(fig, words, duration, axis_width_in)
-    ref_rows = _rows(fig, reference_words, duration, axis_width_in)
-    n_rows = (max(align_rows, default=-1) + 1) + (max(ref_rows, default=-1) + 1)
+    grid = fig.add_gridspec(3, 2, height_ratios=[3.2, 1.0, 2.2], width_ratios=[60, 1], hspace=0.08, wspace=0.02)
+    top, middle, bottom = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[2, 0])
+    # word tracks: rows from the label widths the renderer measures against the axes' real width
+    axis_width_in = middle.get_position().width * width
+    align_layout = _layout(fig, words, duration, axis_width_in)
+    ref_layout = _layout(fig, reference_words, duration, axis_width_in)
+    n_rows = sum(max((r for r, _ in layout), default=-1) + 1 for layout in (align_layout, ref_layout))
     strip = 0.35 + 0.28 * n_rows
     fig.set_size_inches(width, 6.5 + strip)
-    grid = fig.add_gridspec(3, 2, height_ratios=[3.2, strip, 2.2], width_ratios=[60, 1], hspace=0.08, wspace=0.02)
-    top, middle, bottom = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[2, 0])
+    grid.set_height_ratios([3.2, strip, 2.2])
     for ax in (top, middle):
         ax.sharex(bottom)
         ax.tick_params(labelbottom=False)
@@ -108,7 +123,7 @@ def plot_alignment(waveform: np.ndarray, sample_rate: int, emissions, vocab, ali
     top.set_title(f"{title or 'forced alignment'}\n{method}; {alignment.frame_unit}; "
                   f"confidence {alignment.confidence:.2f}", fontsize=9, loc="left")
 
-    _word_tracks(middle, words, align_rows, reference_words, ref_rows)
+    _word_tracks(middle, words, align_layout, reference_words, ref_layout)
     fig.add_subplot(grid[1, 1]).axis("off")
 
     spec = log_mel_spectrogram(waveform, sample_rate)
@@ -124,19 +139,17 @@ def plot_alignment(waveform: np.ndarray, sample_rate: int, emissions, vocab, ali
     bottom.set_xlabel("time (s)")
     bottom.set_xlim(0, duration)
     fig.colorbar(image, cax=fig.add_subplot(grid[2, 1]), label="dB")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    middle.set_label("word tracks")
+    return fig
 
 
 def _get(item, key):
     return item[key] if isinstance(item, dict) else getattr(item, key)
 
 
-def _rows(fig, words, duration: float, axis_width_in: float) -> list[int]:
-    """Rows for word labels ("WORD" over "0.93"), from the rendered text widths in seconds."""
+def _layout(fig, words, duration: float, axis_width_in: float) -> list[tuple[int, float]]:
+    """``(row, centre in seconds)`` of each word label ("WORD 0.93"): its text width measured by the renderer,
+    centred over the word but kept inside the time axis, rows from :func:`label_rows`."""
     if not words:
         return []
     renderer = fig.canvas.get_renderer()
@@ -144,26 +157,29 @@ def _rows(fig, words, duration: float, axis_width_in: float) -> list[int]:
     widths = []
     for text, _, _, score in words:
         label = fig.text(0, 0, text if not score else f"{text} {score}", fontsize=_WORD_FONT)
-        widths.append(label.get_window_extent(renderer).width / fig.dpi * seconds_per_inch * 1.1)
+        widths.append(label.get_window_extent(renderer).width / fig.dpi * seconds_per_inch * 1.05)
         label.remove()
-    return label_rows([(s + e) / 2 for _, s, e, _ in words], widths, gap=0.01 * duration)
+    centres = [float(np.clip((s + e) / 2, w / 2, duration - w / 2)) if w < duration else duration / 2
+               for (_, s, e, _), w in zip(words, widths)]
+    return list(zip(label_rows(centres, widths, gap=0.01 * duration), centres))
 
 
-def _word_tracks(ax, words, rows, reference, ref_rows) -> None:
+def _word_tracks(ax, words, layout, reference, ref_layout) -> None:
     """Aligned words (and the reference) as spans with labels, one row per level of ``label_rows``."""
-    n_align = max(rows, default=-1) + 1
-    n_ref = max(ref_rows, default=-1) + 1
+    n_align = max((r for r, _ in layout), default=-1) + 1
+    n_ref = max((r for r, _ in ref_layout), default=-1) + 1
     total = max(n_align + n_ref, 1)
-    for (text, start, end, score), row in zip(words, rows):
+    for (text, start, end, score), (row, centre) in zip(words, layout):
         y = total - 1 - row
         ax.add_patch(_span(start, end, y, "tab:cyan"))
-        ax.text((start + end) / 2, y, f"{text} {score}", ha="center", va="center", fontsize=_WORD_FONT)
-    for (text, start, end, _), row in zip(reference, ref_rows):
+        ax.text(centre, y, f"{text} {score}", ha="center", va="center", fontsize=_WORD_FONT)
+    for (text, start, end, _), (row, centre) in zip(reference, ref_layout):
         y = n_ref - 1 - row
         ax.add_patch(_span(start, end, y, "lightgray"))
-        ax.text((start + end) / 2, y, text, ha="center", va="center", fontsize=_WORD_FONT, color="dimgray")
+        ax.text(centre, y, text, ha="center", va="center", fontsize=_WORD_FONT, color="dimgray")
     ax.set_ylim(-0.6, total - 0.4)
-    ticks = [(total - 1 - r, "aligned") for r in range(n_align)][:1] + ([(n_ref - 1, "synthesiser")] if n_ref else [])
+    ticks = [(total - 1, "aligned")] if n_align else []
+    ticks += [(n_ref - 1, "synthesiser")] if n_ref else []
     ax.set_yticks([t for t, _ in ticks], [name for _, name in ticks], fontsize=7)
     ax.tick_params(axis="y", length=0)
     for side in ("top", "right", "left"):
