@@ -76,8 +76,10 @@ def test_bad_audio(aligner):
         aligner.emissions(np.zeros(16000, dtype=np.float32))
     with pytest.raises(ValueError, match="waveform has 399 samples at 16000 Hz; one CTC frame needs 400"):
         aligner.emissions(np.ones(399, dtype=np.float32))
-    with pytest.raises(ValueError, match=r"waveform must be 1-D mono samples, got shape \[2, 16000\]"):
-        aligner.emissions(np.ones((2, 16000), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"expected audio of shape \[N\], \[C, N\] or \[N, C\], got \[2, 2, 8000\]"):
+        aligner.emissions(np.ones((2, 2, 8000), dtype=np.float32))
+    stereo = 0.1 * np.random.default_rng(5).standard_normal((2, 16000)).astype(np.float32)
+    np.testing.assert_array_equal(aligner.emissions(stereo).log_probs, aligner.emissions(stereo.mean(axis=0)).log_probs)
     wav = 0.1 * np.random.default_rng(2).standard_normal(3200).astype(np.float32)  # 9 CTC frames
     with pytest.raises(ValueError, match=r"needs 30 CTC frames .* only 9 frames \(audio is shorter than text\)"):
         aligner.align(wav, "The capital of France is Paris")

@@ -128,26 +128,13 @@ class CTCAligner:
     def emissions(self, waveform, sample_rate: int | None = None) -> Emissions:
         """CTC log-probabilities of a mono waveform -> ``Emissions`` [T, V].
 
-        ``waveform``: 1-D float samples at ``sample_rate`` Hz (default 16 kHz), or a
-        :class:`spiritlens.audio.Waveform` (its own rate). Resampled to the model's rate if it differs.
+        ``waveform``: samples at ``sample_rate`` Hz (default 16 kHz; stereo is averaged), a
+        :class:`spiritlens.audio.Waveform` (its own rate) or an audio file (:func:`aligner_samples`).
+        Resampled to the model's rate if it differs.
         """
         import torch
 
-        wav, rate = _samples(waveform, sample_rate)
-        if wav.ndim != 1:
-            raise ValueError(f"waveform must be 1-D mono samples, got shape {list(wav.shape)}")
-        if not np.isfinite(wav).all():
-            raise ValueError("waveform contains NaN or inf")
-        if rate != self.sample_rate and len(wav):
-            import soxr
-
-            wav = np.asarray(soxr.resample(wav, rate, self.sample_rate), dtype=np.float32)
-        if len(wav) < self.receptive_field_samples:
-            raise ValueError(f"waveform has {len(wav)} samples at {self.sample_rate} Hz; one CTC frame needs "
-                             f"{self.receptive_field_samples}")
-        peak = float(np.abs(wav).max())
-        if peak < 1e-5:
-            raise ValueError(f"waveform is silent (peak amplitude {peak:.2g}); nothing to align")
+        wav = aligner_samples(waveform, sample_rate, self.sample_rate, self.receptive_field_samples, "one CTC frame")
         features = self.feature_extractor(wav, sampling_rate=self.sample_rate, return_tensors="pt").input_values
         param = next(self.model.parameters())
         with torch.no_grad():
@@ -171,18 +158,20 @@ def align_with_emissions(em: Emissions, transcript: str, *, min_confidence: floa
     return replace(alignment, num_samples=em.num_samples, sample_rate=em.sample_rate)
 
 
-def _samples(waveform, sample_rate: int | None) -> tuple[np.ndarray, int]:
-    """``(float32 samples, rate)`` of an array (``sample_rate`` or 16 kHz) or a ``Waveform``."""
-    from ..audio import Waveform
+def aligner_samples(waveform, sample_rate: int | None, rate: int, min_samples: int, unit: str) -> np.ndarray:
+    """Mono float32 samples at an aligner's ``rate``: :func:`spiritlens.audio.load_audio` of ``waveform``
+    (an array or tensor at ``sample_rate``, default 16 kHz, a ``Waveform`` or a path; channels averaged,
+    resampled with soxr), then at least ``min_samples`` (what ``unit`` needs) and not silent, else
+    ``ValueError``."""
+    from ..audio import load_audio
 
-    if isinstance(waveform, Waveform):
-        if sample_rate is not None and sample_rate != waveform.sample_rate:
-            raise ValueError(f"sample_rate={sample_rate} given for a Waveform at {waveform.sample_rate} Hz")
-        return np.asarray(waveform.samples, dtype=np.float32), int(waveform.sample_rate)
-    rate = 16000 if sample_rate is None else sample_rate
-    if not (isinstance(rate, (int, float)) and rate > 0):
-        raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate!r}")
-    return np.asarray(waveform, dtype=np.float32), int(rate)
+    wav = load_audio(waveform, sample_rate, target_sample_rate=rate).samples
+    if len(wav) < min_samples:
+        raise ValueError(f"waveform has {len(wav)} samples at {rate} Hz; {unit} needs {min_samples}")
+    peak = float(np.abs(wav).max())
+    if peak < 1e-5:
+        raise ValueError(f"waveform is silent (peak amplitude {peak:.2g}); nothing to align")
+    return wav
 
 
 def _tokenizer_settings(path: Path) -> dict:

@@ -161,28 +161,16 @@ class PocketsphinxAligner:
 
     def align(self, waveform, transcript: str, *, sample_rate: int | None = None,
               min_confidence: float | None = None) -> Alignment:
-        """Align ``transcript`` to ``waveform`` (1-D float samples at ``sample_rate`` Hz, default 16 kHz, or a
-        :class:`spiritlens.audio.Waveform`); resampled to 16 kHz. Returns an :class:`Alignment` in 10 ms
+        """Align ``transcript`` to ``waveform`` (samples at ``sample_rate`` Hz, default 16 kHz, a
+        :class:`spiritlens.audio.Waveform` or a file; resampled to 16 kHz). Returns an :class:`Alignment` in 10 ms
         frames. Raises ``ValueError`` for an empty/unspeakable transcript or when the search cannot reach
         its end, ``RuntimeError`` if pocketsphinx is not installed. ``min_confidence``: below it the
         alignment warns (``LowAlignmentConfidence``); default ``DEFAULT_MIN_CONFIDENCE``."""
-        from .emissions import _samples
+        from .emissions import aligner_samples
 
         if not self.available():
             raise RuntimeError("pocketsphinx is not installed (pip install 'spiritlens[data]')")
-        wav, rate = _samples(waveform, sample_rate)
-        if wav.ndim != 1:
-            raise ValueError(f"waveform must be 1-D mono samples, got shape {list(wav.shape)}")
-        if not np.isfinite(wav).all():
-            raise ValueError("waveform contains NaN or inf")
-        if rate != SAMPLE_RATE and len(wav):
-            import soxr
-
-            wav = np.asarray(soxr.resample(wav, rate, SAMPLE_RATE), dtype=np.float32)
-        if len(wav) < 400:
-            raise ValueError(f"waveform has {len(wav)} samples at 16000 Hz; pocketsphinx needs at least 400 (25 ms)")
-        if float(np.abs(wav).max()) < 1e-5:
-            raise ValueError("waveform is silent; nothing to align")
+        wav = aligner_samples(waveform, sample_rate, SAMPLE_RATE, 400, "pocketsphinx (25 ms)")
         form = spoken_form(transcript)
         if not form.words:
             raise ValueError(f"transcript {transcript!r} has no words to align")
