@@ -130,3 +130,16 @@ def test_wrong_transcripts_score_low_and_bad_audio_is_an_error(aligner, tmp_path
     with pytest.raises(ValueError, match=r"aligner 'no/such/dir' is neither 'pocketsphinx' nor an existing CTC"):
         get_aligner("no/such/dir")
     assert isinstance(get_aligner("pocketsphinx"), PocketsphinxAligner) and get_aligner(aligner) is aligner
+
+
+def test_repeated_alignments_come_from_the_cache_and_still_warn(tmp_path):
+    aligner = PocketsphinxAligner()
+    synthesis = EspeakTTS().synthesize_spoken(spoken_form(PROMPTS[1]), tmp_path / "a.wav")
+    first = aligner.align(synthesis.path, PROMPTS[1])
+    calls = []
+    aligner._align = lambda *a: calls.append(a)  # any decoding from here on would be recorded
+    again = aligner.align(synthesis.path, PROMPTS[1])
+    assert again == first and calls == []
+    with pytest.warns(LowAlignmentConfidence, match="min_confidence=0.99"):
+        strict = aligner.align(synthesis.path, PROMPTS[1], min_confidence=0.99)
+    assert strict.low_confidence and strict.min_confidence == 0.99 and calls == []

@@ -28,7 +28,8 @@ synthesiser's word times (40 Known prompts): median word-boundary error 10 ms on
 flite slt (``benchmarks/bench_align.py`` for the full numbers).
 
 The alignment fails with ``ValueError`` (naming the transcript) when the search cannot reach the
-end of the transcript (audio too short for its phones).
+end of the transcript (audio too short for its phones). An aligner keeps its last 32 alignments by
+(audio digest, transcript): the experiment aligns each prompt for sigma, tracing and its figure.
 
 Scores (a goodness-of-pronunciation measure): a third pass decodes the same audio with pocketsphinx's
 free phone loop (``allphone``), the best any phone sequence can do. A word's ``score`` is the mean
@@ -43,6 +44,7 @@ transcript at most 0.09, so ``DEFAULT_MIN_CONFIDENCE = 0.05`` (a warning below i
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import unicodedata
@@ -63,6 +65,7 @@ FRAME_SECONDS = 0.01
 # espeak-ng's own word times: unshifted boundaries are 11 ms early (median), shifted 1 ms.
 BOUNDARY_SHIFT = 1
 DEFAULT_MIN_CONFIDENCE = 0.05
+_CACHE_SIZE = 32  # alignments kept: a run aligns each prompt for sigma, tracing and the figure
 SENSCR_SHIFT = 10  # pocketsphinx senone scores are log-likelihoods shifted right by 10 bits (hmm.h)
 # The grammar is one path of words, so pruning is switched off (a full Viterbi search, ~0.3 s per prompt):
 # with pocketsphinx's default beams 16 of 40 espeak-ng Known prompts never reached the last word (measured).
@@ -129,6 +132,7 @@ class PocketsphinxAligner:
         self._lock = threading.Lock()
         self._pronunciations: dict[str, str] = {}
         self._lookup = None  # a decoder kept only to look words up in the CMU dictionary
+        self._cache: dict[tuple[str, str], Alignment] = {}  # recent alignments by (audio digest, transcript)
 
     def available(self) -> bool:
         import importlib.util
@@ -171,6 +175,22 @@ class PocketsphinxAligner:
         if not self.available():
             raise RuntimeError("pocketsphinx is not installed (pip install 'spiritlens[data]')")
         wav = aligner_samples(waveform, sample_rate, SAMPLE_RATE, 400, "pocketsphinx (25 ms)")
+        threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
+        key = (hashlib.sha1(wav.tobytes()).hexdigest(), transcript)
+        alignment = self._cache.get(key)
+        if alignment is None:
+            alignment = self._align(wav, transcript)
+            self._cache[key] = alignment
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+        low = alignment.confidence < threshold
+        if low:
+            warnings.warn(f"pocketsphinx alignment confidence {alignment.confidence:.3f} is below min_confidence="
+                          f"{threshold} (transcript {transcript!r})", LowAlignmentConfidence, stacklevel=2)
+        return replace(alignment, min_confidence=threshold, low_confidence=low)
+
+    def _align(self, wav: np.ndarray, transcript: str) -> Alignment:
+        """The three decoding passes on 16 kHz samples (module docstring); no warning, no cache."""
         form = spoken_form(transcript)
         if not form.words:
             raise ValueError(f"transcript {transcript!r} has no words to align")
@@ -204,8 +224,7 @@ class PocketsphinxAligner:
         free_total = sum(raw for *_, raw in free)
         utterance = min(0.0, (forced_total - free_total) * to_nats / num_frames)
         scores = [min(0.0, (raw - _overlap_score(free, a, b)) * to_nats / max(b - a, 1)) for _, a, b, raw in aligned]
-        threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
-        return self._alignment(transcript, form, aligned, scores, utterance, phones, num_frames, len(wav), threshold)
+        return self._alignment(transcript, form, aligned, scores, utterance, phones, num_frames, len(wav))
 
     def _phone_loop(self, pcm) -> list[tuple[str, int, int, int]]:
         """The free phone loop's segments ``(phone, start, end, raw acoustic score)`` over the utterance."""
@@ -232,8 +251,7 @@ class PocketsphinxAligner:
             return []
         return [(p.name, int(p.start), int(p.start + p.duration)) for p in alignment.phones()]
 
-    def _alignment(self, transcript, form, aligned, scores, utterance, phones, num_frames, num_samples,
-                   min_confidence) -> Alignment:
+    def _alignment(self, transcript, form, aligned, scores, utterance, phones, num_frames, num_samples) -> Alignment:
         spans = []
         for (word, a, b, _), score, spoken in zip(aligned, scores, form.words):
             inside = [(s, e) for name, s, e in phones if a <= s < b and name != "SIL"]
@@ -243,15 +261,11 @@ class PocketsphinxAligner:
             spans.append(WordSpan(spoken.text, a, b, a * FRAME_SECONDS, b * FRAME_SECONDS, score, math.exp(score),
                                   spoken.char_start, spoken.char_end))
         confidence = math.exp(utterance)
-        low = confidence < min_confidence
-        if low:
-            warnings.warn(f"pocketsphinx alignment confidence {confidence:.3f} is below min_confidence="
-                          f"{min_confidence} (transcript {transcript!r})", LowAlignmentConfidence, stacklevel=3)
         labels = tuple(name for name, _, _ in phones)
         label_spans = tuple((min(s + BOUNDARY_SHIFT, num_frames - 1), min(e + BOUNDARY_SHIFT, num_frames))
                             for _, s, e in phones)
         alignment = Alignment(transcript, tuple(spans), labels, label_spans, utterance, confidence,
-                              min_confidence, low, num_frames, FRAME_SECONDS, "pocketsphinx")
+                              DEFAULT_MIN_CONFIDENCE, False, num_frames, FRAME_SECONDS, "pocketsphinx")
         return replace(alignment, num_samples=num_samples, sample_rate=SAMPLE_RATE)
 
 
