@@ -13,14 +13,20 @@ One process-wide engine (the library keeps global state), used under a lock:
   library's ``espeak_TextToPhonemes`` gives them (what the pocketsphinx aligner uses for words its
   dictionary lacks).
 
-espeak-ng's output varies by a few samples (now and then one pause by ~10 ms) between calls in one
-process (measured on 1.51): word times are always taken from the same call as the audio they
-describe. Event layout and constants follow espeak-ng's public header ``speak_lib.h`` (API 1.51).
+espeak-ng keeps state between calls: in one process the same text comes out a few samples (now and
+then one pause ~10 ms) longer or shorter from call to call (measured on 1.51). So each synthesis runs
+in a child forked from the process, whose engine has been initialised but has never spoken: every
+call gives the first call's audio, the same as the ``espeak-ng`` program's (measured: sample for
+sample, before the program's trailing silence), at ~40 ms a call. Where ``os.fork`` is missing the
+call runs in process. Event layout and constants follow espeak-ng's public header ``speak_lib.h``
+(API 1.51).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+import pickle
 import threading
 from dataclasses import dataclass
 
@@ -183,18 +189,46 @@ def synthesize(text: str, *, voice: str = "en-us", rate: int = 175) -> EspeakSpe
     a synthesis error.
     """
     with _ENGINE.lock:
-        lib = _ENGINE.load()
-        _ENGINE.voice(lib, voice)
-        lib.espeak_SetParameter(_RATE, int(rate), 0)
-        _ENGINE._chunks, _ENGINE._events = [], []
-        data = text.encode("utf-8")
-        buffer = ctypes.create_string_buffer(data)
-        status = lib.espeak_Synth(buffer, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-        lib.espeak_Synchronize()
-        if status != 0:
-            raise ValueError(f"espeak-ng: espeak_Synth failed with status {status} for {text!r}")
-        samples = np.concatenate(_ENGINE._chunks) if _ENGINE._chunks else np.zeros(0, np.int16)
-        return EspeakSpeech(samples.astype(np.int16), _ENGINE.sample_rate, tuple(_ENGINE._events), text, voice)
+        _ENGINE.load()
+        if not hasattr(os, "fork"):
+            return _speak(text, voice, rate)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child speaks once and exits
+            os.close(read_end)
+            try:
+                result = _speak(text, voice, rate)
+            except BaseException as error:  # noqa: BLE001 - handed to the parent
+                result = error if isinstance(error, (ValueError, EspeakUnavailable)) else RuntimeError(repr(error))
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(pickle.dumps(result))
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            payload = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    if not payload:
+        raise ValueError(f"espeak-ng: synthesis of {text!r} ended without a result (wait status {status})")
+    result = pickle.loads(payload)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _speak(text: str, voice: str, rate: int) -> EspeakSpeech:
+    """One synthesis in this process (the engine loaded, its lock held)."""
+    lib = _ENGINE.load()
+    _ENGINE.voice(lib, voice)
+    lib.espeak_SetParameter(_RATE, int(rate), 0)
+    _ENGINE._chunks, _ENGINE._events = [], []
+    data = text.encode("utf-8")
+    buffer = ctypes.create_string_buffer(data)
+    status = lib.espeak_Synth(buffer, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+    lib.espeak_Synchronize()
+    if status != 0:
+        raise ValueError(f"espeak-ng: espeak_Synth failed with status {status} for {text!r}")
+    samples = np.concatenate(_ENGINE._chunks) if _ENGINE._chunks else np.zeros(0, np.int16)
+    return EspeakSpeech(samples.astype(np.int16), _ENGINE.sample_rate, tuple(_ENGINE._events), text, voice)
 
 
 def phonemes(text: str, *, voice: str = "en-us") -> list[str]:

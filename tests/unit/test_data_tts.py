@@ -191,3 +191,21 @@ def test_words_espeak_speaks_as_one_are_split_at_their_own_phonemes():
     k_sample = next(sample for _, sample, name in speech.phoneme_events if name == "k" and sample > d_sample)
     assert times[1][1] == times[2][0] == d_sample / 22050  # "in" ends and "the" starts at the D
     assert times[2][1] == times[3][0] == k_sample / 22050
+
+
+def test_espeak_synthesis_is_the_same_every_time_and_as_the_program(tmp_path):
+    # in one process libespeak-ng drifts by a few samples from call to call; each call runs in a fresh fork
+    text = "Anna, Emma, Amelia, Norman, Ella."
+    first = espeak.synthesize(text)
+    espeak.synthesize("something else, faster", rate=300)
+    espeak.phonemes("Kierkegaard")
+    again = espeak.synthesize(text)
+    assert np.array_equal(first.samples, again.samples) and first.phoneme_events == again.phoneme_events
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng"):
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "175", "-w", str(tmp_path / "cli.wav"), text], check=True)
+        cli, rate = sf.read(str(tmp_path / "cli.wav"), dtype="int16")
+        assert rate == 22050 and np.array_equal(cli[:len(first.samples)], first.samples)  # then trailing silence
+        assert not cli[len(first.samples):].any()
