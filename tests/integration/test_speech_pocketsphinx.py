@@ -83,3 +83,19 @@ def test_cli_trace_with_pocketsphinx(tiny_root, synthesis, tmp_path):
     data = json.loads(out.read_text())
     assert data["aligner"] == "pocketsphinx" and data["alignment"]["words"]["words"][2]["text"] == "FIRST"
     assert (tmp_path / "s2t_alignment.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_experiment_takes_pocketsphinx_or_a_ctc_directory(tiny_root, tiny_ctc_dir, tmp_path):
+    from spiritlens.align import CTCAligner, PocketsphinxAligner
+    from spiritlens.experiment import ExperimentConfig
+    from spiritlens.experiment.runner import Experiment
+
+    for aligner, kind in (("pocketsphinx", PocketsphinxAligner), (str(tiny_ctc_dir), CTCAligner)):
+        experiment = Experiment(ExperimentConfig(out=tmp_path / "run", checkpoints=tiny_root, aligner=aligner),
+                                log=lambda message: None)
+        model_dir, _, chosen = experiment._checkpoints()
+        assert chosen == aligner and model_dir.is_dir()
+        assert isinstance(experiment.aligner({"model_dir": str(model_dir), "aligner": chosen}), kind)
+    missing = Experiment(ExperimentConfig(out=tmp_path / "run", checkpoints=tiny_root), log=lambda message: None)
+    with pytest.raises(ValueError, match="S->T needs --aligner: .* or 'pocketsphinx'"):
+        missing._checkpoints()
