@@ -14,11 +14,12 @@ One process-wide engine (the library keeps global state), used under a lock:
   dictionary lacks).
 
 espeak-ng keeps state between calls: in one process the same text comes out a few samples (now and
-then one pause ~10 ms) longer or shorter from call to call (measured on 1.51). So each synthesis runs
-in a child forked from the process, whose engine has been initialised but has never spoken: every
-call gives the first call's audio, the same as the ``espeak-ng`` program's (measured: sample for
-sample, before the program's trailing silence), at ~40 ms a call. Where ``os.fork`` is missing the
-call runs in process. Event layout and constants follow espeak-ng's public header ``speak_lib.h``
+then one pause ~10 ms) longer or shorter from call to call, and after many phoneme look-ups it can
+even come out silent (measured on 1.51). So every use of the engine (speech and phonemes) runs in a
+child forked from the process, whose engine has been initialised but never used: every call gives
+the first call's result, the same audio as the ``espeak-ng`` program's (measured: sample for sample,
+before the program's trailing silence), at ~40 ms a call. Where ``os.fork`` is missing the calls run
+in process. Event layout and constants follow espeak-ng's public header ``speak_lib.h``
 (API 1.51).
 """
 
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EspeakSpeech", "EspeakUnavailable", "LIBRARY", "available", "phoneme_names", "phonemes", "synthesize"]
+__all__ = ["EspeakSpeech", "EspeakUnavailable", "LIBRARY", "available", "phoneme_names", "phonemes", "phonemes_of",
+           "synthesize"]
 
 LIBRARY = "libespeak-ng.so.1"
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -103,7 +105,7 @@ class EspeakSpeech:
         """Share the phonemes of word ``first`` among words ``first..last`` (see :meth:`word_times`)."""
         group = owned[first]
         names = [self.phoneme_events[i][2] for i in group]
-        alone = [phoneme_names(self.text[a:b], voice=self.voice) for a, b in spans[first:last + 1]]
+        alone = phonemes_of([self.text[a:b] for a, b in spans[first:last + 1]], voice=self.voice, ipa=False)
         counts = [max(1, len(p)) for p in alone]
         if [n for p in alone for n in p] != names:  # pronounced differently together: counts from the end
             remaining = len(names)
@@ -188,16 +190,40 @@ def synthesize(text: str, *, voice: str = "en-us", rate: int = 175) -> EspeakSpe
     Raises ``EspeakUnavailable`` when the library is missing and ``ValueError`` for an unknown voice or
     a synthesis error.
     """
+    return _in_child(_speak, text, voice, rate)
+
+
+def phonemes(text: str, *, voice: str = "en-us") -> list[str]:
+    """IPA phonemes espeak-ng says for ``text`` (stress marks attached), e.g. ``"Muawiyah"`` ->
+    ``["m", "j", "ˈuː", "ɐ", "w", "ˌɪ", "j", "ə"]``: one call per word gives a word's pronunciation."""
+    return phonemes_of([text], voice=voice)[0]
+
+
+def phonemes_of(texts: list[str], *, voice: str = "en-us", ipa: bool = True) -> list[list[str]]:
+    """:func:`phonemes` (``ipa=False``: :func:`phoneme_names`) of each text, in one call of the engine."""
+    return _in_child(_texts_to_phonemes, list(texts), voice, _PHONEMES_IPA if ipa else 0)
+
+
+def phoneme_names(text: str, *, voice: str = "en-us") -> list[str]:
+    """espeak-ng's phoneme mnemonics for ``text``, stress marks removed: the names its phoneme events
+    carry (``"in the"`` -> ``["I", "n", "D", "@2"]``)."""
+    return phonemes_of([text], voice=voice, ipa=False)[0]
+
+
+def _in_child(function, *args):
+    """``function(*args)`` on the engine in a child forked from this process, whose engine has been
+    initialised and never used: every call starts from the same state (module docstring). Where
+    ``os.fork`` is missing it runs here. Errors are raised here; a child that dies is a ``ValueError``."""
     with _ENGINE.lock:
         _ENGINE.load()
         if not hasattr(os, "fork"):
-            return _speak(text, voice, rate)
+            return function(*args)
         read_end, write_end = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child speaks once and exits
+        if pid == 0:  # the child works once and exits
             os.close(read_end)
             try:
-                result = _speak(text, voice, rate)
+                result = function(*args)
             except BaseException as error:  # noqa: BLE001 - handed to the parent
                 result = error if isinstance(error, (ValueError, EspeakUnavailable)) else RuntimeError(repr(error))
             with os.fdopen(write_end, "wb") as pipe:
@@ -208,7 +234,7 @@ def synthesize(text: str, *, voice: str = "en-us", rate: int = 175) -> EspeakSpe
             payload = pipe.read()
         _, status = os.waitpid(pid, 0)
     if not payload:
-        raise ValueError(f"espeak-ng: synthesis of {text!r} ended without a result (wait status {status})")
+        raise ValueError(f"espeak-ng: {function.__name__} of {args[0]!r} ended without a result (wait status {status})")
     result = pickle.loads(payload)
     if isinstance(result, BaseException):
         raise result
@@ -216,7 +242,7 @@ def synthesize(text: str, *, voice: str = "en-us", rate: int = 175) -> EspeakSpe
 
 
 def _speak(text: str, voice: str, rate: int) -> EspeakSpeech:
-    """One synthesis in this process (the engine loaded, its lock held)."""
+    """One synthesis on this process's engine."""
     lib = _ENGINE.load()
     _ENGINE.voice(lib, voice)
     lib.espeak_SetParameter(_RATE, int(rate), 0)
@@ -231,25 +257,16 @@ def _speak(text: str, voice: str, rate: int) -> EspeakSpeech:
     return EspeakSpeech(samples.astype(np.int16), _ENGINE.sample_rate, tuple(_ENGINE._events), text, voice)
 
 
-def phonemes(text: str, *, voice: str = "en-us") -> list[str]:
-    """IPA phonemes espeak-ng says for ``text`` (stress marks attached), e.g. ``"Muawiyah"`` ->
-    ``["m", "j", "ˈuː", "ɐ", "w", "ˌɪ", "j", "ə"]``: one call per word gives a word's pronunciation."""
-    return _text_to_phonemes(text, voice, _PHONEMES_IPA)
-
-
-def phoneme_names(text: str, *, voice: str = "en-us") -> list[str]:
-    """espeak-ng's phoneme mnemonics for ``text``, stress marks removed: the names its phoneme events
-    carry (``"in the"`` -> ``["I", "n", "D", "@2"]``)."""
-    return [name.lstrip("',%=") for name in _text_to_phonemes(text, voice, 0) if name.lstrip("',%=")]
-
-
-def _text_to_phonemes(text: str, voice: str, mode: int) -> list[str]:
-    with _ENGINE.lock:
-        lib = _ENGINE.load()
-        _ENGINE.voice(lib, voice)
+def _texts_to_phonemes(texts: list[str], voice: str, mode: int) -> list[list[str]]:
+    """Phonemes of each text on this process's engine (IPA or mnemonics per ``mode``), stress kept for IPA."""
+    lib = _ENGINE.load()
+    _ENGINE.voice(lib, voice)
+    out = []
+    for text in texts:
         pointer = ctypes.c_char_p(text.encode("utf-8"))
-        out: list[str] = []
+        names: list[str] = []
         while pointer.value:  # one clause per call; phonemes separated by "_" (bits 8-23), words by spaces
             result = lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode | (ord("_") << 8))
-            out += [name for word in (result or b"").decode("utf-8").split() for name in word.split("_") if name]
+            names += [name for word in (result or b"").decode("utf-8").split() for name in word.split("_") if name]
+        out.append(names if mode else [n.lstrip("',%=") for n in names if n.lstrip("',%=")])
     return out

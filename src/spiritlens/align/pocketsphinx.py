@@ -130,7 +130,7 @@ class PocketsphinxAligner:
     def __init__(self, voice: str = "en-us"):
         self.voice = voice
         self._lock = threading.Lock()
-        self._pronunciations: dict[str, str] = {}
+        self._pronunciations: dict[tuple[str, str], str] = {}
         self._lookup = None  # a decoder kept only to look words up in the CMU dictionary
         self._cache: dict[tuple[str, str], Alignment] = {}  # recent alignments by (audio digest, transcript)
 
@@ -142,21 +142,30 @@ class PocketsphinxAligner:
     def pronunciation(self, word: str, spoken: str | None = None) -> tuple[str, str]:
         """``(phones, source)`` for a dictionary word (lower case): the CMU dictionary's first pronunciation,
         else espeak-ng's for ``spoken`` (the word as the synthesiser read it; default ``word``)."""
+        return self.pronunciations([(word, spoken or word)])[0]
+
+    def pronunciations(self, words) -> list[tuple[str, str]]:
+        """:meth:`pronunciation` of each ``(word, spoken)`` pair, with one espeak-ng call for all the words
+        the CMU dictionary lacks."""
+        words = list(words)
         with self._lock:
             if self._lookup is None:
                 self._lookup = self._decoder()
-            phones = self._lookup.lookup_word(word)
-        if phones is not None:
-            return phones, "cmudict"
-        return self._espeak_pronunciation(word, spoken or word), "espeak-ng"
+            found = [self._lookup.lookup_word(word) for word, _ in words]
+        missing = [(w, s) for (w, s), phones in zip(words, found) if phones is None]
+        espeak_phones = self._espeak_pronunciations(missing)
+        return [(phones, "cmudict") if phones is not None else (espeak_phones[(w, s)], "espeak-ng")
+                for (w, s), phones in zip(words, found)]
 
-    def _espeak_pronunciation(self, word: str, spoken: str) -> str:
-        key = f"{word}\t{spoken}"
-        if key not in self._pronunciations:
+    def _espeak_pronunciations(self, pairs) -> dict[tuple[str, str], str]:
+        """ARPAbet phones of ``(word, spoken)`` pairs from espeak-ng's IPA for ``spoken`` (cached)."""
+        todo = list(dict.fromkeys(pair for pair in pairs if pair not in self._pronunciations))
+        if todo:
             from .. import espeak
 
-            self._pronunciations[key] = ipa_to_arpabet(espeak.phonemes(spoken, voice=self.voice), spoken)
-        return self._pronunciations[key]
+            for (word, spoken), ipa in zip(todo, espeak.phonemes_of([s for _, s in todo], voice=self.voice)):
+                self._pronunciations[(word, spoken)] = ipa_to_arpabet(ipa, spoken)
+        return {pair: self._pronunciations[pair] for pair in pairs}
 
     def _decoder(self):
         from pocketsphinx import Decoder
@@ -198,10 +207,12 @@ class PocketsphinxAligner:
         pcm = (np.clip(wav, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         with self._lock:
             decoder = self._decoder()
+            missing = list(dict.fromkeys((word, form.tts_word(i)) for i, word in enumerate(words)
+                                         if decoder.lookup_word(word) is None))
             added = set()
-            for i, word in enumerate(words):
-                if decoder.lookup_word(word) is None and word not in added:
-                    decoder.add_word(word, self._espeak_pronunciation(word, form.tts_word(i)), False)
+            for (word, _), phones in self._espeak_pronunciations(missing).items():
+                if word not in added:  # one pronunciation per dictionary word: the first spelling's
+                    decoder.add_word(word, phones, False)
                     added.add(word)
             fsg = decoder.create_fsg("spiritlens_align", 0, len(words),
                                      [(i, i + 1, 1.0, word) for i, word in enumerate(words)])
