@@ -116,7 +116,8 @@ class Alignment(Sequence):
     phone) and ``label_spans[j]`` its frames ``[start, end)``; ``label_ids`` are the CTC vocabulary
     ids of the labels (``None`` for pocketsphinx). ``num_frames`` frames of ``frame_seconds`` each,
     named by ``frame_unit``; ``num_samples`` and ``sample_rate`` describe the waveform the aligner saw
-    (set when the alignment was made from one).
+    (set when the alignment was made from one); ``coverage`` (pocketsphinx only) is the share of the
+    audio's speech frames inside aligned words.
     """
 
     transcript: str
@@ -133,6 +134,7 @@ class Alignment(Sequence):
     num_samples: int | None = None
     sample_rate: int | None = None
     label_ids: tuple[int, ...] | None = None
+    coverage: float | None = None
 
     @property
     def frame_unit(self) -> str:

@@ -37,9 +37,14 @@ per-frame acoustic log-likelihood ratio, in nats, of the forced path against the
 word's frames (the loop's segments prorated by overlap), capped at 0, and ``confidence = exp(score)``;
 the utterance ``score`` is the same ratio over the whole utterance. Acoustic scores are read from
 pocketsphinx's segments (log base ``logbase``, senone scores shifted right by ``SENSCR_SHIFT`` = 10 bits,
-pocketsphinx ``hmm.h``). Measured on 25 Known prompts each: right transcripts score 0.07-0.44 on
-espeak-ng audio (a voice far from the model's training speech) and 0.38-1.0 on flite, another prompt's
-transcript at most 0.09, so ``DEFAULT_MIN_CONFIDENCE = 0.05`` (a warning below it), not the CTC path's 0.5.
+pocketsphinx ``hmm.h``). ``Alignment.coverage`` is the share of the speech frames of the phone loop
+(not ``SIL`` or a filler) that lie inside aligned words. Measured on 25 Known prompts each (another
+prompt's transcript as the wrong one): right transcripts score 0.08-0.38 on espeak-ng audio (a voice
+far from the model's training speech) and 0.38-1.0 on flite, wrong ones up to 0.23 and 0.01; right
+transcripts cover at least 98% (espeak-ng) and 96% (flite) of the speech, wrong ones on espeak-ng at
+most 69%. So an alignment warns (``LowAlignmentConfidence``) when its confidence is under
+``DEFAULT_MIN_CONFIDENCE = 0.05`` (not the CTC path's 0.5) or its coverage under ``MIN_COVERAGE = 0.9``:
+on those prompts no right transcript warned and every wrong one did (or could not be aligned).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ FRAME_SECONDS = 0.01
 # espeak-ng's own word times: unshifted boundaries are 11 ms early (median), shifted 1 ms.
 BOUNDARY_SHIFT = 1
 DEFAULT_MIN_CONFIDENCE = 0.05
+MIN_COVERAGE = 0.9  # share of the phone loop's speech frames that the aligned words must cover
 _CACHE_SIZE = 32  # alignments kept: a run aligns each prompt for sigma, tracing and the figure
 SENSCR_SHIFT = 10  # pocketsphinx senone scores are log-likelihoods shifted right by 10 bits (hmm.h)
 # The grammar is one path of words, so pruning is switched off (a full Viterbi search, ~0.3 s per prompt):
@@ -177,8 +183,9 @@ class PocketsphinxAligner:
         """Align ``transcript`` to ``waveform`` (samples at ``sample_rate`` Hz, default 16 kHz, a
         :class:`spiritlens.audio.Waveform` or a file; resampled to 16 kHz). Returns an :class:`Alignment` in 10 ms
         frames. Raises ``ValueError`` for an empty/unspeakable transcript or when the search cannot reach
-        its end, ``RuntimeError`` if pocketsphinx is not installed. ``min_confidence``: below it the
-        alignment warns (``LowAlignmentConfidence``); default ``DEFAULT_MIN_CONFIDENCE``."""
+        its end, ``RuntimeError`` if pocketsphinx is not installed. ``min_confidence``: below it (or with
+        a coverage under ``MIN_COVERAGE``) the alignment warns (``LowAlignmentConfidence``); default
+        ``DEFAULT_MIN_CONFIDENCE``."""
         from .emissions import aligner_samples
 
         if not self.available():
@@ -192,11 +199,16 @@ class PocketsphinxAligner:
             self._cache[key] = alignment
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.pop(next(iter(self._cache)))
-        low = alignment.confidence < threshold
-        if low:
-            warnings.warn(f"pocketsphinx alignment confidence {alignment.confidence:.3f} is below min_confidence="
-                          f"{threshold} (transcript {transcript!r})", LowAlignmentConfidence, stacklevel=2)
-        return replace(alignment, min_confidence=threshold, low_confidence=low)
+        reasons = []
+        if alignment.confidence < threshold:
+            reasons.append(f"confidence {alignment.confidence:.3f} is below min_confidence={threshold}")
+        if alignment.coverage < MIN_COVERAGE:
+            reasons.append(f"its words cover {alignment.coverage:.0%} of the speech (under {MIN_COVERAGE:.0%}: "
+                           "words missing from the transcript?)")
+        if reasons:
+            warnings.warn(f"pocketsphinx alignment {'; '.join(reasons)} (transcript {transcript!r})",
+                          LowAlignmentConfidence, stacklevel=2)
+        return replace(alignment, min_confidence=threshold, low_confidence=bool(reasons))
 
     def _align(self, wav: np.ndarray, transcript: str) -> Alignment:
         """The three decoding passes on 16 kHz samples (module docstring); no warning, no cache."""
@@ -235,7 +247,11 @@ class PocketsphinxAligner:
         free_total = sum(raw for *_, raw in free)
         utterance = min(0.0, (forced_total - free_total) * to_nats / num_frames)
         scores = [min(0.0, (raw - _overlap_score(free, a, b)) * to_nats / max(b - a, 1)) for _, a, b, raw in aligned]
-        return self._alignment(transcript, form, aligned, scores, utterance, phones, num_frames, len(wav))
+        speech = [(a, b) for name, a, b, _ in free if _is_speech(name)]
+        inside = sum(max(0, min(b, e) - max(a, s)) for a, b in speech for _, s, e, _ in aligned)
+        coverage = inside / max(sum(b - a for a, b in speech), 1)
+        return replace(self._alignment(transcript, form, aligned, scores, utterance, phones, num_frames, len(wav)),
+                       coverage=round(coverage, 4))
 
     def _phone_loop(self, pcm) -> list[tuple[str, int, int, int]]:
         """The free phone loop's segments ``(phone, start, end, raw acoustic score)`` over the utterance."""
@@ -301,6 +317,11 @@ def _overlap_score(segments, a: int, b: int) -> float:
 def _base(word: str) -> str:
     """A dictionary word without its alternate-pronunciation suffix ("was(2)" -> "was")."""
     return word.split("(")[0] if word.endswith(")") else word
+
+
+def _is_speech(phone: str) -> bool:
+    """A phone of the free loop that is speech, not silence or a filler (``SIL``, ``+NSN+``, ``+SPN+``)."""
+    return phone != "SIL" and not phone.startswith("+")
 
 
 def _is_word(word: str) -> bool:
