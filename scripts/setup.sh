@@ -3,13 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v espeak-ng >/dev/null 2>&1; then
+if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v flite >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "setup: installing espeak-ng (offline TTS) with apt-get"
+        echo "setup: installing espeak-ng and flite (offline TTS with word times) with apt-get"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng flite >/dev/null
     else
-        echo "setup: espeak-ng not found; install it (e.g. 'sudo apt-get install espeak-ng') for speech synthesis" >&2
+        echo "setup: espeak-ng or flite not found; install them (e.g. 'sudo apt-get install espeak-ng flite')" \
+             "for speech synthesis" >&2
     fi
 fi
 

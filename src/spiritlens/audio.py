@@ -7,7 +7,9 @@ from SpiritLM's in the last bits).
 
 Arrays and tensors carry no sample rate: ``sample_rate=None`` means 16 kHz (DESIGN.md: "a 1-D
 waveform, 16 kHz unless a sample rate is given"). Integer arrays are PCM and are scaled to [-1, 1)
-by their type's range, as soundfile does for files.
+as soundfile reads the same samples from a file: a signed ``b``-bit sample ``x`` gives
+``x / 2**(b-1)``; an unsigned one is centred first, ``(x - 2**(b-1)) / 2**(b-1)`` (8-bit WAV audio is
+unsigned: 128 is silence). Float arrays (float16/32/64, bfloat16 tensors) are taken as they are.
 """
 
 from __future__ import annotations
@@ -117,9 +119,14 @@ def _to_numpy(array) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise ValueError(f"audio source of type {type(array).__name__} is not supported; pass a path, "
                          "a numpy array or a torch tensor")
+    if array.dtype == np.bool_:
+        raise ValueError("audio array of dtype bool is not supported; use float or integer PCM")
     if np.issubdtype(array.dtype, np.integer):
-        scale = float(2 ** (8 * array.dtype.itemsize - 1))
-        return array.astype(np.float32) / scale
+        half = 2 ** (8 * array.dtype.itemsize - 1)
+        centred = array.astype(np.float64)
+        if np.issubdtype(array.dtype, np.unsignedinteger):
+            centred -= half  # unsigned PCM: the midpoint is silence
+        return (centred / half).astype(np.float32)
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"audio array of dtype {array.dtype} is not supported; use float or integer PCM")
     return array

@@ -1,8 +1,7 @@
-"""How numbers and non-ASCII letters are read aloud: one rule for both text normalisers.
+"""How numbers and non-ASCII letters are read aloud (num2words spellings, accent folding).
 
-Used by the CTC transcript normaliser (``spiritlens.align.normalize``: upper case, character
-spans) and the WER/judging normaliser (``spiritlens.data.normalize``: lower case, words), so a
-number is spelled the same way in the alignment and in the WER check.
+Used by :mod:`spiritlens.spoken`, the one spoken form behind the synthesiser's text, the aligners'
+transcript and the WER/judging normaliser, so a number is spelled the same way everywhere.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 From audio and its transcript:
 
 1. the audio becomes SpiritLM's deduplicated ``[Hu…]`` tokens, each with its 25 Hz frame span;
-2. a character CTC model aligns the normalised transcript (ctc-segmentation): CTC frames per
-   spoken word;
-3. the transcript's own LM text tokens (SpiritLM's tokenizer) get the CTC frames of the words they
-   overlap, and those frames are mapped to speech-token positions: ``exact`` by each token's frame
-   span (default), or ``paper`` by formulas (1)-(2) with a uniform 25 Hz token rate;
+2. a forced aligner aligns the spoken form of the transcript: the paper's path, a character CTC
+   model with ctc-segmentation (CTC frames per spoken word), or pocketsphinx's US-English model
+   (10 ms frames per spoken word); ``Alignment.frame_unit`` names the frames;
+3. the transcript's own LM text tokens (SpiritLM's tokenizer) get the aligner frames of the words
+   they overlap, and those frames are mapped to speech-token positions: ``exact`` by each token's
+   frame span (default; aligner frames become 25 Hz frames by the ratio of frame durations), or
+   ``paper`` by formulas (1)-(2) with a uniform 25 Hz token rate;
 4. the prompt is ``<s>[Speech][Hu…]…[Text]``; its rows for tracing are groups of positions: BOS,
    ``[Speech]``, the speech tokens of each LM text token (a token straddling two words counts for
    both), runs of speech tokens in silence (reported, and in no category), and the final ``[Text]``
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,11 @@ from .align import (
     Alignment,
     CTCAligner,
     Emissions,
+    PocketsphinxAligner,
     SpeechTokenMap,
     TokenFrameMap,
-    align_emissions,
+    align_with_emissions,
+    get_aligner,
     map_frames_to_speech_tokens,
     map_words_to_text_tokens,
 )
@@ -44,14 +48,16 @@ class SpeechPrompt:
 
     ``text_tokens[i]``: the i-th LM text token of the transcript and its characters ``[start, end)``;
     ``speech_map.items[i]``: its speech-token indices ``[token_start, token_end)`` (None: none);
-    ``speech_offset``: the position of the first speech token in ``input_ids``.
+    ``speech_offset``: the position of the first speech token in ``input_ids``; ``emissions``: the
+    CTC emissions (``None`` for pocketsphinx); ``reference_words``: where the synthesiser put each
+    word (ground truth, :class:`spiritlens.data.WordTime` dicts) when known, drawn in the figure.
     """
 
     waveform: Waveform
     transcript: str
     subject: str
     units: Any  # spiritlens.units.SpeechUnits
-    emissions: Emissions
+    emissions: Emissions | None
     alignment: Alignment
     text_tokens: list[tuple[str, tuple[int, int]]]
     token_frames: TokenFrameMap
@@ -61,14 +67,18 @@ class SpeechPrompt:
     speech_offset: int
     mapping: str = "exact"
     warnings: list[str] = field(default_factory=list)
+    reference_words: list[dict] | None = None
 
     @classmethod
     def from_audio(cls, model, audio: Any, *, transcript: str, subject: str,
-                   aligner: CTCAligner | str | os.PathLike, mapping: str = "exact",
+                   aligner: CTCAligner | PocketsphinxAligner | str | os.PathLike, mapping: str = "exact",
                    occurrence: str = "unique", sample_rate: int | None = None,
-                   min_confidence: float | None = None) -> "SpeechPrompt":
-        """Tokenise, align and map a spoken prompt. ``aligner``: a :class:`CTCAligner` or a CTC
-        model directory. Low alignment confidence is a warning, recorded in :attr:`warnings`."""
+                   min_confidence: float | None = None, reference_words=None) -> "SpeechPrompt":
+        """Tokenise, align and map a spoken prompt. ``aligner``: a :class:`CTCAligner` or
+        :class:`PocketsphinxAligner`, a CTC model directory, or ``"pocketsphinx"``
+        (:func:`spiritlens.align.get_aligner`). ``reference_words``: the synthesiser's word times, if
+        known (``WordTime`` objects or dicts), kept for the figure. Low alignment confidence is a
+        warning, recorded in :attr:`warnings`."""
         if not transcript or not transcript.strip():
             raise ValueError("transcript is empty")
         if mapping not in ("exact", "paper"):
@@ -76,15 +86,15 @@ class SpeechPrompt:
         subject_chars = find_span(transcript, subject, occurrence=occurrence, where=f"the transcript {transcript!r}")
         wave = load_audio(audio, sample_rate)
         units = model.speech_tokenizer.encode(wave)
-        if not isinstance(aligner, CTCAligner):
-            aligner = CTCAligner.from_pretrained(aligner)
-        emissions = aligner.emissions(wave.samples)
+        aligner = get_aligner(aligner)
         kwargs = {} if min_confidence is None else {"min_confidence": min_confidence}
+        emissions = aligner.emissions(wave) if isinstance(aligner, CTCAligner) else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            alignment = align_emissions(emissions.log_probs, emissions.vocab, transcript,
-                                        emissions.frame_seconds, blank=emissions.blank, **kwargs)
-        alignment = replace(alignment, num_samples=emissions.num_samples)
+            if emissions is not None:
+                alignment = align_with_emissions(emissions, transcript, **kwargs)
+            else:
+                alignment = aligner.align(wave, transcript, **kwargs)
         notes = [str(w.message) for w in caught]
         for caught_warning in caught:  # re-issued with its own category, at the caller
             warnings.warn(caught_warning.message, stacklevel=2)
@@ -94,17 +104,19 @@ class SpeechPrompt:
                        for p in text_map.positions if p.kind == "text"]
         token_frames = map_words_to_text_tokens(alignment.words, [span for _, span in text_tokens])
         speech_map = map_frames_to_speech_tokens(
-            token_frames.ctc_spans, units.spans, mode=mapping, ctc_frame_seconds=emissions.frame_seconds,
-            unit_frame_seconds=units.frame_seconds, num_samples=emissions.num_samples,
-            num_ctc_frames=emissions.num_frames, sample_rate=wave.sample_rate,
+            token_frames.ctc_spans, units.spans, mode=mapping, ctc_frame_seconds=alignment.frame_seconds,
+            unit_frame_seconds=units.frame_seconds, num_samples=alignment.num_samples,
+            num_ctc_frames=alignment.num_frames, sample_rate=alignment.sample_rate,
         )
         a, b = subject_chars
         subject_tokens = [i for i, (_, (s, e)) in enumerate(text_tokens) if s < b and e > a]
         speech_map.range_of(subject_tokens)  # error if the subject got no speech token
         ids, token_map = model.encode([("speech", units)])
         offset = next(p.position for p in token_map.positions if p.kind == "speech")
+        reference = None if reference_words is None else [
+            w if w is None or isinstance(w, dict) else w.to_dict() for w in reference_words]
         return cls(wave, transcript, subject, units, emissions, alignment, text_tokens, token_frames,
-                   speech_map, subject_tokens, ids[0].tolist(), offset, mapping, notes)
+                   speech_map, subject_tokens, ids[0].tolist(), offset, mapping, notes, reference)
 
     @property
     def confidence(self) -> float:
@@ -149,7 +161,8 @@ class SpeechPrompt:
             list(self.input_ids), display_tokens(model, self.input_ids), self.subject_range,
             modality="speech", prompt=self.transcript, subject=self.subject, groups=rows,
             group_subject_rows=subject_rows, group_ignored_rows=ignored,
-            extra={"mapping": self.mapping, "alignment_confidence": self.confidence,
+            extra={"mapping": self.mapping, "aligner": self.alignment.method,
+                   "alignment_frame_unit": self.alignment.frame_unit, "alignment_confidence": self.confidence,
                    "unmapped_text_tokens": [self.text_tokens[i][0] for i in self.speech_map.unmapped],
                    "silence_tokens": [self.speech_offset + k for k in self.speech_map.silence_tokens],
                    "alignment_warnings": list(self.warnings)},
@@ -165,14 +178,18 @@ class SpeechPrompt:
                 "speech_positions": None if item.token_start is None else
                 [self.speech_offset + item.token_start, self.speech_offset + item.token_end],
             })
-        return {"mapping": self.mapping, "confidence": self.confidence, "words": self.alignment.to_dict(),
+        return {"mapping": self.mapping, "aligner": self.alignment.method, "frame_unit": self.alignment.frame_unit,
+                "confidence": self.confidence, "words": self.alignment.to_dict(),
                 "text_tokens": tokens, "subject_range": list(self.subject_range),
-                "units": self.units.to_json(), "warnings": list(self.warnings)}
+                "units": self.units.to_json(), "warnings": list(self.warnings),
+                "reference_words": self.reference_words}
 
     def plot_alignment(self, path: str | os.PathLike) -> Path:
-        """Figure 3 of the paper (trellis with path and word scores; mel spectrogram) as a PNG."""
+        """Figure 3 of the paper (CTC trellis with the path, or pocketsphinx's phones; mel spectrogram with
+        the aligned words and, when known, the synthesiser's own word times) as a PNG."""
         from .figures.alignment import plot_alignment
 
         return plot_alignment(self.waveform.samples, self.waveform.sample_rate, self.emissions,
-                              self.emissions.vocab, self.alignment, path,
-                              title=f"{self.transcript!r} (subject {self.subject!r})")
+                              None if self.emissions is None else self.emissions.vocab, self.alignment, path,
+                              title=f"{self.transcript!r} (subject {self.subject!r})",
+                              reference=self.reference_words)

@@ -59,6 +59,13 @@ def test_embedded_default_pipeline_writes_report_and_figures(known_path, tmp_pat
     assert any(n.startswith("alignment_") for n in figures) and any(n.startswith("heatmap_s2t_") for n in figures)
     assert any(n.endswith(".html") for n in figures)
     assert len(_results(out)) == 2 * 2 * 2
+    # the embedded default aligns with pocketsphinx's real model and records the synthesiser's word times
+    prep = json.loads((out / "prepare.json").read_text())
+    assert prep["aligner"] == "pocketsphinx" and not (out / "aligner").exists()
+    assert sorted(prep["reference_words"]) == sorted(prep["audio"])
+    assert all(w["start_s"] < w["end_s"] for words in prep["reference_words"].values() for w in words)
+    s2t = [r for name, r in _results(out).items() if name.startswith("s2t/")]
+    assert {(r["aligner"], r["alignment_frame_unit"]) for r in s2t} == {("pocketsphinx", "pocketsphinx frame (10 ms)")}
     links = re.findall(r"\]\(([^)]+)\)", report)
     assert len(links) > 10
     for link in links:

@@ -135,3 +135,48 @@ def test_bad_sample_rate(rate):
     with pytest.raises(ValueError) as error:
         load_audio(tone(100), sample_rate=rate)
     assert one_line(error) == f"<numpy array of shape [100]>: sample rate must be positive, got {rate!r}"
+
+
+def _raw_reference(array: np.ndarray, subtype: str) -> np.ndarray:
+    """soundfile's own reading of the same samples as a headerless file (the reference)."""
+    import io
+
+    return soundfile.read(io.BytesIO(array.tobytes()), format="RAW", subtype=subtype, samplerate=16_000, channels=1,
+                          endian="LITTLE", dtype="float64")[0]
+
+
+@pytest.mark.parametrize("dtype,subtype", [(np.uint8, "PCM_U8"), (np.int8, "PCM_S8"), ("<i2", "PCM_16"),
+                                           ("<i4", "PCM_32"), ("<f4", "FLOAT"), ("<f8", "DOUBLE")])
+def test_every_pcm_dtype_reads_as_soundfile_reads_it(dtype, subtype):
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if np.issubdtype(np.dtype(dtype), np.integer) else None
+    if info is not None:
+        samples = rng.integers(info.min, info.max, 4000, endpoint=True).astype(dtype)
+        samples[:3] = [info.min, info.max, (info.min + info.max + 1) // 2]  # extremes and silence
+    else:
+        samples = rng.uniform(-1, 1, 4000).astype(dtype)
+    ours = load_audio(samples).samples
+    reference = _raw_reference(samples, subtype)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-7)
+    if info is not None:
+        assert ours[2] == 0.0  # the integer midpoint is silence
+
+
+def test_uint8_is_centred_not_only_scaled():
+    # 8-bit audio is unsigned: used to come back in [0.43, 1.58] with mean 1.0
+    tone8 = np.round(128 + 127 * np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000) * 0.45).astype(np.uint8)
+    wave = load_audio(tone8).samples
+    assert abs(float(wave.mean())) < 1e-3 and -0.46 < wave.min() < -0.44 and 0.44 < wave.max() < 0.46
+    assert np.array_equal(load_audio(torch.from_numpy(tone8)).samples, wave)
+
+
+def test_wider_unsigned_float16_and_bool():
+    u16 = np.array([0, 32_768, 65_535], dtype=np.uint16)
+    assert load_audio(u16).samples.tolist() == [-1.0, 0.0, pytest.approx(32_767 / 32_768)]
+    u32 = np.array([0, 2 ** 31], dtype=np.uint32)
+    assert load_audio(u32).samples.tolist() == [-1.0, 0.0]
+    half = np.array([0.25, -0.5, 1.0], dtype=np.float16)
+    assert load_audio(half).samples.tolist() == [0.25, -0.5, 1.0]
+    assert load_audio(torch.tensor([0.25, -0.5], dtype=torch.bfloat16)).samples.tolist() == [0.25, -0.5]
+    with pytest.raises(ValueError, match="dtype bool is not supported"):
+        load_audio(np.ones(100, dtype=bool))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -32,7 +31,9 @@ from spiritlens.data import (
         ("Nineteen ninety-nine!", "nineteen ninety nine"),
         ("In the 1980s, the 2nd U.S. census", "in the nineteen eighties the second us census"),
         ("3,000 people & 50% of Kyōto's Søren", "three thousand people and fifty percent of kyoto's soren"),
-        ("Amazon.com, Inc. and X11.app", "amazon com inc and x eleven app"),
+        ("Amazon.com, Inc. and X11.app", "amazon dot com incorporated and x eleven dot app"),
+        ("$5.50, Pius XII, the '90s & #1", "five dollars and fifty cents pius the twelfth the nineties and number one"),
+        ("U.S.A. and u. s. and US", "usa and u s and us"),
         ("775 km, 3.5 m, 2005", "seven hundred and seventy five km three point five m two thousand and five"),
         ("  'Rome'  --  ", "rome"),
     ],
@@ -99,7 +100,7 @@ def test_load_audio_16k_averages_channels_and_resamples():
     assert load_audio_16k(stereo).shape == (22050,)
 
 
-@pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (apt-get install flite)")
+@pytest.mark.skipif(not FliteTTS("awb").available(), reason="libflite not installed (apt-get install flite)")
 @pytest.mark.skipif(importlib.util.find_spec("pocketsphinx") is None, reason="pocketsphinx not installed")
 def test_pocketsphinx_transcribes_a_flite_sentence(tmp_path):
     sentence = "Steve Jobs was the founder of Apple"

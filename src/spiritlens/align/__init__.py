@@ -1,5 +1,6 @@
-"""Cross-modal position mapping: CTC forced alignment of a spoken prompt's transcript, and the
-mapping of aligned words / LM text tokens to SpiritLM's deduplicated speech-token positions."""
+"""Cross-modal position mapping: forced alignment of a spoken prompt's transcript (the paper's CTC path,
+or pocketsphinx offline), and the mapping of aligned words / LM text tokens to SpiritLM's deduplicated
+speech-token positions."""
 
 from .ctc import (
     DEFAULT_MIN_CONFIDENCE,
@@ -12,26 +13,33 @@ from .ctc import (
     map_words_to_text_tokens,
     viterbi_align,
 )
-from .emissions import CTCAligner, Emissions
+from .aligner import POCKETSPHINX, Aligner, get_aligner
+from .emissions import CTCAligner, Emissions, align_with_emissions
 from .mapping import (
     SpeechTokenMap,
     SpeechTokenRange,
     ctc_to_unit_frames,
     map_frames_to_speech_tokens,
+    map_seconds_to_speech_tokens,
     paper_seconds,
     paper_token_range,
+    seconds_to_unit_frames,
     subject_speech_range,
 )
 from .normalize import NormalizedText, SpokenWord, normalize_transcript
+from .pocketsphinx import PocketsphinxAligner, ipa_to_arpabet
 from .tiny import write_tiny_ctc_model
 
 __all__ = [
     "DEFAULT_MIN_CONFIDENCE",
+    "POCKETSPHINX",
+    "Aligner",
     "Alignment",
     "CTCAligner",
     "Emissions",
     "LowAlignmentConfidence",
     "NormalizedText",
+    "PocketsphinxAligner",
     "SpeechTokenMap",
     "SpeechTokenRange",
     "SpokenWord",
@@ -39,12 +47,17 @@ __all__ = [
     "TokenFrames",
     "WordSpan",
     "align_emissions",
+    "align_with_emissions",
     "ctc_to_unit_frames",
+    "get_aligner",
+    "ipa_to_arpabet",
     "map_frames_to_speech_tokens",
+    "map_seconds_to_speech_tokens",
     "map_words_to_text_tokens",
     "normalize_transcript",
     "paper_seconds",
     "paper_token_range",
+    "seconds_to_unit_frames",
     "subject_speech_range",
     "viterbi_align",
     "write_tiny_ctc_model",

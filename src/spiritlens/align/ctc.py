@@ -1,19 +1,43 @@
-"""CTC forced alignment of a transcript to emissions: ctc-segmentation, plus a plain Viterbi cross-check.
+"""Forced alignment of a transcript to CTC emissions: ctc-segmentation, plus a plain Viterbi cross-check.
 
-Coordinates: CTC frames (20 ms for HuBERT/wav2vec2 CTC heads), half-open ``[start_frame, end_frame)``;
-seconds are ``frame * frame_seconds``; character spans are half-open indices into the raw transcript.
+Coordinates: frames of the aligner, ``frame_seconds`` each (CTC frames: the conv stack's hop at the
+model's sample rate, 20 ms for HuBERT/wav2vec2 CTC heads at 16 kHz), half-open ``[start_frame,
+end_frame)``; seconds are ``frame * frame_seconds``; character spans are half-open indices into the
+raw transcript. Every :class:`Alignment` names its frame unit (``frame_unit``).
 
-``align_emissions`` follows SPEECH.md section 6: the normalised transcript is ONE token sequence with
-``|`` between words (``prepare_token_list``), ``index_duration = frame_seconds``,
-``preamble_transition_cost_zero=False`` and ``backtrack_from_max_t=True`` (robust at weak posteriors
-when the transcript covers the whole audio). Token ``j`` starts at frame ``round(timings[j + 2] /
-frame_seconds)``; it owns the frames up to the next token's start (ctc-segmentation is not strict
-CTC: a row absorbs blanks, since staying scores ``max(blank, label)``). Each label's span is then the
-best strict-CTC split ``blank* label+ blank*`` of its row (``_strict_span``). This refines SPEECH.md's
-rule 3 ("ends at the last frame before the next token where it beats blank"), which agrees at peaky
-posteriors but lets the first word start and the last word end drift into leading/trailing silence
-at weak ones (measured, 50 synthetic sentences at peak 3: rule 3 94.0% exact boundaries, max error
-22 frames, all at the utterance edges; strict split 97.4% exact, max 1).
+``align_emissions`` follows SPEECH.md section 6 (``index_duration = frame_seconds``,
+``preamble_transition_cost_zero=False``, ``backtrack_from_max_t=True``), on input prepared so that
+its path is a strict CTC path:
+
+- **Clip edges.** ctc-segmentation's trellis starts with a start row and a blank row and ends with a
+  blank row, and each needs a frame of its own, so a first letter emitted from frame 0 or 1 could
+  only start at frame 2 and a word ending on the last frame lost it. The emissions are padded with
+  two certain-blank frames before and one after (removed again from every span): any frame can
+  hold a label.
+- **Repeated labels.** ctc-segmentation's label sequence has no blank between equal neighbours
+  (``prepare_token_list``), so the second ``T`` of "SCOTT" could start inside the first ``T``'s
+  run and the word's last letter was cut short. A blank row is inserted between equal neighbours,
+  as strict CTC requires; a transcript therefore needs ``labels + repeats`` frames, exactly strict
+  CTC's bound (it needed ``labels + 3`` before).
+- **No fixed window.** ctc-segmentation fills its table in a window of ``min_window_size`` frames
+  (8000) moved along the diagonal; the window is set to the whole utterance, so long silences
+  cannot push the path out of it.
+
+Token ``j`` starts at frame ``round(timings[j] / frame_seconds)`` of its row and owns the frames up
+to the next row's start (ctc-segmentation is not strict CTC: a row absorbs blanks, since staying
+scores ``max(blank, label)``). Each label's span is the best strict-CTC split ``blank* label+
+blank*`` of its row (``_strict_span``), which keeps the first word from starting and the last from
+ending in leading/trailing silence at weak posteriors (measured, 50 synthetic sentences at peak 3:
+97.4% exact boundaries, max error 1 frame, against 94.0% and 22 frames for SPEECH.md's rule 3).
+
+Vocabularies: ``vocab[blank]`` is the blank and ``word_delimiter`` (``|`` by default) separates
+words; a vocabulary without a delimiter aligns the words back to back. Transcript letters match
+labels case-insensitively (an upper-case label first), so the common fine-tuning layout
+(lower-case letters, ``[PAD]`` blank last) works; an apostrophe the vocabulary lacks is silent and
+left out; any other missing letter is an error naming it. Emissions in which blank is the most
+likely label of every frame are aligned (the letters' probabilities still order the path): a weak
+model gives a low confidence, not a refusal; only a label with probability 0 in every frame is
+an error.
 
 Scores are log-probabilities of the alignment path per frame (for ctc-segmentation its
 ``char_probs``: a frame staying in a label's row scores ``max(blank, label)``). A word's ``score`` is
@@ -46,11 +70,14 @@ __all__ = [
     "map_words_to_text_tokens",
     "DEFAULT_MIN_CONFIDENCE",
     "UTTERANCE_WINDOW",
+    "MAX_TRELLIS_CELLS",
 ]
 
 DEFAULT_MIN_CONFIDENCE = 0.5  # utterance confidence (probability) below which alignment warns
-UTTERANCE_WINDOW = 30  # CTC frames per window of the utterance score (ctc-segmentation's score_min_mean_over_L)
+UTTERANCE_WINDOW = 30  # frames per window of the utterance score (ctc-segmentation's score_min_mean_over_L)
+MAX_TRELLIS_CELLS = 400_000_000  # frames x labels of one ctc-segmentation table (1.6 GB of float32)
 _LOG_FLOOR = -1e5  # -inf log-probs are clamped here (ctc-segmentation subtracts them)
+_PAD_BEFORE, _PAD_AFTER = 2, 1  # certain-blank frames for ctc-segmentation's start/blank rows and final blank row
 
 
 class LowAlignmentConfidence(UserWarning):
@@ -59,7 +86,8 @@ class LowAlignmentConfidence(UserWarning):
 
 @dataclass(frozen=True)
 class WordSpan:
-    """One spoken word: CTC frames ``[start_frame, end_frame)`` of its letters (blanks and ``|`` excluded).
+    """One spoken word: aligner frames ``[start_frame, end_frame)`` of its sounds (CTC: its letters,
+    blanks and ``|`` excluded; pocketsphinx: its phones, silence excluded).
 
     ``start_s``/``end_s`` are the same span in seconds; ``score`` is the mean path log-probability per
     frame over the span and ``confidence = exp(score)``; ``[char_start, char_end)`` is the span in the
@@ -82,16 +110,19 @@ class WordSpan:
 
 @dataclass(frozen=True)
 class Alignment(Sequence):
-    """A transcript aligned to CTC emissions; a sequence of ``WordSpan`` (one per spoken word).
+    """A transcript aligned to audio; a sequence of ``WordSpan`` (one per spoken word).
 
-    ``labels`` is the aligned label string (``"THE|CAPITAL"``) and ``label_spans[j]`` the CTC frames
-    ``[start, end)`` where label ``j`` is emitted. ``num_frames`` CTC frames of ``frame_seconds`` each;
-    ``num_samples`` is set when the alignment was made from a waveform.
+    ``labels[j]`` is the j-th aligned unit (a CTC label such as ``"T"`` or ``"|"``, or a pocketsphinx
+    phone) and ``label_spans[j]`` its frames ``[start, end)``; ``label_ids`` are the CTC vocabulary
+    ids of the labels (``None`` for pocketsphinx). ``num_frames`` frames of ``frame_seconds`` each,
+    named by ``frame_unit``; ``num_samples`` and ``sample_rate`` describe the waveform the aligner saw
+    (set when the alignment was made from one); ``coverage`` (pocketsphinx only) is the share of the
+    audio's speech frames inside aligned words.
     """
 
     transcript: str
     words: tuple[WordSpan, ...]
-    labels: str
+    labels: tuple[str, ...]
     label_spans: tuple[tuple[int, int], ...]
     score: float
     confidence: float
@@ -101,6 +132,15 @@ class Alignment(Sequence):
     frame_seconds: float
     method: str
     num_samples: int | None = None
+    sample_rate: int | None = None
+    label_ids: tuple[int, ...] | None = None
+    coverage: float | None = None
+
+    @property
+    def frame_unit(self) -> str:
+        """What a frame of this alignment is, e.g. ``"CTC frame (20 ms)"``, ``"pocketsphinx frame (10 ms)"``."""
+        kind = "pocketsphinx" if self.method == "pocketsphinx" else "CTC"
+        return f"{kind} frame ({self.frame_seconds * 1000:g} ms)"
 
     def __len__(self) -> int:
         return len(self.words)
@@ -109,8 +149,10 @@ class Alignment(Sequence):
         return self.words[index]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("words", "label_spans")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("words", "label_spans", "labels", "label_ids")}
+        out["frame_unit"] = self.frame_unit
         out["words"] = [w.to_dict() for w in self.words]
+        out["labels"] = list(self.labels)
         out["label_spans"] = [list(s) for s in self.label_spans]
         return out
 
@@ -122,38 +164,56 @@ def align_emissions(
     frame_seconds: float,
     *,
     blank: int = 0,
+    word_delimiter: str | None = WORD_SEPARATOR,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     number_and: bool = True,
 ) -> Alignment:
     """Align ``transcript`` to ``log_probs`` [frames, vocab] with ctc-segmentation.
 
-    ``vocab``: the model's labels, ``vocab[blank]`` the CTC blank, ``|`` the word separator.
-    ``transcript``: raw text, normalised by ``normalize_transcript``. Returns an ``Alignment``
-    (one ``WordSpan`` per spoken word). Raises ``ValueError`` if the emissions are empty, not
-    log-softmax outputs, all blank (silence), or too short for the transcript.
+    ``vocab``: the model's labels, ``vocab[blank]`` the CTC blank, ``word_delimiter`` the word
+    separator (``None`` or absent from ``vocab``: words back to back). ``transcript``: raw text,
+    read by :func:`spiritlens.spoken.spoken_form`. Returns an ``Alignment`` (one ``WordSpan`` per
+    spoken word; frames are rows of ``log_probs``). Raises ``ValueError`` if the emissions are empty or
+    not log-softmax outputs, a transcript letter is not in the vocabulary or has probability 0 in
+    every frame, or the audio is shorter than strict CTC needs (``labels + repeats`` frames).
     """
     from ctc_segmentation import CtcSegmentationParameters, ctc_segmentation, prepare_token_list
 
-    lp, norm, ids = _prepare(log_probs, vocab, transcript, blank, number_and)
+    lp, norm, seq, words = _prepare(log_probs, vocab, transcript, blank, word_delimiter, number_and)
+    num_frames = len(lp)
+    # strict CTC: a blank between equal neighbours, each its own ctc-segmentation row
+    rows, label_row = [], []
+    for j, label in enumerate(seq):
+        if j and label == seq[j - 1]:
+            rows.append(blank)
+        label_row.append(len(rows))
+        rows.append(label)
+    padded = np.full((_PAD_BEFORE + num_frames + _PAD_AFTER, lp.shape[1]), _LOG_FLOOR, dtype=np.float32)
+    padded[:_PAD_BEFORE, blank] = padded[-_PAD_AFTER:, blank] = 0.0
+    padded[_PAD_BEFORE:_PAD_BEFORE + num_frames] = lp
+    if len(padded) * (len(rows) + 3) > MAX_TRELLIS_CELLS:
+        raise ValueError(f"transcript {transcript!r}: {num_frames} frames x {len(rows) + 3} labels is too large for "
+                         "one alignment; split the audio")
     cfg = CtcSegmentationParameters(
         char_list=list(vocab),
         blank=blank,
         index_duration=frame_seconds,
         preamble_transition_cost_zero=False,
         backtrack_from_max_t=True,
+        min_window_size=len(padded),  # the whole utterance: no window to fall out of
+        max_window_size=2 * len(padded) + 1,
     )
-    ground_truth, _ = prepare_token_list(cfg, [np.asarray(ids, dtype=np.int64)])
-    rows = len(ground_truth)
-    if rows > len(lp):
-        raise ValueError(
-            f"transcript {transcript!r} needs {rows} CTC rows (start + blank + {len(ids)} labels + blank) "
-            f"but log_probs has only {len(lp)} frames (audio is shorter than text)"
-        )
-    timings, char_probs, _ = ctc_segmentation(cfg, lp, ground_truth)
-    # rows are [start, blank, ids..., blank]: label j is row j + 2, the trailing blank row len(ids) + 2
-    starts = [int(round(timings[j] / frame_seconds)) for j in range(2, len(ids) + 3)]
-    label_spans = [_strict_span(lp[starts[j]:starts[j + 1]], label, blank, starts[j]) for j, label in enumerate(ids)]
-    return _build_alignment(norm, label_spans, np.asarray(char_probs), frame_seconds, "ctc-segmentation",
+    ground_truth, _ = prepare_token_list(cfg, [np.asarray(rows, dtype=np.int64)])
+    timings, char_probs, _ = ctc_segmentation(cfg, padded, ground_truth)
+    # table rows are [start, blank, rows..., blank]: row r of ``rows`` is table row r + 2
+    starts = [int(round(timings[r] / frame_seconds)) for r in range(2, len(rows) + 3)]
+    label_spans = []
+    for j, label in enumerate(seq):
+        r = label_row[j]
+        a, b = _strict_span(padded[starts[r]:starts[r + 1]], label, blank, starts[r])
+        label_spans.append((a - _PAD_BEFORE, b - _PAD_BEFORE))
+    frame_logp = np.asarray(char_probs)[_PAD_BEFORE:_PAD_BEFORE + num_frames]
+    return _build_alignment(norm, words, seq, vocab, label_spans, frame_logp, frame_seconds, "ctc-segmentation",
                             min_confidence)
 
 
@@ -164,26 +224,22 @@ def viterbi_align(
     frame_seconds: float,
     *,
     blank: int = 0,
+    word_delimiter: str | None = WORD_SEPARATOR,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     number_and: bool = True,
 ) -> Alignment:
     """Plain CTC Viterbi forced alignment (strict CTC topology, numpy); a cross-check for ``align_emissions``.
 
     Same inputs, output and errors as ``align_emissions``. A label's span is the frames its state
-    occupies on the best path; scores are the path's per-frame log-probabilities.
+    occupies on the best path; scores are the path's per-frame log-probabilities. Ties between
+    predecessor states keep the first of stay, advance, skip: every choice is a maximum, so the path
+    stays optimal (torchaudio's forced_align once took the worst on a tie, pytorch/audio#4221).
     """
-    lp, norm, ids = _prepare(log_probs, vocab, transcript, blank, number_and)
+    lp, norm, seq, words = _prepare(log_probs, vocab, transcript, blank, word_delimiter, number_and)
     num_frames = len(lp)
-    repeats = sum(a == b for a, b in zip(ids, ids[1:]))
-    if len(ids) + repeats > num_frames:
-        raise ValueError(
-            f"transcript {transcript!r} needs {len(ids) + repeats} CTC frames ({len(ids)} labels + "
-            f"{repeats} blanks between repeats) but log_probs has only {num_frames} frames "
-            "(audio is shorter than text)"
-        )
-    states = np.full(2 * len(ids) + 1, blank, dtype=np.int64)
-    states[1::2] = ids
-    emit = lp[:, states]  # [T, S]: log-prob of each extended state's label per frame
+    states = np.full(2 * len(seq) + 1, blank, dtype=np.int64)
+    states[1::2] = seq
+    emit = lp[:, states].astype(np.float64)  # [T, S]: log-prob of each extended state's label per frame
     can_skip = np.zeros(len(states), dtype=bool)
     can_skip[3::2] = states[3::2] != states[1:-2:2]  # label -> next label without a blank between
     score = np.full(len(states), -np.inf)
@@ -202,14 +258,15 @@ def viterbi_align(
         s -= int(back[t, s])
     frame_logp = emit[np.arange(num_frames), path]
     label_spans = []
-    for j in range(len(ids)):
+    for j in range(len(seq)):
         frames = np.flatnonzero(path == 2 * j + 1)
         label_spans.append((int(frames[0]), int(frames[-1]) + 1))
-    return _build_alignment(norm, label_spans, frame_logp, frame_seconds, "viterbi", min_confidence)
+    return _build_alignment(norm, words, seq, vocab, label_spans, frame_logp, frame_seconds, "viterbi",
+                            min_confidence)
 
 
 def _strict_span(window: np.ndarray, label: int, blank: int, offset: int) -> tuple[int, int]:
-    """Frames ``[start, end)`` of ``label`` in its ctc-segmentation row ``window`` [W, V] (CTC frames from ``offset``).
+    """Frames ``[start, end)`` of ``label`` in its ctc-segmentation row ``window`` [W, V] (frames from ``offset``).
 
     The row holds the label and the blanks ctc-segmentation absorbed around it; the best strict-CTC
     split ``blank* label+ blank*`` of the window maximises ``A[s] - C[s] + C[e] - A[e]`` over ``s < e``
@@ -232,8 +289,22 @@ def _running_argmax(x: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(is_new, idx, 0))
 
 
-def _prepare(log_probs, vocab, transcript, blank, number_and) -> tuple[np.ndarray, NormalizedText, list[int]]:
-    """Validate inputs; return float32 log-probs [T, V], the normalised transcript and its label ids."""
+def label_index(vocab: Sequence[str]) -> dict[str, int]:
+    """Vocabulary id of each single character a transcript may need: the label itself, else its other
+    case (so upper-case transcripts align to lower-case vocabularies and back)."""
+    index: dict[str, int] = {}
+    for i, label in enumerate(vocab):
+        if len(label) == 1:
+            index.setdefault(label, i)
+    for ch, i in list(index.items()):
+        for other in (ch.upper(), ch.lower()):
+            index.setdefault(other, i)
+    return index
+
+
+def _prepare(log_probs, vocab, transcript, blank, word_delimiter, number_and):
+    """Validate inputs; return float32 log-probs [T, V], the spoken transcript, the label id sequence and,
+    per word, the positions of its labels in that sequence."""
     if hasattr(log_probs, "detach"):
         log_probs = log_probs.detach().cpu().float().numpy()
     lp = np.array(log_probs, dtype=np.float32)
@@ -253,34 +324,51 @@ def _prepare(log_probs, vocab, transcript, blank, number_and) -> tuple[np.ndarra
             f"log_probs rows are not log-probabilities (max |logsumexp| = {np.abs(lse).max():.3g}); "
             "pass log_softmax(logits, dim=-1)"
         )
-    if (lp.argmax(axis=1) == blank).all():
-        raise ValueError(
-            f"log_probs: all {len(lp)} frames are most likely blank ({vocab[blank]!r}): silent audio, "
-            "nothing to align"
-        )
-    if WORD_SEPARATOR not in vocab:
-        raise ValueError(f"vocab has no word separator {WORD_SEPARATOR!r}")
     norm = normalize_transcript(transcript, number_and=number_and)
     if not norm.words:
         raise ValueError(f"transcript {transcript!r} has no words to align")
-    index = {label: i for i, label in enumerate(vocab)}
-    missing = sorted({c for c in norm.labels if c not in index})
+    index = label_index(vocab)
+    delimiter = vocab.index(word_delimiter) if word_delimiter is not None and word_delimiter in vocab else None
+    seq: list[int] = []
+    words: list[list[int]] = []
+    missing: list[str] = []
+    for k, word in enumerate(norm.words):
+        if k and delimiter is not None:
+            seq.append(delimiter)
+        positions = []
+        for ch in word.text:
+            if ch in index and index[ch] != blank:
+                positions.append(len(seq))
+                seq.append(index[ch])
+            elif ch != "'":  # an apostrophe the vocabulary lacks is silent
+                missing.append(ch)
+        if not positions and not missing:
+            raise ValueError(f"transcript {transcript!r}: word {word.text!r} has no label in the CTC vocab")
+        words.append(positions)
     if missing:
-        raise ValueError(f"transcript {transcript!r}: label(s) {missing} not in the CTC vocab")
-    return lp, norm, [index[c] for c in norm.labels]
+        raise ValueError(f"transcript {transcript!r}: label(s) {sorted(set(missing))} not in the CTC vocab")
+    repeats = sum(a == b for a, b in zip(seq, seq[1:]))
+    if len(seq) + repeats > len(lp):
+        raise ValueError(
+            f"transcript {transcript!r} needs {len(seq) + repeats} CTC frames ({len(seq)} labels + {repeats} "
+            f"blanks between repeated labels) but log_probs has only {len(lp)} frames (audio is shorter than text)"
+        )
+    never = sorted({vocab[i] for i in seq if lp[:, i].max() <= _LOG_FLOOR / 2})
+    if never:
+        raise ValueError(f"log_probs: label(s) {never} have probability 0 in every frame; the transcript "
+                         f"{transcript!r} cannot be aligned to these emissions")
+    return lp, norm, seq, words
 
 
-def _build_alignment(norm: NormalizedText, label_spans, frame_logp: np.ndarray, frame_seconds: float,
-                     method: str, min_confidence: float) -> Alignment:
-    """Group label spans (CTC frames) into word spans; add scores and the confidence check."""
-    words, first = [], 0
-    for word in norm.words:
-        last = first + len(word.text) - 1
-        start, end = label_spans[first][0], label_spans[last][1]
+def _build_alignment(norm: NormalizedText, words, seq, vocab, label_spans, frame_logp: np.ndarray,
+                     frame_seconds: float, method: str, min_confidence: float) -> Alignment:
+    """Group label spans (frames) into word spans; add scores and the confidence check."""
+    out = []
+    for word, positions in zip(norm.words, words):
+        start, end = label_spans[positions[0]][0], label_spans[positions[-1]][1]
         score = float(frame_logp[start:end].mean())
-        words.append(WordSpan(word.text, start, end, start * frame_seconds, end * frame_seconds, score,
-                              math.exp(score), word.char_start, word.char_end))
-        first = last + 2  # skip the "|" after the word
+        out.append(WordSpan(word.text, start, end, start * frame_seconds, end * frame_seconds, score,
+                            math.exp(score), word.char_start, word.char_end))
     window = min(UTTERANCE_WINDOW, len(frame_logp))
     means = np.convolve(frame_logp, np.ones(window) / window, mode="valid")
     utt_score = float(means.min())
@@ -293,8 +381,9 @@ def _build_alignment(norm: NormalizedText, label_spans, frame_logp: np.ndarray, 
             LowAlignmentConfidence,
             stacklevel=3,
         )
-    return Alignment(norm.original, tuple(words), norm.labels, tuple(label_spans), utt_score, confidence,
-                     min_confidence, low, len(frame_logp), frame_seconds, method)
+    return Alignment(norm.original, tuple(out), tuple(vocab[i] for i in seq), tuple(label_spans), utt_score,
+                     confidence, min_confidence, low, len(frame_logp), frame_seconds, method,
+                     label_ids=tuple(int(i) for i in seq))
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,21 @@
 
 Frame geometry comes from the config's conv feature stack: hop = product of strides (samples per
 CTC frame), receptive field = ``1 + sum((k_i - 1) * prod(s_<i))``; frame ``t`` covers samples
-``[hop * t, hop * t + receptive_field)``; ``N`` samples give the number of frames of the conv stack
-(``floor((N - 400) / 320) + 1`` for the standard one). The waveform is normalised as the model's
-``preprocessor_config.json`` says (zero mean, unit variance for hubert-large-ls960-ft).
+``[hop * t, hop * t + receptive_field)`` at the model's sample rate; ``N`` samples give the number
+of frames of the conv stack (``floor((N - 400) / 320) + 1`` for the standard one).
+
+The model's sample rate is ``sampling_rate`` of its ``preprocessor_config.json``: a waveform at any
+other rate is resampled to it with ``soxr.resample`` (as the speech front end does), so a model
+trained at 8 kHz sees 8 kHz and its frames last ``hop / 8000`` s; the rate is recorded in
+:class:`Emissions`. The waveform is normalised as the preprocessor config says (zero mean, unit
+variance for hubert-large-ls960-ft).
+
+The vocabulary is read from the directory's tokenizer files: ``vocab.json`` (ids 0..V-1 in any
+order), the blank = ``pad_token`` and the word delimiter = ``word_delimiter_token`` (``|`` by
+default) from ``tokenizer_config.json`` / ``special_tokens_map.json``, and ``do_lower_case``
+(recorded; transcript letters are matched case-insensitively either way). So both the
+hubert-large-ls960-ft layout (``<pad>`` first, upper case) and the common fine-tuning layout
+(lower case, ``[PAD]`` last) load.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..units.hubert import conv_hop_samples, conv_num_frames, conv_receptive_field
-from .ctc import DEFAULT_MIN_CONFIDENCE, Alignment, align_emissions
+from .ctc import DEFAULT_MIN_CONFIDENCE, Alignment, align_emissions, label_index
 from .normalize import WORD_SEPARATOR
 
 __all__ = ["CTCAligner", "Emissions"]
@@ -26,8 +38,10 @@ _CTC_ARCHITECTURES = {"HubertForCTC": "hubert", "Wav2Vec2ForCTC": "wav2vec2"}
 
 @dataclass(frozen=True)
 class Emissions:
-    """CTC log-probabilities ``log_probs`` [T, V] float32 over ``vocab`` (``vocab[blank]`` the blank);
-    frame ``t`` covers samples ``[hop_samples * t, hop_samples * t + receptive_field_samples)``."""
+    """CTC log-probabilities ``log_probs`` [T, V] float32 over ``vocab`` (``vocab[blank]`` the blank,
+    ``word_delimiter`` between words, or ``None``); frame ``t`` covers samples ``[hop_samples * t,
+    hop_samples * t + receptive_field_samples)`` of the ``num_samples``-sample waveform at
+    ``sample_rate`` Hz (the model's rate) and lasts ``frame_seconds = hop_samples / sample_rate``."""
 
     log_probs: np.ndarray
     vocab: list[str]
@@ -36,6 +50,8 @@ class Emissions:
     hop_samples: int
     blank: int
     num_samples: int
+    sample_rate: int = 16000
+    word_delimiter: str | None = WORD_SEPARATOR
 
     @property
     def num_frames(self) -> int:
@@ -45,22 +61,28 @@ class Emissions:
 class CTCAligner:
     """A character CTC model and its vocabulary; ``align`` = ``emissions`` + ``align_emissions``."""
 
-    def __init__(self, model, vocab: list[str], blank: int, feature_extractor, sample_rate: int = 16000):
+    name = "ctc"
+
+    def __init__(self, model, vocab: list[str], blank: int, feature_extractor, sample_rate: int = 16000, *,
+                 word_delimiter: str | None = WORD_SEPARATOR, do_lower_case: bool = False, source: str = ""):
         self.model = model.eval()
         self.vocab = vocab
         self.blank = blank
         self.feature_extractor = feature_extractor
-        self.sample_rate = sample_rate
+        self.sample_rate = int(sample_rate)
+        self.word_delimiter = word_delimiter if word_delimiter in vocab else None
+        self.do_lower_case = do_lower_case
+        self.source = source
         # [(dim, kernel, stride)] of the conv feature stack, as for the speech tokenizer's HuBERT
         self.conv_layers = list(zip(model.config.conv_dim, model.config.conv_kernel, model.config.conv_stride))
         self.hop_samples = conv_hop_samples(self.conv_layers)
         self.receptive_field_samples = conv_receptive_field(self.conv_layers)
-        self.frame_seconds = self.hop_samples / sample_rate
+        self.frame_seconds = self.hop_samples / self.sample_rate
 
     @classmethod
     def from_pretrained(cls, path, device: str = "cpu") -> "CTCAligner":
         """Load a ``HubertForCTC`` or ``Wav2Vec2ForCTC`` directory (config.json, weights, vocab.json,
-        tokenizer_config.json, preprocessor_config.json). The blank is the pad token."""
+        tokenizer_config.json, preprocessor_config.json); see the module docstring for the vocabulary."""
         import transformers
 
         path = Path(path)
@@ -83,62 +105,89 @@ class CTCAligner:
         vocab = [label for label, _ in sorted(ids.items(), key=lambda item: item[1])]
         if [ids[label] for label in vocab] != list(range(len(vocab))):
             raise ValueError(f"{vocab_path}: ids are not 0..{len(vocab) - 1}")
-        if WORD_SEPARATOR not in ids:
-            raise ValueError(f"{vocab_path}: no word delimiter {WORD_SEPARATOR!r}; not a character CTC vocabulary")
-        pad = _pad_token(path)
+        settings = _tokenizer_settings(path)
+        pad, delimiter = settings["pad_token"], settings["word_delimiter_token"]
         if pad not in ids:
             raise ValueError(f"{str(path)!r}: pad (blank) token {pad!r} is not in vocab.json")
+        letters = {c.upper() for c in label_index(vocab) if c.isalpha()}
+        if len(letters) < 20:
+            raise ValueError(f"{vocab_path}: only {len(letters)} letters; not a character CTC vocabulary")
         model = getattr(transformers, arch[0]).from_pretrained(path).to(device)
         if model.config.vocab_size != len(vocab):
             raise ValueError(f"{str(path)!r}: CTC head has {model.config.vocab_size} outputs, vocab.json {len(vocab)} labels")
         extractor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(path) \
             if (path / "preprocessor_config.json").is_file() else transformers.Wav2Vec2FeatureExtractor()
-        return cls(model, vocab, ids[pad], extractor, int(extractor.sampling_rate))
+        return cls(model, vocab, ids[pad], extractor, int(extractor.sampling_rate), word_delimiter=delimiter,
+                   do_lower_case=settings["do_lower_case"], source=str(path))
 
     def num_frames(self, num_samples: int) -> int:
-        """CTC frames for ``num_samples`` samples, through the conv stack (0 if shorter than one field)."""
+        """CTC frames for ``num_samples`` samples at the model's rate, through the conv stack (0 if shorter
+        than one field)."""
         return conv_num_frames(num_samples, self.conv_layers)
 
-    def emissions(self, waveform_16k: np.ndarray) -> Emissions:
-        """CTC log-probabilities of a mono waveform (1-D, ``sample_rate`` Hz, float) -> ``Emissions`` [T, V]."""
+    def emissions(self, waveform, sample_rate: int | None = None) -> Emissions:
+        """CTC log-probabilities of a mono waveform -> ``Emissions`` [T, V].
+
+        ``waveform``: samples at ``sample_rate`` Hz (default 16 kHz; stereo is averaged), a
+        :class:`spiritlens.audio.Waveform` (its own rate) or an audio file (:func:`aligner_samples`).
+        Resampled to the model's rate if it differs.
+        """
         import torch
 
-        wav = np.asarray(waveform_16k, dtype=np.float32)
-        if wav.ndim != 1:
-            raise ValueError(f"waveform must be 1-D mono samples, got shape {list(wav.shape)}")
-        if len(wav) < self.receptive_field_samples:
-            raise ValueError(f"waveform has {len(wav)} samples; one CTC frame needs {self.receptive_field_samples}")
-        if not np.isfinite(wav).all():
-            raise ValueError("waveform contains NaN or inf")
-        peak = float(np.abs(wav).max())
-        if peak < 1e-5:
-            raise ValueError(f"waveform is silent (peak amplitude {peak:.2g}); nothing to align")
+        wav = aligner_samples(waveform, sample_rate, self.sample_rate, self.receptive_field_samples, "one CTC frame")
         features = self.feature_extractor(wav, sampling_rate=self.sample_rate, return_tensors="pt").input_values
         param = next(self.model.parameters())
         with torch.no_grad():
             logits = self.model(features.to(device=param.device, dtype=param.dtype)).logits[0]
         log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
         return Emissions(log_probs, list(self.vocab), self.frame_seconds, self.receptive_field_samples,
-                         self.hop_samples, self.blank, len(wav))
+                         self.hop_samples, self.blank, len(wav), self.sample_rate, self.word_delimiter)
 
-    def align(self, waveform_16k: np.ndarray, transcript: str, *,
+    def align(self, waveform, transcript: str, *, sample_rate: int | None = None,
               min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Alignment:
-        """Align ``transcript`` to a waveform: ``Alignment`` with words (CTC frames and seconds),
-        confidence, ``num_samples`` and ``num_frames``."""
-        em = self.emissions(waveform_16k)
-        alignment = align_emissions(em.log_probs, em.vocab, transcript, em.frame_seconds, blank=em.blank,
-                                    min_confidence=min_confidence)
-        return replace(alignment, num_samples=em.num_samples)
+        """Align ``transcript`` to a waveform (as :meth:`emissions` takes it): ``Alignment`` with words (CTC
+        frames and seconds), confidence, and the model-rate ``num_samples`` and ``sample_rate``."""
+        em = self.emissions(waveform, sample_rate)
+        return align_with_emissions(em, transcript, min_confidence=min_confidence)
 
 
-def _pad_token(path: Path) -> str:
-    """The pad (= CTC blank) token from tokenizer_config.json / special_tokens_map.json, else ``<pad>``."""
+def align_with_emissions(em: Emissions, transcript: str, *, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Alignment:
+    """``align_emissions`` on an :class:`Emissions`, with its waveform's sample count and rate recorded."""
+    alignment = align_emissions(em.log_probs, em.vocab, transcript, em.frame_seconds, blank=em.blank,
+                                word_delimiter=em.word_delimiter, min_confidence=min_confidence)
+    return replace(alignment, num_samples=em.num_samples, sample_rate=em.sample_rate)
+
+
+def aligner_samples(waveform, sample_rate: int | None, rate: int, min_samples: int, unit: str) -> np.ndarray:
+    """Mono float32 samples at an aligner's ``rate``: :func:`spiritlens.audio.load_audio` of ``waveform``
+    (an array or tensor at ``sample_rate``, default 16 kHz, a ``Waveform`` or a path; channels averaged,
+    resampled with soxr), then at least ``min_samples`` (what ``unit`` needs) and not silent, else
+    ``ValueError``."""
+    from ..audio import load_audio
+
+    wav = load_audio(waveform, sample_rate, target_sample_rate=rate).samples
+    if len(wav) < min_samples:
+        raise ValueError(f"waveform has {len(wav)} samples at {rate} Hz; {unit} needs {min_samples}")
+    peak = float(np.abs(wav).max())
+    if peak < 1e-5:
+        raise ValueError(f"waveform is silent (peak amplitude {peak:.2g}); nothing to align")
+    return wav
+
+
+def _tokenizer_settings(path: Path) -> dict:
+    """``pad_token`` (the blank; default ``<pad>``), ``word_delimiter_token`` (default ``|``) and
+    ``do_lower_case`` (default False) from tokenizer_config.json, then special_tokens_map.json."""
+    found: dict = {}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         file = path / name
         if file.is_file():
-            pad = json.loads(file.read_text()).get("pad_token")
-            if isinstance(pad, dict):
-                pad = pad.get("content")
-            if pad:
-                return pad
-    return "<pad>"
+            data = json.loads(file.read_text())
+            for key in ("pad_token", "word_delimiter_token", "do_lower_case"):
+                value = data.get(key)
+                if isinstance(value, dict):
+                    value = value.get("content")
+                if value is not None and key not in found:
+                    found[key] = value
+    return {"pad_token": found.get("pad_token", "<pad>"),
+            "word_delimiter_token": found.get("word_delimiter_token", WORD_SEPARATOR),
+            "do_lower_case": bool(found.get("do_lower_case", False))}

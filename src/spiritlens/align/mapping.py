@@ -1,6 +1,7 @@
 """CTC frame spans (words or LM text tokens) -> deduplicated speech-token index ranges (SPEECH.md section 7).
 
-Units: CTC frames (``ctc_frame_seconds``, 20 ms), 25 Hz unit frames (``unit_frame_seconds``, 40 ms,
+Units: aligner frames (``ctc_frame_seconds``: CTC frames, 20 ms, or pocketsphinx frames, 10 ms; the
+name is historical, see ``Alignment.frame_unit``), 25 Hz unit frames (``unit_frame_seconds``, 40 ms,
 before deduplication), speech-token positions ``k`` within one speech segment (after deduplication;
 the LM position is the ``[Speech]`` marker's position + 1 + k). All spans are half-open.
 
@@ -34,6 +35,8 @@ __all__ = [
     "paper_seconds",
     "paper_token_range",
     "ctc_to_unit_frames",
+    "map_seconds_to_speech_tokens",
+    "seconds_to_unit_frames",
     "subject_speech_range",
 ]
 
@@ -99,9 +102,30 @@ def paper_token_range(ctc_start: int, ctc_end: int, num_samples: int, num_frames
 
 def ctc_to_unit_frames(ctc_start: int, ctc_end: int, ctc_frame_seconds: float = 0.02,
                        unit_frame_seconds: float = 0.04) -> tuple[int, int]:
-    """CTC frames ``[i0, i1)`` -> 25 Hz unit frames ``[floor(i0 / r), ceil(i1 / r))``, ``r`` = frame-duration ratio."""
-    ratio = Fraction(unit_frame_seconds).limit_denominator(10**6) / Fraction(ctc_frame_seconds).limit_denominator(10**6)
-    return math.floor(ctc_start / ratio), math.ceil(ctc_end / ratio)
+    """Aligner frames ``[i0, i1)`` (CTC or pocketsphinx, ``ctc_frame_seconds`` each) -> 25 Hz unit frames
+    ``[floor(i0 / r), ceil(i1 / r))``, ``r`` = frame-duration ratio (exact rationals)."""
+    step = Fraction(ctc_frame_seconds).limit_denominator(10**6)
+    return seconds_to_unit_frames(ctc_start * step, ctc_end * step, unit_frame_seconds)
+
+
+def seconds_to_unit_frames(start_s, end_s, unit_frame_seconds: float = 0.04) -> tuple[int, int]:
+    """A time span ``[start_s, end_s)`` in seconds -> 25 Hz unit frames ``[floor(start_s / d), ceil(end_s / d))``,
+    ``d = unit_frame_seconds``; the rule of :func:`ctc_to_unit_frames`, for times that are not on a frame grid
+    (the synthesiser's word times). Floats are read as rationals to the microsecond."""
+    unit = Fraction(unit_frame_seconds).limit_denominator(10**6)
+    start = Fraction(start_s).limit_denominator(10**6)
+    end = Fraction(end_s).limit_denominator(10**6)
+    return math.floor(start / unit), math.ceil(end / unit)
+
+
+def map_seconds_to_speech_tokens(spans_s: Sequence[tuple[float, float] | None], unit_spans: Sequence[tuple[int, int]],
+                                 unit_frame_seconds: float = 0.04) -> SpeechTokenMap:
+    """Speech-token ranges (``"exact"`` rule) of time spans in seconds, e.g. the synthesiser's word times:
+    the ground truth the aligned ranges are measured against."""
+    _check_unit_spans(unit_spans)
+    ranges = [None if span is None else _overlapping_tokens(seconds_to_unit_frames(*span, unit_frame_seconds), unit_spans)
+              for span in spans_s]
+    return _collect("exact", [None] * len(spans_s), ranges, len(unit_spans))
 
 
 def map_frames_to_speech_tokens(

@@ -1,7 +1,7 @@
 """``spiritlens experiment``: the paper's pipeline on Known (T->T and S->T), resumable and shardable.
 
 With no checkpoints (no --checkpoints and $SPIRITLM_CHECKPOINTS_DIR unset) it runs the embedded
-default: tiny random-weight checkpoints and aligner built under --out, a few Known prompts.
+default: tiny random-weight checkpoints built under --out, pocketsphinx as the aligner, a few Known prompts.
 Sharded: ``torchrun --nproc-per-node N -m spiritlens experiment ...`` (each rank a disjoint share).
 """
 
@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder (resumable: rerun to continue)")
     parser.add_argument("--checkpoints", help="SpiritLM checkpoints folder (default: $SPIRITLM_CHECKPOINTS_DIR)")
     parser.add_argument("--variant", default="spirit-lm-base-7b")
-    parser.add_argument("--aligner", help="character CTC model directory for S->T (e.g. hubert-large-ls960-ft)")
+    parser.add_argument("--aligner", help="S->T forced aligner: a character CTC model directory (the paper's path, "
+                                          "e.g. hubert-large-ls960-ft) or 'pocketsphinx' (the embedded default)")
     parser.add_argument("--known", help="known_1000.json (default: $SPIRITLENS_KNOWN_PATH, the cache "
                         "~/.cache/spiritlens, ../shared/data next to a source checkout, or a download)")
     parser.add_argument("--prompts", type=int, dest="n_prompts", metavar="N",

@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
     source.add_argument("--prompt", help="text prompt (T->T)")
     source.add_argument("--audio", help="spoken prompt audio file (S->T); needs --transcript")
     source.add_argument("--transcript", help="what the audio says (for the alignment)")
-    source.add_argument("--aligner", help="CTC model directory (HubertForCTC/Wav2Vec2ForCTC) for speech")
+    source.add_argument("--aligner", help="forced aligner for speech: a CTC model directory (HubertForCTC/"
+                                          "Wav2Vec2ForCTC, the paper's path) or the word 'pocketsphinx' (offline)")
     source.add_argument("--speech-tokenizer",
                         help="speech-tokenizer folder (default: $SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer)")
     source.add_argument("--mapping", choices=["exact", "paper"], default="exact",
@@ -141,7 +142,7 @@ def _speech_prompt(model, args, json_path: Path):
     if not args.transcript:
         raise ValueError("--audio needs --transcript (what the audio says)")
     if not args.aligner:
-        raise ValueError("--audio needs --aligner (a CTC model directory)")
+        raise ValueError("--audio needs --aligner (a CTC model directory, or 'pocketsphinx')")
     if args.subject is None:
         raise ValueError("--audio needs --subject (the subject's text in the transcript)")
     prompt = SpeechPrompt.from_audio(model, args.audio, transcript=args.transcript, subject=args.subject,

@@ -21,10 +21,12 @@ from spiritlens.data.tts import (
     FliteTTS,
     MeloTTS,
     SpeechEntry,
+    Synthesis,
     SynthesisResult,
     TTSBackend,
     TTSError,
     TTSUnavailable,
+    WordTime,
     get_backend,
     load_manifest,
     synthesize_corpus,
@@ -33,8 +35,8 @@ from spiritlens.data.tts import (
 __all__ = [
     "ASRBackend", "ASRUnavailable", "EspeakTTS", "FilterEntry", "FilterResult", "FliteTTS", "Judgement",
     "KNOWN_URL", "KnownDataUnavailable", "KnownDataset", "KnownRecord", "MeloTTS", "NORMALISATION",
-    "PocketsphinxASR", "SpeechEntry", "SynthesisResult", "TTSBackend", "TTSError", "TTSUnavailable",
-    "WERCheck", "WERItem", "WERReport", "WhisperASR", "filter_prompts", "get_asr", "get_backend", "judge",
+    "PocketsphinxASR", "SpeechEntry", "Synthesis", "SynthesisResult", "TTSBackend", "TTSError", "TTSUnavailable",
+    "WERCheck", "WERItem", "WERReport", "WhisperASR", "WordTime", "filter_prompts", "get_asr", "get_backend", "judge",
     "load_audio_16k", "load_known", "load_manifest", "parse_known", "normalize_text", "normalize_words", "select", "synthesize_corpus",
     "wer_check", "wer_report",
 ]

@@ -16,14 +16,16 @@ class ExperimentConfig:
     """One run of the paper's pipeline.
 
     ``checkpoints``: a ``$SPIRITLM_CHECKPOINTS_DIR`` tree; None (and the variable unset) runs the
-    embedded default: tiny random checkpoints and a tiny CTC aligner built under ``out``, a few
-    Known prompts, every prompt kept (random weights answer nothing correctly).
+    embedded default: tiny random checkpoints built under ``out``, pocketsphinx's real US-English
+    model as the aligner, a few Known prompts, every prompt kept (random weights answer nothing
+    correctly). ``aligner``: a character CTC model directory (the paper's path, the default whenever
+    one is given) or ``"pocketsphinx"``.
     """
 
     out: Path
     checkpoints: Path | None = None
     variant: str = "spirit-lm-base-7b"
-    aligner: Path | None = None
+    aligner: Path | str | None = None
     known: Path | None = None
     n_prompts: int | None = None
     subset_seed: int = 0

@@ -70,8 +70,9 @@ class Experiment:
             if not dist.is_initialized():
                 dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
 
-    def _paths(self, prep: dict) -> tuple[Path, Path | None]:
-        return Path(prep["model_dir"]), None if prep["aligner"] is None else Path(prep["aligner"])
+    def _paths(self, prep: dict) -> tuple[Path, str | None]:
+        """(model directory, aligner: a CTC model directory or "pocketsphinx")."""
+        return Path(prep["model_dir"]), prep["aligner"]
 
     def model(self, prep: dict):
         if self._model is None:
@@ -89,13 +90,15 @@ class Experiment:
         return self._model
 
     def aligner(self, prep: dict):
+        """The forced aligner of this run (``spiritlens.align.get_aligner`` of ``prep["aligner"]``)."""
         if self._aligner is None:
-            from ..align import CTCAligner
+            from ..align import get_aligner
 
-            _, aligner_dir = self._paths(prep)
-            if aligner_dir is None:
-                raise ValueError("S->T tracing needs an aligner (a CTC model directory); pass --aligner")
-            self._aligner = CTCAligner.from_pretrained(aligner_dir)
+            _, aligner = self._paths(prep)
+            if aligner is None:
+                raise ValueError("S->T tracing needs an aligner: pass --aligner (a CTC model directory, or "
+                                 "'pocketsphinx')")
+            self._aligner = get_aligner(aligner)
         return self._aligner
 
     # -------------------------------------------------------------------- stages
@@ -158,6 +161,9 @@ class Experiment:
                                     "reason": dict(synthesis.failed).get(f"{record.known_id}_prompt", "no audio")})
                 else:
                     audio[record.known_id] = str(path)
+            # ground truth: where the synthesiser put each spoken word of each prompt (seconds)
+            prep["reference_words"] = {str(r.known_id): e.words for r in records for e in synthesis.entries
+                                       if e.item_id == f"{r.known_id}_prompt" and e.ok}
             prep["tts"] = {"backend": backend.name, "voice": getattr(backend, "voice", None),
                            "synthesized": len(synthesis.synthesized), "reused": len(synthesis.reused),
                            "failed": [list(f) for f in synthesis.failed]}
@@ -242,7 +248,8 @@ class Experiment:
             warnings.simplefilter("ignore", LowAlignmentConfidence)  # recorded in the result instead
             return SpeechPrompt.from_audio(self.model(prep), prep["audio"][str(known_id)],
                                            transcript=record["prompt"], subject=record["subject"],
-                                           aligner=self.aligner(prep), mapping=self.config.mapping)
+                                           aligner=self.aligner(prep), mapping=self.config.mapping,
+                                           reference_words=prep.get("reference_words", {}).get(str(known_id)))
 
     def work_items(self, prep: dict) -> list[tuple[str, int]]:
         """Every (modality, known_id) to trace, in a fixed order shared by all ranks."""
@@ -330,11 +337,14 @@ class Experiment:
         return summary
 
     # --------------------------------------------------------------- checkpoints
-    def _checkpoints(self) -> tuple[Path, Path | None, Path | None]:
-        """(model dir, speech-tokenizer dir, aligner dir), building the embedded tiny ones if needed."""
+    def _checkpoints(self) -> tuple[Path, Path | None, str | None]:
+        """(model dir, speech-tokenizer dir, aligner), building the embedded tiny checkpoints if needed.
+
+        The aligner is ``--aligner`` (a CTC model directory, the paper's path, or "pocketsphinx"); the
+        embedded default, which has no CTC model, aligns with pocketsphinx's real US-English model.
+        """
         config = self.config
         if config.embedded:
-            from ..align import write_tiny_ctc_model
             from ..tiny import make_tiny_checkpoints
 
             root = self.out / "checkpoints"
@@ -342,19 +352,17 @@ class Experiment:
                 self.log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
                 make_tiny_checkpoints(root)
                 (root / ".complete").write_text("tiny random weights\n")
-            aligner = config.aligner or self.out / "aligner"
-            if config.aligner is None and not (aligner / "config.json").is_file():
-                write_tiny_ctc_model(aligner)
-            return root / "spiritlm_model" / config.variant, root / "speech_tokenizer", Path(aligner)
+            aligner = "pocketsphinx" if config.aligner is None else str(config.aligner)
+            return root / "spiritlm_model" / config.variant, root / "speech_tokenizer", aligner
         root = Path(config.checkpoints or os.environ[CHECKPOINTS_ENV])
         model_dir = root / "spiritlm_model" / config.variant
         if not model_dir.is_dir():
             raise FileNotFoundError(f"no model at {model_dir} (checkpoints {root}, variant {config.variant!r})")
         if "s2t" in config.modalities and config.aligner is None:
-            raise ValueError("S->T needs --aligner: a character CTC model directory "
-                             "(e.g. a local copy of facebook/hubert-large-ls960-ft)")
+            raise ValueError("S->T needs --aligner: a character CTC model directory (the paper's path, e.g. a "
+                             "local copy of facebook/hubert-large-ls960-ft) or 'pocketsphinx'")
         speech = root / "speech_tokenizer"
-        return model_dir, speech if speech.is_dir() else None, config.aligner
+        return model_dir, speech if speech.is_dir() else None, None if config.aligner is None else str(config.aligner)
 
 
 def _check_writable(out: Path) -> None:
