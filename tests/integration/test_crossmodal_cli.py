@@ -69,12 +69,13 @@ def test_one_fact_writes_every_analysis_and_agrees_with_the_api(tiny_root, tiny_
 
 
 @pytest.fixture(scope="module")
-def experiment_dir(tiny_root, known_path, tiny_ctc_dir, tmp_path_factory):
-    """A small experiment run (in process), written with a relative --out and then moved."""
+def experiment_dir(tiny_root, known_path, tmp_path_factory):
+    """A small experiment run (in process), written with a relative --out and then moved; aligned
+    with pocketsphinx (a backend name in prepare.json, which the move must leave alone)."""
     from spiritlens.experiment import ExperimentConfig, run_experiment
 
     work = tmp_path_factory.mktemp("experiment")
-    config = ExperimentConfig(out=Path("run"), checkpoints=tiny_root, known=known_path, aligner=tiny_ctc_dir,
+    config = ExperimentConfig(out=Path("run"), checkpoints=tiny_root, known=known_path, aligner="pocketsphinx",
                               keep_all=True, asr="none", n_prompts=2, kinds=("hidden",), samples=2)
     here = Path.cwd()
     os.chdir(work)
@@ -226,3 +227,18 @@ def test_bad_fact_inputs(tiny_root, spoken_prompt_wav, tiny_ctc_dir, tmp_path, c
         warnings.simplefilter("ignore", LowAlignmentConfidence)
         _in_process_error(_main(args, capsys), message)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_written_with_out_dot_keeps_backend_names_and_rebases_paths(tmp_path):
+    """prepare.json of ``spiritlens experiment --out .``: its relative paths are read from the run's
+    folder, but the aligner backend name 'pocketsphinx' is not a path and stays as it is."""
+    from spiritlens.crossmodal.runner import _prepared
+
+    prep = {"config": {"out": "."}, "model_dir": "checkpoints/model", "speech_tokenizer": None,
+            "aligner": "pocketsphinx", "audio": {"1": "speech/1_prompt.wav"}, "kept": {}, "records": {},
+            "sigma": {}}
+    (tmp_path / "prepare.json").write_text(json.dumps(prep))
+    read = _prepared(tmp_path)
+    assert read["aligner"] == "pocketsphinx"
+    assert read["model_dir"] == str(tmp_path / "checkpoints" / "model")
+    assert read["audio"] == {"1": str(tmp_path / "speech" / "1_prompt.wav")}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .._io import read_json, write_json_atomic
+from ..align.aligner import POCKETSPHINX
 from ..traces.noise import parse_noise
 from .fact import CrossModalFact, ResultFile, plain
 from .geometry import GeometryResult, representation_geometry
@@ -127,7 +128,8 @@ def _prepared(run_dir: Path) -> dict:
         raise ValueError(f"{path} lacks {missing}: not a prepare.json of `spiritlens experiment`")
     old_out = Path(prep["config"].get("out") or run_dir)
     for key in ("model_dir", "speech_tokenizer", "aligner"):
-        prep[key] = _rebase(prep.get(key), old_out, run_dir)
+        if not (key == "aligner" and prep.get(key) == POCKETSPHINX):  # a backend name, not a path
+            prep[key] = _rebase(prep.get(key), old_out, run_dir)
     prep["audio"] = {k: _rebase(v, old_out, run_dir) for k, v in prep["audio"].items()}
     return prep
 
