@@ -52,9 +52,12 @@ MEMORY_SHARE = 0.3
 
 
 def available_bytes(device: torch.device) -> int:
-    """Free memory on ``device`` in bytes (CUDA: ``mem_get_info``; CPU: available pages)."""
+    """Free memory on ``device`` in bytes (CUDA: the driver's free memory plus what PyTorch's
+    caching allocator holds unused, so earlier batches' cached blocks count as free; CPU: the
+    available pages)."""
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0] + cached)
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
@@ -339,7 +342,7 @@ class SuffixRunner:
                     x[:n_tokens] = self._block(layer, x[:n_tokens], groups, plan, kind)
                 else:
                     last = torch.as_tensor(row_offset + (T - row_start) - 1, device=device)
-                    finals.append(self._last_block(x[:n_tokens], last, groups, plan, kind))
+                    finals.append(self._block(layer, x[:n_tokens], groups, plan, kind, last=last))
         for c in order[len(runs):]:  # start == L: no block to run, the state entering is final
             final = self.pre[L][:, T - 1].clone()
             if cells[c].positions[-1] == T - 1:
@@ -428,42 +431,27 @@ class SuffixRunner:
         out = out.view(R, s.n_heads, n_q, s.head_dim).transpose(1, 2)
         return out.reshape(R * n_q, s.n_heads * s.head_dim)
 
-    def _block(self, layer: int, x: torch.Tensor, groups: list[_Group], restore, kind: str) -> torch.Tensor:
-        """Block ``layer`` on the batch's suffix tokens ``[N, d]``, restoring ``kind`` where planned."""
+    def _block(self, layer: int, x: torch.Tensor, groups: list[_Group], restore, kind: str,
+               last: torch.Tensor | None = None) -> torch.Tensor:
+        """Block ``layer`` on the batch's suffix tokens ``x`` ``[N, d]``, restoring ``kind`` where
+        planned: ``[N, d]``; with ``last`` (each row's last token), the output at those only ``[R, d]``
+        (keys and values of every token, the query, attention and MLP of the last ones)."""
         s = self.stack
-        block = s.layers[layer]
-        attn = block.self_attn
-        h = _rms_norm(x, block.input_layernorm.weight, s.eps)
-        q, k, v = _linear(h, attn.q_proj), _linear(h, attn.k_proj), _linear(h, attn.v_proj)
-        z = torch.empty_like(q)
-        for group in groups:
-            z[group.tokens] = self._attend(layer, q[group.tokens], k[group.tokens], v[group.tokens], group, False)
-        a = _linear(z, attn.o_proj)
-        if restore is not None and kind == "attn":
-            a[restore[0]] = self.clean["attn"][layer][restore[1]]
-        x = x + a
-        m = s.mlp_out(layer, x)
-        if restore is not None and kind == "mlp":
-            m[restore[0]] = self.clean["mlp"][layer][restore[1]]
-        return x + m
-
-    def _last_block(self, x: torch.Tensor, last: torch.Tensor, groups: list[_Group], restore,
-                    kind: str) -> torch.Tensor:
-        """The last block at each row's last position only: final states ``[R, d]``."""
-        s = self.stack
-        layer = self.L - 1
         block = s.layers[layer]
         attn = block.self_attn
         h = _rms_norm(x, block.input_layernorm.weight, s.eps)
         k, v = _linear(h, attn.k_proj), _linear(h, attn.v_proj)
-        q = _linear(h[last], attn.q_proj)
+        if last is not None:
+            h, x = h[last], x[last]
+        q = _linear(h, attn.q_proj)
         z = torch.empty_like(q)
         for group in groups:
-            z[group.rows] = self._attend(layer, q[group.rows], k[group.tokens], v[group.tokens], group, True)
+            queries = group.tokens if last is None else group.rows
+            z[queries] = self._attend(layer, q[queries], k[group.tokens], v[group.tokens], group, last is not None)
         a = _linear(z, attn.o_proj)
         if restore is not None and kind == "attn":
             a[restore[0]] = self.clean["attn"][layer][restore[1]]
-        x = x[last] + a
+        x = x + a
         m = s.mlp_out(layer, x)
         if restore is not None and kind == "mlp":
             m[restore[0]] = self.clean["mlp"][layer][restore[1]]
