@@ -15,6 +15,13 @@ prompt for every layer from the cached corrupted ``resid_pre``: ``2 * L * S * T 
 (``d_kv = num_key_value_heads * head_dim``, = d_model without grouped-query attention). For a 7B
 SpiritLM in bf16 at T = 60, S = 10: 2 * 32 * 10 * 60 * 4096 * 2 bytes = 315 MB (300 MiB).
 
+**Memory per prompt.** Besides the weights: the corrupted run's ``resid_pre`` ((L + 1) S T d) and
+``resid_mid`` (L S T d), the clean run's resid_post, attn_out and mlp_out (3 L T d) and the key/value
+cache; 7B bf16, T = 60, S = 10: 162 + 157 + 47 + 315 MB = 0.68 GB. A batch's temporaries
+(:meth:`SuffixRunner.batch_bytes`) may take ``MEMORY_SHARE`` of the free memory. On paper, for a
+24 GB GPU: 13.5 GB of weights + 0.7 GB + 0.3 x (24 - 14.2 - ~0.5 GB CUDA context) = 2.8 GB of batch
+gives a peak near 17 GB (not measured: no GPU was lent to this work).
+
 **Numerics.** The blocks are computed here from the weights of the wrapped
 ``transformers.LlamaForCausalLM`` with the operations and rounding points of its eager attention
 (``transformers.models.llama.modeling_llama`` as installed): RMSNorm in float32 then cast back and
@@ -42,10 +49,11 @@ import torch
 import torch.nn.functional as F
 
 # Tokens in flight per batch on a CPU (rows x suffix positions, summed over the batch's cells):
-# the best of 256 .. 16384 measured with benchmarks/bench_trace.py --sweep-batch on 2 threads
-# (8 layers x d 512, T = 60; see benchmarks/results/). Larger batches fall out of the CPU caches.
-CPU_TOKENS_PER_BATCH = 4096
-# On a GPU larger batches keep the matrix units busy; the free-memory rule below bounds them.
+# the fastest of 512 .. 16384 in benchmarks/bench_trace.py --sweep-batch (8 layers x d 512, T = 60,
+# hidden) on 1 and on 2 threads; 4096 was 10-20% slower, 16384 20% (the batch falls out of the caches).
+CPU_TOKENS_PER_BATCH = 1024
+# On a GPU large batches keep the matrix units busy (not measured here: no GPU was lent); the
+# free-memory rule bounds them (for a 7B model in bf16 at T = 60, to about 10k tokens on a 24 GB card).
 GPU_TOKENS_PER_BATCH = 65536
 # Share of the free device memory one batch's temporaries may take.
 MEMORY_SHARE = 0.3
