@@ -16,6 +16,10 @@ HOOK = {"hidden": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", 
 
 def reference_trace(model, ids, b, e, kind, *, samples, nu, seed=1, window=10, replace=False,
                     fix_low=False, uniform=False, rows=None):
+    """ROME's trace of token ids ``ids`` with the subject at [b, e): every cell of every row, each a
+    full forward of S+1 rows. ``rows``: lists of positions restored together (default: one per
+    position). Returns ``(table [len(rows), L], low_score, high_score, answer_id)``; the softmax is
+    taken in the model's dtype, as ROME does."""
     T, L, d = len(ids), model.cfg.n_layers, model.cfg.d_model
     rows = rows or [[t] for t in range(T)]
     batch = torch.tensor([ids] * (samples + 1))

@@ -1,17 +1,26 @@
-"""The tracing engine against the plain per-cell reference in ``tests/reference_tracing.py``."""
+"""The tracing engine against the plain per-cell reference in ``tests/reference_tracing.py``.
+
+The engine runs restored cells over the changed suffix only, with the corrupted run's cached
+keys and values (spiritlens.traces.suffix); the reference runs every cell as a full forward of
+S+1 rows through ``run_with_hooks``. Float32 scores must agree to 1e-6 everywhere.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from spiritlens import trace
-from spiritlens.traces import Row, TracePrompt, trace_kinds
+from spiritlens import HookedSpiritLM, trace
+from spiritlens.tiny import write_tiny_model, write_weights
+from spiritlens.traces import Row, TracePrompt, suffix, trace_kinds
 
 from reference_tracing import reference_trace
 
 PROMPT = "The Space Needle is located in the city of"
 SUBJECT = "Space Needle"
+
+
 @pytest.fixture(scope="module")
 def prompt_ids(tiny_model):
     ids, token_map = tiny_model.encode(PROMPT)
@@ -27,6 +36,8 @@ CASES = [
     dict(kind="attn", window=3),
     dict(kind="mlp", window=1),
     dict(kind="attn", window=1),
+    dict(kind="mlp", window=5),
+    dict(kind="attn", window=2),
     dict(kind="hidden", replace=True),
     dict(kind="mlp", window=3, replace=True, low_score_follows_replace=True),
     dict(kind="hidden", noise="u1.5"),
@@ -109,3 +120,143 @@ def test_explicit_target_and_subject_range(tiny_model, prompt_ids):
     by_range = trace(tiny_model, ids, subject_range=(b, e), samples=2, noise=1.0, target=by_string.answer_id)
     assert np.array_equal(by_range.scores, by_string.scores)
     assert by_range.subject_range == (b, e)
+
+
+@pytest.mark.parametrize("kind, window", [("hidden", 10), ("mlp", 3), ("attn", 1)])
+@pytest.mark.parametrize("last", [1, 2])
+def test_subject_at_the_last_positions(tiny_model, prompt_ids, kind, window, last):
+    # The subject ends the prompt: the suffix is one or two positions long, and the last
+    # block's single query is a restored position.
+    ids = prompt_ids[0]
+    T = len(ids)
+    result = trace(tiny_model, ids, subject_range=(T - last, T), kind=kind, window=window, samples=3, noise=1.5)
+    table, low, high, _ = reference_trace(tiny_model, ids, T - last, T, kind, samples=3, nu=1.5, window=window)
+    assert abs(result.low_score - low) <= 1e-6 and abs(result.high_score - high) <= 1e-6
+    diff = np.abs(result.scores - table).max()
+    assert diff <= 1e-6, f"max |engine - reference| = {diff:.3g}"
+    assert np.abs(table[T - last:] - low).max() > 1e-2
+
+
+# ------------------------------------------------- a speech-length prompt, grouped-query attention
+LONG_SUBJECT = (20, 32)
+CHECKED_ROWS = [0, 19, 20, 26, 31, 32, 45, 62, 63]  # before, first, inside, last of the subject, after, end
+
+
+@pytest.fixture(scope="module")
+def gqa_model(tmp_path_factory):
+    """6 layers, 4 query heads sharing 2 key/value heads (Llama's grouped-query attention)."""
+    directory = write_tiny_model(tmp_path_factory.mktemp("gqa") / "m", num_hidden_layers=6, num_attention_heads=4,
+                                 num_key_value_heads=2, seed=1)
+    return HookedSpiritLM.from_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def long_ids(gqa_model):
+    """64 positions shaped like an S->T prompt: BOS, [Speech], 61 HuBERT units, [Text]."""
+    vocab = gqa_model.vocab
+    return [vocab.bos_id, vocab.speech_marker_id] + [vocab.hubert_ids[(37 * k) % 500] for k in range(61)] \
+        + [vocab.text_marker_id]
+
+
+@pytest.fixture(scope="module")
+def long_reference(gqa_model, long_ids):
+    """Reference scores of CHECKED_ROWS on the long prompt, computed once per (kind, window)."""
+    cache = {}
+
+    def get(kind, window):
+        if (kind, window) not in cache:
+            cache[kind, window] = reference_trace(gqa_model, long_ids, *LONG_SUBJECT, kind, samples=3, nu=1.0,
+                                                  window=window, rows=[[t] for t in CHECKED_ROWS])
+        return cache[kind, window]
+
+    return get
+
+
+@pytest.mark.parametrize("kind, window", [("hidden", 10), ("mlp", 3), ("attn", 5), ("mlp", 10)])
+def test_long_prompt_with_grouped_query_attention(gqa_model, long_ids, long_reference, kind, window):
+    assert gqa_model.cfg.n_key_value_heads == 2 < gqa_model.cfg.n_heads
+    result = trace(gqa_model, long_ids, subject_range=LONG_SUBJECT, kind=kind, window=window, samples=3, noise=1.0)
+    table, low, high, answer = long_reference(kind, window)
+    assert result.answer_id == answer and abs(result.low_score - low) <= 1e-6
+    assert result.scores.shape == (64, 6)
+    diff = np.abs(result.scores[CHECKED_ROWS] - table).max()
+    assert diff <= 1e-6, f"max |engine - reference| = {diff:.3g}"
+    assert np.abs(table - low).max() > 0.1
+
+
+def test_many_small_batches_give_the_same_scores(gqa_model, long_ids, long_reference, monkeypatch):
+    # A target of 100 tokens in flight splits the cells into dozens of batches, each mixing
+    # several suffix starts and cells that join at different blocks.
+    monkeypatch.setattr(suffix, "CPU_TOKENS_PER_BATCH", 100)
+    batches = []
+    original = suffix.SuffixRunner.batches
+    monkeypatch.setattr(suffix.SuffixRunner, "batches",
+                        lambda self, cells, max_cells=None: batches.extend(original(self, cells, max_cells))
+                        or batches)
+    result = trace(gqa_model, long_ids, subject_range=LONG_SUBJECT, kind="mlp", window=3, samples=3, noise=1.0)
+    assert len(batches) > 20 and any(len({c.start for c in batch}) > 1 for batch in batches)
+    assert any(len({c.positions[0] for c in batch}) > 1 for batch in batches)
+    table = long_reference("mlp", 3)[0]
+    assert np.abs(result.scores[CHECKED_ROWS] - table).max() <= 1e-6
+
+
+def test_non_contiguous_position_groups(gqa_model, long_ids):
+    # S->T rows restore several positions at once; the suffix starts at a group's first position.
+    groups = [Row("bos", [0]), Row("before", [2, 5]), Row("straddles", [10, 21]), Row("subject", [20, 21, 22]),
+              Row("gaps", [25, 40, 63]), Row("pair", [30, 31]), Row("unsorted", [63, 62]), Row("last", [63])]
+    prompt = TracePrompt(long_ids, [str(i) for i in long_ids], LONG_SUBJECT, groups=groups,
+                         group_subject_rows=(3, 4))
+    for kind, window in (("hidden", 10), ("attn", 3), ("mlp", 5)):
+        result = trace(gqa_model, prompt, kind=kind, window=window, samples=3, noise=1.0, row_mode="groups")
+        table, low, _, _ = reference_trace(gqa_model, long_ids, *LONG_SUBJECT, kind, samples=3, nu=1.0,
+                                           window=window, rows=[g.positions for g in groups])
+        diff = np.abs(result.scores - table).max()
+        assert diff <= 1e-6, f"{kind}: max |engine - reference| = {diff:.3g}"
+        assert np.all(result.scores[:2] == result.low_score)  # groups before the subject
+        assert np.abs(table[2:] - low).max() > 0.1
+
+
+# ------------------------------------------------------------------ bf16 and processed weights
+def test_bfloat16_engine_agrees_with_the_bfloat16_loop(tmp_path):
+    """In bf16 the engine and the plain loop round at different places (matrix shapes, and ROME's
+    softmax in the model dtype against the engine's float32 softmax), so they agree to the
+    rounding of a bf16 probability (relative spacing 2**-7), and the engine is no further from
+    the float32 scores than the bf16 loop itself is."""
+    directory = write_tiny_model(tmp_path / "m", num_hidden_layers=4, num_key_value_heads=2, dtype=torch.bfloat16)
+    fp32 = HookedSpiritLM.from_pretrained(directory, dtype="float32")
+    bf16 = HookedSpiritLM.from_pretrained(directory, dtype="bfloat16")
+    ids, token_map = fp32.encode(PROMPT)
+    b, e = token_map.find_text(SUBJECT)
+    ids = ids[0].tolist()
+    for kind in ("hidden", "mlp"):
+        ours = trace(bf16, PROMPT, SUBJECT, kind=kind, window=3, samples=4, noise=1.0)
+        loop16, _, _, answer = reference_trace(bf16, ids, b, e, kind, samples=4, nu=1.0, window=3)
+        loop32, low32, _, answer32 = reference_trace(fp32, ids, b, e, kind, samples=4, nu=1.0, window=3)
+        assert ours.answer_id == answer == answer32
+        close = np.abs(ours.scores - loop16) <= 2**-7 * np.abs(loop16) + 1e-6
+        assert close.all(), f"{kind}: worst relative gap {(np.abs(ours.scores - loop16) / loop16).max():.3g}"
+        bf16_error = np.abs(loop16 - loop32).max()
+        assert np.abs(ours.scores - loop32).max() <= 1.5 * bf16_error
+        assert bf16_error > 1e-4 and np.abs(loop32 - low32).max() > 1e-2  # bf16 matters; the trace is not flat
+
+
+def test_processed_weights(tmp_path, tiny_base_dir):
+    # process_weights=True folds the norms' weights into the next projections; the restored runs
+    # read the weights the bridge computes with.
+    from transformers import LlamaForCausalLM
+
+    state = LlamaForCausalLM.from_pretrained(tiny_base_dir).state_dict()
+    generator = torch.Generator().manual_seed(0)
+    state = {k: v + 0.3 * torch.randn(v.shape, generator=generator) if "norm" in k else v for k, v in state.items()}
+    directory = write_tiny_model(tmp_path / "m")
+    (directory / "pytorch_model.bin").unlink()
+    write_weights(state, directory)
+    processed = HookedSpiritLM.from_pretrained(directory, process_weights=True)
+    assert torch.all(processed.hf_model.model.layers[0].input_layernorm.weight == 1)  # folded away
+    ids, token_map = processed.encode(PROMPT)
+    b, e = token_map.find_text(SUBJECT)
+    for kind in ("hidden", "attn"):
+        result = trace(processed, PROMPT, SUBJECT, kind=kind, window=3, samples=3, noise=1.0)
+        table, low, _, _ = reference_trace(processed, ids[0].tolist(), b, e, kind, samples=3, nu=1.0, window=3)
+        assert np.abs(result.scores - table).max() <= 1e-6
+        assert np.abs(table - low).max() > 1e-2

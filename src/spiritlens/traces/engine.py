@@ -1,10 +1,12 @@
-"""The causal tracing engine: ROME's numbers, computed with batched TransformerLens patching.
+"""The causal tracing engine: ROME's numbers, with restored runs over the changed suffix only.
 
 For one prompt (CAUSAL_TRACING.md):
-1. clean run (batch 1): answer ``a`` = top-1 (or a given target), ``high_score = p0[a]``, and the
-   clean ``resid_post`` / ``attn_out`` / ``mlp_out`` of every layer are cached;
-2. corrupted run (``samples`` rows, noise added at ``hook_embed`` on the subject's positions):
-   ``low_score``, and the corrupted ``resid_pre`` of every layer are cached;
+1. clean run (batch 1, through the TransformerBridge): answer ``a`` = top-1 (or a given target),
+   ``high_score = p0[a]``, and the clean ``resid_post`` / ``attn_out`` / ``mlp_out`` of every
+   layer are cached;
+2. corrupted run (``samples`` rows, noise added at ``hook_embed`` on the subject's positions,
+   through the bridge): ``low_score``, and the corrupted ``resid_pre`` / ``resid_mid`` of every
+   layer are cached;
 3. restored runs: cell (row, layer) restores the row's positions to their clean values, at
    ``blocks.l.hook_resid_post`` (hidden) or at ``hook_mlp_out`` / ``hook_attn_out`` of every
    layer of the window (mlp / attn). ``scores[row, layer]`` is the mean over the samples of the
@@ -13,14 +15,16 @@ For one prompt (CAUSAL_TRACING.md):
 Speed-ups that keep the numbers (CAUSAL_TRACING.md §7): clean and corrupted runs once per prompt
 and shared by every kind; cells before the first corrupted position are not run (their score is
 ``low_score`` by causality), nor is the hidden kind's last layer (low, or high at the last
-position); many cells share one batch; each restored run starts at the first patched layer from
-the cached corrupted prefix (running the bridge's blocks, so the TransformerLens hooks fire as in
-a full forward); logits are computed at the last position only.
+position); each restored run starts after its first patched block and covers only the positions
+from the row's first one on, attending to the corrupted run's cached keys and values
+(:mod:`spiritlens.traces.suffix`, which computes the blocks from the Llama weights: hooks added to
+the bridge do not fire there, and tracing refuses to run while any are attached to the blocks);
+cells are batched by tokens in flight; the last block and the logits are computed for the last
+position only.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -32,6 +36,7 @@ from ..tokenization import readable_pieces
 from .answer import AnswerRule, check_traceable, output_modality_of, resolve_answer
 from .noise import NoiseSpec, draw_noise, noise_scale, parse_noise, subject_sigma
 from .result import Row, TraceResult
+from .suffix import Cell, LlamaStack, SuffixRunner, check_no_block_hooks
 
 KINDS = ("hidden", "mlp", "attn")
 
@@ -134,15 +139,6 @@ def resolve_target(model, target: "AnswerRule | int | str | None") -> "AnswerRul
     return int(target)
 
 
-def _available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 4 << 30
-
-
 class Tracer:
     """Clean and corrupted runs of one prompt, then restored runs for any kind.
 
@@ -169,10 +165,8 @@ class Tracer:
         self.replace = replace
         self.low_score_follows_replace = low_score_follows_replace
         self.max_batch_cells = max_batch_cells
-        hf = model.hf_model
-        self._layers = hf.model.layers
-        self._norm = hf.model.norm
-        self._lm_head = hf.lm_head
+        self._runner: SuffixRunner | None = None
+        self._stack: LlamaStack | None = None
         self.n_layers = model.cfg.n_layers
         self.ids = torch.tensor([prompt.input_ids], device=model.device)
         if self.ids.shape[1] > model.cfg.n_ctx:
@@ -239,65 +233,39 @@ class Tracer:
         self._corrupted_mid = prefix["mid"]  # resid_mid[l]: [S, T, d]
 
     # ----------------------------------------------------------- restored runs
-    def _cells_per_batch(self, n_cells: int) -> int:
-        cfg = self.model.cfg
-        T = self.ids.shape[1]
-        element = torch.finfo(self.model.dtype).bits // 8
-        per_row = T * (16 * cfg.d_model + 3 * getattr(cfg, "d_mlp", 4 * cfg.d_model) + 2 * cfg.n_heads * T) * element
-        per_row += 2 * cfg.d_vocab * 4
-        budget = 0.3 * _available_bytes(self.model.device)
-        cells = max(1, min(n_cells, int(budget // (self.samples * per_row))))
-        if self.model.device.type == "cpu":
-            cells = min(cells, max(1, 512 // self.samples))
-        return min(cells, self.max_batch_cells) if self.max_batch_cells else cells
+    def _restored_runs(self) -> SuffixRunner:
+        """The suffix runner over this prompt's corrupted run (built on first use: it caches the
+        corrupted keys and values of every layer)."""
+        if self._runner is None:
+            self._stack = LlamaStack(self.model.hf_model)
+            clean = {kind: self._clean[kind] for kind in ("attn", "mlp")}
+            self._runner = SuffixRunner(self._stack, self._corrupted_prefix, clean, self.answer_id)
+        return self._runner
 
-    def _first_block_output(self, kind: str, block: int, batch_idx: torch.Tensor,
-                            pos_idx: torch.Tensor) -> torch.Tensor:
-        """``resid_post[block]`` at the restored (row, position) pairs ``[n, d]``."""
+    def _first_block_output(self, kind: str, block: int) -> torch.Tensor:
+        """``resid_post[block]`` of a cell whose first patched block is ``block``, at every position
+        as if it were restored: ``[1, T, d]`` (hidden) or ``[S, T, d]``.
+
+        Up to that output only the restored positions differ from the corrupted run (the MLP acts
+        per position), so restored runs start at ``block + 1`` with these values at P.
+        """
         if kind == "hidden":
-            return self._clean["hidden"][block][pos_idx]
-        S = self.samples
-        sample_idx = batch_idx % S
+            return self._clean["hidden"][block][None]
         if kind == "mlp":
-            mid = self._corrupted_mid[block][sample_idx, pos_idx]
-            return mid + self._clean["mlp"][block][pos_idx]
-        mid = self._corrupted_prefix[block][sample_idx, pos_idx] + self._clean["attn"][block][pos_idx]
-        layer = self.model.bridge.blocks[block]
-        return mid + layer.mlp(layer.ln2(mid[:, None]))[:, 0]
-
-    def _block_kwargs(self, h: torch.Tensor) -> dict:
-        """Rotary embeddings, positions and an explicit causal mask for calling blocks directly
-        (an eager Llama layer given no mask attends bidirectionally)."""
-        T = h.shape[1]
-        position_ids = torch.arange(T, device=h.device)[None]
-        mask = torch.full((T, T), torch.finfo(h.dtype).min, dtype=h.dtype, device=h.device).triu(1)[None, None]
-        return {"attention_mask": mask, "position_ids": position_ids,
-                "position_embeddings": self.model.hf_model.model.rotary_emb(h, position_ids)}
-
-    def _run_from(self, h: torch.Tensor, start: int, hooks: list) -> torch.Tensor:
-        """Run blocks ``start..L-1`` on ``h`` ``[N, T, d]``; answer probabilities ``[N]``."""
-        kwargs = self._block_kwargs(h)
-        with self.model.hooks(fwd_hooks=hooks):
-            for layer in self._layers[start:]:
-                out = layer(h, **kwargs)
-                h = out[0] if isinstance(out, tuple) else out
-        logits = self._lm_head(self._norm(h[:, -1]))
-        return torch.softmax(logits.float(), dim=-1)[:, self.answer_id]
-
-    def _indices(self, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch row, position) index pairs restoring each cell's positions in its S rows."""
-        S = self.samples
-        batch, positions = [], []
-        for g, row in enumerate(rows):
-            for p in row.positions:
-                batch.extend(range(g * S, (g + 1) * S))
-                positions.extend([p] * S)
-        device = self.model.device
-        return torch.tensor(batch, device=device), torch.tensor(positions, device=device)
+            return self._corrupted_mid[block] + self._clean["mlp"][block]
+        mid = self._corrupted_prefix[block] + self._clean["attn"][block]
+        return mid + self._stack.mlp_out(block, mid)
 
     def scores(self, kind: str, rows: Sequence[Row], *, window: int = 10,
                progress: Callable | None = None) -> np.ndarray:
-        """``[R, L]`` restored probabilities for ``rows`` (each a group of positions)."""
+        """``[R, L]`` restored probabilities for ``rows`` (each a group of positions).
+
+        Every live cell runs over the changed suffix only (:mod:`spiritlens.traces.suffix`), in
+        batches sized by tokens in flight; ``max_batch_cells`` caps the cells per batch.
+        ``progress(1)`` is called once per layer when all of its cells are done. Raises ValueError
+        for an unknown kind, a bad window, positions outside the prompt, or hooks attached to the
+        model's blocks (the restored runs compute the blocks directly and would skip them).
+        """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
         if not isinstance(window, int) or window < 1:
@@ -306,41 +274,56 @@ class Tracer:
         for row in rows:
             if not row.positions or not all(0 <= p < T for p in row.positions):
                 raise ValueError(f"row {row.label!r} has positions outside 0..{T - 1}: {row.positions}")
+        check_no_block_hooks(self.model.bridge)
         b = self.prompt.subject_range[0]
         # Rows before the subject restore states equal to the corrupted ones: by causality their
         # score is the corrupted baseline (low_score, unless ROME's replace quirk is on).
         scores = np.full((len(rows), L), self._baseline, dtype=np.float64)
         live = [i for i, row in enumerate(rows) if max(row.positions) >= b]
-        K = self._cells_per_batch(len(live))
-        S = self.samples
-        done: dict[tuple[int, ...], int] = {}  # truncated windows repeat near the edges of small models
+        runner = self._restored_runs() if live else None
+        cells: list[Cell] = []
+        copies: dict[int, int] = {}  # truncated windows repeat near the edges of small models
+        first_of: dict[tuple[int, ...], int] = {}
+        pending: dict[int, int] = {}  # layer -> cells not yet scored
         with torch.inference_mode():
             for layer in range(L):
                 if kind == "hidden" and layer == L - 1:
+                    # The last block's output at the last position is the clean one (high), elsewhere
+                    # it cannot reach the logits (low).
                     for i in live:
                         scores[i, layer] = self.high_score if T - 1 in rows[i].positions else self._baseline
                     continue
-                patched = [layer] if kind == "hidden" else list(layer_window(layer, window, L))
-                if tuple(patched) in done:
-                    scores[live, layer] = scores[live, done[tuple(patched)]]
-                    if progress is not None:
-                        progress(1)
+                patched = (layer,) if kind == "hidden" else tuple(layer_window(layer, window, L))
+                if patched in first_of:
+                    copies[layer] = first_of[patched]
                     continue
-                done[tuple(patched)] = layer
-                # Restored runs start after the first patched block: up to its output only the
-                # restored positions differ from the corrupted run (MLPs act per position).
-                first_block = layer if kind == "hidden" else patched[0]
-                for first in range(0, len(live), K):
-                    chunk = live[first:first + K]
-                    batch_idx, pos_idx = self._indices([rows[i] for i in chunk])
-                    h = self._corrupted_prefix[first_block + 1].repeat(len(chunk), 1, 1)
-                    h[batch_idx, pos_idx] = self._first_block_output(kind, first_block, batch_idx, pos_idx)
-                    hooks = [(hook_names.BY_KIND[kind](j), _restore(self._clean[kind][j], batch_idx, pos_idx))
-                             for j in patched[1:]] if kind != "hidden" else []
-                    p = self._run_from(h, first_block + 1, hooks)
-                    scores[chunk, layer] = p.view(len(chunk), S).mean(dim=1).double().cpu().numpy()
-                if progress is not None:
+                first_of[patched] = layer
+                if not live:
+                    continue
+                first_block = patched[0]
+                state = self._first_block_output(kind, first_block)
+                for i in live:
+                    positions = tuple(sorted(set(rows[i].positions)))
+                    cells.append(Cell(slot=i * L + layer, positions=positions, start=first_block + 1,
+                                      state=state[:, list(positions)], restore=patched[1:]))
+                pending[layer] = len(live)
+            finished = [layer for layer in range(L) if layer not in pending]
+
+            def done(batch: Sequence[Cell]) -> None:
+                for cell in batch:
+                    layer = cell.slot % L
+                    pending[layer] -= 1
+                    if pending[layer] == 0 and progress is not None:
+                        progress(1)
+
+            if progress is not None:
+                for _ in finished:
                     progress(1)
+            if cells:
+                for slot, p in runner.run(cells, kind, max_cells=self.max_batch_cells, done=done).items():
+                    scores[slot // L, slot % L] = p
+        for layer, source in copies.items():
+            scores[live, layer] = scores[live, source]
         return scores
 
     def result(self, kind: str, rows: Sequence[Row] | None = None, *, window: int = 10,
@@ -364,16 +347,6 @@ class Tracer:
             modality=prompt.modality, prompt=prompt.prompt, subject=prompt.subject, name=name,
             extra=dict(prompt.extra),
         )
-
-
-def _restore(clean: torch.Tensor, batch_idx: torch.Tensor, pos_idx: torch.Tensor) -> Callable:
-    source = clean[pos_idx]
-
-    def restore(act, hook):
-        act[batch_idx, pos_idx] = source
-        return act
-
-    return restore
 
 
 ROW_MODES = ("auto", "positions", "groups", "mean")

@@ -1,0 +1,466 @@
+"""Restored runs over the changed suffix only: the arithmetic a causal-tracing cell really needs.
+
+A restored cell sets positions ``P`` (first position ``i = min(P)``) to clean values at some
+block and runs the model on. By causality every position before ``i`` keeps the corrupted run's
+state at every layer, and up to the cell's first run block nothing else changes. So a cell runs
+only the positions ``i .. T-1`` through blocks ``start .. L-1``, its queries attending to the
+corrupted run's cached keys and values for positions ``< i`` and to its own for ``>= i``; the last
+block computes only what the last position needs (keys and values of every suffix position, the
+query, attention output and MLP of the last one), and logits are taken at the last position only.
+The work is ``S * sum over cells of (T - i) * (L - start)`` token-blocks instead of ROME's
+``(S + 1) * T * L`` per cell (CAUSAL_TRACING.md §7).
+
+**Key/value cache.** Keys (after rotary) and values of the corrupted run are computed once per
+prompt for every layer from the cached corrupted ``resid_pre``: ``2 * L * S * T * d_kv`` elements
+(``d_kv = num_key_value_heads * head_dim``, = d_model without grouped-query attention). For a 7B
+SpiritLM in bf16 at T = 60, S = 10: 2 * 32 * 10 * 60 * 4096 * 2 bytes = 315 MB (300 MiB).
+
+**Memory per prompt.** Besides the weights: the corrupted run's ``resid_pre`` ((L + 1) S T d) and
+``resid_mid`` (L S T d), the clean run's resid_post, attn_out and mlp_out (3 L T d) and the key/value
+cache; 7B bf16, T = 60, S = 10: 162 + 157 + 47 + 315 MB = 0.68 GB. A batch's temporaries
+(:meth:`SuffixRunner.batch_bytes`) may take ``MEMORY_SHARE`` of the free memory. On paper, for a
+24 GB GPU: 13.5 GB of weights + 0.7 GB + 0.3 x (24 - 14.2 - ~0.5 GB CUDA context) = 2.8 GB of batch
+gives a peak near 17 GB (not measured: no GPU was lent to this work).
+
+**Numerics.** The blocks are computed here from the weights of the wrapped
+``transformers.LlamaForCausalLM`` with the operations and rounding points of its eager attention
+(``transformers.models.llama.modeling_llama`` as installed): RMSNorm in float32 then cast back and
+scaled; ``q/k/v/o`` projections; HF's rotary formula with its ``cos``/``sin`` in the model dtype;
+scores ``(q @ k^T) * head_dim**-0.5`` plus an additive causal mask, softmax in float32 cast back
+to the model dtype; grouped-query attention (``num_key_value_heads < num_attention_heads``) by
+grouping each key/value head's queries, which is HF's ``repeat_kv`` without the copy; gated MLP
+``down(act(gate(x)) * up(x))``. The results equal the plain per-cell ``run_with_hooks`` loop to
+float32 rounding (tests/integration/test_trace_parity.py).
+
+**Hooks.** The restored runs do not pass through the TransformerBridge, so hooks that users add
+to the bridge do not fire in them; :func:`check_no_block_hooks` refuses to trace while any are
+attached to a decoder block, the final norm or the unembedding (a hook on ``hook_embed`` acts in
+the clean and corrupted runs, which do go through the bridge).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Tokens in flight per batch on a CPU (rows x suffix positions, summed over the batch's cells):
+# the fastest of 512 .. 16384 in benchmarks/bench_trace.py --sweep-batch (8 layers x d 512, T = 60,
+# hidden) on 1 and on 2 threads; 4096 was 10-20% slower, 16384 20% (the batch falls out of the caches).
+CPU_TOKENS_PER_BATCH = 1024
+# On a GPU large batches keep the matrix units busy (not measured here: no GPU was lent); the
+# free-memory rule bounds them (for a 7B model in bf16 at T = 60, to about 10k tokens on a 24 GB card).
+GPU_TOKENS_PER_BATCH = 65536
+# Share of the free device memory one batch's temporaries may take.
+MEMORY_SHARE = 0.3
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device`` in bytes (CUDA: the driver's free memory plus what PyTorch's
+    caching allocator holds unused, so earlier batches' cached blocks count as free; CPU: the
+    available pages)."""
+    if device.type == "cuda":
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0] + cached)
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 4 << 30
+
+
+@dataclass
+class Cell:
+    """One restored run, in ROME's terms one (row, layer) cell of the scores table.
+
+    Attributes:
+        slot: the caller's index for the cell's score.
+        positions: the restored positions P, sorted and unique; the suffix starts at ``positions[0]``.
+        start: the first block run, 0 <= start <= L (L: no block, the score comes from ``state``).
+        state: ``[S or 1, |P|, d_model]``, the residual stream entering block ``start`` at P;
+            every other position enters with the corrupted run's ``resid_pre[start]``.
+        restore: blocks (each >= start) whose output of the restored kind is set at P to its
+            clean value (``hook_attn_out`` / ``hook_mlp_out``: the rest of a window).
+    """
+
+    slot: int
+    positions: tuple[int, ...]
+    start: int
+    state: torch.Tensor
+    restore: tuple[int, ...] = ()
+
+
+def check_no_block_hooks(bridge) -> None:
+    """Raise ValueError if TransformerLens hooks are attached to a hook point of the bridge's blocks,
+    final norm or unembedding (``add_hook``, or ``hooks()`` still open).
+
+    The suffix runs compute the blocks from the weights, so such hooks would be silently skipped.
+    (Plain PyTorch hooks on the wrapped modules cannot be told apart from the bridge's own.)
+    """
+    found = sorted(name for name, point in bridge.hook_dict.items()
+                   if name.startswith(("blocks.", "ln_final", "unembed")) and point.fwd_hooks)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ValueError(f"the model has hooks attached at {shown}: causal tracing's restored runs compute the "
+                         "blocks directly and would skip them; remove them first (model.reset_hooks())")
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm: normalise in float32, cast back to the input dtype, then scale."""
+    dtype = x.dtype
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """HF Llama's ``apply_rotary_pos_emb`` for one tensor: ``x * cos + rotate_half(x) * sin``."""
+    return (x * cos) + (_rotate_half(x) * sin)
+
+
+def _linear(x: torch.Tensor, module) -> torch.Tensor:
+    return F.linear(x, module.weight, getattr(module, "bias", None))
+
+
+class LlamaStack:
+    """The decoder blocks of a (bridge-wrapped) ``LlamaForCausalLM`` as plain tensor functions.
+
+    Reads the weights through the modules' ``weight``/``bias`` (the bridge's components forward
+    them to the HF modules), and the geometry from the HF config.
+    """
+
+    def __init__(self, hf_model):
+        config = hf_model.config
+        if getattr(config, "model_type", None) != "llama":
+            raise ValueError(f"causal tracing's restored runs need a Llama model, got model_type "
+                             f"{getattr(config, 'model_type', None)!r}")
+        self.config = config
+        self.layers = list(hf_model.model.layers)
+        self.norm = hf_model.model.norm
+        self.lm_head = hf_model.lm_head
+        self.rotary = hf_model.model.rotary_emb
+        self.eps = float(config.rms_norm_eps)
+        self.n_heads = int(config.num_attention_heads)
+        self.n_kv_heads = int(getattr(config, "num_key_value_heads", None) or self.n_heads)
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"num_attention_heads {self.n_heads} is not a multiple of num_key_value_heads "
+                             f"{self.n_kv_heads}")
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.n_heads)
+        self.groups = self.n_heads // self.n_kv_heads
+        self.scaling = self.head_dim ** -0.5
+        self.act = _activation(config.hidden_act)
+        self.vocab = int(self.lm_head.weight.shape[0])
+
+    def rotary_tables(self, n_positions: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """HF's ``cos``, ``sin`` for positions 0..n-1: ``[n, head_dim]`` in ``like``'s dtype."""
+        positions = torch.arange(n_positions, device=like.device)[None]
+        cos, sin = self.rotary(like, positions)
+        return cos[0], sin[0]
+
+    def key_value(self, layer: int, resid_pre: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (after rotary) and values of block ``layer`` for ``resid_pre`` ``[B, T, d]``:
+        two ``[B, n_kv_heads, T, head_dim]`` tensors."""
+        attn = self.layers[layer].self_attn
+        h = _rms_norm(resid_pre, self.layers[layer].input_layernorm.weight, self.eps)
+        B, T = h.shape[:2]
+        k = _linear(h, attn.k_proj).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = _linear(h, attn.v_proj).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return _rope(k, cos, sin), v.contiguous()
+
+    def mlp_out(self, layer: int, resid_mid: torch.Tensor) -> torch.Tensor:
+        """``hook_mlp_out`` of block ``layer`` for ``resid_mid`` ``[..., d]``."""
+        block = self.layers[layer]
+        mlp = block.mlp
+        h = _rms_norm(resid_mid, block.post_attention_layernorm.weight, self.eps)
+        return _linear(self.act(_linear(h, mlp.gate_proj)) * _linear(h, mlp.up_proj), mlp.down_proj)
+
+    def answer_probs(self, resid_final: torch.Tensor, answer_id: int) -> torch.Tensor:
+        """Softmax (float32, full vocabulary) probability of ``answer_id`` for ``[R, d]`` final states."""
+        h = _rms_norm(resid_final.to(self.norm.weight.device), self.norm.weight, self.eps)
+        logits = _linear(h.to(self.lm_head.weight.device), self.lm_head)
+        return torch.softmax(logits.float(), dim=-1)[:, answer_id]
+
+
+def _activation(name: str) -> Callable:
+    from transformers.activations import ACT2FN
+
+    return ACT2FN[name]
+
+
+@dataclass
+class _Group:
+    """Active rows of a batch whose suffix starts at the same position ``i``."""
+
+    start: int  # i
+    rows: torch.Tensor  # [R_i] row indices in the batch
+    samples: torch.Tensor  # [R_i] corrupted sample of each row
+    tokens: torch.Tensor  # [R_i * (T - i)] token indices, row-major
+
+
+class SuffixRunner:
+    """Runs :class:`Cell` s over the changed suffix, batched by tokens in flight.
+
+    Args:
+        stack: the model's :class:`LlamaStack`.
+        corrupted_pre: ``L + 1`` tensors ``[S, T, d]``: the corrupted run's ``resid_pre[l]`` for
+            l < L and its last block's output at index L (the restored runs' corrupted run).
+        clean: kind -> ``L`` tensors ``[T, d]`` of the clean run (``attn``, ``mlp`` outputs).
+        answer_id: the token whose probability is the score.
+    """
+
+    def __init__(self, stack: LlamaStack, corrupted_pre: Sequence[torch.Tensor],
+                 clean: dict[str, Sequence[torch.Tensor]], answer_id: int):
+        self.stack = stack
+        self.pre = list(corrupted_pre)
+        self.clean = clean
+        self.answer_id = answer_id
+        self.L = len(self.pre) - 1
+        self.S, self.T, self.d = self.pre[0].shape
+        self.dtype = self.pre[0].dtype
+        self._masks: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.keys, self.values = [], []
+        with torch.inference_mode():
+            for layer in range(self.L):
+                k, v = stack.key_value(layer, self.pre[layer], *self._rotary(self.pre[layer].device))
+                self.keys.append(k)
+                self.values.append(v)
+
+    def _rotary(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """HF's rotary ``cos``, ``sin`` ``[T, head_dim]`` for positions 0..T-1, on ``device``."""
+        if device not in self._tables:
+            self._tables[device] = self.stack.rotary_tables(self.T, self.pre[0][:1, :1].to(device))
+        return self._tables[device]
+
+    # ------------------------------------------------------------------ sizing
+    def cache_bytes(self) -> int:
+        """Bytes of the key/value cache: ``2 * L * S * T * d_kv`` elements."""
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size()
+                   for k, v in zip(self.keys, self.values))
+
+    def batch_bytes(self, rows: int, tokens: int, longest: int) -> int:
+        """Peak temporaries of one block on a batch (elements x element size, upper estimate).
+
+        Per token: residual, normed input, q, attention output, o output, MLP output (6 d),
+        float32 norm (2 d x 4 bytes), k, v (2 d_kv), and gate, up, activation, product (4 d_mlp).
+        Per row: the row's full keys and values (2 T d_kv) and its attention scores, in the model
+        dtype, as float32 softmax and cast back (n_heads x longest suffix x T x (2 e + 4)).
+        """
+        e = torch.finfo(self.dtype).bits // 8
+        s = self.stack
+        d_kv = s.n_kv_heads * s.head_dim
+        d_mlp = int(getattr(s.config, "intermediate_size", 4 * self.d))
+        per_token = e * (6 * self.d + 2 * d_kv + 4 * d_mlp) + 8 * self.d
+        per_row = e * 2 * self.T * d_kv + s.n_heads * longest * self.T * (2 * e + 4)
+        return tokens * per_token + rows * per_row + rows * self.stack.vocab * (e + 4)
+
+    def batches(self, cells: Sequence[Cell], max_cells: int | None = None) -> list[list[Cell]]:
+        """Split cells into batches by tokens in flight (rows x suffix positions), not cell count.
+
+        Cells are ordered by suffix start, then first block, so a batch holds cells of nearby
+        suffix lengths (attention is computed per suffix start; few starts per batch). A batch
+        takes cells while its tokens stay within the device's target (``CPU_TOKENS_PER_BATCH``,
+        measured; ``GPU_TOKENS_PER_BATCH``) and its :meth:`batch_bytes` within ``MEMORY_SHARE``
+        of the free memory; ``max_cells`` caps the cells per batch. A batch has at least one cell.
+        """
+        device = self.pre[0].device
+        target = GPU_TOKENS_PER_BATCH if device.type == "cuda" else CPU_TOKENS_PER_BATCH
+        budget = MEMORY_SHARE * available_bytes(device)
+        ordered = sorted(cells, key=lambda c: (c.positions[0], c.start))
+        out: list[list[Cell]] = []
+        current: list[Cell] = []
+        tokens = rows = longest = 0
+        for cell in ordered:
+            n = self.T - cell.positions[0]
+            new_tokens, new_rows, new_longest = tokens + self.S * n, rows + self.S, max(longest, n)
+            full = current and (new_tokens > target or self.batch_bytes(new_rows, new_tokens, new_longest) > budget
+                                or (max_cells is not None and len(current) >= max_cells))
+            if full:
+                out.append(current)
+                current, new_tokens, new_rows, new_longest = [], self.S * n, self.S, n
+            current.append(cell)
+            tokens, rows, longest = new_tokens, new_rows, new_longest
+        if current:
+            out.append(current)
+        return out
+
+    # ------------------------------------------------------------------ running
+    def run(self, cells: Sequence[Cell], kind: str, *, max_cells: int | None = None,
+            done: Callable[[Sequence[Cell]], None] | None = None) -> dict[int, float]:
+        """Scores of ``cells`` (slot -> mean over the S rows of the answer's probability).
+
+        ``kind``: "hidden", "mlp" or "attn" (which output ``Cell.restore`` sets); ``done`` is
+        called with each finished batch's cells.
+        """
+        scores: dict[int, float] = {}
+        with torch.inference_mode():
+            for batch in self.batches(cells, max_cells):
+                probs = self._run_batch(batch, kind)
+                for cell, p in zip(batch, probs.tolist()):
+                    scores[cell.slot] = p
+                if done is not None:
+                    done(batch)
+        return scores
+
+    def _run_batch(self, cells: list[Cell], kind: str) -> torch.Tensor:
+        """Mean answer probability per cell ``[len(cells)]`` (float64, CPU), in the given order.
+
+        Token layout: the cells in order of their first block, each S rows x (T - i) positions,
+        row-major, so the tokens in flight at block j are a prefix of the batch's tokens and
+        cells join by filling their slice when the layer loop reaches their first block.
+        """
+        S, T, L = self.S, self.T, self.L
+        order = sorted(range(len(cells)), key=lambda c: cells[c].start)
+        runs = [cells[c] for c in order if cells[c].start < L]
+        lengths = [S * (T - c.positions[0]) for c in runs]
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+        row_start = np.repeat([c.positions[0] for c in runs], S).astype(np.int64)  # suffix start i per row
+        row_sample = np.tile(np.arange(S), len(runs))
+        row_offset = offsets[:-1].repeat(S) + row_sample * (T - row_start)
+        restore = self._restore_plan(runs, offsets)
+        finals = []
+        if runs:
+            x = torch.empty((int(offsets[-1]), self.d), dtype=self.dtype, device=self.pre[runs[0].start].device)
+            joined, groups = 0, []
+            for layer in range(runs[0].start, L):
+                device = self.pre[layer].device
+                x = x.to(device)
+                joining = joined
+                while joining < len(runs) and runs[joining].start == layer:
+                    x[offsets[joining]:offsets[joining + 1]] = self._initial_tokens(runs[joining])
+                    joining += 1
+                if joining > joined or (groups and groups[0].rows.device != device):
+                    joined = joining
+                    rows = slice(0, joined * S)
+                    groups = self._groups(row_start[rows], row_sample[rows], row_offset[rows], device)
+                plan = restore.get(layer)
+                if plan is not None:
+                    plan = (plan[0].to(device), plan[1].to(device))
+                n_tokens = int(offsets[joined])
+                if layer < L - 1:
+                    x[:n_tokens] = self._block(layer, x[:n_tokens], groups, plan, kind)
+                else:
+                    last = torch.as_tensor(row_offset + (T - row_start) - 1, device=device)
+                    finals.append(self._block(layer, x[:n_tokens], groups, plan, kind, last=last))
+        for c in order[len(runs):]:  # start == L: no block to run, the state entering is final
+            final = self.pre[L][:, T - 1].clone()
+            if cells[c].positions[-1] == T - 1:
+                final[:] = cells[c].state[:, -1]
+            finals.append(final)
+        device = self.stack.norm.weight.device
+        final = torch.cat([f.to(device) for f in finals])
+        probs = self.stack.answer_probs(final, self.answer_id).view(len(cells), S).mean(dim=1).double().cpu()
+        result = torch.empty_like(probs)
+        result[torch.as_tensor(order)] = probs
+        return result
+
+    def _initial_tokens(self, cell: Cell) -> torch.Tensor:
+        """``[S * (T - i), d]``: corrupted ``resid_pre[start]`` over the suffix, P set to ``state``."""
+        i = cell.positions[0]
+        h = self.pre[cell.start][:, i:].clone()
+        h[:, [p - i for p in cell.positions]] = cell.state.to(h.device)
+        return h.reshape(-1, self.d)
+
+    def _restore_plan(self, runs: list[Cell], offsets: np.ndarray) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """block -> (token indices, clean positions) restored there; at the last block, where
+        only last positions are computed, (row indices, T - 1) of the cells restoring T - 1."""
+        S, T, L = self.S, self.T, self.L
+        plan: dict[int, tuple[list, list]] = {}
+        for k, cell in enumerate(runs):
+            i, n = cell.positions[0], T - cell.positions[0]
+            for block in cell.restore:
+                tokens, positions = plan.setdefault(block, ([], []))
+                if block == L - 1:
+                    if cell.positions[-1] == T - 1:
+                        tokens.append(k * S + np.arange(S))
+                        positions.append(np.full(S, T - 1))
+                    continue
+                rel = (np.arange(S)[:, None] * n + (np.array(cell.positions) - i)[None]).ravel()
+                tokens.append(offsets[k] + rel)
+                positions.append(np.tile(cell.positions, S))
+        return {block: (torch.as_tensor(np.concatenate(t)), torch.as_tensor(np.concatenate(p)))
+                for block, (t, p) in plan.items() if t}
+
+    def _groups(self, row_start, row_sample, row_offset, device) -> list[_Group]:
+        """The active rows grouped by suffix start, with their token indices (row-major)."""
+        groups = []
+        for i in np.unique(row_start):
+            rows = np.flatnonzero(row_start == i)
+            tokens = (row_offset[rows][:, None] + np.arange(self.T - i)[None]).ravel()
+            groups.append(_Group(int(i), torch.as_tensor(rows, device=device),
+                                 torch.as_tensor(row_sample[rows], device=device),
+                                 torch.as_tensor(tokens, device=device)))
+        return groups
+
+    def _mask(self, i: int, device: torch.device) -> torch.Tensor:
+        """Additive causal mask ``[groups * (T - i), T]`` for queries at positions i..T-1."""
+        key = (i, device)
+        if key not in self._masks:
+            queries = torch.arange(i, self.T, device=device)[:, None]
+            keys = torch.arange(self.T, device=device)[None]
+            mask = torch.zeros((self.T - i, self.T), dtype=self.dtype, device=device)
+            mask.masked_fill_(keys > queries, torch.finfo(self.dtype).min)
+            self._masks[key] = mask.repeat(self.stack.groups, 1)
+        return self._masks[key]
+
+    def _attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: _Group,
+                last_only: bool) -> torch.Tensor:
+        """Attention output (before ``o_proj``) of one group's queries, ``[R_i * n_q, n_heads * head_dim]``.
+
+        ``q``: ``[R_i * n_q, n_heads * head_dim]`` (n_q = T - i, or 1 with ``last_only``);
+        ``k``, ``v``: ``[R_i * (T - i), d_kv]`` for the group's suffix tokens.
+        """
+        s = self.stack
+        i, R = group.start, len(group.rows)
+        n = self.T - i
+        n_q = 1 if last_only else n
+        cos, sin = self._rotary(q.device)
+        q = _rope(q.view(R, n_q, s.n_heads, s.head_dim).transpose(1, 2), cos[self.T - n_q:], sin[self.T - n_q:])
+        k = _rope(k.view(R, n, s.n_kv_heads, s.head_dim).transpose(1, 2), cos[i:], sin[i:])
+        v = v.view(R, n, s.n_kv_heads, s.head_dim).transpose(1, 2)
+        keys = torch.cat([self.keys[layer][group.samples, :, :i], k], dim=2)  # [R, n_kv, T, hd]
+        values = torch.cat([self.values[layer][group.samples, :, :i], v], dim=2)
+        # Each key/value head's query heads side by side: HF's repeat_kv, without the copy.
+        q = q.reshape(R, s.n_kv_heads, s.groups * n_q, s.head_dim)
+        scores = torch.matmul(q, keys.transpose(2, 3)) * s.scaling
+        if not last_only:
+            scores = scores + self._mask(i, scores.device)
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(weights, values)  # [R, n_kv, groups * n_q, hd]
+        out = out.view(R, s.n_heads, n_q, s.head_dim).transpose(1, 2)
+        return out.reshape(R * n_q, s.n_heads * s.head_dim)
+
+    def _block(self, layer: int, x: torch.Tensor, groups: list[_Group], restore, kind: str,
+               last: torch.Tensor | None = None) -> torch.Tensor:
+        """Block ``layer`` on the batch's suffix tokens ``x`` ``[N, d]``, restoring ``kind`` where
+        planned: ``[N, d]``; with ``last`` (each row's last token), the output at those only ``[R, d]``
+        (keys and values of every token, the query, attention and MLP of the last ones)."""
+        s = self.stack
+        block = s.layers[layer]
+        attn = block.self_attn
+        h = _rms_norm(x, block.input_layernorm.weight, s.eps)
+        k, v = _linear(h, attn.k_proj), _linear(h, attn.v_proj)
+        if last is not None:
+            h, x = h[last], x[last]
+        q = _linear(h, attn.q_proj)
+        z = torch.empty_like(q)
+        for group in groups:
+            queries = group.tokens if last is None else group.rows
+            z[queries] = self._attend(layer, q[queries], k[group.tokens], v[group.tokens], group, last is not None)
+        a = _linear(z, attn.o_proj)
+        if restore is not None and kind == "attn":
+            a[restore[0]] = self.clean["attn"][layer][restore[1]]
+        x = x + a
+        m = s.mlp_out(layer, x)
+        if restore is not None and kind == "mlp":
+            m[restore[0]] = self.clean["mlp"][layer][restore[1]]
+        return x + m
