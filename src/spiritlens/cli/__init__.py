@@ -13,6 +13,7 @@ import sys
 
 SUBCOMMANDS = {
     "make-tiny": "spiritlens.cli.tiny",
+    "make-toy": "spiritlens.cli.toy",
     "units": "spiritlens.cli.units",
     "trace": "spiritlens.cli.trace",
     "aggregate": "spiritlens.cli.aggregate",

@@ -27,11 +27,12 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._io import read_json, write_json_atomic
 from ..checkpoints import CHECKPOINTS_ENV
-from .config import MODALITY_OF, ExperimentConfig
+from .config import MODALITY_OF, WINDOW_RULE, ExperimentConfig, check_environment, default_window
 
 EMBEDDED_PROMPTS = 6
 
@@ -119,7 +120,7 @@ class Experiment:
 
     def prepare(self) -> dict:
         """Stage 1 (rank 0): everything before tracing; writes and returns ``prepare.json``."""
-        from ..data import filter_prompts, get_backend, load_known, select, synthesize_corpus, wer_check
+        from ..data import KnownRecord, get_backend, load_known, select, synthesize_corpus, wer_check
         from ..traces import parse_noise, subject_sigma
 
         config, out = self.config, self.out
@@ -127,21 +128,30 @@ class Experiment:
         _remove_stale_temporaries(self.results_dir)
         started = time.time()
         model_dir, speech_dir, aligner_dir = self._checkpoints()
-        dataset = load_known(config.known or _default_known_path())
+        dataset = load_known(config.known or default_known_path())
         skipped: list[dict] = [{"stage": "data", "known_id": kid, "reason": reason}
                                for kid, reason in dataset.problems]
-        n = config.n_prompts or (EMBEDDED_PROMPTS if config.embedded else None)
-        records = list(select(dataset.records, n, seed=config.subset_seed)) if n else list(dataset.records)
+        toy = self._toy_info(model_dir)
+        pool = dataset.records if toy is None else [KnownRecord(**_record_fields(f)) for f in toy["facts"]]
+        n = config.n_prompts or (EMBEDDED_PROMPTS if config.random_weights else None)
+        records = list(select(pool, n, seed=config.subset_seed)) if n and n < len(pool) else list(pool)
+        weights = {"random": " (RANDOM WEIGHTS: embedded tiny checkpoints)",
+                   "toy": " (the toy SpiritLM, trained on these facts)"}.get(self.weights, "")
         self.log(f"[prepare] {len(records)} Known prompts ({len(dataset.problems)} records with problems), "
-                 f"model {model_dir}" + (" (RANDOM WEIGHTS: embedded tiny checkpoints)" if config.embedded else ""))
+                 f"model {model_dir}{weights}")
         prep: dict[str, Any] = {
-            "config": config.to_dict(), "embedded": config.embedded, "model_dir": str(model_dir),
-            "speech_tokenizer": None if speech_dir is None else str(speech_dir),
+            "config": config.to_dict(), "embedded": config.embedded, "weights": self.weights,
+            "model_dir": str(model_dir), "speech_tokenizer": None if speech_dir is None else str(speech_dir),
             "aligner": None if aligner_dir is None else str(aligner_dir),
             "known_source": str(dataset.source), "n_known": len(dataset.records),
             "records": {str(r.known_id): r.to_dict() for r in records}, "skipped": skipped,
         }
+        if toy is not None:
+            prep["toy"] = toy
         model = self.model(prep)
+        prep["n_layers"] = model.cfg.n_layers
+        prep["window"] = config.window if config.window is not None else default_window(model.cfg.n_layers)
+        prep["window_rule"] = "given (--window)" if config.window is not None else WINDOW_RULE
 
         audio: dict[int, str] = {}
         if "s2t" in config.modalities:
@@ -173,13 +183,9 @@ class Experiment:
         counts: dict[str, dict] = {}
         for modality in config.modalities:
             candidates = records if modality == "t2t" else [r for r in records if r.known_id in audio]
-
-            def generate(record, modality=modality):
-                prompt = record.prompt if modality == "t2t" else [("speech", audio[record.known_id])]
-                return model.generate(prompt, max_new_tokens=config.max_new_tokens)
-
-            result = filter_prompts(candidates, generate, modality, config.keep_all, accept=config.accept,
-                                    out_path=out / "filter" / f"known-{modality}.json", progress=self.progress)
+            result = filter_known(model, candidates, modality, audio, keep_all=config.keep_all, accept=config.accept,
+                                  max_new_tokens=config.max_new_tokens,
+                                  out_path=out / "filter" / f"known-{modality}.json", progress=self.progress)
             kept[modality] = [r.known_id for r in result.kept]
             counts[modality] = dict(result.counts)
             for entry in result.entries:
@@ -284,7 +290,7 @@ class Experiment:
             prompt, subject, row_mode, sigma = self._speech_prompt(prep, known_id), None, config.row_mode, \
                 prep["sigma"]["speech"]
         results = trace_kinds(model, prompt, subject, kinds=kinds, samples=config.samples, noise=config.noise,
-                              seed=config.seed, window=config.window, sigma=sigma, row_mode=row_mode,
+                              seed=config.seed, window=prep["window"], sigma=sigma, row_mode=row_mode,
                               max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}")
         for kind, result in results.items():
             result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
@@ -300,6 +306,8 @@ class Experiment:
         statuses = [s for s in statuses if s.get("world_size") == self.world]
         summary = {
             "embedded": prep["embedded"],
+            "weights": prep.get("weights"),
+            "window": prep.get("window"),
             "kept": {m: len(ids) for m, ids in prep["kept"].items()},
             "filter": prep["filter"],
             "skipped": prep["skipped"],
@@ -312,31 +320,53 @@ class Experiment:
         return summary
 
     # --------------------------------------------------------------- checkpoints
+    @property
+    def weights(self) -> str:
+        """``"random"`` (tiny random checkpoints), ``"toy"`` (the trained toy) or ``"checkpoints"``."""
+        if not self.config.embedded:
+            return "checkpoints"
+        return "random" if self.config.random_weights else "toy"
+
     def _checkpoints(self) -> tuple[Path, Path | None, Path | None]:
-        """(model dir, speech-tokenizer dir, aligner dir), building the embedded tiny ones if needed."""
+        """(model dir, speech-tokenizer dir, aligner dir), building the embedded ones if needed."""
         config = self.config
         if config.embedded:
             from ..align import write_tiny_ctc_model
-            from ..tiny import make_tiny_checkpoints
 
-            root = self.out / "checkpoints"
-            if not (root / ".complete").is_file():
-                self.log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
-                make_tiny_checkpoints(root)
-                (root / ".complete").write_text("tiny random weights\n")
+            if config.random_weights:
+                from ..tiny import make_tiny_checkpoints
+
+                root = self.out / "checkpoints"
+                if not (root / ".complete").is_file():
+                    self.log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
+                    make_tiny_checkpoints(root)
+                    (root / ".complete").write_text("tiny random weights\n")
+            else:
+                from ..toy import toy_checkpoints
+
+                root = config.toy or toy_checkpoints(known=config.known, progress=self.progress, log=self.log)
+                self.log(f"[prepare] toy SpiritLM: {root}")
             aligner = config.aligner or self.out / "aligner"
             if config.aligner is None and not (aligner / "config.json").is_file():
                 write_tiny_ctc_model(aligner)
             return root / "spiritlm_model" / config.variant, root / "speech_tokenizer", Path(aligner)
         root = Path(config.checkpoints or os.environ[CHECKPOINTS_ENV])
-        model_dir = root / "spiritlm_model" / config.variant
-        if not model_dir.is_dir():
-            raise FileNotFoundError(f"no model at {model_dir} (checkpoints {root}, variant {config.variant!r})")
-        if "s2t" in config.modalities and config.aligner is None:
-            raise ValueError("S->T needs --aligner: a character CTC model directory "
-                             "(e.g. a local copy of facebook/hubert-large-ls960-ft)")
         speech = root / "speech_tokenizer"
-        return model_dir, speech if speech.is_dir() else None, config.aligner
+        return root / "spiritlm_model" / config.variant, speech if speech.is_dir() else None, config.aligner
+
+    def _toy_info(self, model_dir: Path) -> dict | None:
+        """What the report says about the toy: its facts, configuration, accuracy and training."""
+        if self.weights != "toy":
+            return None
+        from ..toy import REPORT, read_manifest
+
+        root = model_dir.parents[1]
+        manifest = read_manifest(root)
+        report = read_json(model_dir / REPORT, "toy report")
+        return {"root": str(root), "hash": manifest["hash"], "config": manifest["inputs"]["config"],
+                "facts": manifest["inputs"]["facts"], "distractor_prompts": len(manifest["inputs"]["distractors"]),
+                "accuracy": report["accuracy"], "counts": report["counts"], "meets_targets": report["meets_targets"],
+                "training": {k: v for k, v in report["training"].items() if k != "history"}}
 
 
 def _check_writable(out: Path) -> None:
@@ -355,7 +385,27 @@ def _remove_stale_temporaries(results: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _default_known_path() -> Path | None:
+def known_prompt(record, modality: str, audio: Mapping[int, str]):
+    """A Known record's prompt as the experiment feeds it: the prompt text (``"t2t"``), or
+    ``[("speech", path)]`` of its synthesised audio ``audio[known_id]`` (``"s2t"``)."""
+    return record.prompt if modality == "t2t" else [("speech", audio[record.known_id])]
+
+
+def filter_known(model, records, modality: str, audio: Mapping[int, str] | None = None, *, keep_all: bool = False,
+                 accept: Sequence[str] = ("exact",), max_new_tokens: int = 8, out_path: str | os.PathLike | None = None,
+                 progress: bool | None = False):
+    """Known-t2t / Known-s2t: the model's greedy continuation of each record's prompt (SpiritLM's
+    text-output rule, :meth:`HookedSpiritLM.generate`), judged by :func:`spiritlens.data.filter_prompts`.
+    ``audio`` maps known_id to the WAV of its prompt (S->T). Returns the ``FilterResult``."""
+    from ..data import filter_prompts
+
+    def generate(record):
+        return model.generate(known_prompt(record, modality, audio or {}), max_new_tokens=max_new_tokens)
+
+    return filter_prompts(records, generate, modality, keep_all, accept=accept, out_path=out_path, progress=progress)
+
+
+def default_known_path() -> Path | None:
     """``../shared/data/known_1000.json`` next to a source checkout, if present (else None: the
     loader then tries ``$SPIRITLENS_KNOWN_PATH``, its cache, and ROME's published address)."""
     if os.environ.get("SPIRITLENS_KNOWN_PATH"):
@@ -365,19 +415,33 @@ def _default_known_path() -> Path | None:
 
 
 def run_experiment(config: ExperimentConfig, *, progress: bool = True) -> dict | None:
-    """Run the whole experiment (see the module docstring); the summary on rank 0."""
-    if config.checkpoints is None and not os.environ.get(CHECKPOINTS_ENV):
+    """Run the whole experiment (see the module docstring); the summary on rank 0.
+
+    Every setting is checked first (:func:`~spiritlens.experiment.config.check_environment`):
+    a bad one raises before anything is built, synthesised or traced."""
+    if config.random_weights or config.toy is not None or (
+            config.checkpoints is None and not os.environ.get(CHECKPOINTS_ENV)):
         config.embedded = True
-        config.keep_all = True
+        if config.random_weights:
+            config.keep_all = True  # random weights answer nothing
         if config.dtype not in ("float32", "fp32"):
             config.dtype = "float32"
+    check_environment(config)
     return Experiment(config, progress=progress, log=lambda m: print(m, file=sys.stderr, flush=True)).run()
 
 
+def _record_fields(fact: dict) -> dict:
+    keys = ("known_id", "prompt", "subject", "attribute", "relation_id")
+    return {key: fact[key] for key in keys if key in fact}
+
+
 def print_summary(summary: dict) -> None:
-    if summary["embedded"]:
-        print("NOTE: embedded default run on tiny RANDOM-WEIGHT checkpoints: the numbers show the pipeline "
+    if summary.get("weights") == "random":
+        print("NOTE: embedded run on tiny RANDOM-WEIGHT checkpoints: the numbers show the pipeline "
               "works, not anything about SpiritLM.")
+    elif summary.get("weights") == "toy":
+        print("NOTE: embedded default run on the toy SpiritLM trained by spiritlens on these Known facts "
+              "(not SpiritLM itself).")
     print(f"kept prompts: {json.dumps(summary['kept'])}; filter judgements: {json.dumps(summary['filter'])}")
     print(f"traced {summary['traced']} prompts, {summary['already_done']} already done, "
           f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped")
