@@ -144,8 +144,7 @@ def _model_section(prep: dict, config) -> list[str]:
              "speech front end",
              f"- trained on {len(toy['facts'])} Known facts of {len(relations)} relations ({', '.join(relations)}) as "
              f"sequences: {forms}; plus {toy['distractor_prompts']} distractor prompts (unknown subjects, random "
-             "answers)" + (f"; embedding noise {cfg['embedding_noise']} × the embedding std while training"
-                           if cfg.get("embedding_noise") else ""),
+             "answers)",
              f"- by design, attention is off in its first {cfg.get('local_layers', 0)} layers (zero output "
              "projections): there each position sees only its own token, so only the subject's own positions can "
              "carry the subject, and the last token can get it only from a later layer. A tracer should find "
