@@ -43,9 +43,10 @@ The tokenizer is :func:`spiritlens.tiny.train_tokenizer_model` trained with the 
 the speech front end is :func:`spiritlens.units.tiny.write_tiny_speech_tokenizer` (random weights:
 its units are a deterministic but meaningless code of the audio, which the toy memorises).
 
-Determinism: weights are bit-identical for the same inputs, seed and torch thread count
-(``torch.manual_seed`` for the initialisation, a seeded generator for the distractors of each
-step). :func:`toy_checkpoints` caches the tree under ``toy-<hash>`` in the user cache
+Determinism: weights are bit-identical for the same inputs and seed: training runs on one torch
+thread whatever the machine (with two threads on a busy 2-core machine it was 5x slower, and
+reductions split across threads can round differently), ``torch.manual_seed`` seeds the
+initialisation and a seeded generator the distractors of each step. :func:`toy_checkpoints` caches the tree under ``toy-<hash>`` in the user cache
 (``$SPIRITLENS_CACHE_DIR``, else ``$XDG_CACHE_HOME/spiritlens``, else ``~/.cache/spiritlens``); the hash
 covers the configuration, the facts, the versions of spiritlens, torch, transformers, sentencepiece
 and espeak-ng, and the source of every module on the prompt path, so a change there retrains.
@@ -475,12 +476,17 @@ def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: lis
     log(f"[toy] {len(facts)} facts, {len(distractors)} distractor prompts; sequences {dict(counts)}; "
         f"model {config.n_layers} layers x d {config.d_model}")
     del encoder
-    training = _train(hf, sequences, pool, config, eos_id=llama["eos_token_id"], progress=progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic whatever the core count, and fastest for a model this small
+    try:
+        training = _train(hf, sequences, pool, config, eos_id=llama["eos_token_id"], progress=progress)
+    finally:
+        torch.set_num_threads(threads)
     hf.eval()
     write_weights({k: v.detach().clone().contiguous() for k, v in hf.state_dict().items()}, directory)
     report = evaluate_toy(root, facts, audio, speech_dir=speech_dir, progress=progress)
     report["training"] = {**training, "seconds": round(time.time() - started, 1), "sequences": dict(counts),
-                          "distractor_prompts": len(distractors), "torch_threads": torch.get_num_threads()}
+                          "distractor_prompts": len(distractors), "torch_threads": 1}
     write_json_atomic(directory / REPORT, report)
     manifest = {"hash": digest, "inputs": inputs, "model_dir": str(directory.relative_to(root)),
                 "speech_tokenizer": "speech_tokenizer", "accuracy": report["accuracy"],

@@ -42,6 +42,8 @@ BAD_ARGUMENTS = [
     (["--checkpoints", "{tmp}/none"], "--checkpoints '{tmp}/none': no such directory"),
     (["--checkpoints", "{tmp}", "--variant", "spirit-lm-9b"], "--variant 'spirit-lm-9b': no model at"),
     (["--out", "{tmp}/file.txt"], "--out '{tmp}/file.txt' is an existing file, not a folder"),
+    (["--variant", "spirit-lm-expressive-7b"], "--variant 'spirit-lm-expressive-7b': the toy SpiritLM is a "
+                                               "spirit-lm-base-7b only"),
 ]
 
 
@@ -107,3 +109,11 @@ def test_aggregate_out_is_an_existing_file(tmp_path):
 def test_default_window_scales_romes_10_of_32_layers(layers, window):
     assert default_window(layers) == window
     assert window == max(1, int(10 * layers / 32 + 0.5))  # the rule, written out: round half up
+
+
+def test_checkpoints_variable_naming_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPIRITLM_CHECKPOINTS_DIR", str(tmp_path / "gone"))
+    assert main(["experiment", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == (f"spiritlens experiment: error: $SPIRITLM_CHECKPOINTS_DIR "
+                                               f"{str(tmp_path / 'gone')!r}: no such directory")
+    assert not (tmp_path / "run").exists()

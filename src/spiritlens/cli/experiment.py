@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--noise", default="3s", help="absolute scale, or Ks (K sigma, ROME's default 3s)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--window", type=int, help="layers restored together for mlp/attn (default: ROME's 10 "
-                        "of 32 scaled to the model's depth, max(1, round(10 * layers / 32)))")
+                        "of 32 scaled to the model's depth, max(1, floor(10 * layers / 32 + 1/2)))")
     parser.add_argument("--speech-sigma", choices=["speech", "text"], default="speech",
                         help="S->T noise sigma: over the subjects' speech tokens, or the text sigma")
     parser.add_argument("--row-mode", choices=["positions", "groups", "mean"], default="groups")

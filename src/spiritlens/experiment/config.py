@@ -174,6 +174,8 @@ def check_environment(config: ExperimentConfig) -> None:
             read_manifest(config.toy)
         except ValueError as error:
             raise ValueError(f"--toy: {error}") from None
+    if config.embedded and not config.random_weights and config.variant != "spirit-lm-base-7b":
+        raise ValueError(f"--variant {config.variant!r}: the toy SpiritLM is a spirit-lm-base-7b only")
     if not config.embedded:
         root = config.checkpoints
         flag = "--checkpoints"

@@ -26,8 +26,8 @@ import sys
 import time
 import traceback
 import warnings
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._io import read_json, write_json_atomic
@@ -101,6 +101,12 @@ class Experiment:
 
     # -------------------------------------------------------------------- stages
     def run(self) -> dict | None:
+        if self.config.embedded and "OMP_NUM_THREADS" not in os.environ:
+            import torch
+
+            # The embedded models are tiny: one thread is fastest, and two threads on a busy
+            # 2-core machine were several times slower (measured). $OMP_NUM_THREADS overrides.
+            torch.set_num_threads(1)
         self._init_distributed()
         try:
             if self.rank == 0:
