@@ -372,20 +372,28 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     return root
 
 
-def toy_checkpoints(config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
-                    cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                    log: Callable[[str], None] | None = None) -> Path:
-    """The toy tree for ``config`` under ``<cache_dir>/toy-<hash12>``, built on first use (see :func:`make_toy`)."""
+def cached_toy(config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
+               cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """Where :func:`toy_checkpoints` keeps the toy for ``config`` (``<cache_dir>/toy-<hash12>``), and
+    whether a finished toy with exactly these inputs is there."""
     config = config or ToyConfig()
     facts, distractors = _choose(config, known)
     digest = inputs_hash(toy_inputs(config, facts, distractors))
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"toy-{digest[:12]}"
     try:
-        if read_manifest(target)["hash"] == digest:
-            return target
+        return target, read_manifest(target)["hash"] == digest
     except ValueError:
-        pass
+        return target, False
+
+
+def toy_checkpoints(config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
+                    cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                    log: Callable[[str], None] | None = None) -> Path:
+    """The toy tree for ``config`` under ``<cache_dir>/toy-<hash12>``, built on first use (see :func:`make_toy`)."""
+    target, ready = cached_toy(config, known=known, cache_dir=cache_dir)
+    if ready:
+        return target
     (log or _stderr)(f"[toy] training a toy SpiritLM into {target} (cached for later runs)")
     return make_toy(target, config, known=known, progress=progress, log=log)
 

@@ -117,3 +117,16 @@ def test_checkpoints_variable_naming_no_folder(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == (f"spiritlens experiment: error: $SPIRITLM_CHECKPOINTS_DIR "
                                                f"{str(tmp_path / 'gone')!r}: no such directory")
     assert not (tmp_path / "run").exists()
+
+
+def test_embedded_toy_without_espeak_and_no_cached_toy(tmp_path, capsys, monkeypatch, known_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    monkeypatch.setenv("SPIRITLENS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPIRITLM_CHECKPOINTS_DIR", raising=False)
+    assert main(["experiment", "--out", str(tmp_path / "run"), "--known", str(known_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "spiritlens experiment: error: the embedded toy SpiritLM is trained on espeak-ng speech, which is not "
+        "installed (apt-get install espeak-ng); or pass --toy DIR or --random-weights")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

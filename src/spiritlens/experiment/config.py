@@ -174,8 +174,17 @@ def check_environment(config: ExperimentConfig) -> None:
             read_manifest(config.toy)
         except ValueError as error:
             raise ValueError(f"--toy: {error}") from None
-    if config.embedded and not config.random_weights and config.variant != "spirit-lm-base-7b":
-        raise ValueError(f"--variant {config.variant!r}: the toy SpiritLM is a spirit-lm-base-7b only")
+    if config.embedded and not config.random_weights:
+        if config.variant != "spirit-lm-base-7b":
+            raise ValueError(f"--variant {config.variant!r}: the toy SpiritLM is a spirit-lm-base-7b only")
+        from ..data.tts import EspeakTTS
+
+        if config.toy is None and not EspeakTTS().available():
+            from ..toy import cached_toy
+
+            if not cached_toy(known=config.known)[1]:
+                raise ValueError("the embedded toy SpiritLM is trained on espeak-ng speech, which is not installed "
+                                 "(apt-get install espeak-ng); or pass --toy DIR or --random-weights")
     if not config.embedded:
         root = config.checkpoints
         flag = "--checkpoints"
