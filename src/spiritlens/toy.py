@@ -43,7 +43,7 @@ The tokenizer is :func:`spiritlens.tiny.train_tokenizer_model` trained with the 
 the speech front end is :func:`spiritlens.units.tiny.write_tiny_speech_tokenizer` (random weights:
 its units are a deterministic but meaningless code of the audio, which the toy memorises).
 
-Determinism: weights are bit-identical for the same inputs and seed: training runs on one torch
+Determinism: weights are bit-identical for the same inputs and seed: the build runs on one torch
 thread whatever the machine (with two threads on a busy 2-core machine it was 5x slower, and
 reductions split across threads can round differently), ``torch.manual_seed`` seeds the
 initialisation and a seeded generator the distractors of each step. :func:`toy_checkpoints` caches the tree under ``toy-<hash>`` in the user cache
@@ -364,10 +364,15 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     root.parent.mkdir(parents=True, exist_ok=True)
     building = root.parent / f".{root.name}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic whatever the core count, and fastest for models this small
     try:
         _build(building, config, facts, distractors, inputs, digest, progress=progress, log=log)
         _move_into_place(building, root, digest)
     finally:
+        torch.set_num_threads(threads)
         shutil.rmtree(building, ignore_errors=True)
     return root
 
@@ -484,12 +489,7 @@ def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: lis
     log(f"[toy] {len(facts)} facts, {len(distractors)} distractor prompts; sequences {dict(counts)}; "
         f"model {config.n_layers} layers x d {config.d_model}")
     del encoder
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic whatever the core count, and fastest for a model this small
-    try:
-        training = _train(hf, sequences, pool, config, eos_id=llama["eos_token_id"], progress=progress)
-    finally:
-        torch.set_num_threads(threads)
+    training = _train(hf, sequences, pool, config, eos_id=llama["eos_token_id"], progress=progress)
     hf.eval()
     write_weights({k: v.detach().clone().contiguous() for k, v in hf.state_dict().items()}, directory)
     report = evaluate_toy(root, facts, audio, speech_dir=speech_dir, progress=progress)
