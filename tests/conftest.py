@@ -70,3 +70,35 @@ def spoken_prompt_wav(tmp_path_factory) -> Path:
     if not backend.available():
         pytest.skip("espeak-ng is not installed (the setup command installs it)")
     return backend.synthesize(SPOKEN_PROMPT, tmp_path_factory.mktemp("speech") / "space_needle.wav")
+
+
+@pytest.fixture(scope="session")
+def toy_cache_dir(tmp_path_factory) -> Path:
+    """A spiritlens cache folder holding the small toy (notebooks find it via $SPIRITLENS_CACHE_DIR)."""
+    return tmp_path_factory.mktemp("spiritlens-cache")
+
+
+@pytest.fixture(scope="session")
+def toy_root(known_path, toy_cache_dir) -> Path:
+    """The small toy SpiritLM (``ToyConfig.small()``: 6 Known facts, 8 layers), trained once per session."""
+    from spiritlens.toy import ToyConfig, toy_checkpoints
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed (the setup command installs it)")
+    return toy_checkpoints(ToyConfig.small(), known=known_path, cache_dir=toy_cache_dir, progress=False,
+                           log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def toy_model(toy_root):
+    """HookedSpiritLM on the small toy (shared: do not leave hooks on it)."""
+    from spiritlens import HookedSpiritLM
+    from spiritlens.toy import model_dir
+
+    return HookedSpiritLM.from_pretrained(model_dir(toy_root), speech_tokenizer=toy_root / "speech_tokenizer")
+
+
+def espeak_available() -> bool:
+    from spiritlens.data import EspeakTTS
+
+    return EspeakTTS().available()

@@ -2,7 +2,9 @@
 
 Every finished result goes through :func:`write_atomic`: a temporary file in the same folder,
 then ``os.replace``, so a reader never sees a half-written file and an interrupted write leaves
-the previous file intact.
+the previous file intact. The file gets the mode ``open()`` would give it: a new file
+``0o666 & ~umask``, a replaced file its previous mode (``tempfile.mkstemp`` alone makes 0600,
+which other users of a shared results folder could not read).
 """
 
 from __future__ import annotations
@@ -15,14 +17,39 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it, then restore it at once
+    os.umask(mask)
+    return mask
+
+
+def _open_mode(path: Path) -> int:
+    """Permission bits ``open(path, "w")`` would leave: the existing file's, else 0o666 & ~umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` atomically (parent folders created); returns the path."""
+    """Write ``data`` to ``path`` atomically (parent folders created); returns the path.
+
+    The file's mode is what ``open()`` would give (see the module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _open_mode(path))
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())

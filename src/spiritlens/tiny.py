@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -81,23 +82,26 @@ _CORPUS_SENTENCES = [
 ]
 
 
-def _corpus(seed: int) -> list[str]:
+def _corpus(seed: int, sentences: Sequence[str] = ()) -> list[str]:
     rng = random.Random(seed)
     words = " ".join(_CORPUS_SENTENCES).replace(".", "").split()
-    lines = list(_CORPUS_SENTENCES) * 20
+    lines = (list(_CORPUS_SENTENCES) + list(sentences)) * 20
     lines += [" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) for _ in range(1500)]
     return lines
 
 
-def train_tokenizer_model(*, expressive: bool, seed: int = 0, spirit_pieces: bool = True) -> bytes:
+def train_tokenizer_model(*, expressive: bool, seed: int = 0, spirit_pieces: bool = True,
+                          sentences: Sequence[str] = ()) -> bytes:
     """A serialized SentencePiece model: BPE text pieces, then SpiritLM's pieces appended
-    (``spirit_pieces=False`` leaves a plain Llama-style text tokenizer)."""
+    (``spirit_pieces=False`` leaves a plain Llama-style text tokenizer). ``sentences``: more
+    training text, weighted like the built-in sentences (the toy SpiritLM passes its facts, so
+    that their words become whole pieces)."""
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus(seed)),
+        sentence_iterator=iter(_corpus(seed, sentences)),
         model_writer=buffer,
         vocab_size=TEXT_PIECES,
         model_type="bpe",

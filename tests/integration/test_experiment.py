@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from spiritlens.tokenization import SlowLlamaTokenizer
 from spiritlens.traces import TraceResult
@@ -40,17 +41,18 @@ def _results(out: Path) -> dict[str, dict]:
             for p in sorted((out / "results").rglob("*.json"))}
 
 
-def test_embedded_default_pipeline_writes_report_and_figures(known_path, tmp_path):
+def test_random_weight_mode_writes_report_and_figures(known_path, tmp_path):
     out = tmp_path / "demo"
     done = _run(["--out", str(out), "--known", str(known_path), "--prompts", "2", "--kinds", "hidden,mlp",
-                 "--samples", "3"])
+                 "--samples", "3", "--random-weights"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RANDOM-WEIGHT" in done.stdout and "report:" in done.stdout
     report = (out / "report.md").read_text()
     assert "Random weights" in report and "corpus WER" in report and "Known-s2t" in report
+    assert "window 1 (max(1, floor(10 * n_layers / 32 + 1/2))" in report  # 4 layers
     aie = json.loads((out / "aggregate" / "aie.json").read_text())
     assert set(aie) == {"hidden", "mlp"}
-    assert aie["hidden"]["count"] == 4  # 2 prompts x (T->T, S->T)
+    assert aie["hidden"]["count"] == 4  # 2 prompts x (T->T, S->T), every prompt kept
     assert set(aie["hidden"]["aie"]) == {"first_subject", "middle_subject", "last_subject", "first_subsequent",
                                          "further", "last"}
     for name in ("aggregate/aie_grid_log.png", "aggregate/aie_grid_linear.png"):
@@ -85,6 +87,48 @@ def test_embedded_default_pipeline_writes_report_and_figures(known_path, tmp_pat
                 assert result["answer_id"] == prepared["answers"][modality][str(known_id)]
                 first = tokens.decode([result["answer_id"]], skip_special_tokens=True)
                 assert judged[known_id].startswith(first), (name, first, judged[known_id])
+
+
+def test_embedded_toy_run_filters_traces_and_explains(toy_root, known_path, tmp_path):
+    """The embedded default on a toy (here the session's small one, via --toy): real filtering, the
+    kept facts traced, a report that names the model, defines its terms and states its findings."""
+    from spiritlens.toy import toy_facts
+
+    out = tmp_path / "toy_run"
+    done = _run(["--out", str(out), "--known", str(known_path), "--toy", str(toy_root), "--kinds", "hidden,mlp",
+                 "--samples", "4", "--prompts", "4", "--asr", "none"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "toy SpiritLM" in done.stdout
+    prep = json.loads((out / "prepare.json").read_text())
+    facts = {f.known_id: f for f in toy_facts(toy_root)}
+    assert prep["weights"] == "toy" and prep["config"]["keep_all"] is False
+    assert set(map(int, prep["records"])) <= set(facts) and len(prep["records"]) == 4
+    assert prep["window"] == 3 and prep["n_layers"] == 8  # 10 of 32 layers, scaled to 8
+    for modality in ("t2t", "s2t"):
+        manifest = json.loads((out / "filter" / f"known-{modality}.json").read_text())
+        assert manifest["keep_all"] is False
+        for entry in manifest["entries"]:  # kept exactly when the greedy answer starts with the attribute
+            assert entry["kept"] == (entry["generated"].strip().startswith(facts[entry["known_id"]].attribute))
+        assert manifest["kept_ids"] == prep["kept"][modality]
+    kept = sum(len(ids) for ids in prep["kept"].values())
+    assert kept >= 7  # the toy knows its facts
+    results = _results(out)
+    assert len(results) == 2 * kept
+    assert all(r["window"] == 3 for r in results.values())
+    report = (out / "report.md").read_text()
+    for text in ("The toy SpiritLM", "attention is off in its first 2 layers", "**TE** (total effect)",
+                 "**IE** (indirect effect)", "**AIE** (average indirect effect)", "six token categories",
+                 "### What the traces show", "## S→T alignment", "S→T prompts were below the threshold",
+                 "window 3 (max(1, floor(10 * n_layers / 32 + 1/2))", "95% confidence interval"):
+        assert text in report, text
+    aie = json.loads((out / "aggregate" / "aie.json").read_text())
+    t2t = re.search(r"T→T \((\d+) prompts?\): corrupting the subject lowers p\(answer\) from ([\d.]+) to ([\d.]+) "
+                    r"on average \(ATE ([\d.]+)\)", report)
+    assert t2t and int(t2t.group(1)) == len(prep["kept"]["t2t"])
+    text_hidden = aie["hidden"]["by_modality"]["text"]  # the paragraph's numbers are the aggregate's
+    assert float(t2t.group(2)) == pytest.approx(text_hidden["high_score_mean"], abs=5e-4)
+    assert float(t2t.group(3)) == pytest.approx(text_hidden["low_score_mean"], abs=5e-4)
+    assert float(t2t.group(4)) == pytest.approx(text_hidden["ate"], abs=5e-4)
 
 
 def test_killed_run_resumes_without_recomputing_or_duplicating(tiny_root, known_path, tiny_ctc_dir, tmp_path):

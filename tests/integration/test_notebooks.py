@@ -3,6 +3,8 @@
 Every ``notebooks/*.ipynb`` is executed with nbclient on the ``python3`` kernel of this interpreter
 (the ``.venv``), with the notebooks folder as working directory. A notebook must not raise, must
 show at least one image, and must not write into the repository (they work in temporary folders).
+The notebooks run on the small toy SpiritLM: the session's copy, found through
+``$SPIRITLENS_CACHE_DIR`` as a user's notebook finds its cached toy (nothing is trained twice).
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ def venv_kernel(tmp_path_factory, monkeypatch_module):
 
 
 @pytest.fixture(scope="module")
+def toy_environment(toy_root, toy_cache_dir, known_path, monkeypatch_module):
+    """The kernel's environment: the session's toy cache and the Known file."""
+    monkeypatch_module.setenv("SPIRITLENS_CACHE_DIR", str(toy_cache_dir))
+    monkeypatch_module.setenv("SPIRITLENS_KNOWN_PATH", str(known_path))
+    return toy_root
+
+
+@pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
@@ -92,7 +102,7 @@ def test_notebook_is_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_runs(path, venv_kernel):
+def test_notebook_runs(path, venv_kernel, toy_environment):
     notebook = nbformat.read(path, as_version=4)
     before = _repo_state()
     client = nbclient.NotebookClient(notebook, kernel_name=venv_kernel, timeout=CELL_TIMEOUT_S,
@@ -105,3 +115,5 @@ def test_notebook_runs(path, venv_kernel):
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     assert images, f"{path.name} displayed no image"
     assert _repo_state() == before, f"{path.name} wrote into the repository"
+    cache = sorted(p.name for p in toy_environment.parent.iterdir() if p.name.startswith("toy-"))
+    assert cache == [toy_environment.name], f"{path.name} trained another toy: {cache}"

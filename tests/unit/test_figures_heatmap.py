@@ -78,3 +78,40 @@ def test_circuitsvis_missing_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "circuitsvis.tokens", None)
     with pytest.raises(ImportError, match=r"spiritlens\[plots\]"):
         write_trace_tokens_html(speech_result(), tmp_path / "view.html")
+
+
+def _visible_token_texts(page: str) -> list[str]:
+    """What circuitsvis shows for each token: it replaces whitespace by ``&nbsp;`` and inserts the
+    result as HTML (``dangerouslySetInnerHTML``); here an HTML parser plays the browser."""
+    import json
+    import re
+    from html.parser import HTMLParser
+
+    call = re.search(r"CircuitsVis\.ColoredTokensMulti,\s*(\{.*?\})\s*\)", page, re.S)
+    tokens = json.loads(call.group(1))["tokens"]
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.parts = []
+
+        def handle_data(self, data):
+            self.parts.append(data)
+
+    shown = []
+    for token in tokens:
+        parser = Text()
+        parser.feed(re.sub(r"\s", "&nbsp;", token))
+        parser.close()
+        shown.append("".join(parser.parts).replace("\xa0", " "))
+    return shown
+
+
+def test_circuitsvis_labels_are_escaped_so_markup_like_tokens_show(tmp_path):
+    labels = ["<s>", "[Speech]", "AT&T", "<sil>", "</script><b>x", "a <b>", "[Text]"]
+    result = make_result(7, (2, 4), rows=[{"label": label, "positions": [i]} for i, label in enumerate(labels)],
+                         modality="speech")
+    page = write_trace_tokens_html(result, tmp_path / "view.html").read_text()
+    assert _visible_token_texts(page) == ["<s>", "[Speech]", "AT&T*", "<sil>*", "</script><b>x", "a <b>", "[Text]"]
+    assert "</script><b>" not in page  # no token can close the page's script early
+    assert '"&lt;s&gt;"' in page and '"&lt;sil&gt;*"' in page

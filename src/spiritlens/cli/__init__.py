@@ -40,6 +40,7 @@ class Parser(argparse.ArgumentParser):
 
 SUBCOMMANDS = {
     "make-tiny": "spiritlens.cli.tiny",
+    "make-toy": "spiritlens.cli.toy",
     "units": "spiritlens.cli.units",
     "trace": "spiritlens.cli.trace",
     "aggregate": "spiritlens.cli.aggregate",

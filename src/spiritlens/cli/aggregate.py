@@ -52,6 +52,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {args.out!r} is an existing file; give a folder for aie.json and the figures")
     problems: list[str] = []
     results = load_results(args.results_dir, problems)
     for problem in problems:

@@ -1,7 +1,11 @@
 """``spiritlens experiment``: the paper's pipeline on Known (T->T and S->T), resumable and shardable.
 
 With no checkpoints (no --checkpoints and $SPIRITLM_CHECKPOINTS_DIR unset) it runs the embedded
-default: tiny random-weight checkpoints built under --out, pocketsphinx as the aligner, a few Known prompts.
+default: the toy SpiritLM (trained by spiritlens on Known facts, built once and cached under
+~/.cache/spiritlens/toy-<hash>, or --toy DIR from ``spiritlens make-toy``) on the facts it knows,
+with real filtering and pocketsphinx's real US-English model as the aligner. --random-weights runs
+tiny random-weight checkpoints instead (a plumbing check: every prompt kept).
+Every argument is checked before any work: a bad one is one line on stderr and exit status 2.
 Sharded: ``torchrun --nproc-per-node N -m spiritlens experiment ...`` (each rank a disjoint share).
 """
 
@@ -33,13 +37,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--noise", default="3s", help="absolute scale, or Ks (K sigma, ROME's default 3s)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--window", type=int, help="layers restored together for mlp/attn (default: ROME's 10 "
+                        "of 32 scaled to the model's depth, max(1, floor(10 * layers / 32 + 1/2)))")
     parser.add_argument("--speech-sigma", choices=["speech", "text"], default="speech",
                         help="S->T noise sigma: over the subjects' speech tokens, or the text sigma")
     parser.add_argument("--row-mode", choices=["auto", "positions", "groups", "mean"], default="auto",
                         help="S->T rows: auto (text-token groups, as spiritlens trace), positions, groups, mean")
     parser.add_argument("--mapping", choices=["exact", "paper"], default="exact")
-    parser.add_argument("--tts", default="espeak", help="espeak (offline default), flite, melo")
+    parser.add_argument("--tts", default="espeak", help="espeak (offline default), flite, melotts")
     parser.add_argument("--asr", default="pocketsphinx", help="pocketsphinx, whisper, or none")
     parser.add_argument("--keep-all", action="store_true", help="trace every prompt, not only correct ones")
     parser.add_argument("--accept", type=_csv, default=("exact",), help="judgements counted correct: exact,partial")
@@ -48,6 +53,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device")
     parser.add_argument("--max-batch-cells", type=int)
     parser.add_argument("--sample-figures", type=int, default=3, help="prompts per modality with figures")
+    parser.add_argument("--toy", help="a toy SpiritLM tree (spiritlens make-toy DIR) for the embedded default")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="embedded run on tiny random-weight checkpoints (plumbing check; keeps every prompt)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -62,7 +70,8 @@ def run(args) -> int:
         samples=args.samples, noise=args.noise, seed=args.seed, window=args.window, speech_sigma=args.speech_sigma,
         row_mode=args.row_mode, mapping=args.mapping, tts=args.tts, asr=args.asr, keep_all=args.keep_all,
         accept=args.accept, max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device,
-        max_batch_cells=args.max_batch_cells, sample_figures=args.sample_figures,
+        max_batch_cells=args.max_batch_cells, sample_figures=args.sample_figures, toy=args.toy,
+        random_weights=args.random_weights,
     )
     summary = run_experiment(config, progress=not args.quiet)
     if summary is not None:

@@ -1,25 +1,48 @@
-"""Settings of one Known experiment run, shared by the Python API and ``spiritlens experiment``."""
+"""Settings of one Known experiment run, shared by the Python API and ``spiritlens experiment``.
+
+:func:`check_config` checks every setting (and the files, folders and programs they name) before
+any work starts, so a bad argument costs one line and no synthesis, transcription or filtering.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from ..align.aligner import POCKETSPHINX
 
 MODALITIES = ("t2t", "s2t")
 MODALITY_OF = {"t2t": "text", "s2t": "speech"}
+PAPER_WINDOW, PAPER_LAYERS = 10, 32  # the paper traces SpiritLM (32 layers) with ROME's window of 10
+
+
+def default_window(n_layers: int) -> int:
+    """The MLP/attention window for an ``n_layers`` model when none is given: ROME's and the paper's
+    10 restored layers of SpiritLM's 32, scaled to the depth, ``max(1, floor(10 * L / 32 + 1/2))``
+    (32 layers: 10; 8 layers: 3; 4 layers: 1)."""
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    return max(1, math.floor(PAPER_WINDOW * n_layers / PAPER_LAYERS + 0.5))
+
+
+WINDOW_RULE = "max(1, floor(10 * n_layers / 32 + 1/2)): the paper's 10 of SpiritLM's 32 layers, scaled"
 
 
 @dataclass
 class ExperimentConfig:
     """One run of the paper's pipeline.
 
-    ``checkpoints``: a ``$SPIRITLM_CHECKPOINTS_DIR`` tree; None (and the variable unset) runs the
-    embedded default: tiny random checkpoints built under ``out``, pocketsphinx's real US-English
-    model as the aligner, a few Known prompts, every prompt kept (random weights answer nothing
-    correctly). ``aligner``: a character CTC model directory (the paper's path, the default whenever
-    one is given) or ``"pocketsphinx"``.
+    ``checkpoints``: a ``$SPIRITLM_CHECKPOINTS_DIR`` tree. With none (and the variable unset) the
+    run is the *embedded default*: the toy SpiritLM of :mod:`spiritlens.toy` (``toy``: a toy tree
+    built with ``spiritlens make-toy``; default: built once and cached under the user cache,
+    ``~/.cache/spiritlens/toy-<hash>``), traced on the facts it was trained on, with pocketsphinx's
+    real US-English model as the aligner. ``random_weights``: the tiny random-weight checkpoints
+    instead (a plumbing check: a few Known prompts, every prompt kept). ``aligner``: a character CTC
+    model directory (the paper's path, the default whenever one is given) or ``"pocketsphinx"``.
+    ``window``: None scales ROME's 10 to the model's depth (:func:`default_window`).
     """
 
     out: Path
@@ -34,7 +57,7 @@ class ExperimentConfig:
     samples: int = 10
     noise: str = "3s"
     seed: int = 1
-    window: int = 10
+    window: int | None = None
     speech_sigma: str = "speech"  # S->T noise sigma: over speech subject tokens ("speech") or the text sigma
     row_mode: str = "auto"  # S->T rows: "auto" = text-token groups (as trace's default), or positions/groups/mean
     mapping: str = "exact"
@@ -47,23 +70,151 @@ class ExperimentConfig:
     device: str | None = None
     max_batch_cells: int | None = None
     sample_figures: int = 3
+    toy: Path | None = None
+    random_weights: bool = False
     embedded: bool = False
     version: str = field(default=__version__)
 
     def __post_init__(self):
         self.out = Path(self.out)
+        for key in ("checkpoints", "aligner", "known", "toy"):
+            if getattr(self, key) is not None and not (key == "aligner" and self.aligner == POCKETSPHINX):
+                setattr(self, key, Path(getattr(self, key)))
         self.modalities = tuple(self.modalities)
         self.kinds = tuple(self.kinds)
-        unknown = [m for m in self.modalities if m not in MODALITIES]
-        if unknown or not self.modalities:
-            raise ValueError(f"modalities must be among {', '.join(MODALITIES)}, got {list(self.modalities)}")
-        if self.speech_sigma not in ("speech", "text"):
-            raise ValueError(f"speech_sigma must be 'speech' or 'text', got {self.speech_sigma!r}")
-        if self.n_prompts is not None and self.n_prompts < 1:
-            raise ValueError(f"n_prompts must be >= 1, got {self.n_prompts}")
+        self.accept = tuple(self.accept)
+        check_settings(self)
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for key in ("out", "checkpoints", "aligner", "known"):
+        for key in ("out", "checkpoints", "aligner", "known", "toy"):
             data[key] = None if data[key] is None else str(data[key])
         return data
+
+
+def _int(config, name: str, flag: str, minimum: int, *, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{flag} must be an integer >= {minimum}, got {value!r}")
+
+
+def _subset(values: tuple, allowed: tuple, flag: str) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise ValueError(f"{flag} must be a comma-separated list of {', '.join(allowed)}, got {','.join(values) or '(empty)'}"
+                         + (f" (unknown: {', '.join(map(str, unknown))})" if unknown else ""))
+    if len(set(values)) != len(values):
+        raise ValueError(f"{flag} lists a value twice: {','.join(values)}")
+
+
+def check_settings(config: ExperimentConfig) -> None:
+    """Checks that need nothing but the values; ValueError naming the command-line flag."""
+    from ..align.mapping import MODES as MAPPINGS
+    from ..checkpoints import parse_dtype
+    from ..data.asr import ASR_BACKENDS
+    from ..data.judge import LABELS
+    from ..data.tts import BACKENDS
+    from ..traces import KINDS, parse_noise
+    from ..traces.engine import ROW_MODES
+
+    _subset(config.modalities, MODALITIES, "--modalities")
+    _subset(config.kinds, KINDS, "--kinds")
+    _subset(config.accept, LABELS, "--accept")
+    _int(config, "n_prompts", "--prompts", 1, optional=True)
+    _int(config, "subset_seed", "--subset-seed", 0)
+    _int(config, "samples", "--samples", 1)
+    _int(config, "seed", "--seed", 0)
+    if config.seed >= 2**32:
+        raise ValueError(f"--seed must be below 2**32 (numpy's RandomState), got {config.seed}")
+    _int(config, "window", "--window", 1, optional=True)
+    _int(config, "max_new_tokens", "--max-new-tokens", 1)
+    _int(config, "max_batch_cells", "--max-batch-cells", 1, optional=True)
+    _int(config, "sample_figures", "--sample-figures", 0)
+    if config.speech_sigma not in ("speech", "text"):
+        raise ValueError(f"--speech-sigma must be 'speech' or 'text', got {config.speech_sigma!r}")
+    if config.row_mode not in ROW_MODES:
+        raise ValueError(f"--row-mode must be one of {', '.join(ROW_MODES)}, got {config.row_mode!r}")
+    if config.mapping not in MAPPINGS:
+        raise ValueError(f"--mapping must be one of {', '.join(MAPPINGS)}, got {config.mapping!r}")
+    if config.asr not in (*ASR_BACKENDS, "none"):
+        raise ValueError(f"--asr must be one of {', '.join((*ASR_BACKENDS, 'none'))}, got {config.asr!r}")
+    if config.tts not in BACKENDS:
+        raise ValueError(f"--tts must be one of {', '.join(BACKENDS)}, got {config.tts!r}")
+    try:
+        parse_noise(config.noise)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"--noise {config.noise!r}: {error}") from None
+    try:
+        parse_dtype(config.dtype)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"--dtype: {error}") from None
+    if config.random_weights and config.toy is not None:
+        raise ValueError("--random-weights and --toy exclude each other (random tiny checkpoints, or a trained toy)")
+    if config.checkpoints is not None and (config.random_weights or config.toy is not None):
+        flag = "--random-weights" if config.random_weights else "--toy"
+        raise ValueError(f"{flag} replaces real checkpoints; do not combine it with --checkpoints")
+
+
+def check_environment(config: ExperimentConfig) -> None:
+    """Checks of what the settings name: folders and files exist, the TTS backend and device are
+    usable. Run before any work (FileNotFoundError / ValueError naming the flag)."""
+    from ..checkpoints import CHECKPOINTS_ENV
+
+    if config.out.exists() and not config.out.is_dir():
+        raise NotADirectoryError(f"--out {str(config.out)!r} is an existing file, not a folder")
+    if config.known is not None and not config.known.is_file():
+        raise FileNotFoundError(f"--known {str(config.known)!r}: no such file (ROME's known_1000.json)")
+    if config.aligner not in (None, POCKETSPHINX) and not config.aligner.is_dir():
+        raise FileNotFoundError(f"--aligner {str(config.aligner)!r}: no such directory (a character CTC model "
+                                f"directory, e.g. a local copy of facebook/hubert-large-ls960-ft, or {POCKETSPHINX!r})")
+    if config.toy is not None:
+        from ..toy import read_manifest
+
+        try:
+            read_manifest(config.toy)
+        except ValueError as error:
+            raise ValueError(f"--toy: {error}") from None
+    if config.embedded and not config.random_weights:
+        if config.variant != "spirit-lm-base-7b":
+            raise ValueError(f"--variant {config.variant!r}: the toy SpiritLM is a spirit-lm-base-7b only")
+        from ..data.tts import EspeakTTS
+
+        if config.toy is None and not EspeakTTS().available():
+            from ..toy import cached_toy
+
+            if not cached_toy(known=config.known)[1]:
+                raise ValueError("the embedded toy SpiritLM is trained on espeak-ng speech, which is not installed "
+                                 "(apt-get install espeak-ng); or pass --toy DIR or --random-weights")
+    if not config.embedded:
+        root = config.checkpoints
+        flag = "--checkpoints"
+        if root is None:
+            root, flag = Path(os.environ[CHECKPOINTS_ENV]), f"${CHECKPOINTS_ENV}"
+        if not root.is_dir():
+            raise FileNotFoundError(f"{flag} {str(root)!r}: no such directory")
+        model_dir = root / "spiritlm_model" / config.variant
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"--variant {config.variant!r}: no model at {model_dir} ({flag} {str(root)!r})")
+        if "s2t" in config.modalities and config.aligner is None:
+            raise ValueError("--aligner is needed for S->T with real checkpoints: a character CTC model directory "
+                             f"(the paper's path, e.g. a local copy of facebook/hubert-large-ls960-ft) or {POCKETSPHINX!r}")
+    if "s2t" in config.modalities:
+        from ..data.tts import BACKENDS
+
+        backend = BACKENDS[config.tts]()
+        if not backend.available():
+            needs = {"espeak": "the espeak-ng program (apt-get install espeak-ng)",
+                     "flite": "the flite program (apt-get install flite)",
+                     "melotts": "the 'melo' Python package (MeloTTS, not installable offline)"}
+            raise ValueError(f"--tts {config.tts}: not available here; it needs {needs.get(config.tts, 'its backend')}")
+    if config.device is not None:
+        import torch
+
+        try:
+            device = torch.device(config.device)
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"--device {config.device!r}: {error}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {config.device!r}: CUDA is not available here")

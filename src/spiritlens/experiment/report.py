@@ -1,14 +1,49 @@
-"""The experiment's outputs after tracing: AIE tables and figures, samples, and ``report.md``."""
+"""The experiment's outputs after tracing: AIE tables and figures, samples, and ``report.md``.
+
+The report explains itself: what the model is (real checkpoints, the toy SpiritLM with what it was
+trained on and how well it knows its facts, or random weights), the settings (with the window
+rule), the data and filter counts, the definitions of TE, IE, AIE and the six token categories,
+each S->T alignment's confidence, the AIE tables and figures, and a paragraph of findings computed
+from the aggregates by :func:`findings` (nothing in it is written by hand).
+"""
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from .._io import write_atomic
 from .config import MODALITY_OF
 
 _LABEL = {"t2t": "T→T", "s2t": "S→T"}
+_KIND_WORDS = {"hidden": "Hidden states", "mlp": "MLP outputs", "attn": "Attention outputs"}
+SUBJECT_CATEGORIES = ("first_subject", "middle_subject", "last_subject")
+AFTER_CATEGORIES = ("first_subsequent", "further")
+
+DEFINITIONS = [
+    "## What the numbers mean", "",
+    "Causal tracing (Meng et al., 2022, ROME) runs each prompt three ways: *clean*; *corrupted*, with Gaussian "
+    "noise (ν = the `noise` rule, e.g. 3σ) added to the input embeddings of the subject's tokens, the same draw "
+    "for every cell; and *restored*, corrupted but with one state set back to its clean value. The metric is "
+    "p(answer) at the last position, the answer being the clean run's top token, averaged over the noise samples.",
+    "",
+    "- **TE** (total effect) = p_clean(answer) − p_corrupted(answer) = `high_score` − `low_score`.",
+    "- **IE** (indirect effect) of row t at layer l = p(answer) with that state restored − `low_score`. "
+    "Hidden states restore `blocks.l.hook_resid_post` at t; MLP and attention restore `hook_mlp_out` / "
+    "`hook_attn_out` at t for a window of layers centred on l.",
+    "- **AIE** (average indirect effect) of a token category c at layer l = mean of the restored p(answer) over "
+    "every row of category c in every kept prompt − mean `low_score` over the prompts (ROME's rollup; "
+    "categories with several rows per prompt count each row). **ATE** = mean `high_score` − mean `low_score`.",
+    "- The **six token categories** (rows before the subject, such as `<s>` and `[Text]`, and S→T rows in "
+    "silence belong to none): *first subject token*; *middle subject tokens* (between first and last); "
+    "*last subject token*; *first subsequent token* (right after the subject); *further tokens* (after that, "
+    "before the last); *last token* (the final position: the last prompt word for T→T, the `[Text]` marker "
+    "for S→T). A one-token subject is both first and last subject token.",
+    "- S→T rows are the speech tokens aligned to each LM text token of the transcript, restored together.",
+    "",
+]
 
 
 def write_report(experiment, prep: dict, summary: dict) -> Path:
@@ -20,19 +55,19 @@ def write_report(experiment, prep: dict, summary: dict) -> Path:
     problems: list[str] = []
     results = load_results(experiment.results_dir, problems) if experiment.results_dir.is_dir() else []
     lines = ["# spiritlens: factual recall in SpiritLM, text → text and speech → text", ""]
-    if prep["embedded"]:
-        lines += ["> **Random weights.** This run used the embedded tiny SpiritLM checkpoints, whose weights are",
-                  "> random: the numbers and figures show that the pipeline works end to end, not anything about",
-                  "> SpiritLM. Point `SPIRITLM_CHECKPOINTS_DIR` (or `--checkpoints`) at real checkpoints and pass",
-                  "> `--aligner` for the real experiment.", ""]
+    lines += _model_section(prep, config)
     sigma = prep.get("sigma", {})
+    window = prep.get("window", config.window)
     lines += ["## Setup", "",
-              f"- model: `{prep['model_dir']}` ({config.dtype}); aligner: `{prep['aligner']}` ({config.mapping} mapping)",
+              f"- model: `{prep['model_dir']}` ({config.dtype}, {prep.get('n_layers', '?')} layers); "
+              f"aligner: `{prep['aligner']}` ({config.mapping} mapping)",
               f"- Known: {prep['n_known']} records from `{prep['known_source']}`, {len(prep['records'])} used",
               f"- noise `{config.noise}`; sigma text {_num(sigma.get('text'))}, speech {_num(sigma.get('speech'))} "
               f"(S→T uses the {config.speech_sigma} sigma); samples {config.samples}; seed {config.seed}; "
-              f"window {config.window}; kinds {', '.join(config.kinds)}; S→T rows: {config.row_mode}",
-              "", "## Data", ""]
+              f"kinds {', '.join(config.kinds)}; S→T rows: {config.row_mode}",
+              f"- window {window} ({prep.get('window_rule', 'given')}): MLP/attention rows restore the outputs of "
+              f"{window} layer(s) around the centre layer, truncated at the ends", "",
+              "## Data", ""]
     if "tts" in prep:
         tts = prep["tts"]
         lines.append(f"- speech synthesis ({tts['backend']}, voice {tts['voice']}): {tts['synthesized']} synthesised, "
@@ -42,7 +77,7 @@ def write_report(experiment, prep: dict, summary: dict) -> Path:
                                                             if wer.get("computed") else f"not computed: {wer.get('reason')}"))
     for modality, counts in prep["filter"].items():
         lines.append(f"- Known-{modality}: judgements {counts}; kept {summary['kept'].get(modality, 0)}"
-                     + (" (every prompt kept: --keep-all)" if config.keep_all else "")
+                     + (" (every prompt kept: --keep-all)" if config.keep_all else " (greedy answer judged exact)")
                      + f" (`filter/known-{modality}.json`)")
     lines += ["", "## Tracing", "",
               f"- traced {summary['traced']} prompts in this run, {summary['already_done']} were already done, "
@@ -51,13 +86,18 @@ def write_report(experiment, prep: dict, summary: dict) -> Path:
     lines += [f"  - skipped [{s['stage']}] {s.get('modality', '')} {s['known_id']}: {s['reason']}"
               for s in summary["skipped"][:30]]
     lines += [f"  - unreadable result skipped: {p}" for p in problems[:10]]
-    lines += ["", "## Average indirect effects", ""]
+    lines += [""] + DEFINITIONS
+    lines += alignment_section(results)
+    lines += ["## Average indirect effects", ""]
     if results:
         try:
             outputs = write_aggregate_outputs(results, out / "aggregate")
         except ValueError as error:
             lines.append(f"No aggregate: {error}.")
         else:
+            lines += ["### What the traces show", ""]
+            for paragraph in findings(outputs.by_modality):
+                lines += [paragraph, ""]
             lines += ["| modality | kind | prompts | ATE | peak AIE (category, layer) |", "|---|---|---|---|---|"]
             for modality, kinds in outputs.by_modality.items():
                 for kind, agg in kinds.items():
@@ -67,12 +107,139 @@ def write_report(experiment, prep: dict, summary: dict) -> Path:
                     lines.append(f"| {label} | {kind} | {agg.count} | {_num(agg.ate)} | {where} |")
             lines += ["", "Tables: " + ", ".join(f"[`{n}`](aggregate/{n})" for n in outputs.written if not n.endswith(".png")),
                       "", "![AIE, log scale](aggregate/aie_grid_log.png)", "",
-                      "![AIE, linear](aggregate/aie_grid_linear.png)", "", "![AIE lines](aggregate/aie_lines.png)", ""]
+                      "![AIE, linear](aggregate/aie_grid_linear.png)", "",
+                      "![AIE lines](aggregate/aie_lines.png)", "",
+                      "In the line plots the shaded band around each curve is ROME's 95% confidence interval of "
+                      "the mean, ±1.96·std(rows)/√(number of prompts), over the category's rows at that layer.", ""]
     else:
         lines.append("No results to aggregate.")
     lines += ["## Sample prompts", ""] + _samples(experiment, prep, results)
     path = write_atomic(out / "report.md", "\n".join(lines) + "\n")
     return path
+
+
+def _model_section(prep: dict, config) -> list[str]:
+    weights = prep.get("weights") or ("random" if prep.get("embedded") else "checkpoints")
+    if weights == "random":
+        return ["> **Random weights.** This run used the embedded tiny SpiritLM checkpoints, whose weights are",
+                "> random: the numbers and figures show that the pipeline works end to end, not anything about",
+                "> SpiritLM. Point `SPIRITLM_CHECKPOINTS_DIR` (or `--checkpoints`) at real checkpoints and pass",
+                "> `--aligner` for the real experiment.", ""]
+    if weights != "toy" or "toy" not in prep:
+        return ["## Model", "", f"SpiritLM checkpoints `{prep['model_dir']}` (variant `{config.variant}`).", ""]
+    toy = prep["toy"]
+    cfg, training = toy["config"], toy["training"]
+    relations = sorted({f.get("relation_id", "") for f in toy["facts"]})
+    forms = ", ".join(f"{n} {form}" for form, n in training.get("sequences", {}).items())
+    accuracy = "; ".join(f"{_LABEL.get(m, m)} {a:.0%} ({toy['counts'][m]['exact']}/{toy['counts'][m]['total']})"
+                         for m, a in toy["accuracy"].items())
+    lines = ["> **The toy SpiritLM.** This run traced a small model that spiritlens trained itself on the Known facts",
+             "> below, not Meta's SpiritLM: it shows what causal tracing finds in a model whose answers come from",
+             "> the subject. Point `SPIRITLM_CHECKPOINTS_DIR` (or `--checkpoints`) at real checkpoints for the paper's",
+             "> experiment.", "",
+             "## Model", "",
+             f"- the toy SpiritLM (`spiritlens.toy`) at `{toy['root']}` (inputs hash `{toy['hash'][:12]}`): a Llama in "
+             f"SpiritLM's checkpoint layout, {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
+             f"MLP {cfg['d_mlp']}; tokenizer with `[Text]`, `[Speech]`, `[Hu0]`…`[Hu500]`; the tiny random mHuBERT "
+             "speech front end",
+             f"- trained on {len(toy['facts'])} Known facts of {len(relations)} relations ({', '.join(relations)}) as "
+             f"sequences: {forms}; plus {toy['distractor_prompts']} distractor prompts (unknown subjects, random "
+             "answers)",
+             f"- by design, attention is off in its first {cfg.get('local_layers', 0)} layers (zero output "
+             "projections): there each position sees only its own token, so only the subject's own positions can "
+             "carry the subject, and the last token can get it only from a later layer. A tracer should find "
+             "exactly that" if cfg.get("local_layers") else "- attention in every layer",
+             f"- trained in {training.get('seconds')} s, {training.get('steps')} steps ({training.get('stop')}); "
+             f"greedy answers judged exact by the Known filter: {accuracy}"
+             + ("" if toy.get("meets_targets") else " (BELOW the targets 90% / 70%)"), ""]
+    return lines
+
+
+def alignment_section(results: list[dict]) -> list[str]:
+    """Each S->T prompt's alignment confidence, and how many fall below the warning threshold."""
+    from ..align import DEFAULT_MIN_CONFIDENCE
+
+    seen: dict[str, tuple[float, list]] = {}
+    for result in results:
+        if result.get("modality") == "speech" and "alignment_confidence" in result:
+            key = str(result.get("known_id", result.get("name")))
+            seen.setdefault(key, (float(result["alignment_confidence"]), list(result.get("alignment_warnings") or [])))
+    if not seen:
+        return []
+    low = [k for k, (c, _) in seen.items() if c < DEFAULT_MIN_CONFIDENCE]
+    lines = ["## S→T alignment", "",
+             f"Forced alignment of each transcript to its audio locates the subject's speech tokens. Confidence is the "
+             f"alignment's mean per-frame probability; below {DEFAULT_MIN_CONFIDENCE} the aligner warns. "
+             f"**{len(low)} of {len(seen)}** S→T prompts were below the threshold"
+             + (" (their subject positions are unreliable)." if low else "."), "",
+             "| Known id | confidence | below threshold |", "|---|---|---|"]
+    for key, (confidence, _) in sorted(seen.items(), key=lambda kv: _sort_key(kv[0])):
+        lines.append(f"| {key} | {confidence:.3f} | {'yes' if confidence < DEFAULT_MIN_CONFIDENCE else 'no'} |")
+    return lines + [""]
+
+
+def _sort_key(text: str):
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
+def _peak(agg, categories, layers: range | None = None) -> tuple[str, int, float] | None:
+    """(category, layer, AIE) of the largest AIE among ``categories`` (and ``layers``), or None."""
+    best = None
+    aie = agg.aie
+    for category in categories:
+        values = aie[category]
+        for layer in layers or range(len(values)):
+            value = float(values[layer])
+            if not math.isnan(value) and (best is None or value > best[2]):
+                best = (category, layer, value)
+    return best
+
+
+def _where(peak) -> str:
+    category, layer, value = peak
+    return f"{value:.3f} at the {category.replace('_', ' ')} token{'s' if category in ('middle_subject', 'further') else ''}, layer {layer}"
+
+
+def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
+    """One paragraph per modality stating what the aggregates show, computed from them: the prompt count,
+    mean p(answer) clean and corrupted and the ATE; per kind where the largest AIE lies, the largest
+    at a subject token against the largest after the subject in the first half of the layers (where
+    ROME finds the early site), and whether the subject site leads."""
+    from ..aggregates import CATEGORIES, MODALITY_LABELS
+
+    paragraphs = []
+    for modality, kinds in by_modality.items():
+        sentences: list[str] = []
+        paragraphs.append(sentences)
+        if not kinds:
+            continue
+        first = next(iter(kinds.values()))
+        label = MODALITY_LABELS.get(modality, modality)
+        if first.count == 0:
+            sentences.append(f"{label}: no kept prompts.")
+            continue
+        sentences.append(f"{label} ({first.count} prompt{'' if first.count == 1 else 's'}): corrupting the subject lowers p(answer) from "
+                         f"{first.high_score_mean:.3f} to {first.low_score_mean:.3f} on average (ATE {first.ate:.3f}).")
+        for kind, agg in kinds.items():
+            overall = _peak(agg, CATEGORIES)
+            if overall is None:
+                continue
+            early = range(0, max(1, math.ceil(agg.n_layers / 2)))
+            subject, after = _peak(agg, SUBJECT_CATEGORIES, early), _peak(agg, AFTER_CATEGORIES, early)
+            text = f"{_KIND_WORDS.get(kind, kind)}: the largest AIE is {_where(overall)}"
+            values = agg.aie[overall[0]]
+            onset = next(layer for layer, v in enumerate(values) if v >= 0.9 * overall[2])
+            text += f" (90% of it from layer {onset})." if onset < overall[1] else "."
+            if subject is not None:
+                text += f" In layers 0-{early[-1]} the largest at a subject token is {_where(subject)}"
+                if after is not None:
+                    ratio = subject[2] / after[2] if after[2] > 0 else math.inf
+                    relation = ("larger than" if subject[2] > after[2] else "not larger than")
+                    text += (f", {relation} the largest after the subject ({_where(after)}"
+                             + (f"; ratio {ratio:.1f}" if math.isfinite(ratio) and subject[2] > 0 else "") + ")")
+                text += "."
+            sentences.append(text)
+    return [" ".join(p) for p in paragraphs if p]
 
 
 def _samples(experiment, prep: dict, results: list[dict]) -> list[str]:

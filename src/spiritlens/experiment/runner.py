@@ -26,12 +26,13 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._io import read_json, write_json_atomic
 from ..checkpoints import CHECKPOINTS_ENV
-from .config import MODALITY_OF, ExperimentConfig
+from .config import MODALITY_OF, WINDOW_RULE, ExperimentConfig, check_environment, default_window
 
 EMBEDDED_PROMPTS = 6
 
@@ -103,6 +104,12 @@ class Experiment:
 
     # -------------------------------------------------------------------- stages
     def run(self) -> dict | None:
+        if self.config.embedded and "OMP_NUM_THREADS" not in os.environ:
+            import torch
+
+            # The embedded models are tiny: one thread is fastest, and two threads on a busy
+            # 2-core machine were several times slower (measured). $OMP_NUM_THREADS overrides.
+            torch.set_num_threads(1)
         self._init_distributed()
         try:
             if self.rank == 0:
@@ -122,7 +129,7 @@ class Experiment:
 
     def prepare(self) -> dict:
         """Stage 1 (rank 0): everything before tracing; writes and returns ``prepare.json``."""
-        from ..data import filter_prompts, get_backend, load_known, select, synthesize_corpus, wer_check
+        from ..data import KnownRecord, get_backend, load_known, select, synthesize_corpus, wer_check
         from ..traces import parse_noise, subject_sigma
 
         config, out = self.config, self.out
@@ -133,19 +140,28 @@ class Experiment:
         dataset = load_known(config.known)  # spiritlens.data.known's lookup rule when None
         skipped: list[dict] = [{"stage": "data", "known_id": kid, "reason": reason}
                                for kid, reason in dataset.problems]
-        n = config.n_prompts or (EMBEDDED_PROMPTS if config.embedded else None)
-        records = list(select(dataset.records, n, seed=config.subset_seed)) if n else list(dataset.records)
+        toy = self._toy_info(model_dir)
+        pool = dataset.records if toy is None else [KnownRecord(**_record_fields(f)) for f in toy["facts"]]
+        n = config.n_prompts or (EMBEDDED_PROMPTS if config.random_weights else None)
+        records = list(select(pool, n, seed=config.subset_seed)) if n and n < len(pool) else list(pool)
+        weights = {"random": " (RANDOM WEIGHTS: embedded tiny checkpoints)",
+                   "toy": " (the toy SpiritLM, trained on these facts)"}.get(self.weights, "")
         self.log(f"[prepare] {len(records)} Known prompts ({len(dataset.problems)} records with problems), "
-                 f"model {model_dir}" + (" (RANDOM WEIGHTS: embedded tiny checkpoints)" if config.embedded else ""))
+                 f"model {model_dir}{weights}")
         prep: dict[str, Any] = {
-            "config": config.to_dict(), "embedded": config.embedded, "model_dir": str(model_dir),
-            "speech_tokenizer": None if speech_dir is None else str(speech_dir),
+            "config": config.to_dict(), "embedded": config.embedded, "weights": self.weights,
+            "model_dir": str(model_dir), "speech_tokenizer": None if speech_dir is None else str(speech_dir),
             "aligner": None if aligner_dir is None else str(aligner_dir),
             "known_source": str(dataset.source), "n_known": len(dataset.records),
             "records": {str(r.known_id): r.to_dict() for r in records}, "skipped": skipped,
         }
+        if toy is not None:
+            prep["toy"] = toy
         model = self.model(prep)
         prep["tokenization"] = model.tokenization.to_dict()  # how prompt strings became ids
+        prep["n_layers"] = model.cfg.n_layers
+        prep["window"] = config.window if config.window is not None else default_window(model.cfg.n_layers)
+        prep["window_rule"] = "given (--window)" if config.window is not None else WINDOW_RULE
 
         audio: dict[int, str] = {}
         if "s2t" in config.modalities:
@@ -182,15 +198,9 @@ class Experiment:
         answers: dict[str, dict[str, int]] = {m: {} for m in config.modalities}
         for modality in config.modalities:
             candidates = records if modality == "t2t" else [r for r in records if r.known_id in audio]
-
-            def generate(record, modality=modality):
-                new = model.generate_ids(self._generation_prompt(record.prompt, audio.get(record.known_id), modality),
-                                         max_new_tokens=config.max_new_tokens)
-                answers[modality][str(record.known_id)] = int(new[0])
-                return model.decode_generated(new)
-
-            result = filter_prompts(candidates, generate, modality, config.keep_all, accept=config.accept,
-                                    out_path=out / "filter" / f"known-{modality}.json", progress=self.progress)
+            result = filter_known(model, candidates, modality, audio, keep_all=config.keep_all, accept=config.accept,
+                                  max_new_tokens=config.max_new_tokens, answers=answers[modality],
+                                  out_path=out / "filter" / f"known-{modality}.json", progress=self.progress)
             kept[modality] = [r.known_id for r in result.kept]
             counts[modality] = dict(result.counts)
             for entry in result.entries:
@@ -201,7 +211,7 @@ class Experiment:
             for known_id in ids:
                 if str(known_id) not in answers[modality]:
                     record = next(r for r in records if r.known_id == known_id)
-                    prompt = self._generation_prompt(record.prompt, audio.get(known_id), modality)
+                    prompt = known_prompt(record, modality, audio)
                     answers[modality][str(known_id)] = int(model.generate_ids(prompt, max_new_tokens=1)[0])
         prep["kept"], prep["filter"], prep["answers"] = kept, counts, answers
 
@@ -217,10 +227,6 @@ class Experiment:
         prep["prepare_seconds"] = round(time.time() - started, 1)
         write_json_atomic(out / "prepare.json", prep)
         return prep
-
-    @staticmethod
-    def _generation_prompt(text: str, audio_path: str | None, modality: str):
-        return text if modality == "t2t" else [("speech", audio_path)]
 
     def _speech_sigma(self, prep: dict, kept: dict, skipped: list, cache_dir: Path) -> float | None:
         """Sigma over the subject speech tokens of the Known-s2t prompts (alignment failures skipped)."""
@@ -309,7 +315,7 @@ class Experiment:
         judged = prep.get("answers", {}).get(modality, {}).get(str(known_id))
         target = None if judged is None else generated_answer(model, judged)  # the token the filter judged
         results = trace_kinds(model, prompt, subject, kinds=kinds, samples=config.samples, noise=config.noise,
-                              seed=config.seed, window=config.window, sigma=sigma, row_mode=row_mode,
+                              seed=config.seed, window=prep["window"], sigma=sigma, row_mode=row_mode,
                               target=target, max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}")
         for kind, result in results.items():
             result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
@@ -325,6 +331,8 @@ class Experiment:
         statuses = [s for s in statuses if s.get("world_size") == self.world]
         summary = {
             "embedded": prep["embedded"],
+            "weights": prep.get("weights"),
+            "window": prep.get("window"),
             "kept": {m: len(ids) for m, ids in prep["kept"].items()},
             "filter": prep["filter"],
             "skipped": prep["skipped"],
@@ -337,32 +345,54 @@ class Experiment:
         return summary
 
     # --------------------------------------------------------------- checkpoints
+    @property
+    def weights(self) -> str:
+        """``"random"`` (tiny random checkpoints), ``"toy"`` (the trained toy) or ``"checkpoints"``."""
+        if not self.config.embedded:
+            return "checkpoints"
+        return "random" if self.config.random_weights else "toy"
+
     def _checkpoints(self) -> tuple[Path, Path | None, str | None]:
-        """(model dir, speech-tokenizer dir, aligner), building the embedded tiny checkpoints if needed.
+        """(model dir, speech-tokenizer dir, aligner), building the embedded checkpoints if needed.
 
         The aligner is ``--aligner`` (a CTC model directory, the paper's path, or "pocketsphinx"); the
         embedded default, which has no CTC model, aligns with pocketsphinx's real US-English model.
         """
         config = self.config
         if config.embedded:
-            from ..tiny import make_tiny_checkpoints
+            if config.random_weights:
+                from ..tiny import make_tiny_checkpoints
 
-            root = self.out / "checkpoints"
-            if not (root / ".complete").is_file():
-                self.log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
-                make_tiny_checkpoints(root)
-                (root / ".complete").write_text("tiny random weights\n")
-            aligner = "pocketsphinx" if config.aligner is None else str(config.aligner)
+                root = self.out / "checkpoints"
+                if not (root / ".complete").is_file():
+                    self.log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
+                    make_tiny_checkpoints(root)
+                    (root / ".complete").write_text("tiny random weights\n")
+            else:
+                from ..toy import toy_checkpoints
+
+                root = config.toy or toy_checkpoints(known=config.known, progress=self.progress, log=self.log)
+                self.log(f"[prepare] toy SpiritLM: {root}")
+            aligner = POCKETSPHINX if config.aligner is None else str(config.aligner)
             return root / "spiritlm_model" / config.variant, root / "speech_tokenizer", aligner
         root = Path(config.checkpoints or os.environ[CHECKPOINTS_ENV])
-        model_dir = root / "spiritlm_model" / config.variant
-        if not model_dir.is_dir():
-            raise FileNotFoundError(f"no model at {model_dir} (checkpoints {root}, variant {config.variant!r})")
-        if "s2t" in config.modalities and config.aligner is None:
-            raise ValueError("S->T needs --aligner: a character CTC model directory (the paper's path, e.g. a "
-                             "local copy of facebook/hubert-large-ls960-ft) or 'pocketsphinx'")
         speech = root / "speech_tokenizer"
-        return model_dir, speech if speech.is_dir() else None, None if config.aligner is None else str(config.aligner)
+        return (root / "spiritlm_model" / config.variant, speech if speech.is_dir() else None,
+                None if config.aligner is None else str(config.aligner))
+
+    def _toy_info(self, model_dir: Path) -> dict | None:
+        """What the report says about the toy: its facts, configuration, accuracy and training."""
+        if self.weights != "toy":
+            return None
+        from ..toy import REPORT, read_manifest
+
+        root = model_dir.parents[1]
+        manifest = read_manifest(root)
+        report = read_json(model_dir / REPORT, "toy report")
+        return {"root": str(root), "hash": manifest["hash"], "config": manifest["inputs"]["config"],
+                "facts": manifest["inputs"]["facts"], "distractor_prompts": len(manifest["inputs"]["distractors"]),
+                "accuracy": report["accuracy"], "counts": report["counts"], "meets_targets": report["meets_targets"],
+                "training": {k: v for k, v in report["training"].items() if k != "history"}}
 
 
 def _check_writable(out: Path) -> None:
@@ -381,20 +411,59 @@ def _remove_stale_temporaries(results: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def known_prompt(record, modality: str, audio: Mapping[int, str]):
+    """A Known record's prompt as the experiment feeds it: the prompt text (``"t2t"``), or
+    ``[("speech", path)]`` of its synthesised audio ``audio[known_id]`` (``"s2t"``)."""
+    return record.prompt if modality == "t2t" else [("speech", audio[record.known_id])]
+
+
+def filter_known(model, records, modality: str, audio: Mapping[int, str] | None = None, *, keep_all: bool = False,
+                 accept: Sequence[str] = ("exact",), max_new_tokens: int = 8, answers: dict[str, int] | None = None,
+                 out_path: str | os.PathLike | None = None, progress: bool | None = False):
+    """Known-t2t / Known-s2t: the model's greedy continuation of each record's prompt (SpiritLM's
+    text-output rule, :meth:`HookedSpiritLM.generate`), judged by :func:`spiritlens.data.filter_prompts`.
+    ``audio`` maps known_id to the WAV of its prompt (S->T). ``answers``, if given, receives each
+    generated record's first token id under ``str(known_id)`` (the token its traces measure).
+    Returns the ``FilterResult``."""
+    from ..data import filter_prompts
+
+    def generate(record):
+        new = model.generate_ids(known_prompt(record, modality, audio or {}), max_new_tokens=max_new_tokens)
+        if answers is not None and len(new):
+            answers[str(record.known_id)] = int(new[0])
+        return model.decode_generated(new)
+
+    return filter_prompts(records, generate, modality, keep_all, accept=accept, out_path=out_path, progress=progress)
+
+
 def run_experiment(config: ExperimentConfig, *, progress: bool = True) -> dict | None:
-    """Run the whole experiment (see the module docstring); the summary on rank 0."""
-    if config.checkpoints is None and not os.environ.get(CHECKPOINTS_ENV):
+    """Run the whole experiment (see the module docstring); the summary on rank 0.
+
+    Every setting is checked first (:func:`~spiritlens.experiment.config.check_environment`):
+    a bad one raises before anything is built, synthesised or traced."""
+    if config.random_weights or config.toy is not None or (
+            config.checkpoints is None and not os.environ.get(CHECKPOINTS_ENV)):
         config.embedded = True
-        config.keep_all = True
+        if config.random_weights:
+            config.keep_all = True  # random weights answer nothing
         if config.dtype not in ("float32", "fp32"):
             config.dtype = "float32"
+    check_environment(config)
     return Experiment(config, progress=progress, log=lambda m: print(m, file=sys.stderr, flush=True)).run()
 
 
+def _record_fields(fact: dict) -> dict:
+    keys = ("known_id", "prompt", "subject", "attribute", "relation_id")
+    return {key: fact[key] for key in keys if key in fact}
+
+
 def print_summary(summary: dict) -> None:
-    if summary["embedded"]:
-        print("NOTE: embedded default run on tiny RANDOM-WEIGHT checkpoints: the numbers show the pipeline "
+    if summary.get("weights") == "random":
+        print("NOTE: embedded run on tiny RANDOM-WEIGHT checkpoints: the numbers show the pipeline "
               "works, not anything about SpiritLM.")
+    elif summary.get("weights") == "toy":
+        print("NOTE: embedded default run on the toy SpiritLM trained by spiritlens on these Known facts "
+              "(not SpiritLM itself).")
     print(f"kept prompts: {json.dumps(summary['kept'])}; filter judgements: {json.dumps(summary['filter'])}")
     print(f"traced {summary['traced']} prompts, {summary['already_done']} already done, "
           f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped")

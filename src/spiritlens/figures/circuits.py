@@ -38,7 +38,8 @@ def trace_tokens_html(result: Mapping) -> str:
     import torch
 
     values, names = indirect_effects(result)
-    rendered = colored_tokens_multi(tokens=row_labels(result), values=torch.from_numpy(values), labels=names)
+    tokens = [html.escape(label, quote=False) for label in row_labels(result)]
+    rendered = colored_tokens_multi(tokens=tokens, values=torch.from_numpy(values), labels=names)
     title = html.escape(f"spiritlens trace {describe(result)} ({result['kind']}): indirect effect per row")
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'

@@ -37,6 +37,7 @@ SCALES = ("log", "linear")
 # ROME's line-plot colours: tab10 indices per category, in CATEGORIES order.
 _LINE_COLORS = (0, 1, 2, 4, 5, 3)
 _KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP (window)", "attn": "Attn (window)"}
+BAND_LABEL = "shaded: 95% CI of the mean, ±1.96·std(rows)/√prompts (ROME)"
 
 
 def _kinds_in(groups: Groups) -> list[str]:
@@ -121,7 +122,8 @@ def plot_aie_grid(
 def aie_lines_figure(groups: Groups) -> Figure:
     """ROME's line plots: AIE per layer for each category with a 95% band, rows = modalities, columns = kinds.
 
-    Unclipped, band ±``KindAggregate.ci`` (1.96·std(rows)/√prompts); empty categories are left out.
+    Unclipped, band ±``KindAggregate.ci`` (1.96·std(rows)/√prompts, labelled in the legend as
+    :data:`BAND_LABEL`); x ticks on whole layers; empty categories are left out.
     """
     kinds, modalities = _kinds_in(groups), list(groups)
     fig = new_figure(4.2 * len(kinds), 2.9 * len(modalities))
@@ -146,7 +148,10 @@ def aie_lines_figure(groups: Groups) -> Figure:
                 ax.fill_between(layers, y - err, y + err, alpha=0.3, color=color, linewidth=0)
                 ax.plot(layers, y, color=color, label=CATEGORY_LABELS[category], linewidth=1.2)
             ax.axhline(0.0, color="0.5", linewidth=0.6)
-            ax.set_xlabel("layer", fontsize=8)
+            step = 5 if agg.n_layers > 12 else 1  # whole layers only (ROME ticks every 5th of 48)
+            ax.set_xticks(np.arange(0, agg.n_layers, step))
+            ax.set_xlim(-0.2, agg.n_layers - 0.8)
+            ax.set_xlabel("layer" if kind == "hidden" else "layer (centre of window)", fontsize=8)
             if j == 0:
                 ax.set_ylabel("AIE on p(answer)", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -157,8 +162,12 @@ def aie_lines_figure(groups: Groups) -> Figure:
                 handles.append(handle)
                 labels.append(label)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=7)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="0.6", alpha=0.3, linewidth=0))
+        labels.append(BAND_LABEL)
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False, fontsize=7)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
