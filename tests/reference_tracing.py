@@ -15,11 +15,12 @@ HOOK = {"hidden": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", 
 
 
 def reference_trace(model, ids, b, e, kind, *, samples, nu, seed=1, window=10, replace=False,
-                    fix_low=False, uniform=False, rows=None):
+                    fix_low=False, uniform=False, rows=None, answer=None):
     """ROME's trace of token ids ``ids`` with the subject at [b, e): every cell of every row, each a
     full forward of S+1 rows. ``rows``: lists of positions restored together (default: one per
-    position). Returns ``(table [len(rows), L], low_score, high_score, answer_id)``; the softmax is
-    taken in the model's dtype, as ROME does."""
+    position). ``answer``: the token id scored (default: the clean run's top-1 over the whole
+    vocabulary, as ROME). Returns ``(table [len(rows), L], low_score, high_score, answer_id)``; the
+    softmax is taken in the model's dtype, as ROME does."""
     T, L, d = len(ids), model.cfg.n_layers, model.cfg.d_model
     rows = rows or [[t] for t in range(T)]
     batch = torch.tensor([ids] * (samples + 1))
@@ -44,7 +45,7 @@ def reference_trace(model, ids, b, e, kind, *, samples, nu, seed=1, window=10, r
 
     with torch.no_grad():
         clean = torch.softmax(model(batch[:1])[0, -1], dim=-1)
-        answer = int(clean.argmax())
+        answer = int(clean.argmax()) if answer is None else int(answer)
         high = float(clean[answer])
 
         def score(hooks):

@@ -64,17 +64,18 @@ def test_bad_experiment_argument_is_one_line_and_exit_2(argv, message, tmp_path,
 def test_flite_without_flite_installed_is_named(tmp_path, capsys, monkeypatch):
     import shutil
 
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
+    from spiritlens.data import tts
+
+    if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (the setup command installs it)")
-    bare = tmp_path / "bin"  # a PATH with espeak-ng (the toy's synthesiser) but no flite
-    bare.mkdir()
-    (bare / "espeak-ng").symlink_to(espeak)
-    monkeypatch.setenv("PATH", str(bare))
+    # flite is read through libflite; a machine without it fails to load the library.
+    monkeypatch.setattr(tts._FLITE, "LIBRARY", "libflite_not_installed_here.so.1")
+    monkeypatch.setattr(tts._FLITE, "lib", None)
+    monkeypatch.setattr(tts._FLITE, "voices", {})
     assert main(["experiment", "--out", str(tmp_path / "run"), "--tts", "flite", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("spiritlens experiment: error: --tts flite: not available here; it needs the flite program "
-                   "(apt-get install flite)")
+    assert err == ("spiritlens experiment: error: --tts flite: not available here; it needs libflite and its "
+                   "voices (apt-get install flite)")
     assert not (tmp_path / "run").exists()
 
 
@@ -125,9 +126,11 @@ def test_checkpoints_variable_naming_no_folder(tmp_path, capsys, monkeypatch):
 
 
 def test_embedded_toy_without_espeak_and_no_cached_toy(tmp_path, capsys, monkeypatch, known_path):
-    bare = tmp_path / "bin"
-    bare.mkdir()
-    monkeypatch.setenv("PATH", str(bare))
+    from spiritlens import espeak
+
+    # espeak-ng is read through libespeak-ng; a machine without it fails to load the library.
+    monkeypatch.setattr(espeak, "LIBRARY", "libespeak-ng-not-installed-here.so.1")
+    monkeypatch.setattr(espeak, "_ENGINE", espeak._Engine())
     monkeypatch.setenv("SPIRITLENS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("SPIRITLM_CHECKPOINTS_DIR", raising=False)
     assert main(["experiment", "--out", str(tmp_path / "run"), "--known", str(known_path)]) == 2

@@ -206,7 +206,7 @@ def check_environment(config: ExperimentConfig) -> None:
         backend = BACKENDS[config.tts]()
         if not backend.available():
             needs = {"espeak": "the espeak-ng program (apt-get install espeak-ng)",
-                     "flite": "the flite program (apt-get install flite)",
+                     "flite": "libflite and its voices (apt-get install flite)",
                      "melotts": "the 'melo' Python package (MeloTTS, not installable offline)"}
             raise ValueError(f"--tts {config.tts}: not available here; it needs {needs.get(config.tts, 'its backend')}")
     if config.device is not None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from .._io import read_json, write_json_atomic
 from ..checkpoints import CHECKPOINTS_ENV
+from ..align.aligner import POCKETSPHINX
 from .config import MODALITY_OF, WINDOW_RULE, ExperimentConfig, check_environment, default_window
 
 EMBEDDED_PROMPTS = 6
