@@ -118,7 +118,7 @@ def test_embedded_toy_run_filters_traces_and_explains(toy_root, known_path, tmp_
     report = (out / "report.md").read_text()
     for text in ("The toy SpiritLM", "attention is off in its first 2 layers", "**TE** (total effect)",
                  "**IE** (indirect effect)", "**AIE** (average indirect effect)", "six token categories",
-                 "### What the traces show", "## S→T alignment", "S→T prompts were below the threshold",
+                 "### What the traces show", "## S→T alignment", "S→T alignments were flagged",
                  "window 3 (max(1, floor(10 * n_layers / 32 + 1/2))", "95% confidence interval"):
         assert text in report, text
     aie = json.loads((out / "aggregate" / "aie.json").read_text())

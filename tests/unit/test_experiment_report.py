@@ -54,11 +54,25 @@ def test_alignment_section_counts_low_confidence():
     results = []
     for known_id, confidence in ((12, 0.2), (3, 0.7), (40, 0.45)):
         for kind in ("hidden", "mlp"):  # one line per prompt, not per kind
-            results.append(make_result(5, (2, 3), kind=kind, modality="speech", known_id=known_id,
+            results.append(make_result(5, (2, 3), kind=kind, modality="speech", known_id=known_id, aligner="ctc",
                                        alignment_confidence=confidence))
     lines = alignment_section(results)
     text = "\n".join(lines)
-    assert "**2 of 3** S→T prompts were below the threshold" in text and "below 0.5 the aligner warns" in text
+    assert "**2 of 3** S→T alignments were flagged" in text and "the CTC aligner warns under 0.5" in text
     assert [line for line in lines if line.startswith("| ") and line[2].isdigit()] == [
         "| 3 | 0.700 | no |", "| 12 | 0.200 | yes |", "| 40 | 0.450 | yes |"]
+
+
+def test_alignment_section_uses_the_aligners_own_flag():
+    # pocketsphinx's confidences are on another scale (right transcripts 0.08-0.38 on espeak-ng): its own
+    # threshold (0.05) and coverage decide, recorded with each result, not the CTC path's 0.5.
+    results = [make_result(5, (2, 3), modality="speech", known_id=kid, aligner="pocketsphinx",
+                           alignment_confidence=conf, alignment_low_confidence=low, alignment_coverage=cov)
+               for kid, conf, low, cov in ((7, 0.21, False, 0.99), (8, 0.03, True, 0.98), (9, 0.3, True, 0.61))]
+    lines = alignment_section(results)
+    text = "\n".join(lines)
+    assert "Forced alignment (pocketsphinx)" in text and "warns under 0.05" in text
+    assert "**2 of 3** S→T alignments were flagged" in text
+    assert [line for line in lines if line.startswith("| ") and line[2].isdigit()] == [
+        "| 7 | 0.210 | 99% | no |", "| 8 | 0.030 | 98% | yes |", "| 9 | 0.300 | 61% | yes |"]
     assert alignment_section([make_result(5, (2, 3))]) == []  # T->T only: no section

@@ -56,6 +56,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--toy", help="a toy SpiritLM tree (spiritlens make-toy DIR) for the embedded default")
     parser.add_argument("--random-weights", action="store_true",
                         help="embedded run on tiny random-weight checkpoints (plumbing check; keeps every prompt)")
+    parser.add_argument("--no-crossmodal", dest="crossmodal", action="store_false",
+                        help="skip the cross-modal analyses (spiritlens crossmodal) of facts kept in both modalities")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -71,7 +73,7 @@ def run(args) -> int:
         row_mode=args.row_mode, mapping=args.mapping, tts=args.tts, asr=args.asr, keep_all=args.keep_all,
         accept=args.accept, max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device,
         max_batch_cells=args.max_batch_cells, sample_figures=args.sample_figures, toy=args.toy,
-        random_weights=args.random_weights,
+        random_weights=args.random_weights, crossmodal=args.crossmodal,
     )
     summary = run_experiment(config, progress=not args.quiet)
     if summary is not None:

@@ -42,7 +42,9 @@ class ExperimentConfig:
     real US-English model as the aligner. ``random_weights``: the tiny random-weight checkpoints
     instead (a plumbing check: a few Known prompts, every prompt kept). ``aligner``: a character CTC
     model directory (the paper's path, the default whenever one is given) or ``"pocketsphinx"``.
-    ``window``: None scales ROME's 10 to the model's depth (:func:`default_window`).
+    ``window``: None scales ROME's 10 to the model's depth (:func:`default_window`). ``crossmodal``:
+    after tracing, run :func:`spiritlens.crossmodal.run_experiment_dir` on the facts kept in both
+    Known-t2t and Known-s2t and add its section to the report.
     """
 
     out: Path
@@ -70,6 +72,7 @@ class ExperimentConfig:
     device: str | None = None
     max_batch_cells: int | None = None
     sample_figures: int = 3
+    crossmodal: bool = True  # the cross-modal analyses (spiritlens.crossmodal) of facts kept in both modalities
     toy: Path | None = None
     random_weights: bool = False
     embedded: bool = False

@@ -341,9 +341,29 @@ class Experiment:
             "already_done": sum(len(s["already_done"]) for s in statuses),
             "failed": [f for s in statuses for f in s["failed"]],
         }
+        summary["crossmodal"] = self._crossmodal(prep)
         summary["report"] = str(write_report(self, prep, summary))
         write_json_atomic(self.out / "summary.json", summary)
         return summary
+
+    def _crossmodal(self, prep: dict) -> dict | None:
+        """The cross-modal analyses of the facts kept in both modalities (``crossmodal/``), reusing this
+        run's model, aligner and settings; None when not run. A failure is recorded, never fatal: the
+        traces and the rest of the report stand without it."""
+        from ..crossmodal.runner import shared_facts
+
+        if not self.config.crossmodal or not shared_facts(prep):
+            return None
+        from ..crossmodal import run_experiment_dir
+
+        self.log(f"[crossmodal] {len(shared_facts(prep))} facts kept in both Known-t2t and Known-s2t")
+        try:
+            status = run_experiment_dir(self.out, experiment=self, progress=self.progress, log=self.log)
+        except Exception as error:  # the traces are done; the section says what went wrong
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            self.log(f"[crossmodal] not written: {reason}")
+            return {"error": reason}
+        return {k: status[k] for k in ("facts", "computed", "reused", "failed")}
 
     # --------------------------------------------------------------- checkpoints
     @property
@@ -472,4 +492,9 @@ def print_summary(summary: dict) -> None:
         print(f"  skipped [{item['stage']}] {item.get('modality', '')} {item['known_id']}: {item['reason']}")
     for item in summary["failed"][:20]:
         print(f"  failed {item['item']}: {item['reason']}")
+    crossmodal = summary.get("crossmodal")
+    if crossmodal is not None:
+        print(f"cross-modal analyses: not written ({crossmodal['error']})" if "error" in crossmodal else
+              f"cross-modal analyses: {len(crossmodal['facts'])} facts, {len(crossmodal['computed'])} computed, "
+              f"{len(crossmodal['reused'])} reused, {len(crossmodal['failed'])} failed")
     print(f"report: {summary['report']}")
