@@ -75,8 +75,13 @@ def test_target_strings_are_tokenised_in_context_with_an_explicit_rule(tiny_mode
     assert first.target_ids == tok.convert_tokens_to_ids(["▁Mountain", "▁View"])
     single = trace(tiny_model, PROMPT, "Space Needle", samples=2, noise=0.5, target="Seattle")
     assert single.answer_id == tok.convert_tokens_to_ids("▁Seattle") and single.target_tokens == ["▁Seattle"]
-    with pytest.raises(NotImplementedError, match=r"target_rule='sequence' \(2 pieces \['▁Mountain', '▁View'\]\)"):
-        trace(tiny_model, PROMPT, "Space Needle", noise=0.5, target="Mountain View", target_rule="sequence")
+    whole = trace(tiny_model, PROMPT, "Space Needle", samples=2, noise=0.5, target="Mountain View",
+                  target_rule="sequence")
+    assert whole.answer_rule == "target_sequence" and whole.target_ids == first.target_ids
+    assert whole.answer == "Mountain View" and whole.answer_id == first.answer_id  # the text scored; its first piece
+    clean, pieces = sequence_probability(tiny_model, whole.input_ids, whole.target_ids)
+    assert whole.high_score == pytest.approx(clean, rel=1e-6) and whole.high_score < first.high_score
+    assert first.high_score == pytest.approx(pieces[0], rel=1e-6)
 
 
 def test_digits_after_a_space_measure_what_the_tokenizer_writes(tiny_model):

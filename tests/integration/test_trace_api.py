@@ -150,14 +150,21 @@ def test_cli_known_lookup_targets_and_errors(tiny_base_dir, tmp_path, monkeypatc
     assert found["answer_rule"] == "target_first_token" and found["target_tokens"] == ["▁Mountain", "▁View"]
     assert "(target_first_token)" in printed and "tokenizer: markers and units are" in printed
     assert found["tokenization"]["markers"] == "sentencepiece" and found["tokenization"]["tokenization"] == "spiritlm"
+    whole = tmp_path / "w.json"
+    assert main(base + ["--json", str(whole), "--target", " Mountain View", "--target-rule", "sequence"]) == 0
+    printed = capsys.readouterr().out
+    recorded = json.loads(whole.read_text())
+    assert recorded["answer_rule"] == "target_sequence" and recorded["target"] == " Mountain View"
+    assert recorded["target_tokens"] == ["▁Mountain", "▁View"] and recorded["target_ids"] == found["target_ids"]
+    assert recorded["answer"] == "Mountain View" and "'Mountain View' (target_sequence)" in printed
+    assert len(recorded["tokens"]) == len(found["tokens"]) == len(recorded["scores"])  # the prompt's rows
+    assert recorded["high_score"] < found["high_score"]  # both pieces' probability, below the first's
     monkeypatch.setenv("SPIRITLENS_KNOWN_PATH", str(tmp_path / "missing.json"))
     assert main(base + ["--json", str(tmp_path / "y.json")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the weight-loading progress bar
     assert error.startswith("spiritlens trace: error: --noise 3s needs sigma: pass --sigma, or --known")
     assert "Known was not found: Known dataset not found:" in error
     for extra, message in ((["--target", "Mountain View"], "is 2 tokens ['▁Mountain', '▁View'] after the prompt"),
-                           (["--target", "Mountain View", "--target-rule", "sequence"],
-                            "needs restored runs that score every target position"),
                            (["--target", "x", "--target-id", "5"], "give --target or --target-id, not both")):
         assert main(base + ["--sigma", "0.1", "--json", str(tmp_path / "z.json")] + extra) == 2
         error = capsys.readouterr().err.strip().splitlines()[-1]

@@ -2,10 +2,13 @@
 
 The engine runs restored cells over the changed suffix only, with the corrupted run's cached
 keys and values (spiritlens.traces.suffix); the reference runs every cell as a full forward of
-S+1 rows through ``run_with_hooks``. Float32 scores must agree to 1e-6 everywhere.
+S+1 rows through ``run_with_hooks``. Float32 scores must agree to 1e-6 everywhere, also when the
+score is a whole target's teacher-forced probability (``target_rule="sequence"``).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +16,9 @@ import torch
 
 from spiritlens import HookedSpiritLM, trace
 from spiritlens.tiny import write_tiny_model, write_weights
-from spiritlens.traces import Row, TracePrompt, suffix, trace_kinds
+from spiritlens.traces import Row, TracePrompt, Tracer, prepare_prompt, suffix, trace_kinds
+from spiritlens.traces.answer import resolve_answer, sequence_probability
+from spiritlens.traces.noise import draw_noise, parse_noise
 
 from reference_tracing import reference_trace
 
@@ -260,3 +265,140 @@ def test_processed_weights(tmp_path, tiny_base_dir):
         table, low, _, _ = reference_trace(processed, ids[0].tolist(), b, e, kind, samples=3, nu=1.0, window=3)
         assert np.abs(result.scores - table).max() <= 1e-6
         assert np.abs(table - low).max() > 1e-2
+
+
+# ------------------------------------------------------------------ the whole target's probability
+def likely_target(model, ids, pieces):
+    """A target string of ``pieces`` pieces that the (random-weight) model finds likely, so the
+    1e-6 checks are checks: its most probable word-start text piece after ``ids``, then the most
+    probable text pieces after that (teacher-forced), decoded."""
+    allowed = model.allowed_token_mask("text")
+    tok = model.tokenizer
+    sequence = list(ids)
+    with torch.no_grad():
+        while len(sequence) < len(ids) + pieces:
+            probs = torch.softmax(model(torch.tensor([sequence]))[0, -1].float(), dim=-1)
+            ranked = [i for i in probs.argsort(descending=True).tolist() if allowed[i]]
+            if len(sequence) == len(ids):
+                ranked = [i for i in ranked if tok.convert_ids_to_tokens(i).startswith("▁")
+                          and len(tok.convert_ids_to_tokens(i)) > 2]
+            sequence.append(ranked[0])
+    return tok.decode(sequence[len(ids):]), sequence[len(ids):]
+
+
+@pytest.fixture(scope="module")
+def text_targets(tiny_model, prompt_ids):
+    targets = {}
+    for pieces in (2, 3):
+        text, expected = likely_target(tiny_model, prompt_ids[0], pieces)
+        rule = resolve_answer(tiny_model, prepare_prompt(tiny_model, PROMPT, SUBJECT), text, "sequence")
+        assert list(rule.target_ids) == expected  # the string tokenises back to those pieces in context
+        targets[pieces] = text, expected
+    return targets
+
+
+SEQUENCE_CASES = [("hidden", 10), ("mlp", 3), ("mlp", 1), ("attn", 3), ("attn", 1)]
+
+
+@pytest.mark.parametrize("pieces", [2, 3])
+@pytest.mark.parametrize("kind, window", SEQUENCE_CASES)
+def test_whole_target_matches_plain_reference(tiny_model, prompt_ids, text_targets, kind, window, pieces):
+    ids, b, e = prompt_ids
+    text, target = text_targets[pieces]
+    result = trace(tiny_model, PROMPT, SUBJECT, kind=kind, window=window, samples=4, noise=0.3, seed=3,
+                   target=text, target_rule="sequence", max_batch_cells=4)
+    table, low, high, answer = reference_trace(tiny_model, ids, b, e, kind, samples=4, nu=0.3, seed=3,
+                                               window=window, target=target)
+    assert result.answer_rule == "target_sequence" and result.target_ids == target and result.answer_id == answer
+    assert result.answer == tiny_model.tokenizer.decode(target)
+    assert abs(result.high_score - high) <= 1e-6 * high and abs(result.low_score - low) <= 1e-6 * high
+    # Rows are the prompt's positions, never the appended pieces.
+    assert result.scores.shape == table.shape == (len(ids), tiny_model.cfg.n_layers)
+    assert result.tokens == prepare_prompt(tiny_model, PROMPT, SUBJECT).tokens
+    diff = np.abs(result.scores - table).max()
+    assert diff <= 1e-6 and diff <= 1e-5 * high, f"max |engine - reference| = {diff:.3g} (high {high:.3g})"
+    assert high > 1e-4 and np.abs(table - low).max() > 100 * low  # not a flat trace
+
+
+@pytest.mark.parametrize("fix_low", [False, True])
+def test_whole_target_with_replace_noise(tiny_model, prompt_ids, text_targets, fix_low):
+    # ROME's quirk (low with additive noise, restored runs with replace) needs a second corrupted run.
+    ids, b, e = prompt_ids
+    text, target = text_targets[3]
+    result = trace(tiny_model, PROMPT, SUBJECT, kind="mlp", window=3, samples=4, noise=0.3, target=text,
+                   target_rule="sequence", replace=True, low_score_follows_replace=fix_low)
+    table, low, high, _ = reference_trace(tiny_model, ids, b, e, "mlp", samples=4, nu=0.3, window=3, replace=True,
+                                          fix_low=fix_low, target=target)
+    assert abs(result.low_score - low) <= 1e-6 * high and abs(result.high_score - high) <= 1e-6 * high
+    assert np.abs(result.scores - table).max() <= 1e-5 * high
+    assert (result.low_score == result.scores[0, 0]) == fix_low  # rows before the subject: the replace baseline
+
+
+def test_whole_target_scores_are_sequence_probability(tiny_model, prompt_ids, text_targets):
+    ids, b, e = prompt_ids
+    for pieces, (text, target) in text_targets.items():
+        tracer = Tracer(tiny_model, prepare_prompt(tiny_model, PROMPT, SUBJECT), samples=5, noise=1.2, seed=3,
+                        target=resolve_answer(tiny_model, prepare_prompt(tiny_model, PROMPT, SUBJECT), text,
+                                              "sequence"))
+        assert tracer.ids.shape == (1, len(ids) + pieces - 1) and tracer.answer_ids == tuple(target)
+        clean, per_piece = sequence_probability(tiny_model, ids, target)
+        z = draw_noise(parse_noise(1.2), 1.2, 5, e - b, tiny_model.cfg.d_model, 3)
+        low, low_pieces = sequence_probability(tiny_model, ids, target, subject_range=(b, e), noise=z)
+        assert tracer.high_score == pytest.approx(clean, rel=1e-6, abs=0)
+        assert tracer.low_score == pytest.approx(low, rel=1e-6, abs=0)
+        # a mean of products, not a product of means
+        assert abs(low - float(np.prod(low_pieces))) > 1e-3 * low
+
+
+def test_one_piece_target_traces_the_same_by_both_rules(tiny_model):
+    first = trace_kinds(tiny_model, PROMPT, SUBJECT, kinds=("hidden", "attn"), window=3, samples=3, noise=1.0,
+                        target="Seattle")
+    sequence = trace_kinds(tiny_model, PROMPT, SUBJECT, kinds=("hidden", "attn"), window=3, samples=3, noise=1.0,
+                           target="Seattle", target_rule="sequence")
+    for kind in ("hidden", "attn"):
+        assert first[kind].answer_rule == "target_first_token" and sequence[kind].answer_rule == "target_sequence"
+        assert sequence[kind].target_ids == first[kind].target_ids == [first[kind].answer_id]
+        assert np.array_equal(sequence[kind].scores, first[kind].scores)
+        assert (sequence[kind].high_score, sequence[kind].low_score) == (first[kind].high_score,
+                                                                         first[kind].low_score)
+
+
+def test_whole_target_rows_are_the_prompts_positions(tiny_model, text_targets):
+    text = text_targets[2][0]
+    prompt = prepare_prompt(tiny_model, PROMPT, SUBJECT)
+    tracer = Tracer(tiny_model, prompt, samples=2, noise=1.0, target=resolve_answer(tiny_model, prompt, text,
+                                                                                    "sequence"))
+    T = len(prompt.input_ids)
+    with pytest.raises(ValueError, match=rf"row 'piece' has positions outside the prompt's 0..{T - 1}: \[{T}\]"):
+        tracer.scores("hidden", [Row("piece", [T])])
+
+
+@pytest.fixture(scope="module")
+def spoken_prompt(gqa_model):
+    """A spoken prompt (BOS ▁ [Speech], 61 units, [Text]) in position groups, as trace builds for S->T."""
+    units = [(37 * k) % 500 for k in range(61)]
+    spoken = [("speech", SimpleNamespace(tokens=units, spans=[(2 * i, 2 * i + 2) for i in range(len(units))]))]
+    base = prepare_prompt(gqa_model, spoken, subject_range=(20, 32))
+    T = len(base.input_ids)
+    groups = [Row("bos", [0]), Row("before", [3, 5]), Row("straddles", [10, 21]), Row("subject", list(range(20, 32))),
+              Row("gaps", [25, 40, T - 1]), Row("pair", [30, 31]), Row("end", [T - 3, T - 2]), Row("last", [T - 1])]
+    return TracePrompt(base.input_ids, base.tokens, (20, 32), modality="speech", groups=groups,
+                       group_subject_rows=(3, 4), prompt_string=base.prompt_string)
+
+
+@pytest.mark.parametrize("kind, window, pieces", [("hidden", 10, 2), ("mlp", 3, 2), ("attn", 1, 2), ("mlp", 1, 3)])
+def test_whole_target_on_a_spoken_prompt_with_groups(gqa_model, spoken_prompt, kind, window, pieces):
+    ids = spoken_prompt.input_ids
+    assert gqa_model.to_str_tokens(ids)[-1] == "[Text]"
+    text, target = likely_target(gqa_model, ids, pieces)
+    result = trace(gqa_model, spoken_prompt, kind=kind, window=window, samples=3, noise=0.1, target=text,
+                   target_rule="sequence")
+    groups = spoken_prompt.groups
+    table, low, high, _ = reference_trace(gqa_model, ids, 20, 32, kind, samples=3, nu=0.1, window=window,
+                                          rows=[g.positions for g in groups], target=target)
+    assert result.target_ids == target and [r.label for r in result.rows] == [g.label for g in groups]
+    assert abs(result.high_score - high) <= 1e-6 * high and abs(result.low_score - low) <= 1e-6 * high
+    diff = np.abs(result.scores - table).max()
+    assert diff <= 1e-6 and diff <= 1e-5 * high, f"max |engine - reference| = {diff:.3g} (high {high:.3g})"
+    assert np.all(result.scores[:2] == result.low_score)  # groups before the subject
+    assert high > 1e-3 and np.abs(table - low).max() > 10 * low  # not a flat trace

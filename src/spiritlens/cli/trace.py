@@ -58,7 +58,7 @@ def add_parser(subparsers) -> None:
                                          "(default: the clean top-1 among the allowed tokens)")
     target.add_argument("--target-rule", choices=["first_token", "sequence"],
                         help="first_token (ROME: the first piece's probability) or sequence (the whole "
-                             "target's; not traceable yet)")
+                             "target's teacher-forced probability: the product of its pieces' probabilities)")
     target.add_argument("--target-id", type=int, help="target token id, instead of --target")
     parser.add_argument("--attribute", help="expected answer; sets correct_prediction")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")

@@ -22,14 +22,20 @@ Every :class:`~spiritlens.traces.TraceResult` records its rule in ``answer_rule`
   start with whitespace starts a new word: one space is put in front unless the prompt string
   already ends with whitespace (``"Seattle"`` is read as ``" Seattle"``). ``target_rule``:
   ``"first_token"`` (ROME: the probability of the first piece at the last position) or
-  ``"sequence"`` (the whole target's teacher-forced probability, :func:`sequence_probability`). A
-  one-piece target needs no rule; a longer one without a rule is an error naming its pieces. The
-  result records ``target`` (the text as tokenised), ``target_ids`` and ``target_tokens``.
+  ``"sequence"`` (the whole target's teacher-forced probability, below). A one-piece target needs
+  no rule (and both rules give the same trace); a longer one without a rule is an error naming its
+  pieces. The result records ``target`` (the text as tokenised), ``target_ids`` and
+  ``target_tokens``.
 
-Tracing with ``target_rule="sequence"`` needs restored runs that score every target position;
-the engine's restored runs score the last prompt position only, so :func:`check_traceable` raises
-NotImplementedError for it. :func:`sequence_probability` gives the whole target's clean
-probability, and its corrupted probability for a given noise draw.
+**The whole target's score** (``"sequence"``, traced by :mod:`spiritlens.traces.engine`): prompt
+ids P (length T0), target pieces t_1..t_K. Each run (clean, corrupted, restored) is a forward of
+the teacher-forced sequence ``P + t_1..t_{K-1}`` (``[S, T0 + K - 1]``; noise on the subject's
+embeddings only), and its score is the mean over its S rows of ``prod_k p(t_k)`` at positions
+``T0-1 .. T0+K-2`` (softmax over the full vocabulary in float32, product in float64): a mean of
+products, not a product of means. ``high_score`` / ``low_score`` are the clean / corrupted run's
+score (:func:`sequence_probability` computes them alone); the table's rows restore the prompt's
+positions only, never the appended pieces; ``answer`` is the whole target's text and
+``answer_id`` its first piece.
 """
 
 from __future__ import annotations
@@ -143,16 +149,6 @@ def target_pieces(model, prompt, target: str) -> tuple[str, tuple[int, ...]]:
     if not pieces:
         raise ValueError(f"target {target!r} tokenises to nothing after the prompt")
     return text, pieces
-
-
-def check_traceable(answer: AnswerRule) -> None:
-    """Raise NotImplementedError for rules the engine's restored runs cannot score."""
-    if answer.rule == "target_sequence" and len(answer.target_ids) > 1:
-        raise NotImplementedError(
-            f"tracing with target_rule='sequence' ({len(answer.target_ids)} pieces {list(answer.target_tokens)}) "
-            "needs restored runs that score every target position; the engine scores the last prompt position "
-            "only. Use target_rule='first_token', or spiritlens.traces.answer.sequence_probability for the "
-            "whole target's clean and corrupted probability")
 
 
 @torch.no_grad()

@@ -12,6 +12,14 @@ For one prompt (CAUSAL_TRACING.md):
    layer of the window (mlp / attn). ``scores[row, layer]`` is the mean over the samples of the
    softmax probability of ``a`` at the last position.
 
+**Whole-target score** (``target_rule="sequence"``, :mod:`spiritlens.traces.answer`): for prompt
+ids P (length T0) and target pieces t_1..t_K (K >= 2) every run traces the teacher-forced
+sequence ``P + t_1..t_{K-1}`` (noise on the subject's embeddings as usual), and a run's score is
+the mean over its S rows of ``prod_k p(t_k | position T0-1+k-1)`` (float32 softmax over the full
+vocabulary, product in float64: a mean of products, not a product of means); ``high_score`` and
+``low_score`` are that score for the clean and the corrupted run. The rows of the table (what is
+restored) are the prompt's positions 0..T0-1 (or its groups), never the appended pieces.
+
 Speed-ups that keep the numbers (CAUSAL_TRACING.md §7): clean and corrupted runs once per prompt
 and shared by every kind; cells before the first corrupted position are not run (their score is
 ``low_score`` by causality), nor is the hidden kind's last layer (low, or high at the last
@@ -19,8 +27,8 @@ position); each restored run starts after its first patched block and covers onl
 from the row's first one on, attending to the corrupted run's cached keys and values
 (:mod:`spiritlens.traces.suffix`, which computes the blocks from the Llama weights: hooks added to
 the bridge do not fire there, and tracing refuses to run while any are attached to the blocks);
-cells are batched by tokens in flight; the last block and the logits are computed for the last
-position only.
+cells are batched by tokens in flight; the last block and the logits are computed for the scored
+positions only (the last one, or the K target positions).
 """
 
 from __future__ import annotations
@@ -33,10 +41,10 @@ import torch
 
 from ..model import hook_names
 from ..tokenization import readable_pieces
-from .answer import AnswerRule, check_traceable, output_modality_of, resolve_answer
+from .answer import AnswerRule, output_modality_of, resolve_answer
 from .noise import NoiseSpec, draw_noise, noise_scale, parse_noise, subject_sigma
 from .result import Row, TraceResult
-from .suffix import Cell, LlamaStack, SuffixRunner, check_no_block_hooks
+from .suffix import Cell, LlamaStack, SuffixRunner, check_no_block_hooks, mean_score
 
 KINDS = ("hidden", "mlp", "attn")
 
@@ -143,6 +151,9 @@ class Tracer:
     """Clean and corrupted runs of one prompt, then restored runs for any kind.
 
     Build once per prompt; :meth:`scores` for each kind reuses the clean and corrupted caches.
+    ``ids`` ``[1, T0 + K - 1]`` is the traced sequence: the prompt's T0 ids, followed by the first
+    K - 1 pieces of a ``target_rule="sequence"`` target (K = 1 otherwise); ``answer_ids`` are the K
+    ids scored at positions T0-1 .. T0+K-2 (module docstring).
     """
 
     def __init__(self, model, prompt: TracePrompt, *, samples: int = 10, noise: NoiseSpec | float | str = "3s",
@@ -168,15 +179,20 @@ class Tracer:
         self._runner: SuffixRunner | None = None
         self._stack: LlamaStack | None = None
         self.n_layers = model.cfg.n_layers
-        self.ids = torch.tensor([prompt.input_ids], device=model.device)
+        target = resolve_target(model, target)
+        rule = target if isinstance(target, AnswerRule) else resolve_answer(model, prompt, target)
+        self.n_prompt = len(prompt.input_ids)  # T0
+        forced = list(rule.target_ids[:-1]) if rule.rule == "target_sequence" else []
+        self.ids = torch.tensor([list(prompt.input_ids) + forced], device=model.device)
         if self.ids.shape[1] > model.cfg.n_ctx:
-            raise ValueError(f"prompt has {self.ids.shape[1]} tokens, more than the model's context of "
+            extra = f" (with {len(forced)} target pieces)" if forced else ""
+            raise ValueError(f"prompt has {self.ids.shape[1]} tokens{extra}, more than the model's context of "
                              f"{model.cfg.n_ctx}")
         b, e = prompt.subject_range
         z = draw_noise(self.spec, self.scale, samples, e - b, model.cfg.d_model, seed)
         self._noise = torch.from_numpy(z).to(model.device)  # float64, [S, e-b, d]
         with torch.no_grad():
-            self._clean_run(resolve_target(model, target))
+            self._clean_run(rule)
             self._corrupted_runs()
 
     # ----------------------------------------------------------------- base runs
@@ -192,19 +208,26 @@ class Tracer:
 
         return corrupt
 
-    def _clean_run(self, target: int | None) -> None:
+    def _score(self, logits: torch.Tensor) -> float:
+        """A run's score from its logits ``[R, T0 + K - 1, V]``: the mean over the R rows of the
+        product of the answer ids' probabilities at the K scored positions (K = 1: ROME's metric)."""
+        K = len(self.answer_ids)
+        probs = torch.softmax(logits[:, self.n_prompt - 1:].float(), dim=-1)  # [R, K, V]
+        return float(mean_score(probs[:, torch.arange(K), torch.tensor(self.answer_ids)]))
+
+    def _clean_run(self, rule: AnswerRule) -> None:
         L = self.n_layers
         wanted = {hook_names.resid_post(l) for l in range(L)} | {hook_names.mlp_out(l) for l in range(L)} \
             | {hook_names.attn_out(l) for l in range(L)}
-        rule = target if isinstance(target, AnswerRule) else resolve_answer(self.model, self.prompt, target)
-        check_traceable(rule)
         logits, cache = self.model.run_with_cache(self.ids, names_filter=lambda n: n in wanted)
-        probs = torch.softmax(logits[0, -1].float(), dim=-1)
+        probs = torch.softmax(logits[0, self.n_prompt - 1].float(), dim=-1)
         # The output modality's top-1 (= greedy generation's first token) or the given target.
         self.answer_rule = rule
         self.answer_id = rule.choose(self.model, probs)
+        sequence = rule.rule == "target_sequence"
+        self.answer_ids = tuple(rule.target_ids) if sequence else (self.answer_id,)
         self.prompt.extra.update(rule.record())  # recorded in every result of this prompt
-        self.high_score = float(probs[self.answer_id])
+        self.high_score = self._score(logits)
         self._clean = {kind: [cache[hook_names.BY_KIND[kind](l)][0] for l in range(L)] for kind in KINDS}
 
     def _corrupted_forward(self, replace: bool, keep_prefix: bool):
@@ -214,7 +237,7 @@ class Tracer:
             | {hook_names.resid_post(L - 1)} if keep_prefix else set()
         with self.model.hooks(fwd_hooks=[(hook_names.EMBED, self._noise_hook(replace))]):
             logits, cache = self.model.run_with_cache(ids, names_filter=lambda n: n in wanted)
-        low = float(torch.softmax(logits[:, -1].float(), dim=-1).mean(dim=0)[self.answer_id])
+        low = self._score(logits)
         if not keep_prefix:
             return low, None
         # "pre"[l] is the input of block l, and "pre"[L] the output of the last block.
@@ -239,7 +262,7 @@ class Tracer:
         if self._runner is None:
             self._stack = LlamaStack(self.model.hf_model)
             clean = {kind: self._clean[kind] for kind in ("attn", "mlp")}
-            self._runner = SuffixRunner(self._stack, self._corrupted_prefix, clean, self.answer_id)
+            self._runner = SuffixRunner(self._stack, self._corrupted_prefix, clean, self.answer_ids)
         return self._runner
 
     def _first_block_output(self, kind: str, block: int) -> torch.Tensor:
@@ -258,7 +281,7 @@ class Tracer:
 
     def scores(self, kind: str, rows: Sequence[Row], *, window: int = 10,
                progress: Callable | None = None) -> np.ndarray:
-        """``[R, L]`` restored probabilities for ``rows`` (each a group of positions).
+        """``[R, L]`` restored scores for ``rows`` (each a group of the prompt's positions 0..T0-1).
 
         Every live cell runs over the changed suffix only (:mod:`spiritlens.traces.suffix`), in
         batches sized by tokens in flight; ``max_batch_cells`` caps the cells per batch.
@@ -270,10 +293,12 @@ class Tracer:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an integer >= 1, got {window!r}")
-        T, L = self.ids.shape[1], self.n_layers
+        T, L = self.n_prompt, self.n_layers  # rows restore prompt positions only
+        sequence = len(self.answer_ids) > 1
         for row in rows:
             if not row.positions or not all(0 <= p < T for p in row.positions):
-                raise ValueError(f"row {row.label!r} has positions outside 0..{T - 1}: {row.positions}")
+                raise ValueError(f"row {row.label!r} has positions outside the prompt's 0..{T - 1}: "
+                                 f"{row.positions}")
         check_no_block_hooks(self.model.bridge)
         b = self.prompt.subject_range[0]
         # Rows before the subject restore states equal to the corrupted ones: by causality their
@@ -287,7 +312,7 @@ class Tracer:
         pending: dict[int, int] = {}  # layer -> cells not yet scored
         with torch.inference_mode():
             for layer in range(L):
-                if kind == "hidden" and layer == L - 1:
+                if kind == "hidden" and layer == L - 1 and not sequence:
                     # The last block's output at the last position is the clean one (high), elsewhere
                     # it cannot reach the logits (low).
                     for i in live:
@@ -302,11 +327,16 @@ class Tracer:
                     continue
                 first_block = patched[0]
                 state = self._first_block_output(kind, first_block)
-                for i in live:
+                # With a whole target, the last block's output at the prompt's last position is
+                # clean and the target positions' are corrupted; other positions cannot reach the
+                # logits (the baseline).
+                reaching = [i for i in live if kind != "hidden" or layer < L - 1 or T - 1 in rows[i].positions]
+                for i in reaching:
                     positions = tuple(sorted(set(rows[i].positions)))
                     cells.append(Cell(slot=i * L + layer, positions=positions, start=first_block + 1,
                                       state=state[:, list(positions)], restore=patched[1:]))
-                pending[layer] = len(live)
+                if reaching:
+                    pending[layer] = len(reaching)
             finished = [layer for layer in range(L) if layer not in pending]
 
             def done(batch: Sequence[Cell]) -> None:
@@ -335,7 +365,7 @@ class Tracer:
             rows = [Row(t, [i]) for i, t in enumerate(prompt.tokens)]
             subject_rows = prompt.subject_range
         scores = self.scores(kind, rows, window=window, progress=progress)
-        answer = self.model.tokenizer.decode([self.answer_id])
+        answer = self.model.tokenizer.decode(list(self.answer_ids))  # a whole target: all its pieces
         return TraceResult(
             input_ids=list(prompt.input_ids), tokens=list(prompt.tokens), subject_range=prompt.subject_range,
             answer_id=self.answer_id, answer=answer, high_score=self.high_score, low_score=self.low_score,
@@ -383,7 +413,6 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
     prepared = prepare_prompt(model, prompt, subject, subject_range=subject_range, occurrence=occurrence)
     answer = resolve_answer(model, prepared, resolve_target(model, target), target_rule)
-    check_traceable(answer)
     spec = parse_noise(noise)
     if spec.needs_sigma and sigma is None and subjects is not None:
         sigma = subject_sigma(model, subjects, modality=prepared.modality)
@@ -432,7 +461,8 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
         **kwargs: ``sigma``, ``subjects``, ``replace``, ``low_score_follows_replace``;
             ``target`` (default None: the clean top-1 among the tokens the output modality allows,
             i.e. greedy generation's first token; an id; or a string tokenised after the prompt)
-            and ``target_rule`` (``"first_token"`` or ``"sequence"``, required for a multi-token
+            and ``target_rule`` (``"first_token"`` or ``"sequence"``: the whole target's
+            teacher-forced probability is traced, module docstring; required for a multi-token
             target string), see :mod:`spiritlens.traces.answer`; ``subject_range``,
             ``occurrence``; ``row_mode`` (default ``"auto"``: text-token groups for a spoken prompt
             with groups, one row per position otherwise; or ``"positions"``, ``"groups"``,
@@ -444,8 +474,7 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
         and ``answer_rule`` (how the answer was chosen).
 
     Raises:
-        ValueError for bad input (one line naming it); NotImplementedError for
-        ``target_rule="sequence"`` with a multi-token target.
+        ValueError for bad input (one line naming it).
     """
     return trace_kinds(model, prompt, subject, kinds=(kind,), samples=samples, noise=noise, seed=seed,
                        window=window, **kwargs)[kind]

@@ -1,7 +1,9 @@
 """TraceResult: one prompt's causal trace for one kind, with its baselines and settings.
 
-``scores[r, l]`` is the probability of the answer (mean over the corrupted samples) when row
-``r`` (a token position, or a group of positions restored together) is restored at layer ``l``.
+``scores[r, l]`` is the probability of the answer (mean over the corrupted samples; with
+``answer_rule="target_sequence"`` the whole target's teacher-forced probability, mean of the rows'
+products) when row ``r`` (a prompt position, or a group of positions restored together) is
+restored at layer ``l``.
 Effects come later: total effect = high_score - low_score, indirect effect = scores - low_score.
 
 How the answer was chosen is recorded with it (:mod:`spiritlens.traces.answer`): ``answer_rule``

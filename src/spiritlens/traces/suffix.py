@@ -5,10 +5,17 @@ block and runs the model on. By causality every position before ``i`` keeps the 
 state at every layer, and up to the cell's first run block nothing else changes. So a cell runs
 only the positions ``i .. T-1`` through blocks ``start .. L-1``, its queries attending to the
 corrupted run's cached keys and values for positions ``< i`` and to its own for ``>= i``; the last
-block computes only what the last position needs (keys and values of every suffix position, the
-query, attention output and MLP of the last one), and logits are taken at the last position only.
+block computes only what the scored positions need (keys and values of every suffix position, the
+queries, attention output and MLP of the scored ones), and logits are taken there only.
 The work is ``S * sum over cells of (T - i) * (L - start)`` token-blocks instead of ROME's
 ``(S + 1) * T * L`` per cell (CAUSAL_TRACING.md §7).
+
+**Scored positions.** The score is the probability of ``answer_ids`` ``t_1..t_K`` at the last
+``K`` positions ``T-K .. T-1`` (float32 softmax over the full vocabulary), multiplied over the K
+positions (in float64) when K > 1, then averaged over the S rows: ROME's metric for K = 1, the
+whole target's teacher-forced probability for a traced sequence ``prompt + t_1..t_{K-1}`` (the
+engine's ``target_rule="sequence"``). Restored positions are the prompt's, all ``<= T-K``, so every
+suffix covers the scored positions.
 
 **Key/value cache.** Keys (after rotary) and values of the corrupted run are computed once per
 prompt for every layer from the cached corrupted ``resid_pre``: ``2 * L * S * T * d_kv`` elements
@@ -183,11 +190,26 @@ class LlamaStack:
         h = _rms_norm(resid_mid, block.post_attention_layernorm.weight, self.eps)
         return _linear(self.act(_linear(h, mlp.gate_proj)) * _linear(h, mlp.up_proj), mlp.down_proj)
 
-    def answer_probs(self, resid_final: torch.Tensor, answer_id: int) -> torch.Tensor:
-        """Softmax (float32, full vocabulary) probability of ``answer_id`` for ``[R, d]`` final states."""
+    def answer_probs(self, resid_final: torch.Tensor, answer_ids: Sequence[int]) -> torch.Tensor:
+        """Softmax (float32, full vocabulary) probabilities ``[R, K]`` of ``answer_ids`` (K ids) for
+        final states ``[R * K, d]`` (each row's K scored positions, row-major; id k at position k)."""
         h = _rms_norm(resid_final.to(self.norm.weight.device), self.norm.weight, self.eps)
         logits = _linear(h.to(self.lm_head.weight.device), self.lm_head)
-        return torch.softmax(logits.float(), dim=-1)[:, answer_id]
+        K = len(answer_ids)
+        probs = torch.softmax(logits.float(), dim=-1).view(-1, K, logits.shape[-1])
+        return probs[:, torch.arange(K), torch.as_tensor(answer_ids)]
+
+
+def mean_score(probs: torch.Tensor) -> torch.Tensor:
+    """The score of ``[..., S, K]`` probabilities (S rows, K scored positions): ``[...]``, float64.
+
+    K = 1: the mean over the rows (in float32, as ROME's mean probability). K > 1: each row's
+    product over the K positions in float64, then the mean over the rows (a mean of products, not
+    a product of means).
+    """
+    if probs.shape[-1] == 1:
+        return probs[..., 0].mean(dim=-1).double()
+    return probs.double().prod(dim=-1).mean(dim=-1)
 
 
 def _activation(name: str) -> Callable:
@@ -214,17 +236,21 @@ class SuffixRunner:
         corrupted_pre: ``L + 1`` tensors ``[S, T, d]``: the corrupted run's ``resid_pre[l]`` for
             l < L and its last block's output at index L (the restored runs' corrupted run).
         clean: kind -> ``L`` tensors ``[T, d]`` of the clean run (``attn``, ``mlp`` outputs).
-        answer_id: the token whose probability is the score.
+        answer_ids: ``K >= 1`` token ids scored at the last K positions (module docstring): one
+            answer, or a teacher-forced target's pieces.
     """
 
     def __init__(self, stack: LlamaStack, corrupted_pre: Sequence[torch.Tensor],
-                 clean: dict[str, Sequence[torch.Tensor]], answer_id: int):
+                 clean: dict[str, Sequence[torch.Tensor]], answer_ids: Sequence[int]):
         self.stack = stack
         self.pre = list(corrupted_pre)
         self.clean = clean
-        self.answer_id = answer_id
+        self.answer_ids = tuple(int(a) for a in answer_ids)
+        self.K = len(self.answer_ids)
         self.L = len(self.pre) - 1
         self.S, self.T, self.d = self.pre[0].shape
+        if not 1 <= self.K <= self.T:
+            raise ValueError(f"answer_ids must hold 1..{self.T} ids (one per scored position), got {self.K}")
         self.dtype = self.pre[0].dtype
         self._masks: dict[tuple[int, torch.device], torch.Tensor] = {}
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -253,7 +279,8 @@ class SuffixRunner:
         Per token: residual, normed input, q, attention output, o output, MLP output (6 d),
         float32 norm (2 d x 4 bytes), k, v (2 d_kv), and gate, up, activation, product (4 d_mlp).
         Per row: the row's full keys and values (2 T d_kv) and its attention scores, in the model
-        dtype, as float32 softmax and cast back (n_heads x longest suffix x T x (2 e + 4)).
+        dtype, as float32 softmax and cast back (n_heads x longest suffix x T x (2 e + 4)), and the
+        logits of its K scored positions (vocabulary, model dtype and float32).
         """
         e = torch.finfo(self.dtype).bits // 8
         s = self.stack
@@ -261,7 +288,7 @@ class SuffixRunner:
         d_mlp = int(getattr(s.config, "intermediate_size", 4 * self.d))
         per_token = e * (6 * self.d + 2 * d_kv + 4 * d_mlp) + 8 * self.d
         per_row = e * 2 * self.T * d_kv + s.n_heads * longest * self.T * (2 * e + 4)
-        return tokens * per_token + rows * per_row + rows * self.stack.vocab * (e + 4)
+        return tokens * per_token + rows * per_row + rows * self.K * self.stack.vocab * (e + 4)
 
     def batches(self, cells: Sequence[Cell], max_cells: int | None = None) -> list[list[Cell]]:
         """Split cells into batches by tokens in flight (rows x suffix positions), not cell count.
@@ -296,11 +323,14 @@ class SuffixRunner:
     # ------------------------------------------------------------------ running
     def run(self, cells: Sequence[Cell], kind: str, *, max_cells: int | None = None,
             done: Callable[[Sequence[Cell]], None] | None = None) -> dict[int, float]:
-        """Scores of ``cells`` (slot -> mean over the S rows of the answer's probability).
+        """Scores of ``cells`` (slot -> mean over the S rows of the score, module docstring).
 
         ``kind``: "hidden", "mlp" or "attn" (which output ``Cell.restore`` sets); ``done`` is
         called with each finished batch's cells.
         """
+        late = [c.slot for c in cells if c.positions[0] > self.T - self.K]
+        if late:
+            raise ValueError(f"cells {late[:5]} restore no position <= {self.T - self.K}, the first scored position")
         scores: dict[int, float] = {}
         with torch.inference_mode():
             for batch in self.batches(cells, max_cells):
@@ -312,13 +342,13 @@ class SuffixRunner:
         return scores
 
     def _run_batch(self, cells: list[Cell], kind: str) -> torch.Tensor:
-        """Mean answer probability per cell ``[len(cells)]`` (float64, CPU), in the given order.
+        """Mean score per cell ``[len(cells)]`` (float64, CPU), in the given order.
 
         Token layout: the cells in order of their first block, each S rows x (T - i) positions,
         row-major, so the tokens in flight at block j are a prefix of the batch's tokens and
         cells join by filling their slice when the layer loop reaches their first block.
         """
-        S, T, L = self.S, self.T, self.L
+        S, T, L, K = self.S, self.T, self.L, self.K
         order = sorted(range(len(cells)), key=lambda c: cells[c].start)
         runs = [cells[c] for c in order if cells[c].start < L]
         lengths = [S * (T - c.positions[0]) for c in runs]
@@ -349,16 +379,20 @@ class SuffixRunner:
                 if layer < L - 1:
                     x[:n_tokens] = self._block(layer, x[:n_tokens], groups, plan, kind)
                 else:
-                    last = torch.as_tensor(row_offset + (T - row_start) - 1, device=device)
+                    # Each row's K scored tokens, row-major: [rows * K].
+                    ends = row_offset + (T - row_start)
+                    last = torch.as_tensor((ends[:, None] - K + np.arange(K)[None]).ravel(), device=device)
                     finals.append(self._block(layer, x[:n_tokens], groups, plan, kind, last=last))
         for c in order[len(runs):]:  # start == L: no block to run, the state entering is final
-            final = self.pre[L][:, T - 1].clone()
-            if cells[c].positions[-1] == T - 1:
-                final[:] = cells[c].state[:, -1]
-            finals.append(final)
+            final = self.pre[L][:, T - K:].clone()  # [S, K, d]: corrupted, restored at P
+            for j, p in enumerate(cells[c].positions):
+                if p >= T - K:
+                    final[:, p - (T - K)] = cells[c].state[:, j]
+            finals.append(final.reshape(-1, self.d))
         device = self.stack.norm.weight.device
         final = torch.cat([f.to(device) for f in finals])
-        probs = self.stack.answer_probs(final, self.answer_id).view(len(cells), S).mean(dim=1).double().cpu()
+        probs = self.stack.answer_probs(final, self.answer_ids).view(len(cells), S, K)
+        probs = mean_score(probs).cpu()
         result = torch.empty_like(probs)
         result[torch.as_tensor(order)] = probs
         return result
@@ -372,17 +406,20 @@ class SuffixRunner:
 
     def _restore_plan(self, runs: list[Cell], offsets: np.ndarray) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """block -> (token indices, clean positions) restored there; at the last block, where
-        only last positions are computed, (row indices, T - 1) of the cells restoring T - 1."""
-        S, T, L = self.S, self.T, self.L
+        only the K scored positions are computed, (indices among the rows' scored tokens, clean
+        positions) of the restored positions among the last K."""
+        S, T, L, K = self.S, self.T, self.L, self.K
         plan: dict[int, tuple[list, list]] = {}
         for k, cell in enumerate(runs):
             i, n = cell.positions[0], T - cell.positions[0]
             for block in cell.restore:
                 tokens, positions = plan.setdefault(block, ([], []))
                 if block == L - 1:
-                    if cell.positions[-1] == T - 1:
-                        tokens.append(k * S + np.arange(S))
-                        positions.append(np.full(S, T - 1))
+                    scored = [p for p in cell.positions if p >= T - K]
+                    if scored:
+                        rel = ((k * S + np.arange(S))[:, None] * K + (np.array(scored) - (T - K))[None]).ravel()
+                        tokens.append(rel)
+                        positions.append(np.tile(scored, S))
                     continue
                 rel = (np.arange(S)[:, None] * n + (np.array(cell.positions) - i)[None]).ravel()
                 tokens.append(offsets[k] + rel)
@@ -416,13 +453,13 @@ class SuffixRunner:
                 last_only: bool) -> torch.Tensor:
         """Attention output (before ``o_proj``) of one group's queries, ``[R_i * n_q, n_heads * head_dim]``.
 
-        ``q``: ``[R_i * n_q, n_heads * head_dim]`` (n_q = T - i, or 1 with ``last_only``);
+        ``q``: ``[R_i * n_q, n_heads * head_dim]`` (n_q = T - i, or K with ``last_only``);
         ``k``, ``v``: ``[R_i * (T - i), d_kv]`` for the group's suffix tokens.
         """
         s = self.stack
         i, R = group.start, len(group.rows)
         n = self.T - i
-        n_q = 1 if last_only else n
+        n_q = self.K if last_only else n
         cos, sin = self._rotary(q.device)
         q = _rope(q.view(R, n_q, s.n_heads, s.head_dim).transpose(1, 2), cos[self.T - n_q:], sin[self.T - n_q:])
         k = _rope(k.view(R, n, s.n_kv_heads, s.head_dim).transpose(1, 2), cos[i:], sin[i:])
@@ -432,8 +469,8 @@ class SuffixRunner:
         # Each key/value head's query heads side by side: HF's repeat_kv, without the copy.
         q = q.reshape(R, s.n_kv_heads, s.groups * n_q, s.head_dim)
         scores = torch.matmul(q, keys.transpose(2, 3)) * s.scaling
-        if not last_only:
-            scores = scores + self._mask(i, scores.device)
+        if n_q > 1:  # a single last query sees every key
+            scores = scores + self._mask(self.T - n_q, scores.device)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(weights, values)  # [R, n_kv, groups * n_q, hd]
         out = out.view(R, s.n_heads, n_q, s.head_dim).transpose(1, 2)
@@ -442,8 +479,9 @@ class SuffixRunner:
     def _block(self, layer: int, x: torch.Tensor, groups: list[_Group], restore, kind: str,
                last: torch.Tensor | None = None) -> torch.Tensor:
         """Block ``layer`` on the batch's suffix tokens ``x`` ``[N, d]``, restoring ``kind`` where
-        planned: ``[N, d]``; with ``last`` (each row's last token), the output at those only ``[R, d]``
-        (keys and values of every token, the query, attention and MLP of the last ones)."""
+        planned: ``[N, d]``; with ``last`` (each row's K scored tokens, row-major), the output at
+        those only ``[R * K, d]`` (keys and values of every token, the queries, attention and MLP of
+        the scored ones)."""
         s = self.stack
         block = s.layers[layer]
         attn = block.self_attn
@@ -454,7 +492,12 @@ class SuffixRunner:
         q = _linear(h, attn.q_proj)
         z = torch.empty_like(q)
         for group in groups:
-            queries = group.tokens if last is None else group.rows
+            if last is None:
+                queries = group.tokens
+            elif self.K == 1:
+                queries = group.rows
+            else:  # the group's rows' K scored tokens, row-major
+                queries = (group.rows[:, None] * self.K + torch.arange(self.K, device=x.device)[None]).reshape(-1)
             z[queries] = self._attend(layer, q[queries], k[group.tokens], v[group.tokens], group, last is not None)
         a = _linear(z, attn.o_proj)
         if restore is not None and kind == "attn":
