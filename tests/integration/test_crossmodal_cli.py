@@ -76,7 +76,8 @@ def experiment_dir(tiny_root, known_path, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("experiment")
     config = ExperimentConfig(out=Path("run"), checkpoints=tiny_root, known=known_path, aligner="pocketsphinx",
-                              keep_all=True, asr="none", n_prompts=2, kinds=("hidden",), samples=2)
+                              keep_all=True, asr="none", n_prompts=2, kinds=("hidden",), samples=2,
+                              crossmodal=False)  # the command below runs them
     here = Path.cwd()
     os.chdir(work)
     try:

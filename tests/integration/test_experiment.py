@@ -129,6 +129,17 @@ def test_embedded_toy_run_filters_traces_and_explains(toy_root, known_path, tmp_
     assert float(t2t.group(2)) == pytest.approx(text_hidden["high_score_mean"], abs=5e-4)
     assert float(t2t.group(3)) == pytest.approx(text_hidden["low_score_mean"], abs=5e-4)
     assert float(t2t.group(4)) == pytest.approx(text_hidden["ate"], abs=5e-4)
+    # The cross-modal analyses of every fact kept in both modalities, and their section in the report.
+    shared = [k for k in prep["kept"]["t2t"] if k in prep["kept"]["s2t"]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert shared and summary["crossmodal"]["facts"] == shared and not summary["crossmodal"]["failed"]
+    assert f"cross-modal analyses: {len(shared)} facts, {len(shared)} computed" in done.stdout
+    crossmodal = json.loads((out / "crossmodal" / "summary.json").read_text())
+    assert crossmodal["facts"] == [str(k) for k in shared]
+    section = report[report.index("## Beyond the paper"):report.index("## Sample prompts")]
+    for name in ("patching.png", "geometry.png", "logit_lens_mrr.png"):
+        assert f"(crossmodal/{name})" in section and (out / "crossmodal" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "**Findings (computed from the numbers).**" in section and "| layer | cosine |" in section
 
 
 def test_killed_run_resumes_without_recomputing_or_duplicating(tiny_root, known_path, tiny_ctc_dir, tmp_path):

@@ -96,6 +96,7 @@ def test_experiment_takes_pocketsphinx_or_a_ctc_directory(tiny_root, tiny_ctc_di
         model_dir, _, chosen = experiment._checkpoints()
         assert chosen == aligner and model_dir.is_dir()
         assert isinstance(experiment.aligner({"model_dir": str(model_dir), "aligner": chosen}), kind)
-    missing = Experiment(ExperimentConfig(out=tmp_path / "run", checkpoints=tiny_root), log=lambda message: None)
-    with pytest.raises(ValueError, match="S->T needs --aligner: .* or 'pocketsphinx'"):
-        missing._checkpoints()
+    from spiritlens.experiment.config import check_environment
+
+    with pytest.raises(ValueError, match="--aligner is needed for S->T with real checkpoints: .* or 'pocketsphinx'"):
+        check_environment(ExperimentConfig(out=tmp_path / "run", checkpoints=tiny_root))
