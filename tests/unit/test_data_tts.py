@@ -209,3 +209,24 @@ def test_espeak_synthesis_is_the_same_every_time_and_as_the_program(tmp_path):
         cli, rate = sf.read(str(tmp_path / "cli.wav"), dtype="int16")
         assert rate == 22050 and np.array_equal(cli[:len(first.samples)], first.samples)  # then trailing silence
         assert not cli[len(first.samples):].any()
+
+
+@needs_flite
+@pytest.mark.parametrize("voice", ["awb", "slt", "rms"])
+def test_flite_synthesis_is_the_same_every_time_and_as_the_program(voice, tmp_path):
+    # flite's voices draw noise from rand(): unseeded, every call gave other samples (and pocketsphinx
+    # another transcript); each synthesis seeds it as a fresh process does.
+    import random
+    import shutil
+    import subprocess
+
+    text = "Steve Jobs was the founder of Apple"
+    backend = FliteTTS(voice)
+    first = sf.read(str(backend.synthesize(text, tmp_path / "first.wav")), dtype="int16")[0]
+    backend.synthesize("something else entirely", tmp_path / "other.wav")
+    random.seed(7)  # Python's generator is not C's; nothing else may matter either
+    again = sf.read(str(backend.synthesize(text, tmp_path / "again.wav")), dtype="int16")[0]
+    assert np.array_equal(first, again)
+    if shutil.which("flite"):
+        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(tmp_path / "cli.wav")], check=True)
+        assert np.array_equal(sf.read(str(tmp_path / "cli.wav"), dtype="int16")[0], first)

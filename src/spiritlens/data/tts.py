@@ -205,7 +205,15 @@ class _FliteWave(ctypes.Structure):
 
 
 class _Flite:
-    """libflite (the CMU flite 2.x C library) through ctypes; one per process, used under a lock."""
+    """libflite (the CMU flite 2.x C library) through ctypes; one per process, used under a lock.
+
+    flite's voices draw noise excitation from the C library's ``rand()``: unseeded, the same text gave
+    a different waveform on every call (awb, slt, rms; measured), and pocketsphinx heard "offended"
+    for "the founder" in one of them. Each synthesis seeds ``rand()`` first (``srand(RAND_SEED)``),
+    so the same text and voice give the same samples, as the ``flite`` program's first call does.
+    """
+
+    RAND_SEED = 1  # the C library's default seed: what a fresh process (the flite program) starts from
 
     LIBRARY = "libflite.so.1"
 
@@ -235,6 +243,8 @@ class _Flite:
             ]:
                 getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
             lib.flite_init()
+            self.srand = ctypes.CDLL(None).srand  # the process's C library (flite's rand())
+            self.srand.argtypes, self.srand.restype = [ctypes.c_uint], None
             self.lib = lib
         if voice not in self.voices:
             library = f"libflite_cmu_us_{voice}.so.1"
@@ -252,6 +262,7 @@ class _Flite:
             lib, vox = self.load(voice)
             features = ctypes.cast(vox, ctypes.POINTER(_FliteVoice)).contents.features
             lib.flite_feat_set_float(features, b"duration_stretch", float(duration_stretch))
+            self.srand(self.RAND_SEED)
             utt = lib.flite_synth_text(text.encode("ascii", "replace"), vox)
             if not utt:
                 raise TTSError(f"flite: synthesis of {text!r} failed")
