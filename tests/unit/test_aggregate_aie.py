@@ -265,3 +265,21 @@ def test_load_results_skips_non_results_and_reports_bad_files(tmp_path):
         load_results([tmp_path / "corrupt.json", tmp_path / "a.json"])
     with pytest.raises(FileNotFoundError, match="missing"):
         load_results(tmp_path / "missing")
+
+
+def test_row_ie_takes_each_rows_own_low_score():
+    # Further tokens exist only in the first prompt, whose corrupted score (0.1) is below the other's
+    # (0.5): every further row equals its own prompt's low score (IE 0), yet ROME's AIE subtracts the
+    # mean low over both prompts, 0.3, and reports -0.2 there. row_ie says 0.
+    with_further = make_result(8, (2, 4), low=0.1, high=0.9, n_layers=3, set_rows={3: [0.6, 0.2, 0.1]})
+    without = make_result(6, (2, 4), low=0.5, high=0.9, n_layers=3, set_rows={3: [0.9, 0.7, 0.5]})
+    agg = aggregate([with_further, without], "hidden")
+    assert agg.row_counts["further"] == 2
+    np.testing.assert_allclose(agg.aie["further"], [-0.2, -0.2, -0.2])
+    np.testing.assert_allclose(agg.row_ie["further"], [0.0, 0.0, 0.0])
+    # a category every prompt has: the mean of (row - own low), i.e. ((0.6-0.1) + (0.9-0.5)) / 2 at layer 0
+    np.testing.assert_allclose(agg.row_ie["last_subject"], [0.45, 0.15, 0.0])
+    np.testing.assert_allclose(agg.aie["last_subject"], agg.row_ie["last_subject"])  # equal counts, so equal here
+    same = aggregate([make_result(7, (2, 4), set_rows={5: [0.3, 0.2]}), make_result(7, (2, 4))], "hidden")
+    for name in same.aie:  # equal low scores: the two agree everywhere
+        np.testing.assert_allclose(same.row_ie[name], same.aie[name])

@@ -76,3 +76,15 @@ def test_alignment_section_uses_the_aligners_own_flag():
     assert [line for line in lines if line.startswith("| ") and line[2].isdigit()] == [
         "| 7 | 0.210 | 99% | no |", "| 8 | 0.030 | 98% | yes |", "| 9 | 0.300 | 61% | yes |"]
     assert alignment_section([make_result(5, (2, 3))]) == []  # T->T only: no section
+
+
+def test_findings_compare_sites_by_each_rows_own_ie_and_name_romes_shift():
+    # As in the toy's report: further tokens only in prompts corrupted to a higher score. ROME's AIE puts
+    # 0.2 on them at every layer; their rows' own IE is 0, and the subject site is what leads.
+    high_low = make_result(8, (2, 4), low=0.5, high=0.9, n_layers=4, set_rows={3: [0.8, 0.6, 0.5, 0.5]})
+    plain = make_result(6, (2, 4), low=0.1, high=0.9, n_layers=4, set_rows={3: [0.4, 0.2, 0.1, 0.1]})
+    text = findings(aggregate_by_modality([high_low, plain]))[0]
+    assert ("In layers 0-1 the largest at a subject token is 0.300 at the last subject token, layer 0, larger than "
+            "the largest after the subject (0.000 at the first subsequent token, layer 0") in text
+    assert ("ROME's AIE for the further tokens is 0.200 at layer 0, where their rows' own IE is 0.000") in text
+    assert text.endswith("the table and figures show ROME's AIE.")

@@ -188,6 +188,12 @@ class KindAggregate:
     (NaN where the category has no rows). ``count`` is the number of kept prompts and
     ``excluded`` the number left out because ``correct_prediction`` is False.
     ``modality`` is "text", "speech" or "mixed".
+
+    ``row_ie``: per category, the mean over the same pooled rows of each row's IE against **its own
+    prompt's** ``low_score``. ROME's ``aie`` subtracts the mean ``low_score`` over *all* prompts, so a
+    category that only some prompts have (middle subject tokens, further tokens) inherits the
+    difference between their corrupted scores and everyone's: with equal low scores the two agree;
+    otherwise ``aie`` can show an effect at layers where no row has one (``row_ie`` is 0 there).
     """
 
     kind: str
@@ -200,6 +206,7 @@ class KindAggregate:
     mean: dict[str, np.ndarray] = field(repr=False)
     ci: dict[str, np.ndarray] = field(repr=False)
     row_counts: dict[str, int]
+    row_ie: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def ate(self) -> float:
@@ -251,18 +258,22 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
     modalities = {parsed.modality for _, parsed in chosen}
     kept = [parsed for _, parsed in chosen if parsed.kept]
     pooled: dict[str, list[np.ndarray]] = {name: [] for name in CATEGORIES}
+    lows: dict[str, list[float]] = {name: [] for name in CATEGORIES}  # each pooled row's own low_score
     for parsed in kept:
         for name, rows in _category_rows(parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored).items():
             pooled[name].extend(parsed.scores[r] for r in rows)
-    mean, ci = {}, {}
+            lows[name].extend(parsed.low for _ in rows)
+    mean, ci, row_ie = {}, {}, {}
     for name, rows in pooled.items():
         if rows:
             stacked = np.stack(rows)  # [|R_c|, L]
             mean[name] = stacked.mean(axis=0)
             ci[name] = CI_Z * stacked.std(axis=0) / math.sqrt(len(kept))
+            row_ie[name] = (stacked - np.asarray(lows[name])[:, None]).mean(axis=0)
         else:
             mean[name] = np.full(n_layers, np.nan)
             ci[name] = np.full(n_layers, np.nan)
+            row_ie[name] = np.full(n_layers, np.nan)
     return KindAggregate(
         kind=kind,
         modality=modalities.pop() if len(modalities) == 1 else "mixed",
@@ -274,6 +285,7 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
         mean=mean,
         ci=ci,
         row_counts={name: len(rows) for name, rows in pooled.items()},
+        row_ie=row_ie,
     )
 
 
@@ -319,6 +331,7 @@ def _kind_entry(agg: KindAggregate) -> dict:
         "ate": _json_floats(agg.ate),
         "row_counts": dict(agg.row_counts),
         "ci95": {name: _json_floats(agg.ci[name]) for name in CATEGORIES},
+        "row_ie": {name: _json_floats(agg.row_ie[name]) for name in CATEGORIES if name in agg.row_ie},
         "excluded": agg.excluded,
         "n_layers": agg.n_layers,
         "modality": agg.modality,
@@ -332,7 +345,8 @@ def to_aie_json(
     """The ``aie.json`` document of DESIGN.md: ``{kind: {count, low_score_mean, high_score_mean, aie}}``.
 
     ``aie`` maps each category to one unclipped float per layer, ``null`` where the category has
-    no rows. Extra fields per kind: ``ate``, ``row_counts``, ``ci95`` (half-widths), ``excluded``,
+    no rows. Extra fields per kind: ``ate``, ``row_counts``, ``ci95`` (half-widths), ``row_ie``
+    (each row's IE against its own prompt's low score, :class:`KindAggregate`), ``excluded``,
     ``n_layers``, ``modality``; and, when ``by_modality`` holds more than one modality,
     ``by_modality: {modality: <the same fields for that modality alone>}``.
     """

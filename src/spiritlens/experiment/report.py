@@ -213,10 +213,11 @@ def _sort_key(text: str):
     return (0, int(text), "") if text.isdigit() else (1, 0, text)
 
 
-def _peak(agg, categories, layers: range | None = None) -> tuple[str, int, float] | None:
-    """(category, layer, AIE) of the largest AIE among ``categories`` (and ``layers``), or None."""
+def _peak(agg, categories, layers: range | None = None, values_of: str = "aie") -> tuple[str, int, float] | None:
+    """(category, layer, value) of the largest ``agg.aie`` (or ``agg.row_ie``) among ``categories``
+    (and ``layers``), or None."""
     best = None
-    aie = agg.aie
+    aie = getattr(agg, values_of)
     for category in categories:
         values = aie[category]
         for layer in layers or range(len(values)):
@@ -256,7 +257,10 @@ def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
             if overall is None:
                 continue
             early = range(0, max(1, math.ceil(agg.n_layers / 2)))
-            subject, after = _peak(agg, SUBJECT_CATEGORIES, early), _peak(agg, AFTER_CATEGORIES, early)
+            # Site comparisons use each row's IE against its own prompt's corrupted score (row_ie), so
+            # a category only some prompts have does not inherit their low-score difference.
+            subject = _peak(agg, SUBJECT_CATEGORIES, early, "row_ie")
+            after = _peak(agg, AFTER_CATEGORIES, early, "row_ie")
             text = f"{_KIND_WORDS.get(kind, kind)}: the largest AIE is {_where(overall)}"
             values = agg.aie[overall[0]]
             onset = next(layer for layer, v in enumerate(values) if v >= 0.9 * overall[2])
@@ -269,8 +273,32 @@ def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
                     text += (f", {relation} the largest after the subject ({_where(after)}"
                              + (f"; ratio {ratio:.1f}" if math.isfinite(ratio) and subject[2] > 0 else "") + ")")
                 text += "."
+            shifted = _baseline_shift(agg)
+            if shifted is not None:
+                category, layer, aie, own = shifted
+                text += (f" (ROME's AIE for the {category.replace('_', ' ')} tokens is {aie:.3f} at layer {layer}, "
+                         f"where their rows' own IE is {own:.3f}: the prompts that have them are corrupted to a "
+                         "different score than the average that AIE subtracts.)")
             sentences.append(text)
+    if any(paragraphs):
+        paragraphs[-1].append("Comparisons between sites use each row's IE against its own prompt's corrupted "
+                              "score; the table and figures show ROME's AIE.")
     return [" ".join(p) for p in paragraphs if p]
+
+
+def _baseline_shift(agg, threshold: float = 0.02) -> tuple[str, int, float, float] | None:
+    """(category, layer, AIE, row IE) where ROME's AIE differs most from the rows' own IE, if by more
+    than ``threshold`` (absolute p(answer)); None otherwise."""
+    worst = None
+    for category, values in agg.aie.items():
+        own = agg.row_ie.get(category)
+        if own is None:
+            continue
+        for layer, (a, r) in enumerate(zip(values, own)):
+            if not (math.isnan(a) or math.isnan(r)) and abs(a - r) > threshold and (
+                    worst is None or abs(a - r) > abs(worst[2] - worst[3])):
+                worst = (category, layer, float(a), float(r))
+    return worst
 
 
 def _samples(experiment, prep: dict, results: list[dict]) -> list[str]:
