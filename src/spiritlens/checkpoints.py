@@ -97,6 +97,19 @@ def speech_tokenizer_dir(model_dir: Path | None = None) -> Path | None:
     return None
 
 
+def check_device(device) -> None:
+    """Raise ValueError (``"'<device>': <reason>"``) for a device string torch cannot parse or a CUDA
+    device on a machine without CUDA; None passes."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise ValueError(f"{str(device)!r}: {error}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{str(device)!r}: CUDA is not available here")
+
+
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """``torch.float32``/``bfloat16``/``float16`` from a dtype or its usual names."""
     if isinstance(dtype, torch.dtype):

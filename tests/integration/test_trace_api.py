@@ -170,6 +170,13 @@ def test_cli_known_lookup_targets_and_errors(tiny_base_dir, tmp_path, monkeypatc
         error = capsys.readouterr().err.strip().splitlines()[-1]
         assert error.startswith("spiritlens trace: error:") and message in error
     assert not (tmp_path / "y.json").exists() and not (tmp_path / "z.json").exists()
+    import torch
+
+    if not torch.cuda.is_available():  # a CUDA device on a machine without one: one line, before loading
+        assert main(base + ["--sigma", "0.1", "--device", "cuda", "--json", str(tmp_path / "c.json")]) == 2
+        assert capsys.readouterr().err.strip() == "spiritlens trace: error: device 'cuda': CUDA is not available here"
+    assert main(base + ["--sigma", "0.1", "--device", "gpu0", "--json", str(tmp_path / "c.json")]) == 2
+    assert capsys.readouterr().err.strip().startswith("spiritlens trace: error: device 'gpu0': ")
 
 
 def test_cli_version_and_help_show_defaults(capsys):

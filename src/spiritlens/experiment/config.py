@@ -163,7 +163,7 @@ def check_settings(config: ExperimentConfig) -> None:
 def check_environment(config: ExperimentConfig) -> None:
     """Checks of what the settings name: folders and files exist, the TTS backend and device are
     usable. Run before any work (FileNotFoundError / ValueError naming the flag)."""
-    from ..checkpoints import CHECKPOINTS_ENV
+    from ..checkpoints import CHECKPOINTS_ENV, check_device
 
     if config.out.exists() and not config.out.is_dir():
         raise NotADirectoryError(f"--out {str(config.out)!r} is an existing file, not a folder")
@@ -212,12 +212,7 @@ def check_environment(config: ExperimentConfig) -> None:
                      "flite": "libflite and its voices (apt-get install flite)",
                      "melotts": "the 'melo' Python package (MeloTTS, not installable offline)"}
             raise ValueError(f"--tts {config.tts}: not available here; it needs {needs.get(config.tts, 'its backend')}")
-    if config.device is not None:
-        import torch
-
-        try:
-            device = torch.device(config.device)
-        except (RuntimeError, ValueError) as error:
-            raise ValueError(f"--device {config.device!r}: {error}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {config.device!r}: CUDA is not available here")
+    try:
+        check_device(config.device)
+    except ValueError as error:
+        raise ValueError(f"--device {error}") from None

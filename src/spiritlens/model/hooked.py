@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ..checkpoints import (
+    check_device,
     check_model_dir,
     parse_dtype,
     resolve_model_dir,
@@ -122,6 +123,10 @@ class HookedSpiritLM:
         torch_dtype = parse_dtype(dtype)
         if device is not None and (device_map is not None or n_devices is not None):
             raise ValueError("pass either device or device_map/n_devices, not both")
+        try:
+            check_device(device)
+        except ValueError as error:
+            raise ValueError(f"device {error}") from None
         # SpiritLM's own call; the bridge keeps the installed transformers' tokenizer for itself.
         slow = SlowLlamaTokenizer.from_pretrained(model_dir, add_bos_token=True, add_eos_token=False)
         bridge_tokenizer = LlamaTokenizer.from_pretrained(str(model_dir), add_bos_token=True, add_eos_token=False)
