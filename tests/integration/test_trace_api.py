@@ -189,7 +189,8 @@ def test_cli_version_and_help_show_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["trace", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("(default: 3s)", "(default: auto)", "(default: 10)", "(default: hidden)", "(default: 1)",
+    for default in ("(default: 3s)", "(default: auto)", "(default: ROME's 10 of 32 layers scaled to the model's depth",
+                    "(default: hidden)", "(default: 1)",
                     "(default: spiritlm)", "(default: $SPIRITLENS_KNOWN_PATH, the cache ~/.cache/spiritlens, "
                     "../shared/data next to a source checkout, or a download)"):
         assert default in text, default
@@ -202,3 +203,14 @@ def test_cli_version_and_help_show_defaults(capsys):
 
     assert ExperimentConfig(out="x").row_mode == "auto"  # one row-mode default: API, CLI, experiment
     assert inspect.signature(trace_kinds).parameters["row_mode"].default == "auto"
+
+
+def test_default_window_is_romes_10_of_32_layers_scaled_to_the_depth(tiny_model):
+    from spiritlens.traces import default_window
+
+    L = tiny_model.cfg.n_layers
+    result = trace(tiny_model, PROMPT, "Space Needle", kind="mlp", samples=2, noise=1.0)
+    assert result.window == default_window(L) == max(1, int(10 * L / 32 + 0.5))
+    assert default_window(32) == 10  # SpiritLM itself: ROME's and the paper's window
+    given = trace(tiny_model, PROMPT, "Space Needle", kind="mlp", samples=2, noise=1.0, window=3)
+    assert given.window == 3 and not np.allclose(given.scores, result.scores)

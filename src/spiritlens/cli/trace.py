@@ -50,7 +50,9 @@ def add_parser(subparsers) -> None:
                                                     "subjects of --known)")
     parser.add_argument("--known", help=KNOWN_HELP)
     parser.add_argument("--seed", type=int, default=1, help="numpy RandomState seed of the noise")
-    parser.add_argument("--window", type=int, default=10, help="layers restored together for mlp/attn")
+    parser.add_argument("--window", type=int, default=None,
+                        help="layers restored together for mlp/attn (default: ROME's 10 of 32 layers scaled to the "
+                             "model's depth, max(1, floor(10 * layers / 32 + 1/2)): 10 for SpiritLM)")
     parser.add_argument("--replace", action="store_true", help="overwrite the subject embeddings with noise")
     target = parser.add_argument_group("answer")
     target.add_argument("--target", help="target continuation, tokenised after the prompt (a leading space is "

@@ -6,29 +6,19 @@ any work starts, so a bad argument costs one line and no synthesis, transcriptio
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__
 from ..align.aligner import POCKETSPHINX
+from ..traces.engine import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
+
+__all__ = ["MODALITIES", "MODALITY_OF", "WINDOW_RULE", "ExperimentConfig", "check_environment", "check_settings",
+           "default_window"]
 
 MODALITIES = ("t2t", "s2t")
 MODALITY_OF = {"t2t": "text", "s2t": "speech"}
-PAPER_WINDOW, PAPER_LAYERS = 10, 32  # the paper traces SpiritLM (32 layers) with ROME's window of 10
-
-
-def default_window(n_layers: int) -> int:
-    """The MLP/attention window for an ``n_layers`` model when none is given: ROME's and the paper's
-    10 restored layers of SpiritLM's 32, scaled to the depth, ``max(1, floor(10 * L / 32 + 1/2))``
-    (32 layers: 10; 8 layers: 3; 4 layers: 1)."""
-    if n_layers < 1:
-        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-    return max(1, math.floor(PAPER_WINDOW * n_layers / PAPER_LAYERS + 0.5))
-
-
-WINDOW_RULE = "max(1, floor(10 * n_layers / 32 + 1/2)): the paper's 10 of SpiritLM's 32 layers, scaled"
 
 
 @dataclass

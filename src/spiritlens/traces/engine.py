@@ -33,6 +33,7 @@ positions only (the last one, or the K target positions).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -47,6 +48,20 @@ from .result import Row, TraceResult
 from .suffix import Cell, LlamaStack, SuffixRunner, check_no_block_hooks, mean_score
 
 KINDS = ("hidden", "mlp", "attn")
+
+PAPER_WINDOW, PAPER_LAYERS = 10, 32  # the paper traces SpiritLM (32 layers) with ROME's window of 10
+
+
+def default_window(n_layers: int) -> int:
+    """The MLP/attention window for an ``n_layers`` model when none is given: ROME's and the paper's
+    10 restored layers of SpiritLM's 32, scaled to the depth, ``max(1, floor(10 * L / 32 + 1/2))``
+    (32 layers: 10; 8 layers: 3; 4 layers: 1)."""
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    return max(1, math.floor(PAPER_WINDOW * n_layers / PAPER_LAYERS + 0.5))
+
+
+WINDOW_RULE = "max(1, floor(10 * n_layers / 32 + 1/2)): the paper's 10 of SpiritLM's 32 layers, scaled"
 
 
 def layer_window(layer: int, window: int, n_layers: int) -> range:
@@ -395,7 +410,7 @@ def resolve_row_mode(row_mode: str, has_groups: bool) -> str:
 
 
 def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequence[str] = KINDS,
-                samples: int = 10, noise: float | str = "3s", seed: int = 1, window: int = 10,
+                samples: int = 10, noise: float | str = "3s", seed: int = 1, window: int | None = None,
                 sigma: float | None = None, subjects: Sequence[str] | None = None,
                 replace: bool = False, low_score_follows_replace: bool = False,
                 target: int | str | None = None, target_rule: str | None = None,
@@ -409,7 +424,9 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if row_mode not in ROW_MODES:
         raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES)}")
-    if not isinstance(window, int) or window < 1:
+    if window is None:
+        window = default_window(model.cfg.n_layers)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
     prepared = prepare_prompt(model, prompt, subject, subject_range=subject_range, occurrence=occurrence)
     answer = resolve_answer(model, prepared, resolve_target(model, target), target_rule)
@@ -447,7 +464,7 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
 
 
 def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden", samples: int = 10,
-          noise: float | str = "3s", seed: int = 1, window: int = 10, **kwargs) -> TraceResult:
+          noise: float | str = "3s", seed: int = 1, window: int | None = None, **kwargs) -> TraceResult:
     """Causal trace of one prompt for one kind (``"hidden"``, ``"mlp"`` or ``"attn"``).
 
     Args:
@@ -457,7 +474,9 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
         subject: the subject's text in the prompt; located by character offsets.
         samples: corrupted rows S. noise: absolute float, ``"3s"`` (3 sigma; give ``sigma=`` or
             ``subjects=``), ``"3v"`` (3 x embedding std) or ``"u0.1"``. seed: numpy RandomState seed.
-        window: layers restored together for mlp/attn (ignored for hidden).
+        window: layers restored together for mlp/attn (ignored for hidden); default
+            :func:`default_window`: ROME's and the paper's 10 of SpiritLM's 32 layers, scaled to the
+            model's depth (10 for SpiritLM itself, 3 for an 8-layer toy).
         **kwargs: ``sigma``, ``subjects``, ``replace``, ``low_score_follows_replace``;
             ``target`` (default None: the clean top-1 among the tokens the output modality allows,
             i.e. greedy generation's first token; an id; or a string tokenised after the prompt)
