@@ -26,8 +26,9 @@ Scores are the tracer's metric: the softmax probability (full vocabulary) of the
 answer at its last position, averaged over the noised samples. Baselines as in tracing:
 ``low_score`` is the noised receiving run unpatched, ``high_score`` its clean run. Each curve
 carries two rows per layer: ``scores`` (the other modality's state patched in) and
-``self_scores`` (the same positions restored with the receiving run's *own* clean states: the
-tracer's restored score for that cell, the within-modality reference). A cross-modal curve close
+``self_scores`` (the same positions restored with the receiving run's *own* clean states: a
+hidden-state cell of the tracer over exactly those positions, the within-modality reference; in
+``last`` mode the spoken run's is one speech position, not the tracer's text-token group). A cross-modal curve close
 to the self curve says the receiving pathway can read the other modality's state there.
 """
 

@@ -58,7 +58,8 @@ def report_section(run_dir: str | os.PathLike, heading: str = "##") -> list[str]
         "",
         "- **cross-modal patching**: the subject of one run is noised as in tracing, and its hidden state at a "
         "layer is replaced by the *other* modality's clean state at the paired positions; compared with restoring "
-        "the run's own clean state (the tracer's cell);",
+        "the run's own clean state at the same positions (a hidden-state restore of those positions; in `last` mode "
+        "that is one speech position of the spoken run, not the tracer's text-token group);",
         "- **geometry**: cosine and distance between a word's text states and its aligned speech states, "
         "against different words of the same fact;",
         "- **logit lens**: the rank of the subject's own text tokens when the head reads its speech positions.",
