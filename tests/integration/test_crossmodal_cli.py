@@ -211,7 +211,7 @@ def test_bad_experiment_inputs(experiment_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("change, message", [
     ({"--subject": "Eiffel Tower"}, "subject 'Eiffel Tower' does not occur"),
-    ({"--noise": "3s"}, "needs sigma"),
+    ({"--noise": "3s", "--known": "/nonexistent/known_1000.json"}, "needs sigma: pass --sigma, or --known"),
     ({"--transcript": SPOKEN_PROMPT.replace("city", "town")}, "tokenise differently"),
     ({"--samples": "0"}, "--samples must be >= 1"),
     ({"--speech-sigma": "loud", "--sigma": "0.5", "--noise": "3s"}, "--speech-sigma 'loud' must be a number"),
@@ -243,3 +243,19 @@ def test_a_run_written_with_out_dot_keeps_backend_names_and_rebases_paths(tmp_pa
     assert read["aligner"] == "pocketsphinx"
     assert read["model_dir"] == str(tmp_path / "checkpoints" / "model")
     assert read["audio"] == {"1": str(tmp_path / "speech" / "1_prompt.wav")}
+
+
+def test_fact_sigma_finds_known_by_the_trace_rule(tiny_model, known_path, monkeypatch):
+    """`crossmodal fact --noise 3s` without --sigma or --known finds Known as `spiritlens trace` does."""
+    import argparse
+
+    from spiritlens.cli.crossmodal import _sigmas
+    from spiritlens.data import load_known
+    from spiritlens.traces import subject_sigma
+
+    monkeypatch.setenv("SPIRITLENS_KNOWN_PATH", str(known_path))
+    args = argparse.Namespace(sigma=None, known=None, noise="3s", speech_sigma="text")
+    sigma, sources = _sigmas(tiny_model, args, needs_sigma=True)
+    expected = subject_sigma(tiny_model, [r.subject for r in load_known(known_path)], modality="text")
+    assert sigma == {"text": expected, "speech": expected}
+    assert sources["text"] == f"subjects of {known_path}"

@@ -75,7 +75,8 @@ def add_parser(subparsers) -> None:
     fact.add_argument("--subject", required=True, help="the subject's text in the prompt")
     fact.add_argument("--audio", required=True, help="the spoken prompt (audio file)")
     fact.add_argument("--transcript", help="what the audio says (default: the prompt; must tokenise like it)")
-    fact.add_argument("--aligner", required=True, help="CTC model directory for the forced alignment")
+    fact.add_argument("--aligner", required=True,
+                      help="forced aligner: a character CTC model directory (the paper's path) or 'pocketsphinx'")
     fact.add_argument("--speech-tokenizer", help="speech-tokenizer folder (default: from $SPIRITLM_CHECKPOINTS_DIR)")
     fact.add_argument("--mapping", choices=["exact", "paper"], default="exact",
                       help="speech-token mapping: token frame spans (exact, default) or the paper's formula")
@@ -85,7 +86,9 @@ def add_parser(subparsers) -> None:
     fact.add_argument("--sigma", type=float, help="sigma of the text run for a Ks noise rule")
     fact.add_argument("--speech-sigma", default="text",
                       help="sigma of the spoken run: a number, or 'text' to use the text sigma (default)")
-    fact.add_argument("--known", help="known_1000.json: measure the text sigma over its subjects (ROME's rule)")
+    fact.add_argument("--known", help="known_1000.json: measure the text sigma over its subjects (ROME's rule); "
+                      "default: the lookup rule of spiritlens trace ($SPIRITLENS_KNOWN_PATH, the cache, "
+                      "../shared/data next to a source checkout, or a download)")
     fact.add_argument("--samples", type=int, default=10, help="noised samples per run (default 10)")
     fact.add_argument("--seed", type=int, default=1, help="numpy seed of the noise draw (default 1)")
     fact.add_argument("--target-id", type=int, help="answer token id (default: each run's top-1, the tracer's rule)")
@@ -111,14 +114,12 @@ def _sigmas(model, args, needs_sigma: bool) -> tuple[dict, dict]:
     if not needs_sigma:
         return {"text": None, "speech": None}, {}
     text, source = args.sigma, "--sigma"
-    if text is None:
-        if not args.known:
-            raise ValueError(f"--noise {args.noise} needs sigma: pass --sigma (and --speech-sigma) or --known "
-                             "known_1000.json (ROME's rule), or an absolute --noise")
-        from spiritlens.data import load_known
+    if text is None:  # Known by the one lookup rule, as spiritlens trace finds it
+        from spiritlens.cli.trace import _known_for_sigma
 
-        text = subject_sigma(model, [r.subject for r in load_known(args.known)], modality="text")
-        source = f"subjects of {args.known}"
+        records = _known_for_sigma(args)
+        text = subject_sigma(model, [r.subject for r in records], modality="text")
+        source = f"subjects of {records.source}"
     if args.speech_sigma == "text":
         return {"text": text, "speech": text}, {"text": source, "speech": f"the text sigma ({source})"}
     try:
