@@ -198,7 +198,8 @@ def alignment_section(results: list[dict]) -> list[str]:
     lines = ["## S→T alignment", "",
              f"Forced alignment ({', '.join(aligners)}) of each transcript to its audio locates the subject's speech "
              f"tokens; {rule}. **{len(flagged)} of {len(seen)}** S→T alignments were flagged"
-             + (" (their subject positions are unreliable)." if flagged else "."), "",
+             + (" (their subject positions are unreliable; they are traced and averaged like the others, so read "
+                " their rows with care or rerun without them)." if flagged else "."), "",
              "| Known id | confidence |" + (" coverage |" if coverage else "") + " flagged |",
              "|---|---|" + ("---|" if coverage else "") + "---|"]
     for key, r in sorted(seen.items(), key=lambda kv: _sort_key(kv[0])):
