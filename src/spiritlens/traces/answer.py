@@ -41,7 +41,7 @@ positions only, never the appended pieces; ``answer`` is the whole target's text
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
