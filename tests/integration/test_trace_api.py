@@ -213,3 +213,13 @@ def test_default_window_is_romes_10_of_32_layers_scaled_to_the_depth(tiny_model)
     assert default_window(32) == 10  # SpiritLM itself: ROME's and the paper's window
     given = trace(tiny_model, PROMPT, "Space Needle", kind="mlp", samples=2, noise=1.0, window=3)
     assert given.window == 3 and not np.allclose(given.scores, result.scores)
+
+
+def test_sigma_cache_file_is_written_even_when_the_value_is_in_memory(tiny_model, tmp_path):
+    subjects = ["Space Needle", "Eiffel Tower", "Big Ben"]
+    first = subject_sigma(tiny_model, subjects)  # computed, held in memory only
+    again = subject_sigma(tiny_model, subjects, cache_dir=tmp_path)
+    cached = list(tmp_path.glob("sigma_*.json"))
+    assert again == first and len(cached) == 1
+    record = json.loads(cached[0].read_text())
+    assert record["sigma"] == first and record["subjects"] == 3 and record["tokens"] >= 6

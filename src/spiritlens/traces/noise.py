@@ -108,20 +108,17 @@ def subject_sigma(model, subjects: Iterable[str | Sequence[int]], *, modality: s
     digest = hashlib.sha256(json.dumps([modality, lists]).encode()).hexdigest()[:16]
     key = (str(model.model_dir), str(model.dtype), modality, digest)
     memory = model.__dict__.setdefault("_sigma_cache", {})
-    if key in memory:
-        return memory[key]
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"sigma_{model.variant}_{modality}_{digest}.json"
-        if path.is_file():
-            memory[key] = float(json.loads(path.read_text())["sigma"])
-            return memory[key]
-    ids = torch.tensor([i for ids in lists for i in ids], device=model.device)
-    with torch.no_grad():
-        sigma = float(_embedding_matrix(model)[ids].float().std())
-    memory[key] = sigma
-    if path is not None:
-        record = {"sigma": sigma, "modality": modality, "subjects": len(lists), "tokens": len(ids),
+    path = None if cache_dir is None else Path(cache_dir) / f"sigma_{model.variant}_{modality}_{digest}.json"
+    if key not in memory and path is not None and path.is_file():
+        memory[key] = float(json.loads(path.read_text())["sigma"])
+    n_tokens = sum(len(ids) for ids in lists)
+    if key not in memory:
+        ids = torch.tensor([i for ids in lists for i in ids], device=model.device)
+        with torch.no_grad():
+            memory[key] = float(_embedding_matrix(model)[ids].float().std())
+    sigma = memory[key]
+    if path is not None and not path.is_file():  # also when the value came from memory: cache_dir asked for it
+        record = {"sigma": sigma, "modality": modality, "subjects": len(lists), "tokens": n_tokens,
                   "model": str(model.model_dir), "dtype": str(model.dtype)}
         write_json_atomic(path, record)
     return sigma
