@@ -88,3 +88,14 @@ def test_findings_compare_sites_by_each_rows_own_ie_and_name_romes_shift():
             "the largest after the subject (0.000 at the first subsequent token, layer 0") in text
     assert ("ROME's AIE for the further tokens is 0.200 at layer 0, where their rows' own IE is 0.000") in text
     assert text.endswith("the table and figures show ROME's AIE.")
+
+
+def test_sample_prompts_are_those_with_the_largest_total_effect():
+    from spiritlens.experiment.report import sample_ids
+
+    results = {kid: {"hidden": make_result(5, (1, 3), low=low, high=0.9), "mlp": make_result(5, (1, 3), low=0.0)}
+               for kid, low in ((3, 0.85), (17, 0.2), (40, 0.6), (41, 0.6))}
+    # total effects 0.05, 0.7, 0.3, 0.3: the largest first, ties in the given order
+    assert sample_ids([3, 17, 40, 41], results, 3) == [17, 40, 41]
+    assert sample_ids([3, 17, 41, 40], results, 2) == [17, 41]
+    assert sample_ids([3], results, 3) == [3]

@@ -313,7 +313,11 @@ def _samples(experiment, prep: dict, results: list[dict]) -> list[str]:
         if key[0] is not None:
             by_item.setdefault(key, {})[result["kind"]] = result
     for modality in config.modalities:
-        ids = [kid for kid in prep["kept"].get(modality, []) if (modality, kid) in by_item][:config.sample_figures]
+        traced = {kid: by_item[(modality, kid)] for kid in prep["kept"].get(modality, []) if (modality, kid) in by_item}
+        ids = sample_ids(list(traced), traced, config.sample_figures)
+        if ids:
+            lines += [f"{_LABEL[modality]}: the {len(ids)} kept prompt{'s' if len(ids) > 1 else ''} with the largest "
+                      "total effect (p_clean − p_corrupted of the answer), whose heatmaps have the most to show.", ""]
         for kid in ids:
             record = prep["records"][str(kid)]
             lines.append(f"### {_LABEL[modality]} {kid}: {record['prompt']!r} (subject {record['subject']!r}, "
@@ -327,6 +331,17 @@ def _samples(experiment, prep: dict, results: list[dict]) -> list[str]:
             lines += _circuits_view(out, modality, kid, by_item[(modality, kid)])
             lines.append("")
     return lines or ["No traced prompts."]
+
+
+def sample_ids(ids: list[int], results: Mapping[int, Mapping[str, dict]], n: int) -> list[int]:
+    """The ``n`` of ``ids`` with the largest total effect (``high_score - low_score`` of the hidden
+    result, else of any kind), ties in the given order."""
+    def total_effect(kid: int) -> float:
+        result = results[kid].get("hidden") or next(iter(results[kid].values()))
+        return float(result["high_score"]) - float(result["low_score"])
+
+    order = {kid: i for i, kid in enumerate(ids)}
+    return sorted(ids, key=lambda kid: (-total_effect(kid), order[kid]))[:n]
 
 
 def _alignment_figure(experiment, prep: dict, modality: str, kid: int) -> list[str]:
