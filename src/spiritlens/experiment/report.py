@@ -186,20 +186,22 @@ def alignment_section(results: list[dict]) -> list[str]:
             return bool(r["alignment_low_confidence"])
         return float(r["alignment_confidence"]) < DEFAULT_MIN_CONFIDENCE  # results written before the flag
 
+    from ..align import pocketsphinx
+
+    rules = {"ctc": f"the CTC aligner's confidence is the mean per-frame probability of its path, and the CTC aligner "
+                    f"warns under {DEFAULT_MIN_CONFIDENCE}",
+             "pocketsphinx": f"pocketsphinx's confidence is exp(mean per-frame log-likelihood ratio of the forced "
+                             f"path against its free phone loop); it warns under {pocketsphinx.DEFAULT_MIN_CONFIDENCE} "
+                             f"or when the aligned words cover under {pocketsphinx.MIN_COVERAGE:.0%} of the speech"}
     aligners = sorted({str(r.get("aligner", "?")) for r in seen.values()})
-    rule = ("pocketsphinx's confidence is exp(mean per-frame log-likelihood ratio of the forced path against its "
-            "free phone loop); it warns under 0.05 or when the aligned words cover under 90% of the speech"
-            if aligners == ["pocketsphinx"] else
-            f"confidence is the alignment's mean per-frame probability; the CTC aligner warns under "
-            f"{DEFAULT_MIN_CONFIDENCE}" if "pocketsphinx" not in aligners else
-            "each aligner's own rule (README, \"S→T alignment\")")
+    rule = "; ".join(rules[kind] for kind in sorted({"pocketsphinx" if a == "pocketsphinx" else "ctc" for a in aligners}))
     flagged = [k for k, r in seen.items() if low(r)]
     coverage = any(r.get("alignment_coverage") is not None for r in seen.values())
     lines = ["## S→T alignment", "",
              f"Forced alignment ({', '.join(aligners)}) of each transcript to its audio locates the subject's speech "
              f"tokens; {rule}. **{len(flagged)} of {len(seen)}** S→T alignments were flagged"
              + (" (their subject positions are unreliable; they are traced and averaged like the others, so read "
-                " their rows with care or rerun without them)." if flagged else "."), "",
+                "their rows with care or rerun without them)." if flagged else "."), "",
              "| Known id | confidence |" + (" coverage |" if coverage else "") + " flagged |",
              "|---|---|" + ("---|" if coverage else "") + "---|"]
     for key, r in sorted(seen.items(), key=lambda kv: _sort_key(kv[0])):
