@@ -64,6 +64,15 @@ def default_window(n_layers: int) -> int:
 WINDOW_RULE = "max(1, floor(10 * n_layers / 32 + 1/2)): the paper's 10 of SpiritLM's 32 layers, scaled"
 
 
+def check_window(window: int | None, n_layers: int) -> int:
+    """``window``, or :func:`default_window` for None; ValueError unless an integer >= 1."""
+    if window is None:
+        return default_window(n_layers)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    return window
+
+
 def layer_window(layer: int, window: int, n_layers: int) -> range:
     """ROME's window around ``layer``: [l - w//2, l + ceil(w/2) - 1], truncated at the edges."""
     return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
@@ -294,7 +303,7 @@ class Tracer:
         mid = self._corrupted_prefix[block] + self._clean["attn"][block]
         return mid + self._stack.mlp_out(block, mid)
 
-    def scores(self, kind: str, rows: Sequence[Row], *, window: int = 10,
+    def scores(self, kind: str, rows: Sequence[Row], *, window: int | None = None,
                progress: Callable | None = None) -> np.ndarray:
         """``[R, L]`` restored scores for ``rows`` (each a group of the prompt's positions 0..T0-1).
 
@@ -306,8 +315,7 @@ class Tracer:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-        if not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {window!r}")
+        window = check_window(window, self.n_layers)
         T, L = self.n_prompt, self.n_layers  # rows restore prompt positions only
         sequence = len(self.answer_ids) > 1
         for row in rows:
@@ -371,7 +379,7 @@ class Tracer:
             scores[live, layer] = scores[live, source]
         return scores
 
-    def result(self, kind: str, rows: Sequence[Row] | None = None, *, window: int = 10,
+    def result(self, kind: str, rows: Sequence[Row] | None = None, *, window: int | None = None,
                subject_rows: tuple[int, int] | None = None, ignored_rows: Sequence[int] = (),
                attribute: str | None = None, progress: Callable | None = None, name: str = "") -> TraceResult:
         """Trace one kind into a :class:`TraceResult` (rows default to one per position)."""
@@ -379,6 +387,7 @@ class Tracer:
         if rows is None:
             rows = [Row(t, [i]) for i, t in enumerate(prompt.tokens)]
             subject_rows = prompt.subject_range
+        window = check_window(window, self.n_layers)
         scores = self.scores(kind, rows, window=window, progress=progress)
         answer = self.model.tokenizer.decode(list(self.answer_ids))  # a whole target: all its pieces
         return TraceResult(
@@ -424,10 +433,7 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if row_mode not in ROW_MODES:
         raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES)}")
-    if window is None:
-        window = default_window(model.cfg.n_layers)
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    window = check_window(window, model.cfg.n_layers)
     prepared = prepare_prompt(model, prompt, subject, subject_range=subject_range, occurrence=occurrence)
     answer = resolve_answer(model, prepared, resolve_target(model, target), target_rule)
     spec = parse_noise(noise)
