@@ -5,7 +5,7 @@
 
 Synthesises ``--prompts`` Known prompts (a fixed random subset) with each TTS backend (espeak-ng;
 flite where installed), each with its ground truth: the word times the synthesiser reports
-(``spiritlens.data.tts``). Then, per aligner (pocketsphinx; the CTC path only with a real CTC model
+(``spiritlens.data.tts.corpus``). Then, per aligner (pocketsphinx; the CTC path only with a real CTC model
 directory given as ``--ctc``, else reported as skipped: the tiny random CTC model aligns noise) and
 per TTS backend:
 
@@ -38,7 +38,7 @@ import soundfile as sf
 from spiritlens.align import LowAlignmentConfidence, get_aligner, map_frames_to_speech_tokens
 from spiritlens.align import map_seconds_to_speech_tokens
 from spiritlens.data import EspeakTTS, FliteTTS, load_known, select, synthesize_corpus
-from spiritlens.tokens import find_span
+from spiritlens.tokens.prompt import find_span
 
 UNIT_SECONDS = 0.04
 

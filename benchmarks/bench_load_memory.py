@@ -49,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from spiritlens.tiny import write_tiny_model
+    from spiritlens.synthetic.tiny import write_tiny_model
 
     with tempfile.TemporaryDirectory() as folder:
         directory = write_tiny_model(Path(folder) / "m", hidden_size=args.d_model, num_hidden_layers=args.layers,

@@ -41,7 +41,7 @@ from memory import peak, reset_peak  # noqa: E402
 from reference_tracing import reference_trace  # noqa: E402
 
 from spiritlens import HookedSpiritLM  # noqa: E402
-from spiritlens.tiny import write_tiny_model  # noqa: E402
+from spiritlens.synthetic.tiny import write_tiny_model  # noqa: E402
 from spiritlens.traces import suffix, trace_kinds  # noqa: E402
 
 KINDS = ("hidden", "mlp", "attn")

@@ -1,6 +1,6 @@
 """Write a tiny random-weight SpiritLM checkpoint tree: ``python conversions/make_tiny_checkpoints.py OUT``.
 
-Same as ``spiritlens make-tiny OUT``; see ``spiritlens.tiny`` for the layout.
+Same as ``spiritlens make-tiny OUT``; see ``spiritlens.synthetic.tiny`` for the layout.
 """
 
 import sys

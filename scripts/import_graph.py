@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     for line in private:
         print("  " + line)
     sizes = sorted(((len(p.read_text().splitlines()), m) for m, p in files.items()), reverse=True)
-    print(f"largest modules (lines):")
+    print("largest modules (lines):")
     for n, m in sizes[: args.top]:
         print(f"  {n:5d} {m}")
     return 1 if args.check and (found or private) else 0

@@ -7,7 +7,7 @@ Run by hand (not by CI), from the repository root, with the project's environmen
 
 It
 1. writes tiny tokenizer files for every layout with spiritlens' own writer
-   (``spiritlens.tiny.write_tokenizer_files``): markers and units as SentencePiece user-defined
+   (``spiritlens.synthetic.tiny.write_tokenizer_files``): markers and units as SentencePiece user-defined
    pieces, or as added tokens declared in ``tokenizer_config.json``, ``special_tokens_map.json`` or
    ``added_tokens.json``; ``legacy`` true, false or absent;
 2. creates (once) a separate virtual environment outside the repository with the last transformers
@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tokenizer_reference.json"
 
-# name -> keyword arguments of spiritlens.tiny.write_tokenizer_files
+# name -> keyword arguments of spiritlens.synthetic.tiny.write_tokenizer_files
 LAYOUTS: dict[str, dict] = {
     "sentencepiece": {"layout": "sentencepiece", "legacy": True},
     "sentencepiece-legacy-false": {"layout": "sentencepiece", "legacy": False},
@@ -162,8 +162,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=FIXTURE)
     args = parser.parse_args()
 
-    from spiritlens.tiny import write_tokenizer_files
-    from spiritlens.tokenization import file_hashes
+    from spiritlens.synthetic.tiny import write_tokenizer_files
+    from spiritlens.tokens.layout import file_hashes
 
     python = reference_python(args.venv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO_ROOT, SPOKEN_PROMPT
+
 
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """A complete tiny ``$SPIRITLM_CHECKPOINTS_DIR`` tree (random weights)."""
-    from spiritlens.tiny import make_tiny_checkpoints
+    from spiritlens.synthetic.tiny import make_tiny_checkpoints
 
     return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"), seed=0)
 
@@ -50,13 +51,12 @@ def known_path() -> Path:
     pytest.skip("known_1000.json not found (set SPIRITLENS_KNOWN_PATH or provide ../shared/data)")
 
 
-SPOKEN_PROMPT = "The Space Needle is located in the city of"
 
 
 @pytest.fixture(scope="session")
 def tiny_ctc_dir(tmp_path_factory) -> Path:
     """A tiny random HubertForCTC directory with the ls960-ft character vocabulary."""
-    from spiritlens.align import write_tiny_ctc_model
+    from spiritlens.synthetic.tiny_ctc import write_tiny_ctc_model
 
     return write_tiny_ctc_model(tmp_path_factory.mktemp("ctc") / "hubert-ctc", seed=0)
 
@@ -81,7 +81,8 @@ def toy_cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_root(known_path, toy_cache_dir) -> Path:
     """The small toy SpiritLM (``ToyConfig.small()``: 6 Known facts, 8 layers), trained once per session."""
-    from spiritlens.toy import ToyConfig, toy_checkpoints
+    from spiritlens.synthetic.toy.config import ToyConfig
+    from spiritlens.synthetic.toy import toy_checkpoints
 
     if not espeak_available():
         pytest.skip("espeak-ng is not installed (the setup command installs it)")
@@ -93,7 +94,7 @@ def toy_root(known_path, toy_cache_dir) -> Path:
 def toy_model(toy_root):
     """HookedSpiritLM on the small toy (shared: do not leave hooks on it)."""
     from spiritlens import HookedSpiritLM
-    from spiritlens.toy import model_dir
+    from spiritlens.synthetic.toy.cache import model_dir
 
     return HookedSpiritLM.from_pretrained(model_dir(toy_root), speech_tokenizer=toy_root / "speech_tokenizer")
 

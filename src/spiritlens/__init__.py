@@ -12,11 +12,11 @@ __all__ = ["HookedSpiritLM", "trace", "TraceResult", "__version__"]
 
 def __getattr__(name: str):
     if name == "HookedSpiritLM":
-        from .model import HookedSpiritLM
+        from spiritlens.model import HookedSpiritLM
 
         return HookedSpiritLM
     if name in ("trace", "TraceResult"):
-        from . import traces
+        from spiritlens import traces
 
         return getattr(traces, name)
     raise AttributeError(f"module 'spiritlens' has no attribute {name!r}")

@@ -43,9 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS: tuple[str, ...] = ("hidden", "mlp", "attn")
-MODALITIES: tuple[str, ...] = ("text", "speech")
-MODALITY_LABELS: dict[str, str] = {"text": "T→T", "speech": "S→T"}
+from spiritlens.terms import KINDS, MODALITIES, MODALITY_LABELS  # noqa: F401 (re-exported)
 CATEGORIES: tuple[str, ...] = (
     "first_subject",
     "middle_subject",
@@ -79,7 +77,7 @@ def describe(result: Mapping) -> str:
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class ParsedResult:
     """A checked result: ``scores`` [R, L] float64, subject rows [b, e), the rest normalised."""
 
     scores: np.ndarray
@@ -93,7 +91,7 @@ class _Parsed:
     kept: bool
 
 
-def _parse(result: Mapping) -> _Parsed:
+def parse_result(result: Mapping) -> ParsedResult:
     """Check one result's structure; raise ValueError naming the prompt on the first problem."""
     who = f"result {describe(result)}"
     missing = [key for key in RESULT_KEYS if key not in result]
@@ -138,7 +136,7 @@ def _parse(result: Mapping) -> _Parsed:
     if not all(isinstance(r, int) and not isinstance(r, bool) and 0 <= r < n_rows for r in ignored):
         raise ValueError(f"{who}: ignored_rows must be row indices in [0, {n_rows}), got {ignored!r}")
     correct = result.get("correct_prediction")
-    return _Parsed(
+    return ParsedResult(
         scores=scores,
         b=b,
         e=e,
@@ -153,7 +151,7 @@ def _parse(result: Mapping) -> _Parsed:
 
 def check_result(result: Mapping) -> None:
     """Raise ValueError naming the prompt if ``result`` is not a usable trace result."""
-    _parse(result)
+    parse_result(result)
 
 
 def _category_rows(n_rows: int, b: int, e: int, ignored: frozenset[int]) -> dict[str, list[int]]:
@@ -176,7 +174,7 @@ def categorize(result: Mapping) -> dict[str, list[int]]:
     practice they sit among the middle or further rows. Raises ValueError naming the prompt if the
     subject ends the prompt or the result is malformed.
     """
-    parsed = _parse(result)
+    parsed = parse_result(result)
     return _category_rows(parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored)
 
 
@@ -244,7 +242,7 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
     """
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    chosen = [(result, _parse(result)) for result in results if result.get("kind") == kind]
+    chosen = [(result, parse_result(result)) for result in results if result.get("kind") == kind]
     if not chosen:
         raise ValueError(f"no results of kind {kind!r} to aggregate")
     first_result, first = chosen[0]

@@ -2,7 +2,7 @@
 or pocketsphinx offline), and the mapping of aligned words / LM text tokens to SpiritLM's deduplicated
 speech-token positions."""
 
-from .ctc import (
+from spiritlens.align.ctc import (
     DEFAULT_MIN_CONFIDENCE,
     Alignment,
     LowAlignmentConfidence,
@@ -13,9 +13,9 @@ from .ctc import (
     map_words_to_text_tokens,
     viterbi_align,
 )
-from .aligner import POCKETSPHINX, Aligner, get_aligner
-from .emissions import CTCAligner, Emissions, align_with_emissions
-from .mapping import (
+from spiritlens.align.aligner import POCKETSPHINX, Aligner, get_aligner
+from spiritlens.align.emissions import CTCAligner, Emissions, align_with_emissions
+from spiritlens.align.mapping import (
     SpeechTokenMap,
     SpeechTokenRange,
     ctc_to_unit_frames,
@@ -26,9 +26,8 @@ from .mapping import (
     seconds_to_unit_frames,
     subject_speech_range,
 )
-from .normalize import NormalizedText, SpokenWord, normalize_transcript
-from .pocketsphinx import PocketsphinxAligner, ipa_to_arpabet
-from .tiny import write_tiny_ctc_model
+from spiritlens.align.normalize import NormalizedText, SpokenWord, normalize_transcript
+from spiritlens.align.pocketsphinx import PocketsphinxAligner, ipa_to_arpabet
 
 __all__ = [
     "DEFAULT_MIN_CONFIDENCE",
@@ -60,5 +59,4 @@ __all__ = [
     "seconds_to_unit_frames",
     "subject_speech_range",
     "viterbi_align",
-    "write_tiny_ctc_model",
 ]

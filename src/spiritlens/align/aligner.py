@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Union
 
-from .emissions import CTCAligner
-from .pocketsphinx import PocketsphinxAligner
+from spiritlens.align.emissions import CTCAligner
+from spiritlens.align.pocketsphinx import PocketsphinxAligner
 
 __all__ = ["Aligner", "POCKETSPHINX", "get_aligner"]
 

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from .normalize import WORD_SEPARATOR, NormalizedText, normalize_transcript
+from spiritlens.align.normalize import WORD_SEPARATOR, NormalizedText, normalize_transcript
 
 __all__ = [
     "WordSpan",
@@ -172,7 +172,7 @@ def align_emissions(
 
     ``vocab``: the model's labels, ``vocab[blank]`` the CTC blank, ``word_delimiter`` the word
     separator (``None`` or absent from ``vocab``: words back to back). ``transcript``: raw text,
-    read by :func:`spiritlens.spoken.spoken_form`. Returns an ``Alignment`` (one ``WordSpan`` per
+    read by :func:`spiritlens.spoken.form.spoken_form`. Returns an ``Alignment`` (one ``WordSpan`` per
     spoken word; frames are rows of ``log_probs``). Raises ``ValueError`` if the emissions are empty or
     not log-softmax outputs, a transcript letter is not in the vocabulary or has probability 0 in
     every frame, or the audio is shorter than strict CTC needs (``labels + repeats`` frames).

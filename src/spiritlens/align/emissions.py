@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..units.hubert import conv_hop_samples, conv_num_frames, conv_receptive_field
-from .ctc import DEFAULT_MIN_CONFIDENCE, Alignment, align_emissions, label_index
-from .normalize import WORD_SEPARATOR
+from spiritlens.units.hubert import conv_hop_samples, conv_num_frames, conv_receptive_field
+from spiritlens.align.ctc import DEFAULT_MIN_CONFIDENCE, Alignment, align_emissions, label_index
+from spiritlens.align.normalize import WORD_SEPARATOR
 
 __all__ = ["CTCAligner", "Emissions"]
 
@@ -129,7 +129,7 @@ class CTCAligner:
         """CTC log-probabilities of a mono waveform -> ``Emissions`` [T, V].
 
         ``waveform``: samples at ``sample_rate`` Hz (default 16 kHz; stereo is averaged), a
-        :class:`spiritlens.audio.Waveform` (its own rate) or an audio file (:func:`aligner_samples`).
+        :class:`spiritlens.audio.waveform.Waveform` (its own rate) or an audio file (:func:`aligner_samples`).
         Resampled to the model's rate if it differs.
         """
         import torch
@@ -159,11 +159,11 @@ def align_with_emissions(em: Emissions, transcript: str, *, min_confidence: floa
 
 
 def aligner_samples(waveform, sample_rate: int | None, rate: int, min_samples: int, unit: str) -> np.ndarray:
-    """Mono float32 samples at an aligner's ``rate``: :func:`spiritlens.audio.load_audio` of ``waveform``
+    """Mono float32 samples at an aligner's ``rate``: :func:`spiritlens.audio.waveform.load_audio` of ``waveform``
     (an array or tensor at ``sample_rate``, default 16 kHz, a ``Waveform`` or a path; channels averaged,
     resampled with soxr), then at least ``min_samples`` (what ``unit`` needs) and not silent, else
     ``ValueError``."""
-    from ..audio import load_audio
+    from spiritlens.audio.waveform import load_audio
 
     wav = load_audio(waveform, sample_rate, target_sample_rate=rate).samples
     if len(wav) < min_samples:

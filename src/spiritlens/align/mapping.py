@@ -40,7 +40,7 @@ __all__ = [
     "subject_speech_range",
 ]
 
-MODES = ("exact", "paper")
+from spiritlens.terms import MAPPINGS
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ def map_frames_to_speech_tokens(
     sets ``num_tokens``: the paper's indices are clipped to it and silence is reported).
     ``num_samples``/``num_ctc_frames`` (``M``, ``T`` of formula 1) are required for ``"paper"``.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}; expected one of {MODES}")
+    if mode not in MAPPINGS:
+        raise ValueError(f"mode={mode!r}; expected one of {MAPPINGS}")
     if unit_spans is not None:
         _check_unit_spans(unit_spans)
     ranges: list[tuple[int, int] | None] = []

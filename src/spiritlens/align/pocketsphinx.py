@@ -8,10 +8,10 @@ the ratio of frame durations).
 
 Method (pocketsphinx 5):
 
-1. The transcript is read by :func:`spiritlens.spoken.spoken_form`, the text the synthesiser said;
+1. The transcript is read by :func:`spiritlens.spoken.form.spoken_form`, the text the synthesiser said;
    its words, lower-cased, are the dictionary words.
 2. Every word the bundled CMU dictionary lacks gets a pronunciation from espeak-ng: the IPA phonemes
-   espeak-ng says for the word as the synthesiser was given it (:func:`spiritlens.espeak.phonemes`),
+   espeak-ng says for the word as the synthesiser was given it (:func:`spiritlens.spoken.espeak.phonemes`),
    mapped to the model's ARPAbet phones (:func:`ipa_to_arpabet`). No word is dropped: an IPA symbol
    without a mapping is an error naming it.
 3. A finite-state grammar of exactly the transcript's words in order, with pocketsphinx's optional
@@ -58,8 +58,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..spoken import spoken_form
-from .ctc import Alignment, LowAlignmentConfidence, WordSpan
+from spiritlens.spoken.form import spoken_form
+from spiritlens.align.ctc import Alignment, LowAlignmentConfidence, WordSpan
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "PocketsphinxAligner", "ipa_to_arpabet", "IPA_TO_ARPABET"]
 
@@ -167,7 +167,7 @@ class PocketsphinxAligner:
         """ARPAbet phones of ``(word, spoken)`` pairs from espeak-ng's IPA for ``spoken`` (cached)."""
         todo = list(dict.fromkeys(pair for pair in pairs if pair not in self._pronunciations))
         if todo:
-            from .. import espeak
+            from spiritlens.spoken import espeak
 
             for (word, spoken), ipa in zip(todo, espeak.phonemes_of([s for _, s in todo], voice=self.voice)):
                 self._pronunciations[(word, spoken)] = ipa_to_arpabet(ipa, spoken)
@@ -181,12 +181,12 @@ class PocketsphinxAligner:
     def align(self, waveform, transcript: str, *, sample_rate: int | None = None,
               min_confidence: float | None = None) -> Alignment:
         """Align ``transcript`` to ``waveform`` (samples at ``sample_rate`` Hz, default 16 kHz, a
-        :class:`spiritlens.audio.Waveform` or a file; resampled to 16 kHz). Returns an :class:`Alignment` in 10 ms
+        :class:`spiritlens.audio.waveform.Waveform` or a file; resampled to 16 kHz). Returns an :class:`Alignment` in 10 ms
         frames. Raises ``ValueError`` for an empty/unspeakable transcript or when the search cannot reach
         its end, ``RuntimeError`` if pocketsphinx is not installed. ``min_confidence``: below it (or with
         a coverage under ``MIN_COVERAGE``) the alignment warns (``LowAlignmentConfidence``); default
         ``DEFAULT_MIN_CONFIDENCE``."""
-        from .emissions import aligner_samples
+        from spiritlens.align.emissions import aligner_samples
 
         if not self.available():
             raise RuntimeError("pocketsphinx is not installed (pip install 'spiritlens[data]')")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from spiritlens.aggregates import MODALITY_LABELS, load_results
-from spiritlens.aggregates.outputs import write_aggregate_outputs
+from spiritlens.figures.outputs import write_aggregate_outputs
 from spiritlens.figures.grid import DEFAULT_EPSILON
 
 

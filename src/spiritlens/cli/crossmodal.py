@@ -136,7 +136,8 @@ def run_fact(args) -> int:
 
     from spiritlens import HookedSpiritLM
     from spiritlens.align import LowAlignmentConfidence
-    from spiritlens.crossmodal import CrossModalFact, CrossModalSummary, analyze_fact, write_fact_outputs
+    from spiritlens.crossmodal import CrossModalFact, CrossModalSummary, analyze_fact
+    from spiritlens.figures.crossmodal import write_fact_outputs
     from spiritlens.traces import parse_noise
 
     _choices(args)
@@ -168,7 +169,8 @@ def run_fact(args) -> int:
 
 
 def run_experiment(args) -> int:
-    from spiritlens.crossmodal import CrossModalSummary, run_experiment_dir
+    from spiritlens.crossmodal import CrossModalSummary
+    from spiritlens.experiment.crossmodal import run_experiment_dir
 
     _choices(args)
     status = run_experiment_dir(args.run_dir, analyses=args.analyses, modes=args.modes, directions=args.directions,

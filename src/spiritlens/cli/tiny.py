@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from spiritlens.tiny import make_tiny_checkpoints
+    from spiritlens.synthetic.tiny import make_tiny_checkpoints
 
     root = make_tiny_checkpoints(args.out, seed=args.seed)
     print(f"tiny SpiritLM checkpoints (random weights) written to {root}")

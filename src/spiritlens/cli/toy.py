@@ -3,7 +3,7 @@
 DIR becomes a ``$SPIRITLM_CHECKPOINTS_DIR`` tree (``spiritlm_model/spirit-lm-base-7b``,
 ``speech_tokenizer/``) with ``toy_manifest.json`` and the measured accuracy in
 ``spiritlm_model/spirit-lm-base-7b/toy_report.json``. A DIR already holding the same toy is
-reused; see ``spiritlens.toy`` for what it is trained on.
+reused; see ``spiritlens.synthetic.toy.build`` for what it is trained on.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from dataclasses import replace
 
-    from spiritlens.toy import ToyConfig, make_toy, read_manifest
+    from spiritlens.synthetic.toy.config import ToyConfig
+    from spiritlens.synthetic.toy.build import make_toy
+    from spiritlens.synthetic.toy.cache import read_manifest
 
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")

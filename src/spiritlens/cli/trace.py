@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from spiritlens.terms import KINDS
 
 
 KNOWN_HELP = ("known_1000.json, whose subjects give sigma for a Ks noise rule (ROME's rule) (default: "
@@ -42,7 +43,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--subject-range", help="subject token positions B:E (half-open), instead of --subject")
     parser.add_argument("--first-occurrence", action="store_true",
                         help="if the subject occurs more than once, use the first occurrence (ROME's rule)")
-    parser.add_argument("--kind", default="hidden", choices=["hidden", "mlp", "attn"],
+    parser.add_argument("--kind", default="hidden", choices=KINDS,
                         help="restored state: hidden (residual), mlp or attn outputs (with --window)")
     parser.add_argument("--samples", type=int, default=10, help="corrupted runs averaged per cell")
     parser.add_argument("--noise", default="3s", help="absolute scale (e.g. 0.13), Ks (K sigma), Kv, or uK")
@@ -84,6 +85,7 @@ def _subject_range(text: str | None) -> tuple[int, int] | None:
 
 def run(args) -> int:
     from spiritlens import HookedSpiritLM
+    from spiritlens.figures.heatmap import plot_trace_heatmap
     from spiritlens.traces import parse_noise, subject_sigma, trace
 
     if (args.prompt is None) == (args.audio is None):
@@ -120,7 +122,7 @@ def run(args) -> int:
     result.extra.update(extra, **sigma_record, tokenization=model.tokenization.to_dict())
     result.save(json_path)
     png = Path(args.png) if args.png else json_path.with_suffix(".png")
-    result.plot(png)
+    plot_trace_heatmap(result, png)
     print(f"answer {result.answer!r} ({result.answer_rule}): high {result.high_score:.4f}, "
           f"low {result.low_score:.4f}; wrote {json_path} and {png}")
     return 0
@@ -138,8 +140,9 @@ def _known_for_sigma(args):
 
 
 def _speech_prompt(model, args, json_path: Path):
-    """The S->T prompt: audio, transcript and subject aligned (spiritlens.speech_prompt)."""
-    from spiritlens.speech_prompt import SpeechPrompt
+    """The S->T prompt: audio, transcript and subject aligned (spiritlens.align.speech_prompt)."""
+    from spiritlens.align.speech_prompt import SpeechPrompt
+    from spiritlens.figures.alignment import plot_speech_prompt
 
     if not args.transcript:
         raise ValueError("--audio needs --transcript (what the audio says)")
@@ -150,6 +153,6 @@ def _speech_prompt(model, args, json_path: Path):
     prompt = SpeechPrompt.from_audio(model, args.audio, transcript=args.transcript, subject=args.subject,
                                      aligner=args.aligner, mapping=args.mapping)
     figure = Path(args.alignment_png) if args.alignment_png else json_path.with_name(json_path.stem + "_alignment.png")
-    prompt.plot_alignment(figure)
+    plot_speech_prompt(prompt, figure)
     print(f"alignment confidence {prompt.confidence:.3f}; figure {figure}")
     return prompt, {"alignment": prompt.alignment_json(), "alignment_png": str(figure)}

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from spiritlens._io import write_json_atomic
-    from spiritlens.audio import load_audio
+    from spiritlens.audio.waveform import load_audio
     from spiritlens.units import SpeechTokenizer, default_speech_tokenizer_dir
 
     directory = default_speech_tokenizer_dir(args.speech_tokenizer)

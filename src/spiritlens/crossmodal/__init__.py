@@ -15,17 +15,24 @@ A fact is run twice, as text and as speech, with its positions paired by the ali
 gives the experiment report's section. Figures: ``spiritlens.figures.crossmodal``.
 """
 
-from .fact import CleanRun, CrossModalFact, Word
-from .geometry import GeometryResult, representation_geometry
-from .logit_lens import LogitLensResult, speech_logit_lens
-from .patching import DIRECTIONS, MODES, Patch, PatchCurve, PatchingResult, cross_modal_patching, run_patches
-from .report import report_section
-from .runner import ANALYSES, analyze_fact, run_experiment_dir, write_fact_outputs
-from .summary import Band, CrossModalSummary, summarize
+from spiritlens.crossmodal.fact import CleanRun, CrossModalFact, Word
+from spiritlens.crossmodal.geometry import GeometryResult, representation_geometry
+from spiritlens.crossmodal.logit_lens import LogitLensResult, speech_logit_lens
+from spiritlens.crossmodal.patching import (
+    PATCH_DIRECTIONS,
+    PATCH_MODES,
+    Patch,
+    PatchCurve,
+    PatchingResult,
+    cross_modal_patching,
+    run_patches,
+)
+from spiritlens.crossmodal.analyses import ANALYSES, analyze_fact
+from spiritlens.crossmodal.summary import Band, CrossModalSummary, summarize
 
 __all__ = [
-    "ANALYSES", "DIRECTIONS", "MODES", "Band", "CleanRun", "CrossModalFact", "CrossModalSummary", "GeometryResult",
+    "ANALYSES", "PATCH_DIRECTIONS", "PATCH_MODES", "Band", "CleanRun", "CrossModalFact", "CrossModalSummary", "GeometryResult",
     "LogitLensResult", "Patch", "PatchCurve", "PatchingResult", "Word", "analyze_fact", "cross_modal_patching",
-    "report_section", "representation_geometry", "run_experiment_dir", "run_patches", "speech_logit_lens",
-    "summarize", "write_fact_outputs",
+    "representation_geometry", "run_patches", "speech_logit_lens",
+    "summarize",
 ]

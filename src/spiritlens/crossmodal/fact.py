@@ -1,7 +1,7 @@
 """One fact as two runs, written and spoken, with the correspondence between their positions.
 
 A :class:`CrossModalFact` holds the text prompt (``<s>[Text]The Space Needle is located in …``)
-and the spoken prompt (``<s>[Speech][Hu…]…[Text]``, a :class:`~spiritlens.speech_prompt.SpeechPrompt`)
+and the spoken prompt (``<s>[Speech][Hu…]…[Text]``, a :class:`~spiritlens.align.speech_prompt.SpeechPrompt`)
 of the same sentence. The speech prompt's transcript is tokenised as text by the same tokenizer
 call, so LM text token ``i`` sits at position ``text_positions[i]`` of the text run and is realised
 by the speech positions ``speech_positions(i)`` of the spoken run (its aligned speech group; empty
@@ -27,11 +27,11 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from .._io import read_json, write_json_atomic
-from ..model import hook_names
+from spiritlens._io import read_json, write_json_atomic
+from spiritlens.model import hook_names
 
 TEXT, SPEECH = "text", "speech"
-MODALITIES = (TEXT, SPEECH)
+from spiritlens.terms import MODALITIES
 RESULT_VERSION = 1
 
 
@@ -58,7 +58,8 @@ def _answer_id(model, run: CleanRun, target: int | None) -> int:
     last position among the tokens the run's output modality allows (SpiritLM's forbidden-token
     rule, so it is greedy generation's first token). An explicit id is range-checked.
     """
-    from ..traces.answer import output_modality_of, resolve_answer
+    from spiritlens.tokens.trace_prompt import output_modality_of
+    from spiritlens.traces.answer import resolve_answer
 
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, np.integer))):
         raise ValueError(f"target must be a token id (int), got {target!r}")
@@ -104,7 +105,7 @@ class CrossModalFact:
     text_positions: list[int]
     text_subject_range: tuple[int, int]
     subject_tokens: list[int]
-    speech: Any  # spiritlens.speech_prompt.SpeechPrompt (or an object with its attributes)
+    speech: Any  # spiritlens.align.speech_prompt.SpeechPrompt (or an object with its attributes)
     _runs: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ---------------------------------------------------------------- building
@@ -142,10 +143,10 @@ class CrossModalFact:
                    transcript: str | None = None, mapping: str = "exact", occurrence: str = "unique",
                    sample_rate: int | None = None, name: str = "") -> "CrossModalFact":
         """Align ``audio`` (a path or waveform) to ``transcript`` (default: ``prompt``) with
-        :meth:`SpeechPrompt.from_audio <spiritlens.speech_prompt.SpeechPrompt.from_audio>` and pair it
+        :meth:`SpeechPrompt.from_audio <spiritlens.align.speech_prompt.SpeechPrompt.from_audio>` and pair it
         with the text prompt. ``occurrence``: "unique" (a subject found twice is an error) or
         "first" (ROME's rule)."""
-        from ..speech_prompt import SpeechPrompt
+        from spiritlens.align.speech_prompt import SpeechPrompt
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt is empty")

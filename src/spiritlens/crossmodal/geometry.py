@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .fact import SPEECH, TEXT, CrossModalFact, ResultFile, as_float_array
+from spiritlens.crossmodal.fact import SPEECH, TEXT, CrossModalFact, ResultFile, as_float_array
 
 QUANTITIES = ("cosine", "distance", "text_norm", "speech_norm")
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .fact import SPEECH, TEXT, CrossModalFact, ResultFile
+from spiritlens.crossmodal.fact import SPEECH, TEXT, CrossModalFact, ResultFile
 
 _RANK_CHUNK = 1 << 24  # comparisons per block when counting ranks (bounds memory)
 

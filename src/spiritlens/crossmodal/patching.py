@@ -40,12 +40,19 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..model import hook_names
-from ..traces.noise import draw_noise, noise_scale, parse_noise
-from .fact import SPEECH, TEXT, CrossModalFact, ResultFile, _answer_id, as_float_array, check_no_hooks
+from spiritlens.model import hook_names
+from spiritlens.traces.noise import draw_noise, noise_scale, parse_noise
+from spiritlens.crossmodal.fact import (
+    SPEECH,
+    TEXT,
+    CrossModalFact,
+    ResultFile,
+    _answer_id,
+    as_float_array,
+    check_no_hooks,
+)
 
-DIRECTIONS = ("text_to_speech", "speech_to_text")
-MODES = ("last", "groups")
+from spiritlens.terms import PATCH_DIRECTIONS, PATCH_MODES
 RECEIVER = {"text_to_speech": SPEECH, "speech_to_text": TEXT}
 SOURCE = {"text_to_speech": TEXT, "speech_to_text": SPEECH}
 DIRECTION_LABELS = {"text_to_speech": "text state → noised spoken run",
@@ -211,8 +218,8 @@ class PatchingResult(ResultFile):
 
 def paired_positions(fact: CrossModalFact, direction: str, mode: str) -> tuple[list[int], list[int]]:
     """(receiving-run positions, source-run positions), one pair per patched position (module doc)."""
-    _check_choice("direction", direction, DIRECTIONS)
-    _check_choice("mode", mode, MODES)
+    _check_choice("direction", direction, PATCH_DIRECTIONS)
+    _check_choice("mode", mode, PATCH_MODES)
     text_last = fact.text_positions[fact.subject_tokens[-1]]
     speech_last = fact.speech_subject_range[1] - 1
     if mode == "last":
@@ -226,7 +233,7 @@ def paired_positions(fact: CrossModalFact, direction: str, mode: str) -> tuple[l
 
 def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3s",
                          sigma: float | Mapping[str, float] | None = None, samples: int = 10, seed: int = 1,
-                         modes: Sequence[str] = MODES, directions: Sequence[str] = DIRECTIONS,
+                         modes: Sequence[str] = PATCH_MODES, directions: Sequence[str] = PATCH_DIRECTIONS,
                          target: int | Mapping[str, int | None] | None = None,
                          max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> PatchingResult:
     """Cross-modal patching of one fact, every layer, for the given directions and modes.
@@ -249,7 +256,7 @@ def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3
     """
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
-    modes, directions = check_choices("modes", modes, MODES), check_choices("directions", directions, DIRECTIONS)
+    modes, directions = check_choices("modes", modes, PATCH_MODES), check_choices("directions", directions, PATCH_DIRECTIONS)
     spec = parse_noise(noise)
     L, d = model.cfg.n_layers, model.cfg.d_model
     receivers, curves = {}, []

@@ -24,10 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .fact import ResultFile, as_float_array
-from .geometry import GeometryResult
-from .logit_lens import LogitLensResult
-from .patching import DIRECTION_LABELS, DIRECTIONS, MODES, PatchingResult
+from spiritlens.crossmodal.fact import ResultFile, as_float_array
+from spiritlens.crossmodal.geometry import GeometryResult
+from spiritlens.crossmodal.logit_lens import LogitLensResult
+from spiritlens.crossmodal.patching import DIRECTION_LABELS, PATCH_DIRECTIONS, PATCH_MODES, PatchingResult
 
 CI_Z = 1.96
 RECOVERY_THRESHOLD = 0.5  # cross-modal restoration reaching half the within-modality one (README)
@@ -146,8 +146,8 @@ def summarize(patching: Sequence[PatchingResult] = (), geometry: Sequence[Geomet
     L = depths.pop()
     facts = list(dict.fromkeys(r.name for r in everything))
     patch: dict[str, dict[str, Band]] = {}
-    for direction in DIRECTIONS:
-        for mode in MODES:
+    for direction in PATCH_DIRECTIONS:
+        for mode in PATCH_MODES:
             cross, self_, total = [], [], []
             for result in patching:
                 try:

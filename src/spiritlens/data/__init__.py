@@ -14,23 +14,22 @@ from spiritlens.data.asr import (
     wer_report,
 )
 from spiritlens.data.judge import FilterEntry, FilterResult, Judgement, filter_prompts, judge
-from spiritlens.data.known import KNOWN_URL, KnownDataset, KnownDataUnavailable, KnownRecord, load_known, parse_known, select
-from spiritlens.data.normalize import NORMALISATION, normalize_text, normalize_words
-from spiritlens.data.tts import (
-    EspeakTTS,
-    FliteTTS,
-    MeloTTS,
-    SpeechEntry,
-    Synthesis,
-    SynthesisResult,
-    TTSBackend,
-    TTSError,
-    TTSUnavailable,
-    WordTime,
-    get_backend,
-    load_manifest,
-    synthesize_corpus,
+from spiritlens.data.known import (
+    KNOWN_URL,
+    KnownDataset,
+    KnownDataUnavailable,
+    KnownRecord,
+    load_known,
+    parse_known,
+    select,
 )
+from spiritlens.data.normalize import NORMALISATION, normalize_text, normalize_words
+from spiritlens.data.tts.espeak import EspeakTTS
+from spiritlens.data.tts.flite import FliteTTS
+from spiritlens.data.tts.melo import MeloTTS
+from spiritlens.data.tts.corpus import SpeechEntry, SynthesisResult, load_manifest, synthesize_corpus
+from spiritlens.data.tts.backend import Synthesis, TTSBackend, TTSError, TTSUnavailable, WordTime
+from spiritlens.data.tts.registry import get_backend
 
 __all__ = [
     "ASRBackend", "ASRUnavailable", "EspeakTTS", "FilterEntry", "FilterResult", "FliteTTS", "Judgement",

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import jiwer
 import numpy as np
 
-from spiritlens.audio import load_audio
+from spiritlens.audio.waveform import load_audio
 from spiritlens._io import write_json_atomic as atomic_write_json
 from spiritlens.data.normalize import NORMALISATION, normalize_text
 
@@ -52,7 +52,7 @@ class ASRUnavailable(RuntimeError):
 
 
 def load_audio_16k(audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
-    """A 1-D float32 waveform at 16 kHz (``spiritlens.audio.load_audio``: channels averaged, soxr)."""
+    """A 1-D float32 waveform at 16 kHz (``spiritlens.audio.waveform.load_audio``: channels averaged, soxr)."""
     return load_audio(audio, sample_rate, target_sample_rate=ASR_SAMPLE_RATE).samples
 
 

@@ -43,7 +43,7 @@ from spiritlens.data.normalize import normalize_words
 __all__ = [
     "ALIAS_GROUPS",
     "LABELS",
-    "MODALITIES",
+    "KNOWN_SUBSETS",
     "FilterEntry",
     "FilterResult",
     "Judgement",
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 LABELS = ("exact", "partial", "wrong")
-MODALITIES = {"t2t": "Known-t2t", "s2t": "Known-s2t"}
+from spiritlens.terms import KNOWN_SUBSETS
 WINDOW_WORDS = 5
 MIN_STEM_CHARS = 4
 MAX_SUFFIX_CHARS = 3
@@ -230,8 +230,8 @@ def filter_prompts(
             generated: use another ``out_path`` (or ``resume=False``) for another model.
         progress: tqdm bar (None: only for more than 20 records on a terminal).
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    if modality not in KNOWN_SUBSETS:
+        raise ValueError(f"modality must be one of {', '.join(KNOWN_SUBSETS)}, got {modality!r}")
     accept = tuple(accept)
     unknown = [label for label in accept if label not in LABELS]
     if unknown:
@@ -241,7 +241,7 @@ def filter_prompts(
     records = list(records)
     path = None if out_path is None else Path(out_path)
     previous = _previous_generations(path, modality) if path is not None and resume else {}
-    result = FilterResult(modality, MODALITIES[modality], [], [], {}, accept, keep_all, manifest_path=path)
+    result = FilterResult(modality, KNOWN_SUBSETS[modality], [], [], {}, accept, keep_all, manifest_path=path)
 
     def save() -> None:
         result.counts = _counts(result.entries)
@@ -250,7 +250,7 @@ def filter_prompts(
 
     show = None if progress is None and len(records) > 20 else bool(progress)
     try:
-        for i, record in enumerate(tqdm(records, desc=MODALITIES[modality], unit="prompt", disable=None if show is None else not show)):
+        for i, record in enumerate(tqdm(records, desc=KNOWN_SUBSETS[modality], unit="prompt", disable=None if show is None else not show)):
             base = {"known_id": record.known_id, "prompt": record.prompt, "subject": record.subject, "attribute": record.attribute}
             generated = previous.get((record.known_id, record.prompt))
             if generated is not None:

@@ -1,6 +1,6 @@
 """Text normalisation shared by the WER check and the answer judge (one place, one rule).
 
-:func:`normalize_words` reads the text with :func:`spiritlens.spoken.spoken_form`, the same rules
+:func:`normalize_words` reads the text with :func:`spiritlens.spoken.form.spoken_form`, the same rules
 that make the text given to the speech synthesiser and the transcript given to the aligner
 (numbers, years, decades, ordinals, currency, percent, symbols, Roman numerals in names,
 abbreviations, apostrophes, accents folded), then:
@@ -17,12 +17,12 @@ same words.
 
 from __future__ import annotations
 
-from spiritlens.spoken import spoken_form
+from spiritlens.spoken.form import spoken_form
 
 __all__ = ["NORMALISATION", "normalize_text", "normalize_words"]
 
 NORMALISATION = (
-    "spiritlens.spoken.spoken_form words (numbers spelled with num2words: years, decades, ordinals, currency, "
+    "spiritlens.spoken.form.spoken_form words (numbers spelled with num2words: years, decades, ordinals, currency, "
     "percent; symbols, "
     "Roman numerals in names, abbreviations spelled out; accents folded); lower case; unspeakable characters "
     "left out; letters of a dotted abbreviation joined (U.S. -> us)"

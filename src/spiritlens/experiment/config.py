@@ -7,18 +7,20 @@ any work starts, so a bad argument costs one line and no synthesis, transcriptio
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .. import __version__
-from ..align.aligner import POCKETSPHINX
-from ..traces.engine import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
+from spiritlens import __version__
+from spiritlens.align.aligner import POCKETSPHINX
+from spiritlens.checkpoints.tree import CHECKPOINTS_ENV
+from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS
+from spiritlens.traces.tracer import ROW_MODES
+from spiritlens.traces.window import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
+from spiritlens.checkpoints.tree import variant_dir
 
-__all__ = ["MODALITIES", "MODALITY_OF", "WINDOW_RULE", "ExperimentConfig", "check_environment", "check_settings",
+__all__ = ["DIRECTIONS", "DIRECTION_MODALITY", "WINDOW_RULE", "ExperimentConfig", "check_environment", "check_settings",
            "default_window"]
 
-MODALITIES = ("t2t", "s2t")
-MODALITY_OF = {"t2t": "text", "s2t": "speech"}
 
 
 @dataclass
@@ -26,57 +28,100 @@ class ExperimentConfig:
     """One run of the paper's pipeline.
 
     ``checkpoints``: a ``$SPIRITLM_CHECKPOINTS_DIR`` tree. With none (and the variable unset) the
-    run is the *embedded default*: the toy SpiritLM of :mod:`spiritlens.toy` (``toy``: a toy tree
+    run is the *embedded default*: the toy SpiritLM of :mod:`spiritlens.synthetic.toy.build` (``toy``: a toy tree
     built with ``spiritlens make-toy``; default: built once and cached under the user cache,
     ``~/.cache/spiritlens/toy-<hash>``), traced on the facts it was trained on, with pocketsphinx's
     real US-English model as the aligner. ``random_weights``: the tiny random-weight checkpoints
     instead (a plumbing check: a few Known prompts, every prompt kept). ``aligner``: a character CTC
     model directory (the paper's path, the default whenever one is given) or ``"pocketsphinx"``.
     ``window``: None scales ROME's 10 to the model's depth (:func:`default_window`). ``crossmodal``:
-    after tracing, run :func:`spiritlens.crossmodal.run_experiment_dir` on the facts kept in both
+    after tracing, run :func:`spiritlens.experiment.crossmodal.run_experiment_dir` on the facts kept in both
     Known-t2t and Known-s2t and add its section to the report.
     """
 
-    out: Path
-    checkpoints: Path | None = None
-    variant: str = "spirit-lm-base-7b"
-    aligner: Path | str | None = None
-    known: Path | None = None
-    n_prompts: int | None = None
-    subset_seed: int = 0
-    modalities: tuple[str, ...] = MODALITIES
-    kinds: tuple[str, ...] = ("hidden", "mlp", "attn")
-    samples: int = 10
-    noise: str = "3s"
-    seed: int = 1
-    window: int | None = None
-    speech_sigma: str = "speech"  # S->T noise sigma: over speech subject tokens ("speech") or the text sigma
-    row_mode: str = "auto"  # S->T rows: "auto" = text-token groups (as trace's default), or positions/groups/mean
-    mapping: str = "exact"
-    tts: str = "espeak"
-    asr: str = "pocketsphinx"
-    keep_all: bool = False
-    accept: tuple[str, ...] = ("exact",)
-    max_new_tokens: int = 8
-    dtype: str = "float32"
-    device: str | None = None
-    max_batch_cells: int | None = None
-    sample_figures: int = 3
-    crossmodal: bool = True  # the cross-modal analyses (spiritlens.crossmodal) of facts kept in both modalities
-    toy: Path | None = None
-    random_weights: bool = False
-    embedded: bool = False
-    version: str = field(default=__version__)
+    out: Path = field(metadata={"help": "output folder (resumable: rerun to continue)"})
+    checkpoints: Path | None = field(default=None, metadata={
+        "help": "SpiritLM checkpoints folder (default: $SPIRITLM_CHECKPOINTS_DIR; neither: the embedded toy)"})
+    variant: str = field(default="spirit-lm-base-7b")  # one of checkpoints.tree.VARIANTS, under spiritlm_model/
+    aligner: Path | str | None = field(default=None, metadata={
+        "help": "S->T forced aligner: a character CTC model directory (the paper's path, e.g. "
+                "hubert-large-ls960-ft) or 'pocketsphinx' (the embedded default)"})
+    known: Path | None = field(default=None, metadata={
+        "help": "known_1000.json (default: $SPIRITLENS_KNOWN_PATH, the cache ~/.cache/spiritlens, "
+                "../shared/data next to a source checkout, or a download)"})
+    n_prompts: int | None = field(default=None, metadata={
+        "flag": "--prompts", "metavar": "N",
+        "help": "use N Known prompts (a deterministic subset; default: all, or 6 when embedded)"})
+    subset_seed: int = field(default=0, metadata={"help": "seed of the --prompts subset"})
+    modalities: tuple[str, ...] = field(default=DIRECTIONS, metadata={
+        "help": "directions to run, comma-separated: t2t (text prompt) and/or s2t (spoken prompt)"})
+    kinds: tuple[str, ...] = field(default=KINDS, metadata={"help": "what to restore, comma-separated: hidden,mlp,attn"})
+    samples: int = field(default=10, metadata={"help": "noise samples per prompt (ROME: 10)"})
+    noise: str = field(default="3s", metadata={"help": "noise scale: absolute, or Ks (K sigma, ROME's default 3s)"})
+    seed: int = field(default=1, metadata={"help": "noise seed"})
+    window: int | None = field(default=None, metadata={
+        "help": "layers restored together for mlp/attn (default: ROME's 10 of 32 scaled to the model's depth, "
+                "max(1, floor(10 * layers / 32 + 1/2)))"})
+    speech_sigma: str = field(default="speech", metadata={
+        "choices": ("speech", "text"), "help": "S->T noise sigma: over the subjects' speech tokens, or the text sigma"})
+    row_mode: str = field(default="auto", metadata={
+        "choices": ROW_MODES, "help": "S->T rows: auto (text-token groups, as spiritlens trace), positions, groups, mean"})
+    mapping: str = field(default="exact", metadata={
+        "choices": MAPPINGS, "help": "aligned seconds -> speech positions: exact unit frames or the paper's rounding"})
+    tts: str = field(default="espeak", metadata={"help": "speech synthesis: espeak (offline default), flite, melotts"})
+    asr: str = field(default="pocketsphinx", metadata={"help": "WER check: pocketsphinx, whisper, or none"})
+    keep_all: bool = field(default=False, metadata={"help": "trace every prompt, not only correctly answered ones "
+                                                            "(always so with --random-weights)"})
+    accept: tuple[str, ...] = field(default=("exact",), metadata={"help": "judgements counted correct: exact,partial"})
+    max_new_tokens: int = field(default=8, metadata={"help": "greedy tokens generated to judge an answer"})
+    dtype: str = field(default="auto", metadata={
+        "help": "model dtype: auto (bfloat16 for SpiritLM checkpoints, float32 for the embedded toy and tiny "
+                "models), bfloat16, float32, float16"})
+    device: str | None = field(default=None, metadata={"help": "torch device (default: cuda:$LOCAL_RANK if "
+                                                                 "available, else cpu)"})
+    max_batch_cells: int | None = field(default=None, metadata={
+        "help": "restored cells per batch (default: by the suffix runner's memory budget)"})
+    sample_figures: int = field(default=3, metadata={"help": "prompts per direction with heatmaps in the report"})
+    crossmodal: bool = field(default=True, metadata={
+        "help": "skip the cross-modal analyses (spiritlens crossmodal) of facts kept in both modalities"})
+    toy: Path | None = field(default=None, metadata={
+        "help": "a toy SpiritLM tree (spiritlens make-toy DIR) for the embedded default"})
+    random_weights: bool = field(default=False, metadata={
+        "help": "embedded run on tiny random-weight checkpoints (plumbing check; keeps every prompt)"})
+    embedded: bool = field(init=False, default=False, metadata={"cli": False})
+    version: str = field(default=__version__, metadata={"cli": False})
 
     def __post_init__(self):
         self.out = Path(self.out)
         for key in ("checkpoints", "aligner", "known", "toy"):
             if getattr(self, key) is not None and not (key == "aligner" and self.aligner == POCKETSPHINX):
                 setattr(self, key, Path(getattr(self, key)))
+        # No checkpoints named anywhere: the embedded default (the toy, or tiny random weights).
+        self.embedded = bool(self.random_weights or self.toy is not None or (
+            self.checkpoints is None and not os.environ.get(CHECKPOINTS_ENV)))
         self.modalities = tuple(self.modalities)
         self.kinds = tuple(self.kinds)
         self.accept = tuple(self.accept)
         check_settings(self)
+
+    @property
+    def keeps_all(self) -> bool:
+        """Every prompt is traced: ``--keep-all``, or random weights (which answer nothing)."""
+        return self.keep_all or self.random_weights
+
+    @property
+    def model_dtype(self) -> str:
+        """``dtype``, with ``auto`` resolved: float32 for the embedded models, bfloat16 for SpiritLM's."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "float32" if self.embedded else "bfloat16"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentConfig":
+        """The configuration a ``to_dict()`` (e.g. ``prepare.json``'s ``config``) recorded; unknown
+        keys are ignored, so an older record still loads."""
+        known = {f.name for f in fields(cls) if f.init}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -104,15 +149,13 @@ def _subset(values: tuple, allowed: tuple, flag: str) -> None:
 
 def check_settings(config: ExperimentConfig) -> None:
     """Checks that need nothing but the values; ValueError naming the command-line flag."""
-    from ..align.mapping import MODES as MAPPINGS
-    from ..checkpoints import parse_dtype
-    from ..data.asr import ASR_BACKENDS
-    from ..data.judge import LABELS
-    from ..data.tts import BACKENDS
-    from ..traces import KINDS, parse_noise
-    from ..traces.engine import ROW_MODES
+    from spiritlens.checkpoints.tree import parse_dtype
+    from spiritlens.data.asr import ASR_BACKENDS
+    from spiritlens.data.judge import LABELS
+    from spiritlens.data.tts.registry import BACKENDS
+    from spiritlens.traces import parse_noise
 
-    _subset(config.modalities, MODALITIES, "--modalities")
+    _subset(config.modalities, DIRECTIONS, "--modalities")
     _subset(config.kinds, KINDS, "--kinds")
     _subset(config.accept, LABELS, "--accept")
     _int(config, "n_prompts", "--prompts", 1, optional=True)
@@ -140,7 +183,7 @@ def check_settings(config: ExperimentConfig) -> None:
     except (ValueError, TypeError) as error:
         raise ValueError(f"--noise {config.noise!r}: {error}") from None
     try:
-        parse_dtype(config.dtype)
+        parse_dtype(config.model_dtype)
     except (ValueError, TypeError) as error:
         raise ValueError(f"--dtype: {error}") from None
     if config.random_weights and config.toy is not None:
@@ -153,7 +196,7 @@ def check_settings(config: ExperimentConfig) -> None:
 def check_environment(config: ExperimentConfig) -> None:
     """Checks of what the settings name: folders and files exist, the TTS backend and device are
     usable. Run before any work (FileNotFoundError / ValueError naming the flag)."""
-    from ..checkpoints import CHECKPOINTS_ENV, check_device
+    from spiritlens.checkpoints.tree import CHECKPOINTS_ENV, check_device
 
     if config.out.exists() and not config.out.is_dir():
         raise NotADirectoryError(f"--out {str(config.out)!r} is an existing file, not a folder")
@@ -163,7 +206,7 @@ def check_environment(config: ExperimentConfig) -> None:
         raise FileNotFoundError(f"--aligner {str(config.aligner)!r}: no such directory (a character CTC model "
                                 f"directory, e.g. a local copy of facebook/hubert-large-ls960-ft, or {POCKETSPHINX!r})")
     if config.toy is not None:
-        from ..toy import read_manifest
+        from spiritlens.synthetic.toy.cache import read_manifest
 
         try:
             read_manifest(config.toy)
@@ -172,10 +215,10 @@ def check_environment(config: ExperimentConfig) -> None:
     if config.embedded and not config.random_weights:
         if config.variant != "spirit-lm-base-7b":
             raise ValueError(f"--variant {config.variant!r}: the toy SpiritLM is a spirit-lm-base-7b only")
-        from ..data.tts import EspeakTTS
+        from spiritlens.data.tts.espeak import EspeakTTS
 
         if config.toy is None and not EspeakTTS().available():
-            from ..toy import cached_toy
+            from spiritlens.synthetic.toy.build import cached_toy
 
             if not cached_toy(known=config.known)[1]:
                 raise ValueError("the embedded toy SpiritLM is trained on espeak-ng speech, which is not installed "
@@ -187,14 +230,14 @@ def check_environment(config: ExperimentConfig) -> None:
             root, flag = Path(os.environ[CHECKPOINTS_ENV]), f"${CHECKPOINTS_ENV}"
         if not root.is_dir():
             raise FileNotFoundError(f"{flag} {str(root)!r}: no such directory")
-        model_dir = root / "spiritlm_model" / config.variant
+        model_dir = variant_dir(root, config.variant)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"--variant {config.variant!r}: no model at {model_dir} ({flag} {str(root)!r})")
         if "s2t" in config.modalities and config.aligner is None:
             raise ValueError("--aligner is needed for S->T with real checkpoints: a character CTC model directory "
                              f"(the paper's path, e.g. a local copy of facebook/hubert-large-ls960-ft) or {POCKETSPHINX!r}")
     if "s2t" in config.modalities:
-        from ..data.tts import BACKENDS
+        from spiritlens.data.tts.registry import BACKENDS
 
         backend = BACKENDS[config.tts]()
         if not backend.available():

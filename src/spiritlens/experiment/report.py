@@ -14,8 +14,11 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from .._io import write_atomic
-from .config import MODALITY_OF
+from spiritlens._io import write_atomic
+from spiritlens.experiment.prepared import PreparedRun
+from spiritlens.figures.alignment import plot_speech_prompt
+from spiritlens.figures.heatmap import plot_trace_heatmap
+from spiritlens.terms import DIRECTION_MODALITY
 
 _LABEL = {"t2t": "T→T", "s2t": "S→T"}
 _KIND_WORDS = {"hidden": "Hidden states", "mlp": "MLP outputs", "attn": "Attention outputs"}
@@ -48,33 +51,33 @@ DEFINITIONS = [
 ]
 
 
-def write_report(experiment, prep: dict, summary: dict) -> Path:
+def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
     """Aggregate every result under ``results/``, draw the figures, write ``report.md``; its path."""
-    from ..aggregates import MODALITY_LABELS, load_results
-    from ..aggregates.outputs import write_aggregate_outputs
+    from spiritlens.aggregates import MODALITY_LABELS, load_results
+    from spiritlens.figures.outputs import write_aggregate_outputs
 
     out, config = experiment.out, experiment.config
     problems: list[str] = []
     results = load_results(experiment.results_dir, problems) if experiment.results_dir.is_dir() else []
     lines = ["# spiritlens: factual recall in SpiritLM, text → text and speech → text", ""]
     lines += _model_section(prep, config)
-    sigma = prep.get("sigma", {})
-    window = prep.get("window", config.window)
+    sigma = (prep.sigma or {})
+    window = (prep.window or config.window)
     lines += ["## Setup", "",
-              f"- model: `{prep['model_dir']}` ({config.dtype}, {prep.get('n_layers', '?')} layers); "
-              f"aligner: `{prep['aligner']}` ({config.mapping} mapping)",
-              f"- Known: {prep['n_known']} records from `{prep['known_source']}`, {len(prep['records'])} used",
+              f"- model: `{prep.model_dir}` ({prep.dtype}, {(prep.n_layers or '?')} layers); "
+              f"aligner: `{prep.aligner}` ({config.mapping} mapping)",
+              f"- Known: {prep.n_known} records from `{prep.known_source}`, {len(prep.records)} used",
               f"- noise `{config.noise}`; sigma text {_num(sigma.get('text'))}, speech {_num(sigma.get('speech'))} "
               f"(S→T uses the {config.speech_sigma} sigma); samples {config.samples}; seed {config.seed}; "
               f"kinds {', '.join(config.kinds)}; S→T rows: {config.row_mode}",
-              f"- window {window} ({prep.get('window_rule', 'given')}): MLP/attention rows restore the outputs of "
+              f"- window {window} ({(prep.window_rule or 'given')}): MLP/attention rows restore the outputs of "
               f"{window} layer(s) around the centre layer, truncated at the ends", "",
               "## Data", ""]
-    if "tts" in prep:
-        tts = prep["tts"]
+    if prep.tts is not None:
+        tts = prep.tts
         lines.append(f"- speech synthesis ({tts['backend']}, voice {tts['voice']}): {tts['synthesized']} synthesised, "
                      f"{tts['reused']} reused from the cache, {len(tts['failed'])} failed")
-        wer = prep.get("wer", {})
+        wer = (prep.wer or {})
         lines.append(f"- WER check ({wer.get('asr')}): " + (f"corpus WER {wer['corpus_wer']:.3f} (per item in `wer.json`)"
                                                             if wer.get("computed") else f"not computed: {wer.get('reason')}"))
         if wer.get("computed") and wer.get("asr") == "pocketsphinx":
@@ -82,9 +85,9 @@ def write_report(experiment, prep: dict, summary: dict) -> Path:
                          "prompts it was 0.87 on espeak-ng's voice and 0.30 on flite's awb voice. Forced alignment, "
                          "which is given the transcript, is measured against the synthesiser's own word times "
                          "instead: README, \"Speech: spoken form, ground truth, alignment\".)")
-    for modality, counts in prep["filter"].items():
+    for modality, counts in prep.filter.items():
         lines.append(f"- Known-{modality}: judgements {counts}; kept {summary['kept'].get(modality, 0)}"
-                     + (" (every prompt kept: --keep-all)" if config.keep_all else " (greedy answer judged exact)")
+                     + (" (every prompt kept: --keep-all)" if config.keeps_all else " (greedy answer judged exact)")
                      + f" (`filter/known-{modality}.json`)")
     lines += ["", "## Tracing", "",
               f"- traced {summary['traced']} prompts in this run, {summary['already_done']} were already done, "
@@ -121,7 +124,7 @@ def write_report(experiment, prep: dict, summary: dict) -> Path:
     else:
         lines.append("No results to aggregate.")
     if summary.get("crossmodal") is not None:
-        from ..crossmodal import report_section
+        from spiritlens.experiment.report_crossmodal import report_section
 
         lines += report_section(out)
         if "error" in summary["crossmodal"]:
@@ -131,16 +134,16 @@ def write_report(experiment, prep: dict, summary: dict) -> Path:
     return path
 
 
-def _model_section(prep: dict, config) -> list[str]:
-    weights = prep.get("weights") or ("random" if prep.get("embedded") else "checkpoints")
+def _model_section(prep: PreparedRun, config) -> list[str]:
+    weights = prep.weights or ("random" if prep.embedded else "checkpoints")
     if weights == "random":
         return ["> **Random weights.** This run used the embedded tiny SpiritLM checkpoints, whose weights are",
                 "> random: the numbers and figures show that the pipeline works end to end, not anything about",
                 "> SpiritLM. Point `SPIRITLM_CHECKPOINTS_DIR` (or `--checkpoints`) at real checkpoints and pass",
                 "> `--aligner` for the real experiment.", ""]
-    if weights != "toy" or "toy" not in prep:
-        return ["## Model", "", f"SpiritLM checkpoints `{prep['model_dir']}` (variant `{config.variant}`).", ""]
-    toy = prep["toy"]
+    if weights != "toy" or prep.toy is None:
+        return ["## Model", "", f"SpiritLM checkpoints `{prep.model_dir}` (variant `{config.variant}`).", ""]
+    toy = prep.toy
     cfg, training = toy["config"], toy["training"]
     relations = sorted({f.get("relation_id", "") for f in toy["facts"]})
     forms = ", ".join(f"{n} {form}" for form, n in training.get("sequences", {}).items())
@@ -151,7 +154,7 @@ def _model_section(prep: dict, config) -> list[str]:
              "> the subject. Point `SPIRITLM_CHECKPOINTS_DIR` (or `--checkpoints`) at real checkpoints for the paper's",
              "> experiment.", "",
              "## Model", "",
-             f"- the toy SpiritLM (`spiritlens.toy`) at `{toy['root']}` (inputs hash `{toy['hash'][:12]}`): a Llama in "
+             f"- the toy SpiritLM (`spiritlens.synthetic.toy.build`) at `{toy['root']}` (inputs hash `{toy['hash'][:12]}`): a Llama in "
              f"SpiritLM's checkpoint layout, {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
              f"MLP {cfg['d_mlp']}; tokenizer with `[Text]`, `[Speech]`, `[Hu0]`…`[Hu500]`; the tiny random mHuBERT "
              "speech front end",
@@ -172,7 +175,7 @@ def alignment_section(results: list[dict]) -> list[str]:
     """Each S->T prompt's alignment confidence, and how many the aligner warned about (its own
     threshold: mean per-frame probability under 0.5 for CTC; goodness of pronunciation under 0.05
     or coverage under 90% for pocketsphinx, :mod:`spiritlens.align.pocketsphinx`)."""
-    from ..align import DEFAULT_MIN_CONFIDENCE
+    from spiritlens.align import DEFAULT_MIN_CONFIDENCE
 
     seen: dict[str, dict] = {}
     for result in results:
@@ -186,7 +189,7 @@ def alignment_section(results: list[dict]) -> list[str]:
             return bool(r["alignment_low_confidence"])
         return float(r["alignment_confidence"]) < DEFAULT_MIN_CONFIDENCE  # results written before the flag
 
-    from ..align import pocketsphinx
+    from spiritlens.align import pocketsphinx
 
     rules = {"ctc": f"the CTC aligner's confidence is the mean per-frame probability of its path, and the CTC aligner "
                     f"warns under {DEFAULT_MIN_CONFIDENCE}",
@@ -240,7 +243,7 @@ def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
     mean p(answer) clean and corrupted and the ATE; per kind where the largest AIE lies, the largest
     at a subject token against the largest after the subject in the first half of the layers (where
     ROME finds the early site), and whether the subject site leads."""
-    from ..aggregates import CATEGORIES, MODALITY_LABELS
+    from spiritlens.aggregates import CATEGORIES, MODALITY_LABELS
 
     paragraphs = []
     for modality, kinds in by_modality.items():
@@ -304,9 +307,7 @@ def _baseline_shift(agg, threshold: float = 0.02) -> tuple[str, int, float, floa
     return worst
 
 
-def _samples(experiment, prep: dict, results: list[dict]) -> list[str]:
-    from ..figures.heatmap import plot_trace_heatmap
-
+def _samples(experiment, prep: PreparedRun, results: list[dict]) -> list[str]:
     out, config = experiment.out, experiment.config
     lines = []
     by_item: dict[tuple[str, int], dict[str, dict]] = {}
@@ -315,13 +316,13 @@ def _samples(experiment, prep: dict, results: list[dict]) -> list[str]:
         if key[0] is not None:
             by_item.setdefault(key, {})[result["kind"]] = result
     for modality in config.modalities:
-        traced = {kid: by_item[(modality, kid)] for kid in prep["kept"].get(modality, []) if (modality, kid) in by_item}
+        traced = {kid: by_item[(modality, kid)] for kid in prep.kept.get(modality, []) if (modality, kid) in by_item}
         ids = sample_ids(list(traced), traced, config.sample_figures)
         if ids:
             lines += [f"{_LABEL[modality]}: the {len(ids)} kept prompt{'s' if len(ids) > 1 else ''} with the largest "
                       "total effect (p_clean − p_corrupted of the answer), whose heatmaps have the most to show.", ""]
         for kid in ids:
-            record = prep["records"][str(kid)]
+            record = prep.records[str(kid)]
             lines.append(f"### {_LABEL[modality]} {kid}: {record['prompt']!r} (subject {record['subject']!r}, "
                          f"attribute {record['attribute']!r})")
             lines.append("")
@@ -346,12 +347,12 @@ def sample_ids(ids: list[int], results: Mapping[int, Mapping[str, dict]], n: int
     return sorted(ids, key=lambda kid: (-total_effect(kid), order[kid]))[:n]
 
 
-def _alignment_figure(experiment, prep: dict, modality: str, kid: int) -> list[str]:
-    if MODALITY_OF[modality] != "speech":
+def _alignment_figure(experiment, prep: PreparedRun, modality: str, kid: int) -> list[str]:
+    if DIRECTION_MODALITY[modality] != "speech":
         return []
     name = f"figures/alignment_{kid}.png"
     try:
-        experiment._speech_prompt(prep, kid).plot_alignment(experiment.out / name)
+        plot_speech_prompt(experiment.models(prep).speech_prompt(kid), experiment.out / name)
     except (ValueError, OSError) as error:
         return [f"(alignment figure not drawn: {error})"]
     return [f"![alignment]({name})"]
@@ -361,7 +362,7 @@ def _circuits_view(out: Path, modality: str, kid: int, results: dict[str, dict])
     result = results.get("hidden") or next(iter(results.values()))
     name = f"figures/circuits_{modality}_{kid}.html"
     try:
-        from ..figures.circuits import write_trace_tokens_html
+        from spiritlens.figures.circuits import write_trace_tokens_html
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -4,6 +4,7 @@ Importing this package needs neither matplotlib nor circuitsvis; each plotting c
 library and, if it is missing, says ``pip install 'spiritlens[plots]'``.
 """
 
+from spiritlens.figures.alignment import plot_alignment, plot_speech_prompt
 from spiritlens.figures.circuits import trace_tokens_html, write_trace_tokens_html
 from spiritlens.figures.grid import aie_grid_figure, aie_lines_figure, plot_aie_grid, plot_aie_lines
 from spiritlens.figures.heatmap import plot_trace_heatmap, row_labels, trace_heatmap_figure
@@ -13,6 +14,8 @@ __all__ = [
     "aie_lines_figure",
     "plot_aie_grid",
     "plot_aie_lines",
+    "plot_alignment",
+    "plot_speech_prompt",
     "plot_trace_heatmap",
     "row_labels",
     "trace_heatmap_figure",

@@ -15,6 +15,7 @@ Three panels on one time axis in seconds:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,14 @@ def _top_panel(ax, emissions, vocab, alignment):
     for word in alignment.words:
         ax.axvspan(word.start_s, word.end_s, color="white", alpha=0.10)
     return image
+
+
+def plot_speech_prompt(prompt, path: str | os.PathLike) -> Path:
+    """Figure 3 of the paper for a :class:`~spiritlens.align.speech_prompt.SpeechPrompt`: the CTC
+    trellis with its path (or pocketsphinx's phones), the mel spectrogram with the aligned words and,
+    when known, the synthesiser's own word times; written as a PNG at ``path``, which is returned."""
+    emissions = prompt.emissions
+    return plot_alignment(prompt.waveform.samples, prompt.waveform.sample_rate, emissions,
+                          None if emissions is None else emissions.vocab, prompt.alignment, path,
+                          title=f"{prompt.transcript!r} (subject {prompt.subject!r})",
+                          reference=prompt.reference_words)

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from spiritlens._io import write_atomic
-from spiritlens.aggregates.aie import _parse, describe
+from spiritlens.aggregates.aie import parse_result, describe
 from spiritlens.figures._render import PLOTS_EXTRA_HINT
 from spiritlens.figures.heatmap import row_labels
 
 
 def indirect_effects(result: Mapping) -> tuple[np.ndarray, list[str]]:
     """Values [R, L+1] (max over layers, then layers 0..L-1) of ``scores - low_score``, and their names."""
-    parsed = _parse(result)
+    parsed = parse_result(result)
     effects = parsed.scores - parsed.low  # [R, L]
     values = np.concatenate([effects.max(axis=1, keepdims=True), effects], axis=1)
     names = ["max over layers"] + [f"layer {layer}" for layer in range(effects.shape[1])]

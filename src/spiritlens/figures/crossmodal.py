@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from spiritlens.figures._render import new_figure, plain_label, save_png
+from spiritlens.crossmodal.analyses import ANALYSES
+from spiritlens.crossmodal.analyses import summarize_results
+from spiritlens.crossmodal.fact import ResultFile
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -202,3 +205,35 @@ def plot_logit_lens(result: LogitLensResult, path: str | os.PathLike) -> Path:
 def plot_mrr(summary: CrossModalSummary, path: str | os.PathLike) -> Path:
     """Write :func:`mrr_figure` as a PNG; returns the path."""
     return save_png(mrr_figure(summary), path, {"Title": "spiritlens logit lens MRR"})
+
+
+SUMMARY_FIGURES = {"patching": "patching.png", "geometry": "geometry.png", "logit_lens": "logit_lens_mrr.png"}
+
+
+def write_figures(summary: CrossModalSummary, out: str | os.PathLike, sample_lens: LogitLensResult | None = None,
+                  sample_name: str = "logit_lens.png", analyses: Sequence[str] = ANALYSES) -> list[str]:
+    """The summary's figures of ``analyses`` (those it has numbers for) and a sample logit-lens
+    heatmap, in ``out``; the file names written."""
+    from spiritlens.figures.crossmodal import plot_geometry, plot_logit_lens, plot_mrr, plot_patching
+
+    out = Path(out)
+    written = []
+    for analysis, plot in (("patching", plot_patching), ("geometry", plot_geometry), ("logit_lens", plot_mrr)):
+        if analysis in analyses and getattr(summary, analysis):
+            plot(summary, out / SUMMARY_FIGURES[analysis])
+            written.append(SUMMARY_FIGURES[analysis])
+    if sample_lens is not None:
+        plot_logit_lens(sample_lens, out / sample_name)
+        written.append(sample_name)
+    return written
+
+
+def write_fact_outputs(results: Mapping[str, ResultFile], out: str | os.PathLike) -> list[Path]:
+    """One fact's results as ``<analysis>.json``, its ``summary.json`` and figures in ``out``."""
+    out = Path(out)
+    paths = [result.save(out / f"{analysis}.json") for analysis, result in results.items()]
+    summary = summarize_results({analysis: [result] for analysis, result in results.items()})
+    paths.append(summary.save(out / "summary.json"))
+    # For one fact the heatmap shows the logit lens; a reciprocal-rank curve adds nothing.
+    names = write_figures(summary, out, results.get("logit_lens"), analyses=("patching", "geometry"))
+    return paths + [out / name for name in names]

@@ -14,8 +14,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spiritlens.aggregates.aie import MODALITY_LABELS, _parse, describe
-from spiritlens.figures._render import KIND_CMAPS, KIND_NAMES, new_figure, plain_label, save_png, set_layer_ticks
+from spiritlens.aggregates.aie import MODALITY_LABELS, parse_result, describe
+from spiritlens.figures._render import (
+    KIND_CMAPS,
+    KIND_NAMES,
+    new_figure,
+    plain_label,
+    save_png,
+    set_layer_ticks,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -23,7 +30,7 @@ if TYPE_CHECKING:
 
 def row_labels(result: Mapping) -> list[str]:
     """One label per row of ``scores`` ([R]): ``rows[i].label`` or ``tokens[i]``, subject rows ending in ``*``."""
-    parsed = _parse(result)
+    parsed = parse_result(result)
     n_rows = parsed.scores.shape[0]
     if result.get("rows") is not None:
         labels = [str(row.get("label", i)) if isinstance(row, Mapping) else str(row) for i, row in enumerate(result["rows"])]
@@ -36,7 +43,7 @@ def row_labels(result: Mapping) -> list[str]:
 
 def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figure:
     """Build the heatmap Figure of one result (``scores`` [R, L]); see ``plot_trace_heatmap``."""
-    parsed = _parse(result)
+    parsed = parse_result(result)
     scores = parsed.scores
     n_rows, n_layers = scores.shape
     kind, window = parsed.kind, result.get("window", 10)
@@ -71,12 +78,16 @@ def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figur
     return fig
 
 
-def plot_trace_heatmap(result: Mapping, path: str | os.PathLike, model_name: str = "SpiritLM") -> Path:
+def plot_trace_heatmap(result, path: str | os.PathLike, model_name: str = "SpiritLM") -> Path:
     """Write one result's heatmap as a PNG at ``path`` (atomically) and return the path.
+
+    ``result``: a :class:`~spiritlens.traces.TraceResult` or its JSON dict (``to_json()``).
 
     Title and x label follow ROME (hidden: single restored layer; mlp/attn: centre of a window of
     ``window`` restored layers); a second line gives the modality, the answer, and the clean and
     corrupted probabilities. Raises ValueError naming the prompt if the result is malformed.
     """
+    if hasattr(result, "to_json"):
+        result = result.to_json()
     fig = trace_heatmap_figure(result, model_name=model_name)
     return save_png(fig, path, {"Title": f"causal trace {describe(result)}", "kind": str(result["kind"])})

@@ -8,7 +8,7 @@ HuBERT units, a TokenMap), modality-constrained generation and the speech tokeni
 One way into the model: every method that takes a prompt (``model(p)``, ``run_with_cache``,
 ``run_with_hooks``, ``generate``, ``to_tokens``, ``to_str_tokens``) reads a string or
 ``(modality, content)`` pairs through SpiritLM's prompt path (markers, then SpiritLM's own
-tokenisation, :mod:`spiritlens.tokenization`); token ids pass through after a range check. The
+tokenisation, :mod:`spiritlens.tokens.llama`); token ids pass through after a range check. The
 bridge's own string handling (its transformers tokenizer, no markers) is never used for a prompt:
 bridge methods that would tokenise a string themselves refuse one. Delegated methods that return
 the bridge (``to``, ``cuda``, ``cpu``, ``half``, ``float``, ``eval``, ``train``, ...) return the
@@ -32,16 +32,17 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..checkpoints import (
+from spiritlens.checkpoints.tree import (
     check_device,
     check_model_dir,
     parse_dtype,
     resolve_model_dir,
     speech_tokenizer_dir,
 )
-from ..tokenization import SlowLlamaTokenizer, TokenizerLayout, check_tokenization, detect_layout
-from ..tokens import MODALITIES, Segment, TokenMap, check_output_modality, encode_segments
-from ..vocab import SpiritVocab
+from spiritlens.tokens.llama import SlowLlamaTokenizer
+from spiritlens.tokens.layout import TokenizerLayout, check_tokenization, detect_layout
+from spiritlens.tokens.prompt import MODALITIES, Segment, TokenMap, check_output_modality, encode_segments
+from spiritlens.tokens.vocab import SpiritVocab
 
 Prompt = str | Sequence[tuple[str, Any]]
 logger = logging.getLogger("spiritlens")
@@ -66,10 +67,10 @@ class HookedSpiritLM:
     """SpiritLM with TransformerLens hooks. Build it with :meth:`from_pretrained`.
 
     Attributes: ``bridge`` (the TransformerBridge, with its own transformers tokenizer),
-    ``tokenizer`` (SpiritLM's text tokenizer: :class:`~spiritlens.tokenization.SlowLlamaTokenizer`,
+    ``tokenizer`` (SpiritLM's text tokenizer: :class:`~spiritlens.tokens.llama.SlowLlamaTokenizer`,
     or the installed transformers' ``LlamaTokenizer`` with ``tokenization="transformers"``),
-    ``tokenization`` (:class:`~spiritlens.tokenization.TokenizerLayout`: where the markers live,
-    ``legacy``, which path tokenises), ``vocab`` (:class:`~spiritlens.vocab.SpiritVocab`),
+    ``tokenization`` (:class:`~spiritlens.tokens.layout.TokenizerLayout`: where the markers live,
+    ``legacy``, which path tokenises), ``vocab`` (:class:`~spiritlens.tokens.vocab.SpiritVocab`),
     ``model_dir``, ``variant``.
     """
 
@@ -492,7 +493,7 @@ def _id_lists(value: Sequence) -> list:
 
 
 def _load_speech_tokenizer(source: Any, model_dir: Path):
-    from ..units import SpeechTokenizer
+    from spiritlens.units import SpeechTokenizer
 
     if source is None:
         folder = speech_tokenizer_dir(model_dir)

@@ -1,9 +1,18 @@
 """Causal tracing (ROME semantics): noise, restoration, results."""
 
-from .answer import ANSWER_RULES, TARGET_RULES, AnswerRule, resolve_answer, sequence_probability
-from .engine import KINDS, TracePrompt, Tracer, default_window, layer_window, prepare_prompt, trace, trace_kinds
-from .noise import NoiseSpec, embedding_std, parse_noise, subject_sigma
-from .result import Row, TraceResult
+from spiritlens.traces.answer import (
+    ANSWER_RULES,
+    TARGET_RULES,
+    AnswerRule,
+    resolve_answer,
+    sequence_probability,
+)
+from spiritlens.traces.tracer import KINDS, Tracer, trace, trace_kinds
+from spiritlens.tokens.trace_prompt import TracePrompt, prepare_prompt
+from spiritlens.traces.window import default_window, layer_window
+from spiritlens.traces.noise import NoiseSpec, embedding_std, parse_noise, subject_sigma
+from spiritlens.tokens.trace_prompt import Row
+from spiritlens.traces.result import TraceResult
 
 __all__ = [
     "ANSWER_RULES", "AnswerRule", "TARGET_RULES", "resolve_answer", "sequence_probability",

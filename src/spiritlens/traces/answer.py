@@ -27,7 +27,7 @@ Every :class:`~spiritlens.traces.TraceResult` records its rule in ``answer_rule`
   pieces. The result records ``target`` (the text as tokenised), ``target_ids`` and
   ``target_tokens``.
 
-**The whole target's score** (``"sequence"``, traced by :mod:`spiritlens.traces.engine`): prompt
+**The whole target's score** (``"sequence"``, traced by :mod:`spiritlens.traces.tracer`): prompt
 ids P (length T0), target pieces t_1..t_K. Each run (clean, corrupted, restored) is a forward of
 the teacher-forced sequence ``P + t_1..t_{K-1}`` (``[S, T0 + K - 1]``; noise on the subject's
 embeddings only), and its score is the mean over its S rows of ``prod_k p(t_k)`` at positions
@@ -45,6 +45,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from spiritlens.tokens.trace_prompt import output_modality_of
 
 TARGET_RULES = ("first_token", "sequence")
 TOP1_RULES = {"text": "top1_text", "speech": "top1_speech", "arbitrary": "top1_any"}
@@ -78,15 +79,6 @@ class AnswerRule:
         """The result fields: ``answer_rule``, ``target``, ``target_ids``, ``target_tokens``."""
         return {"answer_rule": self.rule, "target": self.target, "target_ids": list(self.target_ids),
                 "target_tokens": list(self.target_tokens)}
-
-
-def output_modality_of(model, input_ids: Sequence[int]) -> str:
-    """The output modality a prompt's ids ask for: ``"speech"`` after a ``[Speech]`` marker or a
-    speech token with no ``[Text]`` after it, else ``"text"`` (SpiritLM appends ``[Text]`` to
-    speech prompts for text output)."""
-    last = int(input_ids[-1])
-    vocab = model.vocab
-    return "speech" if last == vocab.speech_marker_id or last in vocab.speech_ids else "text"
 
 
 def resolve_answer(model, prompt, target: int | str | None = None, target_rule: str | None = None,

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .._io import write_json_atomic
+from spiritlens._io import write_json_atomic
 
 _RULE = re.compile(r"^(?:(?P<k1>\d*\.?\d*)(?P<r1>[sv])|(?P<r2>[sv])(?P<k2>\d*\.?\d*)|u(?P<u>\d*\.?\d+))$")
 

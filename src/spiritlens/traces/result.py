@@ -21,18 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import write_json_atomic
+from spiritlens._io import write_json_atomic
+from spiritlens.tokens.trace_prompt import Row
 
 RESULT_VERSION = 1
 ANSWER_FIELDS = ("answer_rule", "target", "target_ids", "target_tokens")
-
-
-@dataclass
-class Row:
-    """One row of the scores table: a label and the token positions restored together."""
-
-    label: str
-    positions: list[int]
 
 
 @dataclass
@@ -153,8 +146,3 @@ class TraceResult:
                     ignored_rows=list(ignored_rows or []), row_mode="mean_of_positions")
         return TraceResult.from_json(data)
 
-    def plot(self, path: str | os.PathLike, **kwargs) -> Path:
-        """A ROME-style heatmap PNG of this result (``spiritlens.figures.heatmap``)."""
-        from ..figures.heatmap import plot_trace_heatmap
-
-        return plot_trace_heatmap(self.to_json(), path, **kwargs)

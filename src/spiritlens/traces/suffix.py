@@ -53,7 +53,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from spiritlens.model.llama import LlamaStack, linear, rms_norm, apply_rope
 
 # Tokens in flight per batch on a CPU (rows x suffix positions, summed over the batch's cells):
 # the fastest of 512 .. 16384 in benchmarks/bench_trace.py --sweep-batch (8 layers x d 512, T = 60,
@@ -100,106 +100,6 @@ class Cell:
     restore: tuple[int, ...] = ()
 
 
-def check_no_block_hooks(bridge) -> None:
-    """Raise ValueError if TransformerLens hooks are attached to a hook point of the bridge's blocks,
-    final norm or unembedding (``add_hook``, or ``hooks()`` still open).
-
-    The suffix runs compute the blocks from the weights, so such hooks would be silently skipped.
-    (Plain PyTorch hooks on the wrapped modules cannot be told apart from the bridge's own.)
-    """
-    found = sorted(name for name, point in bridge.hook_dict.items()
-                   if name.startswith(("blocks.", "ln_final", "unembed")) and point.fwd_hooks)
-    if found:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        raise ValueError(f"the model has hooks attached at {shown}: causal tracing's restored runs compute the "
-                         "blocks directly and would skip them; remove them first (model.reset_hooks())")
-
-
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """LlamaRMSNorm: normalise in float32, cast back to the input dtype, then scale."""
-    dtype = x.dtype
-    x = x.float()
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x.to(dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """HF Llama's ``apply_rotary_pos_emb`` for one tensor: ``x * cos + rotate_half(x) * sin``."""
-    return (x * cos) + (_rotate_half(x) * sin)
-
-
-def _linear(x: torch.Tensor, module) -> torch.Tensor:
-    return F.linear(x, module.weight, getattr(module, "bias", None))
-
-
-class LlamaStack:
-    """The decoder blocks of a (bridge-wrapped) ``LlamaForCausalLM`` as plain tensor functions.
-
-    Reads the weights through the modules' ``weight``/``bias`` (the bridge's components forward
-    them to the HF modules), and the geometry from the HF config.
-    """
-
-    def __init__(self, hf_model):
-        config = hf_model.config
-        if getattr(config, "model_type", None) != "llama":
-            raise ValueError(f"causal tracing's restored runs need a Llama model, got model_type "
-                             f"{getattr(config, 'model_type', None)!r}")
-        self.config = config
-        self.layers = list(hf_model.model.layers)
-        self.norm = hf_model.model.norm
-        self.lm_head = hf_model.lm_head
-        self.rotary = hf_model.model.rotary_emb
-        self.eps = float(config.rms_norm_eps)
-        self.n_heads = int(config.num_attention_heads)
-        self.n_kv_heads = int(getattr(config, "num_key_value_heads", None) or self.n_heads)
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"num_attention_heads {self.n_heads} is not a multiple of num_key_value_heads "
-                             f"{self.n_kv_heads}")
-        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.n_heads)
-        self.groups = self.n_heads // self.n_kv_heads
-        self.scaling = self.head_dim ** -0.5
-        self.act = _activation(config.hidden_act)
-        self.vocab = int(self.lm_head.weight.shape[0])
-
-    def rotary_tables(self, n_positions: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """HF's ``cos``, ``sin`` for positions 0..n-1: ``[n, head_dim]`` in ``like``'s dtype."""
-        positions = torch.arange(n_positions, device=like.device)[None]
-        cos, sin = self.rotary(like, positions)
-        return cos[0], sin[0]
-
-    def key_value(self, layer: int, resid_pre: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys (after rotary) and values of block ``layer`` for ``resid_pre`` ``[B, T, d]``:
-        two ``[B, n_kv_heads, T, head_dim]`` tensors."""
-        attn = self.layers[layer].self_attn
-        h = _rms_norm(resid_pre, self.layers[layer].input_layernorm.weight, self.eps)
-        B, T = h.shape[:2]
-        k = _linear(h, attn.k_proj).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = _linear(h, attn.v_proj).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        return _rope(k, cos, sin), v.contiguous()
-
-    def mlp_out(self, layer: int, resid_mid: torch.Tensor) -> torch.Tensor:
-        """``hook_mlp_out`` of block ``layer`` for ``resid_mid`` ``[..., d]``."""
-        block = self.layers[layer]
-        mlp = block.mlp
-        h = _rms_norm(resid_mid, block.post_attention_layernorm.weight, self.eps)
-        return _linear(self.act(_linear(h, mlp.gate_proj)) * _linear(h, mlp.up_proj), mlp.down_proj)
-
-    def answer_probs(self, resid_final: torch.Tensor, answer_ids: Sequence[int]) -> torch.Tensor:
-        """Softmax (float32, full vocabulary) probabilities ``[R, K]`` of ``answer_ids`` (K ids) for
-        final states ``[R * K, d]`` (each row's K scored positions, row-major; id k at position k)."""
-        h = _rms_norm(resid_final.to(self.norm.weight.device), self.norm.weight, self.eps)
-        logits = _linear(h.to(self.lm_head.weight.device), self.lm_head)
-        K = len(answer_ids)
-        probs = torch.softmax(logits.float(), dim=-1).view(-1, K, logits.shape[-1])
-        return probs[:, torch.arange(K), torch.as_tensor(answer_ids)]
-
-
 def mean_score(probs: torch.Tensor) -> torch.Tensor:
     """The score of ``[..., S, K]`` probabilities (S rows, K scored positions): ``[...]``, float64.
 
@@ -210,12 +110,6 @@ def mean_score(probs: torch.Tensor) -> torch.Tensor:
     if probs.shape[-1] == 1:
         return probs[..., 0].mean(dim=-1).double()
     return probs.double().prod(dim=-1).mean(dim=-1)
-
-
-def _activation(name: str) -> Callable:
-    from transformers.activations import ACT2FN
-
-    return ACT2FN[name]
 
 
 @dataclass
@@ -461,8 +355,8 @@ class SuffixRunner:
         n = self.T - i
         n_q = self.K if last_only else n
         cos, sin = self._rotary(q.device)
-        q = _rope(q.view(R, n_q, s.n_heads, s.head_dim).transpose(1, 2), cos[self.T - n_q:], sin[self.T - n_q:])
-        k = _rope(k.view(R, n, s.n_kv_heads, s.head_dim).transpose(1, 2), cos[i:], sin[i:])
+        q = apply_rope(q.view(R, n_q, s.n_heads, s.head_dim).transpose(1, 2), cos[self.T - n_q:], sin[self.T - n_q:])
+        k = apply_rope(k.view(R, n, s.n_kv_heads, s.head_dim).transpose(1, 2), cos[i:], sin[i:])
         v = v.view(R, n, s.n_kv_heads, s.head_dim).transpose(1, 2)
         keys = torch.cat([self.keys[layer][group.samples, :, :i], k], dim=2)  # [R, n_kv, T, hd]
         values = torch.cat([self.values[layer][group.samples, :, :i], v], dim=2)
@@ -485,11 +379,11 @@ class SuffixRunner:
         s = self.stack
         block = s.layers[layer]
         attn = block.self_attn
-        h = _rms_norm(x, block.input_layernorm.weight, s.eps)
-        k, v = _linear(h, attn.k_proj), _linear(h, attn.v_proj)
+        h = rms_norm(x, block.input_layernorm.weight, s.eps)
+        k, v = linear(h, attn.k_proj), linear(h, attn.v_proj)
         if last is not None:
             h, x = h[last], x[last]
-        q = _linear(h, attn.q_proj)
+        q = linear(h, attn.q_proj)
         z = torch.empty_like(q)
         for group in groups:
             if last is None:
@@ -499,7 +393,7 @@ class SuffixRunner:
             else:  # the group's rows' K scored tokens, row-major
                 queries = (group.rows[:, None] * self.K + torch.arange(self.K, device=x.device)[None]).reshape(-1)
             z[queries] = self._attend(layer, q[queries], k[group.tokens], v[group.tokens], group, last is not None)
-        a = _linear(z, attn.o_proj)
+        a = linear(z, attn.o_proj)
         if restore is not None and kind == "attn":
             a[restore[0]] = self.clean["attn"][layer][restore[1]]
         x = x + a

@@ -1,6 +1,6 @@
 """Audio -> SpiritLM HuBERT units: mHuBERT (as HF HubertModel), quantizer, deduplication, spans."""
 
-from .hubert import (
+from spiritlens.units.hubert import (
     DEFAULT_OUTPUT_LAYER,
     HubertCheckpoint,
     HubertFeatures,
@@ -13,8 +13,8 @@ from .hubert import (
     parse_conv_layers,
     read_hubert_checkpoint,
 )
-from .quantizer import KmeansQuantizer, LinearQuantizer, fill_blanks, load_quantizer
-from .speech_tokenizer import (
+from spiritlens.units.quantizer import KmeansQuantizer, LinearQuantizer, fill_blanks, load_quantizer
+from spiritlens.units.speech_tokenizer import (
     Chunk,
     SpeechTokenizer,
     SpeechUnits,
@@ -22,7 +22,6 @@ from .speech_tokenizer import (
     default_speech_tokenizer_dir,
     plan_chunks,
 )
-from .tiny import write_tiny_speech_tokenizer
 
 __all__ = [
     "DEFAULT_OUTPUT_LAYER",
@@ -46,5 +45,4 @@ __all__ = [
     "parse_conv_layers",
     "plan_chunks",
     "read_hubert_checkpoint",
-    "write_tiny_speech_tokenizer",
 ]

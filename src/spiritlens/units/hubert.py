@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import load_any, to_plain
+from spiritlens.checkpoints.pickle_safe import load_any, to_plain
 
 HUBERT_FILE = Path("hubert_25hz") / "mhubert_base_25hz.pt"
 DEFAULT_OUTPUT_LAYER = 11  # SpiritLM's spiritlm_hubert(): hubert_layer=11 (1-based)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import load_any
+from spiritlens.checkpoints.pickle_safe import load_any
 
 QUANTIZER_FILE = Path("hubert_25hz") / "L11_quantizer_500.pt"
 MAX_BLANK_PASSES = 10_000  # SpiritLM's bound on the fill loop

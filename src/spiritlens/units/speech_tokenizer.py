@@ -2,7 +2,7 @@
 
 Pipeline (SPEECH.md section 2), reproducing ``spiritlm.speech_tokenizer.spiritlm_base().encode_units``:
 
-1. :func:`spiritlens.audio.load_audio`: mono, 16 kHz (soxr), float32.
+1. :func:`spiritlens.audio.waveform.load_audio`: mono, 16 kHz (soxr), float32.
 2. Chunks of ``max_chunk_samples`` (100 s); a chunk shorter than ``min_chunk_samples`` (SpiritLM's
    1280 samples = 80 ms) is skipped, as SpiritLM skips it. Each chunk is normalised on its own when
    the checkpoint asks for it (for audio under 100 s: the whole waveform).
@@ -29,10 +29,22 @@ from typing import Protocol
 
 import torch
 
-from ..audio import Waveform, load_audio
-from ..vocab import hubert_token
-from .hubert import DEFAULT_OUTPUT_LAYER, HUBERT_FILE, HubertFeatures, conv_num_frames, parse_conv_layers
-from .quantizer import QUANTIZER_FILE, KmeansQuantizer, LinearQuantizer, load_quantizer
+from spiritlens.checkpoints.tree import (
+    CHECKPOINTS_ENV,
+    SPEECH_TOKENIZER_FOLDER,
+    checkpoints_dir,
+    speech_tokenizer_folder,
+)
+from spiritlens.audio.waveform import Waveform, load_audio
+from spiritlens.tokens.vocab import hubert_token
+from spiritlens.units.hubert import (
+    DEFAULT_OUTPUT_LAYER,
+    HUBERT_FILE,
+    HubertFeatures,
+    conv_num_frames,
+    parse_conv_layers,
+)
+from spiritlens.units.quantizer import QUANTIZER_FILE, KmeansQuantizer, LinearQuantizer, load_quantizer
 
 MAX_CHUNK_SAMPLES = 100 * 16_000  # SpiritLMTokenizer.max_wav_chunk
 MIN_CHUNK_SAMPLES = 1280  # SpiritLMTokenizer.min_wav_chunk (80 ms; HubertTokenizer alone uses 400)
@@ -286,11 +298,11 @@ def default_speech_tokenizer_dir(explicit: str | os.PathLike | None = None) -> P
     """``explicit``, else ``$SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer``; ValueError if neither is set."""
     if explicit:
         return Path(explicit)
-    root = os.environ.get("SPIRITLM_CHECKPOINTS_DIR")
-    if not root:
-        raise ValueError("no speech tokenizer directory: pass --speech-tokenizer DIR or set "
-                         "SPIRITLM_CHECKPOINTS_DIR (its speech_tokenizer/ folder is used)")
-    return Path(root) / "speech_tokenizer"
+    root = checkpoints_dir(required=False)
+    if root is None:
+        raise ValueError(f"no speech tokenizer directory: pass --speech-tokenizer DIR or set "
+                         f"{CHECKPOINTS_ENV} (its {SPEECH_TOKENIZER_FOLDER}/ folder is used)")
+    return speech_tokenizer_folder(root)
 
 
 __all__ = ["Chunk", "SpeechTokenizer", "SpeechUnits", "deduplicate", "plan_chunks", "default_speech_tokenizer_dir"]

@@ -1,0 +1,136 @@
+"""Where SpiritLM checkpoints live on disk, and checks that a model directory is complete.
+
+Layout (SpiritLM's ``checkpoints/README.md``)::
+
+    $SPIRITLM_CHECKPOINTS_DIR/spiritlm_model/{spirit-lm-base-7b,spirit-lm-expressive-7b}/
+    $SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer/hubert_25hz/{mhubert_base_25hz.pt,L11_quantizer_500.pt}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+CHECKPOINTS_ENV = "SPIRITLM_CHECKPOINTS_DIR"
+VARIANTS = ("spirit-lm-base-7b", "spirit-lm-expressive-7b")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+MODEL_FOLDER = "spiritlm_model"  # <root>/spiritlm_model/<variant>/: config.json, weights, tokenizer files
+SPEECH_TOKENIZER_FOLDER = "speech_tokenizer"  # <root>/speech_tokenizer/: hubert_25hz/ and its quantizer
+
+
+def variant_dir(root: str | os.PathLike, variant: str) -> Path:
+    """``root/spiritlm_model/<variant>``: where SpiritLM's checkpoint tree keeps a model."""
+    return Path(root) / MODEL_FOLDER / variant
+
+
+def speech_tokenizer_folder(root: str | os.PathLike) -> Path:
+    """``root/speech_tokenizer``: where SpiritLM's checkpoint tree keeps the speech tokenizer."""
+    return Path(root) / SPEECH_TOKENIZER_FOLDER
+
+
+def checkpoints_dir(required: bool = True) -> Path | None:
+    """``$SPIRITLM_CHECKPOINTS_DIR`` as a Path (error if unset and ``required``)."""
+    value = os.environ.get(CHECKPOINTS_ENV)
+    if not value:
+        if required:
+            raise ValueError(
+                f"${CHECKPOINTS_ENV} is not set: point it at the folder holding spiritlm_model/ "
+                "and speech_tokenizer/, or pass a model directory"
+            )
+        return None
+    return Path(value).expanduser()
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """A model directory: the path itself, or a variant name under ``$SPIRITLM_CHECKPOINTS_DIR``."""
+    text = os.fspath(name_or_path)
+    if not text:
+        raise ValueError("model name_or_path is empty")
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"model path {text!r} is a file, expected a model directory")
+        return path
+    looks_like_path = os.sep in text or text.startswith(".")
+    if looks_like_path:
+        raise FileNotFoundError(f"model directory {text!r} does not exist")
+    if text not in VARIANTS:
+        raise ValueError(f"unknown SpiritLM variant {text!r}; known variants: {', '.join(VARIANTS)}, "
+                         "or pass a model directory")
+    root = checkpoints_dir(required=True)
+    path = variant_dir(root, text)
+    if not path.is_dir():
+        raise FileNotFoundError(f"variant {text!r} not found: {path} does not exist "
+                                f"(${CHECKPOINTS_ENV}={root})")
+    return path
+
+
+def check_model_dir(path: Path) -> None:
+    """Raise a clear error if the directory lacks a config, weights or a tokenizer."""
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model directory {str(path)!r} has no config.json")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"model directory {str(path)!r} has no weights (expected one of {', '.join(WEIGHT_FILES)})"
+        )
+    if not any((path / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
+        raise FileNotFoundError(f"model directory {str(path)!r} has no tokenizer.model")
+
+
+def speech_tokenizer_dir(model_dir: Path | None = None) -> Path | None:
+    """The speech-tokenizer folder: ``$SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer``, else one next
+    to the model's ``spiritlm_model/`` folder; None if neither exists."""
+    candidates = []
+    root = checkpoints_dir(required=False)
+    if root is not None:
+        candidates.append(speech_tokenizer_folder(root))
+    if model_dir is not None:
+        candidates.append(speech_tokenizer_folder(Path(model_dir).resolve().parent.parent))
+    for candidate in candidates:
+        if (candidate / "hubert_25hz").is_dir():
+            return candidate
+    return None
+
+
+def check_device(device) -> None:
+    """Raise ValueError (``"'<device>': <reason>"``) for a device string torch cannot parse or a CUDA
+    device on a machine without CUDA; None passes."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise ValueError(f"{str(device)!r}: {error}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{str(device)!r}: CUDA is not available here")
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``torch.float32``/``bfloat16``/``float16`` from a dtype or its usual names."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return DTYPES[key]

@@ -1,0 +1,128 @@
+"""Where a toy SpiritLM lives: the inputs that decide it, their hash (the cache key), its manifest and cache directory."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from spiritlens._io import read_json
+from spiritlens.synthetic.toy.config import Distractor, TOY_FORMAT, ToyConfig, ToyFact, VARIANT
+from spiritlens.checkpoints.tree import variant_dir
+
+
+MANIFEST = "toy_manifest.json"
+
+
+REPORT = "toy_report.json"
+
+
+CACHE_ENV = "SPIRITLENS_CACHE_DIR"
+
+
+# Modules whose source decides what the toy is trained on (prompt path, speech path, judging).
+PROMPT_PATH_MODULES = (
+    "spiritlens.synthetic.toy.build", "spiritlens.synthetic.toy.config", "spiritlens.synthetic.toy.training",
+    "spiritlens.synthetic.tiny", "spiritlens.tokens.added_tokens", "spiritlens.tokens.layout",
+    "spiritlens.data.tts.backend", "spiritlens.data.tts.espeak", "spiritlens.tokens.prompt", "spiritlens.tokens.vocab", "spiritlens.audio.waveform",
+    "spiritlens.checkpoints.tree", "spiritlens.model.hooked", "spiritlens.units.speech_tokenizer",
+    "spiritlens.units.hubert", "spiritlens.units.quantizer", "spiritlens.synthetic.tiny_units", "spiritlens.data.tts.corpus",
+    "spiritlens.data.judge", "spiritlens.data.normalize", "spiritlens.spoken.numbers", "spiritlens.tokens.llama",
+    "spiritlens.spoken.form", "spiritlens.spoken.espeak",
+)
+
+
+# ------------------------------------------------------------------ cache key
+def prompt_path_digest() -> str:
+    """SHA-256 over the source of :data:`PROMPT_PATH_MODULES` (a change there retrains the toy)."""
+    digest = hashlib.sha256()
+    for name in PROMPT_PATH_MODULES:
+        module = importlib.import_module(name)
+        digest.update(name.encode() + b"\0" + Path(module.__file__).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _espeak_version() -> str | None:
+    try:
+        done = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return " ".join(done.stdout.split()[:6]) or None
+
+
+def toy_inputs(config: ToyConfig, facts: Sequence[ToyFact], distractors: Sequence[Distractor]) -> dict:
+    """Everything the trained toy depends on, as JSON (its SHA-256 is the cache key)."""
+    import sentencepiece
+    import torch
+    import transformers
+
+    from spiritlens import __version__
+
+    return {
+        "format": TOY_FORMAT,
+        "config": config.to_dict(),
+        "facts": [f.to_dict() for f in facts],
+        "distractors": [asdict(d) for d in distractors],
+        "versions": {"spiritlens": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "sentencepiece": sentencepiece.__version__,
+                     "espeak-ng": _espeak_version() if config.tts == "espeak" else None},
+        "prompt_path_sha256": prompt_path_digest(),
+    }
+
+
+def inputs_hash(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$SPIRITLENS_CACHE_DIR``, else ``$XDG_CACHE_HOME/spiritlens``, else ``~/.cache/spiritlens``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "spiritlens"
+    return Path("~/.cache/spiritlens").expanduser()
+
+
+# ------------------------------------------------------------------ public entry points
+def read_manifest(root: str | os.PathLike) -> dict:
+    """The ``toy_manifest.json`` of a toy tree; ValueError if ``root`` is not a finished toy."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{str(root)!r} is not a toy SpiritLM (no {MANIFEST}; build one with spiritlens make-toy)")
+    manifest = read_json(path, "toy manifest")
+    if not isinstance(manifest, dict) or "hash" not in manifest or "inputs" not in manifest:
+        raise ValueError(f"{path} is not a toy manifest (no hash/inputs)")
+    return manifest
+
+
+def toy_facts(root: str | os.PathLike) -> list[ToyFact]:
+    """The facts a toy tree was trained on, in training order."""
+    return [ToyFact.from_dict(f) for f in read_manifest(root)["inputs"]["facts"]]
+
+
+def model_dir(root: str | os.PathLike) -> Path:
+    return variant_dir(root, VARIANT)
+
+
+def _move_into_place(building: Path, root: Path, digest: str) -> None:
+    if root.exists() and any(root.iterdir()):
+        try:
+            if read_manifest(root)["hash"] == digest:
+                return  # another process built the same toy meanwhile
+        except ValueError:
+            pass
+        old = root.parent / f".{root.name}.old-{os.getpid()}"
+        os.replace(root, old)
+        shutil.rmtree(old, ignore_errors=True)
+    elif root.exists():
+        root.rmdir()
+    try:
+        os.replace(building, root)
+    except OSError:
+        if read_manifest(root)["hash"] != digest:  # lost a race to a different build
+            raise

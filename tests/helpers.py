@@ -1,0 +1,69 @@
+"""Builders and runners shared by the test modules (import them from here, never from another test).
+
+- ``REPO_ROOT``, ``FIXTURES``: the checkout and its test fixtures.
+- ``SPOKEN_PROMPT``: the sentence the spoken-prompt fixtures synthesise.
+- :func:`run_cli`: ``python -m spiritlens ARGS`` in a subprocess, as a user runs it (one thread,
+  ``$SPIRITLM_CHECKPOINTS_DIR`` unset unless given).
+- :func:`make_result`: a trace result dict with chosen scores, for aggregate, figure and report tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+SPOKEN_PROMPT = "The Space Needle is located in the city of"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*args: str, env: dict | None = None, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m spiritlens *args``; stdout and stderr captured as text."""
+    environment = {k: v for k, v in os.environ.items() if k != "SPIRITLM_CHECKPOINTS_DIR"}
+    environment["OMP_NUM_THREADS"] = "1"
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "spiritlens", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=environment, cwd=cwd)
+
+
+def make_result(
+    n_rows: int,
+    subject: tuple[int, int],
+    *,
+    low: float = 0.1,
+    high: float = 0.9,
+    n_layers: int = 2,
+    kind: str = "hidden",
+    set_rows: dict[int, list[float]] | None = None,
+    **extra,
+) -> dict:
+    """A result dict: every cell equals ``low`` except the rows in ``set_rows`` (row -> [L] values)."""
+    scores = np.full((n_rows, n_layers), low)
+    for row, values in (set_rows or {}).items():
+        scores[row] = values
+    result = {
+        "input_ids": list(range(n_rows)),
+        "tokens": [f"t{i}" for i in range(n_rows)],
+        "subject_range": list(subject),
+        "subject_rows": list(subject),
+        "rows": [{"label": f"t{i}", "positions": [i]} for i in range(n_rows)],
+        "answer_id": 7,
+        "answer": " Paris",
+        "correct_prediction": True,
+        "high_score": high,
+        "low_score": low,
+        "kind": kind,
+        "window": 10,
+        "n_layers": n_layers,
+        "scores": scores.tolist(),
+        "modality": "text",
+        "prompt": f"prompt with {n_rows} rows",
+        "subject": "s",
+    }
+    result.update(extra)
+    return result

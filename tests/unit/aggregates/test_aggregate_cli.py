@@ -1,0 +1,80 @@
+"""``spiritlens aggregate`` end to end in a real subprocess, on hand-made result files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import PNG_MAGIC, make_result, run_cli
+
+
+def spiritlens(*args: str):
+    return run_cli(*args, timeout=120)
+
+
+@pytest.fixture()
+def results_dir(tmp_path):
+    folder = tmp_path / "results"
+    (folder / "hidden").mkdir(parents=True)
+    # Two kept hidden prompts; "last" rows (4 and 5) hold 0.5/0.3 and 0.7/0.5.
+    a = make_result(5, (2, 3), low=0.1, high=0.6, set_rows={4: [0.5, 0.3]}, name="a")
+    b = make_result(6, (2, 4), low=0.3, high=0.8, set_rows={5: [0.7, 0.5]}, name="b")
+    wrong = make_result(5, (2, 3), low=0.0, high=0.1, set_rows={4: [9.0, 9.0]}, correct_prediction=False, name="w")
+    mlp = make_result(5, (2, 3), kind="mlp", low=0.2, high=0.5, set_rows={2: [0.25, 0.2]}, name="m")
+    for name, result in {"a": a, "b": b, "w": wrong}.items():
+        (folder / "hidden" / f"{name}.json").write_text(json.dumps(result))
+    (folder / "m.json").write_text(json.dumps(mlp))
+    (folder / "manifest.json").write_text(json.dumps({"prompts": 4}))
+    (folder / "broken.json").write_text("{not json")
+    return folder
+
+
+def test_aggregate_command_writes_contract_csv_and_figures(results_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = spiritlens("aggregate", str(results_dir), "--out", str(out), "--epsilon", "0.001")
+    assert proc.returncode == 0, proc.stderr
+    assert "broken.json" in proc.stderr
+    assert "ATE" in proc.stdout and "peak AIE" in proc.stdout
+
+    document = json.loads((out / "aie.json").read_text())
+    assert list(document) == ["hidden", "mlp"]
+    hidden = document["hidden"]
+    assert hidden["count"] == 2 and hidden["excluded"] == 1
+    assert hidden["low_score_mean"] == pytest.approx(0.2)
+    assert hidden["high_score_mean"] == pytest.approx(0.7)
+    assert hidden["ate"] == pytest.approx(0.5)
+    # last: mean of (0.5, 0.7) - 0.2 and of (0.3, 0.5) - 0.2.
+    assert hidden["aie"]["last"] == pytest.approx([0.4, 0.2])
+    assert hidden["aie"]["middle_subject"] == [None, None]
+    assert hidden["row_counts"]["middle_subject"] == 0
+    assert document["mlp"]["aie"]["first_subject"] == pytest.approx([0.05, 0.0])
+    assert document["mlp"]["aie"]["last_subject"] == pytest.approx([0.05, 0.0])
+
+    csv_lines = (out / "aie_hidden.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("kind,modality,category,rows,prompts,layer_0,layer_1")
+    assert "hidden,text,middle_subject,0,2,," in csv_lines
+    for name in ("aie_grid_log.png", "aie_grid_linear.png", "aie_lines.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_aggregate_command_without_usable_results_exits_2(tmp_path):
+    (tmp_path / "broken.json").write_text("{not json")
+    proc = spiritlens("aggregate", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "no usable trace results" in proc.stderr and "broken.json" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "aie.json").exists()
+
+
+def test_aggregate_command_all_wrong_predictions_exits_2(tmp_path):
+    (tmp_path / "w.json").write_text(json.dumps(make_result(5, (2, 3), correct_prediction=False)))
+    proc = spiritlens("aggregate", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "wrong predictions" in proc.stderr
+
+
+def test_aggregate_command_missing_folder_and_bad_epsilon(tmp_path):
+    proc = spiritlens("aggregate", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
+    proc = spiritlens("aggregate", str(tmp_path), "--out", str(tmp_path / "out"), "--epsilon", "-1")
+    assert proc.returncode == 2 and "epsilon" in proc.stderr

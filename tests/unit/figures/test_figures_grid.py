@@ -1,0 +1,73 @@
+"""Figure-2-style AIE grid (log and linear) and ROME line plots, on hand-made aggregates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from helpers import make_result
+
+from spiritlens.aggregates import aggregate_by_modality
+from spiritlens.figures import aie_grid_figure, plot_aie_grid, plot_aie_lines
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def groups():
+    """T→T and S→T, three kinds; AIE at the last subject row of 0.4 (hidden), 0.6 (mlp), -0.05 (attn)."""
+    results = []
+    for modality, scale in (("text", 1.0), ("speech", 0.5)):
+        for kind, peak in (("hidden", 0.4), ("mlp", 0.6), ("attn", -0.05)):
+            results.append(
+                make_result(6, (2, 4), kind=kind, modality=modality, low=0.1, n_layers=6,
+                            set_rows={3: [0.1 + scale * peak] * 6, 5: [0.1 + scale * 0.2] * 6})
+            )
+    return aggregate_by_modality(results)
+
+
+def panel(fig, index):
+    return fig.axes[index].collections[0]
+
+
+def test_log_grid_clips_at_epsilon_and_records_it(tmp_path):
+    path = plot_aie_grid(groups(), tmp_path / "grid_log.png", scale="log", epsilon=1e-3)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        assert float(image.text["epsilon"]) == 1e-3 and image.text["scale"] == "log"
+    fig = aie_grid_figure(groups(), scale="log", epsilon=1e-3)
+    assert "ε = 0.001" in fig._suptitle.get_text()
+    mesh = panel(fig, 0)  # hidden, T→T
+    assert mesh.norm.vmin == 1e-3 and mesh.norm.vmax == pytest.approx(0.6)  # max over all panels
+    data = np.ma.getdata(mesh.get_array()).reshape(6, 6)
+    assert data[2, 0] == pytest.approx(0.4) and data[0, 0] == 1e-3  # first subject AIE 0 -> ε
+    attn = np.ma.getdata(panel(fig, 4).get_array()).reshape(6, 6)
+    assert attn[2, 0] == 1e-3  # negative AIE -> ε
+    assert np.isnan(data[1]).all() and np.isnan(data[4]).all()  # empty middle/further: grey "no rows"
+
+
+def test_linear_grid_uses_the_hidden_maximum(tmp_path):
+    fig = aie_grid_figure(groups(), scale="linear")
+    for index in range(6):
+        assert panel(fig, index).norm.vmax == pytest.approx(0.4)  # hidden max, even where mlp reaches 0.6
+    attn = np.ma.getdata(panel(fig, 4).get_array()).reshape(6, 6)
+    assert attn[2, 0] == 0.0  # ROME: clip(AIE, 0)
+    assert plot_aie_grid(groups(), tmp_path / "lin.png", scale="linear").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_grid_with_one_modality_and_one_kind(tmp_path):
+    only = {"text": {"hidden": groups()["text"]["hidden"]}}
+    fig = aie_grid_figure(only)
+    assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.collections]) == 1
+    assert plot_aie_lines(only, tmp_path / "lines.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_line_plots_png(tmp_path):
+    assert plot_aie_lines(groups(), tmp_path / "lines.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("kwargs, message", [({"scale": "sqrt"}, "scale 'sqrt'"), ({"epsilon": 0}, "epsilon")])
+def test_grid_rejects_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        aie_grid_figure(groups(), **kwargs)
+    with pytest.raises(ValueError, match="nothing to plot"):
+        aie_grid_figure({})
