@@ -67,3 +67,18 @@ def make_result(
     }
     result.update(extra)
     return result
+
+
+def assert_drawn_png(path, *, min_width: int = 200, min_height: int = 100, min_colours: int = 8) -> "np.ndarray":
+    """``path`` is a PNG of at least ``min_width`` x ``min_height`` pixels with at least ``min_colours``
+    distinct colours (text, axes and cells drawn, not a blank or one-colour canvas); its pixels."""
+    from matplotlib import image
+
+    data = open(path, "rb").read()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    pixels = image.imread(path)
+    height, width = pixels.shape[:2]
+    assert width >= min_width and height >= min_height, f"{path} is only {width}x{height} pixels"
+    colours = np.unique((pixels.reshape(-1, pixels.shape[-1]) * 255).round().astype(np.uint8), axis=0)
+    assert len(colours) >= min_colours, f"{path} has {len(colours)} colours: nothing drawn"
+    return pixels

@@ -74,6 +74,11 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise ValueError(f"{what} {path} is not valid JSON: {error}") from None
 
 
+def json_digest(obj: Any) -> str:
+    """Hex SHA-256 of ``obj`` as canonical JSON (sorted keys, UTF-8): a cache key for settings."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -26,7 +26,7 @@ import jiwer
 import numpy as np
 
 from spiritlens.audio.waveform import load_audio
-from spiritlens._io import write_json_atomic as atomic_write_json
+from spiritlens._io import write_json_atomic
 from spiritlens.data.normalize import NORMALISATION, normalize_text
 
 __all__ = [
@@ -262,5 +262,5 @@ def wer_check(
         else:
             check.reason = "no item could be transcribed" if items else "no items"
     if out_path is not None:
-        atomic_write_json(out_path, check.to_dict())
+        write_json_atomic(out_path, check.to_dict())
     return check

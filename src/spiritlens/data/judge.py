@@ -36,7 +36,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from spiritlens._io import read_json, write_json_atomic as atomic_write_json
+from spiritlens._io import read_json, write_json_atomic
 from spiritlens.data.known import KnownRecord
 from spiritlens.data.normalize import normalize_words
 
@@ -246,7 +246,7 @@ def filter_prompts(
     def save() -> None:
         result.counts = _counts(result.entries)
         if path is not None:
-            atomic_write_json(path, result.to_dict())
+            write_json_atomic(path, result.to_dict())
 
     show = None if progress is None and len(records) > 20 else bool(progress)
     try:

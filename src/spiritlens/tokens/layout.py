@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from spiritlens.tokens.llama import SlowLlamaTokenizer, TOKENIZER_FILES
+from spiritlens._io import sha256_file
 
 
 TOKENIZATIONS = ("spiritlm", "transformers")
@@ -61,7 +61,7 @@ def check_tokenization(tokenization: str) -> str:
 def file_hashes(directory: str | Path) -> dict[str, str]:
     """SHA-256 of each tokenizer file in ``directory`` (those present)."""
     directory = Path(directory)
-    return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+    return {name: sha256_file(directory / name)
             for name in TOKENIZER_FILES if (directory / name).is_file()}
 
 

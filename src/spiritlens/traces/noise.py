@@ -14,7 +14,6 @@ once to the activation dtype.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from spiritlens._io import write_json_atomic
+from spiritlens._io import json_digest
 
 _RULE = re.compile(r"^(?:(?P<k1>\d*\.?\d*)(?P<r1>[sv])|(?P<r2>[sv])(?P<k2>\d*\.?\d*)|u(?P<u>\d*\.?\d+))$")
 
@@ -105,7 +105,7 @@ def subject_sigma(model, subjects: Iterable[str | Sequence[int]], *, modality: s
     lists = _token_lists(model, subjects)
     if not lists or not any(lists):
         raise ValueError("subject_sigma needs at least one non-empty subject")
-    digest = hashlib.sha256(json.dumps([modality, lists]).encode()).hexdigest()[:16]
+    digest = json_digest([modality, lists])[:16]
     key = (str(model.model_dir), str(model.dtype), modality, digest)
     memory = model.__dict__.setdefault("_sigma_cache", {})
     path = None if cache_dir is None else Path(cache_dir) / f"sigma_{model.variant}_{modality}_{digest}.json"

@@ -27,7 +27,7 @@ SpiritLM in bf16 at T = 60, S = 10: 2 * 32 * 10 * 60 * 4096 * 2 bytes = 315 MB (
 cache; 7B bf16, T = 60, S = 10: 162 + 157 + 47 + 315 MB = 0.68 GB. A batch's temporaries
 (:meth:`SuffixRunner.batch_bytes`) may take ``MEMORY_SHARE`` of the free memory. On paper, for a
 24 GB GPU: 13.5 GB of weights + 0.7 GB + 0.3 x (24 - 14.2 - ~0.5 GB CUDA context) = 2.8 GB of batch
-gives a peak near 17 GB (not measured: no GPU was lent to this work).
+gives a peak near 17 GB (on paper: not yet measured on a GPU).
 
 **Numerics.** The blocks are computed here from the weights of the wrapped
 ``transformers.LlamaForCausalLM`` with the operations and rounding points of its eager attention
@@ -59,7 +59,7 @@ from spiritlens.model.llama import LlamaStack, linear, rms_norm, apply_rope
 # the fastest of 512 .. 16384 in benchmarks/bench_trace.py --sweep-batch (8 layers x d 512, T = 60,
 # hidden) on 1 and on 2 threads; 4096 was 10-20% slower, 16384 20% (the batch falls out of the caches).
 CPU_TOKENS_PER_BATCH = 1024
-# On a GPU large batches keep the matrix units busy (not measured here: no GPU was lent); the
+# On a GPU large batches keep the matrix units busy (on paper, not yet measured); the
 # free-memory rule bounds them (for a 7B model in bf16 at T = 60, to about 10k tokens on a 24 GB card).
 GPU_TOKENS_PER_BATCH = 65536
 # Share of the free device memory one batch's temporaries may take.

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import assert_drawn_png
+
 from spiritlens.spoken import espeak
 from spiritlens.align import map_seconds_to_speech_tokens
 from spiritlens.data import EspeakTTS
@@ -69,7 +71,7 @@ def test_trace_prompt_and_json_name_the_aligner_and_its_frames(spoken, speech_mo
     assert data["words"]["labels"][:8] == ["M", "Y", "UW", "AH", "W", "IH", "Y", "AH"]
     json.dumps(data)  # serialisable
     png = plot_speech_prompt(spoken, tmp_path / "alignment.png")
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert_drawn_png(png)
 
 
 def test_cli_trace_with_pocketsphinx(tiny_root, synthesis, tmp_path):
@@ -83,7 +85,7 @@ def test_cli_trace_with_pocketsphinx(tiny_root, synthesis, tmp_path):
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     assert data["aligner"] == "pocketsphinx" and data["alignment"]["words"]["words"][2]["text"] == "FIRST"
-    assert (tmp_path / "s2t_alignment.png").read_bytes()[:4] == b"\x89PNG"
+    assert_drawn_png((tmp_path / "s2t_alignment.png"))
 
 
 def test_experiment_takes_pocketsphinx_or_a_ctc_directory(tiny_root, tiny_ctc_dir, tmp_path):

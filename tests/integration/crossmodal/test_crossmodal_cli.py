@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import SPOKEN_PROMPT, run_cli
+from helpers import SPOKEN_PROMPT, assert_drawn_png, run_cli
 from spiritlens.align import LowAlignmentConfidence
 from spiritlens.crossmodal import CrossModalFact, cross_modal_patching
 from spiritlens.experiment.report_crossmodal import report_section
@@ -44,7 +44,7 @@ def test_one_fact_writes_every_analysis_and_agrees_with_the_api(tiny_root, tiny_
     assert "Cross-modal patching, text state → noised spoken run" in done.stdout and "Logit lens" in done.stdout
     assert "alignment confidence" in done.stderr  # the random CTC model's low confidence is reported
     for name in ("patching.png", "geometry.png", "logit_lens.png"):
-        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+        assert_drawn_png((out / name))
     patching = json.loads((out / "patching.json").read_text())
     assert patching["settings"]["sigma_source"] == {} and patching["settings"]["noise_rule"] == "0.1"
     assert {c["direction"] + "/" + c["mode"] for c in patching["curves"]} == {

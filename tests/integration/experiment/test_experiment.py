@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import assert_drawn_png, run_cli
 from spiritlens.tokens.llama import SlowLlamaTokenizer
 from spiritlens.traces import TraceResult
 
@@ -56,7 +56,7 @@ def test_random_weight_mode_writes_report_and_figures(known_path, tmp_path):
     assert set(aie["hidden"]["aie"]) == {"first_subject", "middle_subject", "last_subject", "first_subsequent",
                                          "further", "last"}
     for name in ("aggregate/aie_grid_log.png", "aggregate/aie_grid_linear.png"):
-        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+        assert_drawn_png((out / name))
     figures = {p.name for p in (out / "figures").iterdir()}
     assert any(n.startswith("alignment_") for n in figures) and any(n.startswith("heatmap_s2t_") for n in figures)
     assert any(n.endswith(".html") for n in figures)
@@ -138,7 +138,8 @@ def test_embedded_toy_run_filters_traces_and_explains(toy_root, known_path, tmp_
     assert crossmodal["facts"] == [str(k) for k in shared]
     section = report[report.index("## Beyond the paper"):report.index("## Sample prompts")]
     for name in ("patching.png", "geometry.png", "logit_lens_mrr.png"):
-        assert f"(crossmodal/{name})" in section and (out / "crossmodal" / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"(crossmodal/{name})" in section
+        assert_drawn_png(out / "crossmodal" / name)
     assert "**Findings (computed from the numbers).**" in section and "| layer | cosine |" in section
 
 

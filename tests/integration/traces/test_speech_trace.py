@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers import SPOKEN_PROMPT
+from helpers import SPOKEN_PROMPT, assert_drawn_png
 from spiritlens import trace
 from spiritlens.align import LowAlignmentConfidence
 from spiritlens.align.speech_prompt import SpeechPrompt
@@ -126,4 +126,4 @@ def test_cli_speech_trace_writes_groups_and_alignment_figure(tiny_root, spoken_p
     assert len(data["scores"]) == len(data["rows"]) and data["rows"][-1]["label"] == "[Text]"
     assert data["alignment"]["mapping"] == "exact" and data["alignment"]["words"]["words"][1]["text"] == "SPACE"
     for name in ("s2t.png", "s2t_alignment.png"):
-        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+        assert_drawn_png((tmp_path / name))

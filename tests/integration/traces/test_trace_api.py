@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from helpers import assert_drawn_png
 import torch
 
 from spiritlens import TraceResult, trace
@@ -120,7 +122,7 @@ def test_cli_trace_writes_contract_json_and_png(tiny_base_dir, known_path, tmp_p
     # <s> ▁ [Text] T he ▁Space ▁Needle ▁is ▁located ▁in ▁the ▁city ▁of (SpiritLM's tokenisation)
     assert len(data["scores"]) == len(data["tokens"]) == len(data["input_ids"]) == 13
     assert all(len(row) == 4 for row in data["scores"])
-    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_drawn_png(out.with_suffix(".png"))
     bad = subprocess.run(command[:-2] + ["--json", str(tmp_path / "x.json"), "--subject", "Eiffel"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import assert_drawn_png
+
 from spiritlens.crossmodal import summarize
 from spiritlens.figures.crossmodal import (
     geometry_figure,
@@ -79,7 +81,8 @@ def test_logit_lens_heatmap_rows_are_labelled_and_cells_carry_ranks():
 def test_plots_write_pngs(summary, tmp_path):
     paths = [plot_patching(summary, tmp_path / "p.png"), plot_geometry(summary, tmp_path / "g.png"),
              plot_mrr(summary, tmp_path / "m.png"), plot_logit_lens(_lens("f", [[1, 2, 3, 4]]), tmp_path / "l.png")]
-    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    for p in paths:
+        assert_drawn_png(p)
 
 
 def test_a_summary_without_an_analysis_cannot_plot_it():

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from helpers import make_result
+from helpers import assert_drawn_png, make_result
 
 from spiritlens.aggregates import aggregate_by_modality
 from spiritlens.figures import aie_grid_figure, plot_aie_grid, plot_aie_lines
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def groups():
@@ -31,7 +30,7 @@ def panel(fig, index):
 
 def test_log_grid_clips_at_epsilon_and_records_it(tmp_path):
     path = plot_aie_grid(groups(), tmp_path / "grid_log.png", scale="log", epsilon=1e-3)
-    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert_drawn_png(path)
     with Image.open(path) as image:
         assert float(image.text["epsilon"]) == 1e-3 and image.text["scale"] == "log"
     fig = aie_grid_figure(groups(), scale="log", epsilon=1e-3)
@@ -51,18 +50,18 @@ def test_linear_grid_uses_the_hidden_maximum(tmp_path):
         assert panel(fig, index).norm.vmax == pytest.approx(0.4)  # hidden max, even where mlp reaches 0.6
     attn = np.ma.getdata(panel(fig, 4).get_array()).reshape(6, 6)
     assert attn[2, 0] == 0.0  # ROME: clip(AIE, 0)
-    assert plot_aie_grid(groups(), tmp_path / "lin.png", scale="linear").read_bytes()[:8] == PNG_MAGIC
+    assert_drawn_png(plot_aie_grid(groups(), tmp_path / "lin.png", scale="linear"))
 
 
 def test_grid_with_one_modality_and_one_kind(tmp_path):
     only = {"text": {"hidden": groups()["text"]["hidden"]}}
     fig = aie_grid_figure(only)
     assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.collections]) == 1
-    assert plot_aie_lines(only, tmp_path / "lines.png").read_bytes()[:8] == PNG_MAGIC
+    assert_drawn_png(plot_aie_lines(only, tmp_path / "lines.png"))
 
 
 def test_line_plots_png(tmp_path):
-    assert plot_aie_lines(groups(), tmp_path / "lines.png").read_bytes()[:8] == PNG_MAGIC
+    assert_drawn_png(plot_aie_lines(groups(), tmp_path / "lines.png"))
 
 
 @pytest.mark.parametrize("kwargs, message", [({"scale": "sqrt"}, "scale 'sqrt'"), ({"epsilon": 0}, "epsilon")])

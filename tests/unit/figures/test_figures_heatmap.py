@@ -6,11 +6,10 @@ import sys
 
 import pytest
 from PIL import Image
-from helpers import make_result
+from helpers import assert_drawn_png, make_result
 
 from spiritlens.figures import plot_trace_heatmap, row_labels, trace_heatmap_figure, write_trace_tokens_html
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def speech_result() -> dict:
@@ -43,7 +42,7 @@ def test_row_labels_mark_the_subject():
 def test_heatmap_png_for_each_kind(tmp_path, kind):
     result = make_result(9, (2, 5), kind=kind, n_layers=32, set_rows={4: [0.5] * 32, 8: [0.9] * 32})
     path = plot_trace_heatmap(result, tmp_path / "sub" / f"{kind}.png")
-    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert_drawn_png(path)
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
         assert image.text["kind"] == kind

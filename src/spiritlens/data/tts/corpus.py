@@ -38,7 +38,7 @@ from typing import Any
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from spiritlens._io import read_json, sha256_file, write_json_atomic as atomic_write_json
+from spiritlens._io import read_json, sha256_file, write_json_atomic
 from spiritlens.spoken.form import SpokenForm, spoken_form
 from spiritlens.data.tts.backend import TTSBackend, TTSError, TTSUnavailable, WordTime
 from spiritlens.data.tts.registry import _describe_backends
@@ -123,7 +123,7 @@ def load_manifest(out_dir: str | os.PathLike) -> dict[str, SpeechEntry]:
 
 
 def _write_manifest(path: Path, entries: dict[str, SpeechEntry]) -> None:
-    atomic_write_json(path, {"version": MANIFEST_VERSION, "entries": [asdict(e) for e in entries.values()]})
+    write_json_atomic(path, {"version": MANIFEST_VERSION, "entries": [asdict(e) for e in entries.values()]})
 
 
 def _cached(entry: SpeechEntry | None, request: SpeechEntry, out_dir: Path) -> bool:

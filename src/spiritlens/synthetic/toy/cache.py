@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 from spiritlens._io import read_json
 from spiritlens.synthetic.toy.config import Distractor, TOY_FORMAT, ToyConfig, ToyFact, VARIANT
 from spiritlens.checkpoints.tree import variant_dir
+from spiritlens._io import json_digest
 
 
 MANIFEST = "toy_manifest.json"
@@ -76,7 +76,7 @@ def toy_inputs(config: ToyConfig, facts: Sequence[ToyFact], distractors: Sequenc
 
 
 def inputs_hash(inputs: dict) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return json_digest(inputs)
 
 
 def default_cache_dir() -> Path:

@@ -14,7 +14,7 @@ TOY_FORMAT = 1
 VARIANT = "spirit-lm-base-7b"
 
 
-# Targets of issue 11: greedy answers exact on >= 90% (text) and >= 70% (speech) of the facts.
+# Targets: greedy answers exact on >= 90% (text) and >= 70% (speech) of the facts.
 TARGETS = {"t2t": 0.9, "s2t": 0.7}
 
 

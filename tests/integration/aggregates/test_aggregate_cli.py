@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import PNG_MAGIC, make_result, run_cli
+from helpers import assert_drawn_png, make_result, run_cli
 
 
 def spiritlens(*args: str):
@@ -54,7 +54,7 @@ def test_aggregate_command_writes_contract_csv_and_figures(results_dir, tmp_path
     assert csv_lines[0].startswith("kind,modality,category,rows,prompts,layer_0,layer_1")
     assert "hidden,text,middle_subject,0,2,," in csv_lines
     for name in ("aie_grid_log.png", "aie_grid_linear.png", "aie_lines.png"):
-        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+        assert_drawn_png((out / name))
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
 
 
