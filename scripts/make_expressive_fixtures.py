@@ -29,7 +29,9 @@ It
    spiritlens uses soxr: the comparison starts from the same 16 kHz samples). A stereo file is passed as
    ``[2, N]`` so that SpiritLM's own channel averaging runs. An exception is recorded as the case's result;
 5. writes ``reference.json``: per case the hubert/pitch/style unit strings, the merged string, or the
-   error; and SpiritLM's F0 extractor output (``f0``, ``vuv``) for the first chunk.
+   error; and SpiritLM's F0 extractor output (``f0``, ``vuv``) for the first chunk. One case
+   (``speech_chunked``) runs the speech file with ``max_wav_chunk`` = 1 s, so chunking (each stream
+   encoded per chunk, then concatenated and merged by index) is compared too.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "expressive"
 SENTENCE_A = "The Eiffel Tower is located in the city of Paris."
 SENTENCE_B = "Mount Everest belongs to the continent of Asia."
+CHUNKED = {"speech_chunked": 16000}  # case -> SpiritLMTokenizer(max_wav_chunk=...) other than its 100 s
 
 REFERENCE = r'''
 import json, os, sys, types
@@ -86,11 +89,13 @@ from spiritlm.speech_tokenizer.f0 import spiritlm_expressive_f0
 from spiritlm.speech_tokenizer.style_encoder import spiritlm_expressive_style_encoder_w2v2
 from spiritlm.speech_tokenizer.spiritlm_tokenizer import SpiritLMTokenizer
 
-tokenizer = SpiritLMTokenizer(hubert_model=spiritlm_hubert(), pitch_model=spiritlm_expressive_f0(),
-                              style_model=spiritlm_expressive_style_encoder_w2v2())
+parts = dict(hubert_model=spiritlm_hubert(), pitch_model=spiritlm_expressive_f0(),
+             style_model=spiritlm_expressive_style_encoder_w2v2())
 out = {"transformers": transformers.__version__, "torch": torch.__version__, "numpy": np.__version__,
        "cases": {}}
 for name, path in request["cases"].items():
+    chunk = request["max_wav_chunk"].get(name)
+    tokenizer = SpiritLMTokenizer(**parts) if chunk is None else SpiritLMTokenizer(**parts, max_wav_chunk=chunk)
     data, rate = soundfile.read(path, dtype="float32", always_2d=True)  # [N, C]
     if rate != 16000:
         data = np.stack([soxr.resample(data[:, c], rate, 16000) for c in range(data.shape[1])], axis=1)
@@ -104,7 +109,7 @@ for name, path in request["cases"].items():
         case["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     try:
         mono = wav.mean(0) if wav.shape[0] == 2 else wav[0]
-        f0, vuv = tokenizer.pitch_model.f0_extractor(mono[:1600000], vuv=True)
+        f0, vuv = tokenizer.pitch_model.f0_extractor(mono[:tokenizer.max_wav_chunk], vuv=True)
         # shortest decimal that reads back as the same float32
         case["f0"] = [float(str(np.float32(v))) for v in f0]
         case["vuv"] = [float(v) for v in vuv]
@@ -194,8 +199,10 @@ def main() -> int:
         write_tiny_expressive(speech_dir, seed=0)
         hashes = file_hashes(speech_dir)
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        request.write_text(json.dumps({"root": tmp, "spiritlm": str(args.spiritlm.resolve()),
-                                       "cases": {k: str(v) for k, v in paths.items()}}))
+        cases = {k: str(v) for k, v in paths.items()}
+        cases["speech_chunked"] = cases["speech"]  # the same file in 1-second chunks (max_wav_chunk)
+        request.write_text(json.dumps({"root": tmp, "spiritlm": str(args.spiritlm.resolve()), "cases": cases,
+                                       "max_wav_chunk": CHUNKED}))
         script = Path(tmp) / "reference.py"
         script.write_text(REFERENCE)
         subprocess.run([str(python), str(script), str(request), str(result)], check=True)
@@ -211,6 +218,7 @@ def main() -> int:
         "tiny_writers": {"tiny_units": {"seed": 0}, "tiny_expressive": {"seed": 0}},
         "files": hashes,
         "audio": {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in paths.items()},
+        "max_wav_chunk": CHUNKED,
         "cases": reference["cases"],
     }
     (args.out / "reference.json").write_text(json.dumps(fixture, indent=1) + "\n")

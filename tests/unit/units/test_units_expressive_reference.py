@@ -50,23 +50,34 @@ def test_writers_reproduce_the_fixture_checkpoints(speech_dir):
 
 def test_the_cases_cover_the_issue():
     cases = REFERENCE["cases"]
-    assert {"speech", "padded", "kal_8k", "stereo", "short", "clipped", "silence"} <= set(cases)
+    assert {"speech", "padded", "kal_8k", "stereo", "short", "clipped", "silence", "speech_chunked"} <= set(cases)
     assert cases["stereo"]["channels"] == 2 and cases["short"]["num_samples"] < 1600
     assert cases["silence"]["error"].startswith("IndexError")  # spiritlm #17: FCPE interpolation on silence
 
 
 @pytest.mark.parametrize("name", PARITY_CASES)
-def test_streams_and_string_equal_spiritlm(tokenizer, name):
+def test_streams_and_string_equal_spiritlm(tokenizer, speech_dir, name):
+    """``*_chunked`` cases: the same file with SpiritLM's ``max_wav_chunk`` lowered (several chunks)."""
     case = REFERENCE["cases"][name]
-    units = tokenizer.encode(EXPRESSIVE / f"{name}.flac")
+    chunk = REFERENCE["max_wav_chunk"].get(name)
+    if chunk is not None:
+        tokenizer = ExpressiveTokenizer.from_dir(speech_dir, max_chunk_samples=chunk)
+    units = tokenizer.encode(EXPRESSIVE / f"{name.removesuffix('_chunked')}.flac")
+    if chunk is not None:
+        assert len(units.hubert.chunks) == len(units.pitch_chunks) == -(-case["num_samples"] // chunk) > 1
+        for stream in ("pitch", "style"):  # spans restart at each chunk's first sample, in seconds
+            starts = [t.time_span[0] for t in units.tokens if t.stream == stream]
+            assert starts == sorted(starts) and starts[-1] < case["num_samples"] / 16000
+        assert 1.0 in [t.time_span[0] for t in units.tokens if t.stream == "style"]
     streams = units.streams()
     for key in ("hubert", "pitch", "style"):
         assert " ".join(map(str, streams[key])) == case["units"][key], key
     assert units.token_string() == case["string"]
     assert units.num_samples == case["num_samples"]
-    # the F0 track feeding the VQ-VAE, frame by frame (SpiritLM's FCPE extractor on the same samples)
-    np.testing.assert_array_equal(units.f0, np.asarray(case["f0"], dtype=np.float32))
-    np.testing.assert_array_equal(units.vuv, np.asarray(case["vuv"], dtype=np.float32))
+    # the F0 track feeding the VQ-VAE, frame by frame (SpiritLM's FCPE extractor on the same first chunk)
+    n = len(case["f0"])
+    np.testing.assert_array_equal(units.f0[:n], np.asarray(case["f0"], dtype=np.float32))
+    np.testing.assert_array_equal(units.vuv[:n], np.asarray(case["vuv"], dtype=np.float32))
 
 
 def test_fixture_strings_use_every_stream():
