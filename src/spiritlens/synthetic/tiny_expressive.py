@@ -3,7 +3,7 @@
 ``write_tiny_expressive(DIR)`` writes, beside the tiny mHuBERT of :mod:`spiritlens.synthetic.tiny_units`:
 
 - ``DIR/vqvae_f0_quantizer/config.yaml`` + ``model.pt``: the F0 VQ-VAE as SpiritLM's ``load_vqvae``
-  reads it (``OmegaConf.load(config.yaml)``; ``VQVAE(cfg).load_state_dict(torch.load(model.pt)["model"])``,
+  reads it (``OmegaConf.load(config.yaml)``; ``VQVAE(cfg).load_state_dict(<model.pt>["model"])``,
   strict, so encoder, codebook **and decoder** keys are all written). Real layout (200 Hz F0 -> 12.5 Hz
   codes: one level, ``downs_t [4]``, ``strides_t [2]``), 64 codes, ``features: norm_f0_interp,vuv``;
   widths are tiny (16 channels, 2 residual blocks, dilation growth 3). The codebook rows are encoder

@@ -20,8 +20,8 @@ Pipeline (SPEECH.md section 11; the behaviour of SpiritLM's ``spiritlm_expressiv
 
 Files: ``speech_tokenizer/vqvae_f0_quantizer/{config.yaml, model.pt}``. ``config.yaml`` is read with
 ``yaml.safe_load`` (SpiritLM: OmegaConf); its ``encoder_params``/``vq_params`` build the encoder
-and codebook; ``model.pt`` holds ``{"model": state_dict}`` and is read with ``weights_only=True``
-(upstream uses ``weights_only=False``): keys ``encoder.*`` and ``vq.*`` load strictly, ``decoder.*``
+and codebook; ``model.pt`` holds ``{"model": state_dict}`` and is read through spiritlens' safe loading
+(tensors and plain containers only; upstream unpickles it unrestricted): keys ``encoder.*`` and ``vq.*`` load strictly, ``decoder.*``
 (the F0 reconstruction half, unused for tokenising) is checked to be the only other prefix.
 
 **Where SpiritLM crashes** (spiritlm issue #17) spiritlens gives a defined result or a one-line
