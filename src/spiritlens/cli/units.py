@@ -37,7 +37,11 @@ def run(args) -> int:
     if args.expressive:
         from spiritlens.units.expressive import ExpressiveTokenizer
 
-        units = ExpressiveTokenizer.from_dir(directory).encode(wave)
+        try:
+            tokenizer = ExpressiveTokenizer.from_dir(directory)
+        except ImportError as error:  # torchfcpe (or its einops/local-attention) missing: one line, exit 2
+            raise ValueError(str(error)) from None
+        units = tokenizer.encode(wave)
         write_json_atomic(Path(args.json_out), units.to_json())
         print(f"{args.audio}: {len(units.hubert.units)} HuBERT frames, {len(units.pitch)} pitch codes, "
               f"{len(units.style)} style codes -> {len(units.tokens)} tokens -> {args.json_out}")

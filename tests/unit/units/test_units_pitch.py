@@ -199,3 +199,12 @@ def test_config_and_weight_errors_name_the_file(tmp_path, quantizer_dir):
         load_f0_quantizer(tmp_path / "missing")
     with pytest.raises(ValueError, match="input_emb_width must be 2"):
         F0Quantizer({**TINY_F0_CONFIG, "encoder_params": {**TINY_F0_CONFIG["encoder_params"], "input_emb_width": 1}})
+
+
+def test_missing_torchfcpe_names_the_install_line(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, "torchfcpe.models_infer")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchfcpe" else real(name, *a))
+    with pytest.raises(ImportError, match=r"pip install --no-deps 'torchfcpe==0\.0\.4' einops local-attention"):
+        import_torchfcpe()
+
