@@ -35,5 +35,8 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 .venv/bin/python -c "import torch; print('setup: torch', torch.__version__, '(CUDA', torch.version.cuda or 'none', 'build)')"
 .venv/bin/python -m pip install -q -e ".[all]"
+# FCPE (Expressive pitch tokens): torchfcpe declares torchaudio, whose PyPI wheel breaks transformers next to
+# CPU torch; spiritlens never needs it (it resamples with soxr), so install torchfcpe without dependencies.
+.venv/bin/python -m pip install -q --no-deps "torchfcpe==0.0.4"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "setup: done (.venv ready; activate with 'source .venv/bin/activate')"

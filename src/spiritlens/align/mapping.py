@@ -32,6 +32,7 @@ __all__ = [
     "SpeechTokenRange",
     "SpeechTokenMap",
     "map_frames_to_speech_tokens",
+    "group_overlapping_tokens",
     "paper_seconds",
     "paper_token_range",
     "ctc_to_unit_frames",
@@ -170,6 +171,33 @@ def map_frames_to_speech_tokens(
                 k0, k1 = min(k0, len(unit_spans)), min(k1, len(unit_spans))
             ranges.append((k0, k1) if k1 > k0 else None)
     return _collect(mode, ctc_spans, ranges, None if unit_spans is None else len(unit_spans))
+
+
+def group_overlapping_tokens(ctc_spans: Sequence[tuple[int, int] | None], token_frames: Sequence[tuple[int, int]],
+                             *, ctc_frame_seconds: float = 0.02,
+                             unit_frame_seconds: float = 0.04) -> list[tuple[int, ...] | None]:
+    """Per item at aligner frames ``ctc_spans[i] = [start, end)`` (``None``: no frames), the indices of
+    every token whose 25 Hz frame span ``token_frames[k] = [a, b)`` overlaps the item's 25 Hz frames
+    (the ``"exact"`` rule, :func:`ctc_to_unit_frames`), in token order; ``None`` when none does.
+
+    Unlike :func:`map_frames_to_speech_tokens` the token spans may overlap one another and a group need
+    not be contiguous: SpiritLM Expressive interleaves HuBERT tokens (one run of 25 Hz frames each),
+    pitch tokens (80 ms per code) and style tokens (one second each), so a word's group holds its
+    HuBERT tokens plus every pitch and style token overlapping it, and a style token usually belongs to
+    several words (a token straddling two items counts for both, as for HuBERT).
+    """
+    for k, (a, b) in enumerate(token_frames):
+        if not b > a:
+            raise ValueError(f"token_frames[{k}] = [{a}, {b}) is empty (25 Hz frames)")
+    groups: list[tuple[int, ...] | None] = []
+    for span in ctc_spans:
+        if span is None:
+            groups.append(None)
+            continue
+        a, b = ctc_to_unit_frames(*span, ctc_frame_seconds, unit_frame_seconds)
+        hits = tuple(k for k, (s, e) in enumerate(token_frames) if s < b and e > a)
+        groups.append(hits or None)
+    return groups
 
 
 def subject_speech_range(words: Sequence, subject_span: tuple[int, int],

@@ -14,6 +14,18 @@ From audio and its transcript:
    ``[Speech]``, the speech tokens of each LM text token (a token straddling two words counts for
    both), runs of speech tokens in silence (reported, and in no category), and the final ``[Text]``
    marker, which is the "last token" of the six categories.
+
+**Expressive** (``spirit-lm-expressive-7b``): the prompt is ``<s>[Speech][St…][Pi…][Hu…]…[Text]`` with
+pitch and style tokens interleaved by time (:mod:`spiritlens.units.expressive`). Every speech token has
+a span in the 25 Hz HuBERT frame grid (a pitch token 2 frames per 80 ms code, a style token the 25
+frames of its second), and a text token's group is every speech token, of any stream, whose span
+overlaps the text token's aligned frames (:func:`spiritlens.align.group_overlapping_tokens`, the
+``exact`` rule; the ``paper`` rule's uniform 25 Hz index does not apply to an interleaved sequence and
+is refused). A style token usually overlaps several words and then belongs to each of their groups,
+so it joins the subject's categories when it overlaps a subject word and the "further tokens" when it
+overlaps a later one; tokens overlapping no word are silence, as before. The subject range is
+``[first, last + 1)`` over its groups' positions; with style tokens this can reach back over a few
+positions of the previous word (a style token sorts at the start of its second).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from spiritlens.align import (
     TokenFrameMap,
     align_with_emissions,
     get_aligner,
+    group_overlapping_tokens,
     map_frames_to_speech_tokens,
     map_words_to_text_tokens,
 )
@@ -55,7 +68,7 @@ class SpeechPrompt:
     waveform: Waveform
     transcript: str
     subject: str
-    units: Any  # spiritlens.units.SpeechUnits
+    units: Any  # spiritlens.units.SpeechUnits, or ExpressiveUnits for the Expressive model
     emissions: Emissions | None
     alignment: Alignment
     text_tokens: list[tuple[str, tuple[int, int]]]
@@ -67,6 +80,7 @@ class SpeechPrompt:
     mapping: str = "exact"
     warnings: list[str] = field(default_factory=list)
     reference_words: list[dict] | None = None
+    speech_groups: list[tuple[int, ...] | None] | None = None  # Expressive: speech-token indices per text token
 
     @classmethod
     def from_audio(cls, model, audio: Any, *, transcript: str, subject: str,
@@ -85,6 +99,10 @@ class SpeechPrompt:
         subject_chars = find_span(transcript, subject, occurrence=occurrence, where=f"the transcript {transcript!r}")
         wave = load_audio(audio, sample_rate)
         units = model.speech_tokenizer.encode(wave)
+        hubert = getattr(units, "hubert", units)  # Expressive units carry their HuBERT units
+        if hubert is not units and mapping != "exact":
+            raise ValueError(f"mapping {mapping!r} assumes one 25 Hz HuBERT token after another; Expressive "
+                             "prompts interleave pitch and style tokens: use mapping='exact'")
         aligner = get_aligner(aligner)
         kwargs = {} if min_confidence is None else {"min_confidence": min_confidence}
         emissions = aligner.emissions(wave) if isinstance(aligner, CTCAligner) else None
@@ -103,10 +121,13 @@ class SpeechPrompt:
                        for p in text_map.positions if p.kind == "text"]
         token_frames = map_words_to_text_tokens(alignment.words, [span for _, span in text_tokens])
         speech_map = map_frames_to_speech_tokens(
-            token_frames.ctc_spans, units.spans, mode=mapping, ctc_frame_seconds=alignment.frame_seconds,
-            unit_frame_seconds=units.frame_seconds, num_samples=alignment.num_samples,
+            token_frames.ctc_spans, hubert.spans, mode=mapping, ctc_frame_seconds=alignment.frame_seconds,
+            unit_frame_seconds=hubert.frame_seconds, num_samples=alignment.num_samples,
             num_ctc_frames=alignment.num_frames, sample_rate=alignment.sample_rate,
         )
+        speech_groups = None if hubert is units else group_overlapping_tokens(
+            token_frames.ctc_spans, units.spans, ctc_frame_seconds=alignment.frame_seconds,
+            unit_frame_seconds=hubert.frame_seconds)
         a, b = subject_chars
         subject_tokens = [i for i, (_, (s, e)) in enumerate(text_tokens) if s < b and e > a]
         speech_map.range_of(subject_tokens)  # error if the subject got no speech token
@@ -115,7 +136,7 @@ class SpeechPrompt:
         reference = None if reference_words is None else [
             w if w is None or isinstance(w, dict) else w.to_dict() for w in reference_words]
         return cls(wave, transcript, subject, units, emissions, alignment, text_tokens, token_frames,
-                   speech_map, subject_tokens, ids[0].tolist(), offset, mapping, notes, reference)
+                   speech_map, subject_tokens, ids[0].tolist(), offset, mapping, notes, reference, speech_groups)
 
     @property
     def confidence(self) -> float:
@@ -124,18 +145,34 @@ class SpeechPrompt:
     @property
     def subject_range(self) -> tuple[int, int]:
         """The subject's speech-token positions [b, e) in ``input_ids``."""
+        if self.speech_groups is not None:
+            hits = [k for i in self.subject_tokens for k in (self.speech_groups[i] or ())]
+            return self.speech_offset + min(hits), self.speech_offset + max(hits) + 1
         k0, k1 = self.speech_map.range_of(self.subject_tokens)
         return self.speech_offset + k0, self.speech_offset + k1
+
+    def token_groups(self) -> list[tuple[int, ...] | None]:
+        """Speech-token indices (in the prompt's speech sequence) of each text token; ``None``: none."""
+        if self.speech_groups is not None:
+            return list(self.speech_groups)
+        return [None if item.token_start is None else tuple(range(item.token_start, item.token_end))
+                for item in self.speech_map.items]
+
+    def silence_tokens(self) -> list[int]:
+        """Speech-token indices that no text token's group holds (silence)."""
+        if self.speech_groups is None:
+            return list(self.speech_map.silence_tokens)
+        covered = {k for group in self.speech_groups if group for k in group}
+        return [k for k in range(len(self.units.tokens)) if k not in covered]
 
     def groups(self) -> tuple[list[Row], tuple[int, int], list[int]]:
         """Rows of position groups, the subject's rows [b, e) and the silence rows (see module doc)."""
         T, offset = len(self.input_ids), self.speech_offset
         spans = []  # (first position, label, positions, text token index or None)
-        for item, (label, _) in zip(self.speech_map.items, self.text_tokens):
-            if item.token_start is not None:
-                spans.append((offset + item.token_start, label,
-                              [offset + k for k in range(item.token_start, item.token_end)], item.item))
-        silence = list(self.speech_map.silence_tokens)
+        for index, (group, (label, _)) in enumerate(zip(self.token_groups(), self.text_tokens)):
+            if group:
+                spans.append((offset + group[0], label, [offset + k for k in group], index))
+        silence = self.silence_tokens()
         run: list[int] = []
         for k in silence + [None]:
             if run and (k is None or k != run[-1] + 1):
@@ -166,20 +203,23 @@ class SpeechPrompt:
                    "alignment_low_confidence": bool(self.alignment.low_confidence),
                    "alignment_coverage": self.alignment.coverage,
                    "unmapped_text_tokens": [self.text_tokens[i][0] for i in self.speech_map.unmapped],
-                   "silence_tokens": [self.speech_offset + k for k in self.speech_map.silence_tokens],
+                   "silence_tokens": [self.speech_offset + k for k in self.silence_tokens()],
                    "alignment_warnings": list(self.warnings)},
         )
 
     def alignment_json(self) -> dict:
         """Words (CTC frames, seconds, scores), text tokens with CTC frames and speech positions."""
         tokens = []
-        for (label, span), frames, item in zip(self.text_tokens, self.token_frames.tokens, self.speech_map.items):
-            tokens.append({
+        for (label, span), frames, group in zip(self.text_tokens, self.token_frames.tokens, self.token_groups()):
+            entry = {
                 "token": label, "char_span": list(span),
                 "ctc_frames": None if frames.start_frame is None else [frames.start_frame, frames.end_frame],
-                "speech_positions": None if item.token_start is None else
-                [self.speech_offset + item.token_start, self.speech_offset + item.token_end],
-            })
+                "speech_positions": None if not group else
+                [self.speech_offset + group[0], self.speech_offset + group[-1] + 1],
+            }
+            if self.speech_groups is not None:  # Expressive: the group need not be contiguous
+                entry["speech_group"] = None if not group else [self.speech_offset + k for k in group]
+            tokens.append(entry)
         return {"mapping": self.mapping, "aligner": self.alignment.method, "frame_unit": self.alignment.frame_unit,
                 "confidence": self.confidence, "words": self.alignment.to_dict(),
                 "text_tokens": tokens, "subject_range": list(self.subject_range),

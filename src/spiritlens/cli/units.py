@@ -1,4 +1,5 @@
-"""``spiritlens units AUDIO --json OUT.json``: HuBERT units, deduplicated tokens and frame spans."""
+"""``spiritlens units AUDIO --json OUT.json [--expressive]``: HuBERT units, deduplicated tokens and frame
+spans; with ``--expressive`` also pitch and style codes and the merged Expressive token string."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ def add_parser(subparsers) -> None:
                         help="where to write units, tokens, spans (written atomically)")
     parser.add_argument("--speech-tokenizer", metavar="DIR", default=None,
                         help="SpiritLM speech_tokenizer/ folder (default: $SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer)")
+    parser.add_argument("--expressive", action="store_true",
+                        help="also pitch [Pi…] (FCPE + F0 VQ-VAE, 12.5 Hz) and style [St…] (1 Hz) tokens, merged with "
+                             "the HuBERT units as SpiritLM Expressive writes them (needs vqvae_f0_quantizer/ and "
+                             "style_encoder_w2v2/ in the folder, and torchfcpe installed)")
     parser.set_defaults(func=run)
 
 
@@ -29,6 +34,18 @@ def run(args) -> int:
 
     directory = default_speech_tokenizer_dir(args.speech_tokenizer)
     wave = load_audio(args.audio)  # bad audio fails before the model is loaded
+    if args.expressive:
+        from spiritlens.units.expressive import ExpressiveTokenizer
+
+        try:
+            tokenizer = ExpressiveTokenizer.from_dir(directory)
+        except ImportError as error:  # torchfcpe (or its einops/local-attention) missing: one line, exit 2
+            raise ValueError(str(error)) from None
+        units = tokenizer.encode(wave)
+        write_json_atomic(Path(args.json_out), units.to_json())
+        print(f"{args.audio}: {len(units.hubert.units)} HuBERT frames, {len(units.pitch)} pitch codes, "
+              f"{len(units.style)} style codes -> {len(units.tokens)} tokens -> {args.json_out}")
+        return 0
     units = SpeechTokenizer.from_dir(directory).encode(wave)
     write_json_atomic(Path(args.json_out), units.to_json())
     print(f"{args.audio}: {len(units.units)} frames, {len(units.tokens)} tokens -> {args.json_out}")

@@ -179,12 +179,11 @@ class CrossModalFact:
         return tuple(self.text_subject_range) if modality == TEXT else self.speech_subject_range
 
     def speech_positions(self, token: int) -> list[int]:
-        """Spoken-run positions of LM text token ``token``'s aligned speech group ([] if unmapped)."""
-        item = self.speech.speech_map.items[token]
-        if item.token_start is None:
-            return []
+        """Spoken-run positions of LM text token ``token``'s aligned speech group ([] if unmapped; on the
+        Expressive model the group holds the HuBERT, pitch and style tokens overlapping the token)."""
+        group = self.speech.token_groups()[token]
         offset = self.speech.speech_offset
-        return list(range(offset + item.token_start, offset + item.token_end))
+        return [offset + k for k in group] if group else []
 
     def aligned_token(self, speech_position: int, tokens: Sequence[int] | None = None) -> int | None:
         """The LM text token (among ``tokens``, default all) whose speech group holds the position;

@@ -158,7 +158,7 @@ def speech_logit_lens(model, fact: CrossModalFact) -> LogitLensResult:
     text_ranks, text_log_probs = lens(TEXT, text_positions)
     aligned = [fact.aligned_token(p, fact.subject_tokens) for p in positions]
     pieces = model.tokenizer.convert_ids_to_tokens([fact.speech_ids[p] for p in positions])
-    silence = {fact.speech.speech_offset + k for k in fact.speech.speech_map.silence_tokens}
+    silence = {fact.speech.speech_offset + k for k in fact.speech.silence_tokens()}
     labels = [f"{p}: {piece} ({'silence' if p in silence else 'no subject token'})" if k is None
               else f"{p}: {piece} → {fact.token_labels[k].strip() or repr(fact.token_labels[k])}"
               for p, piece, k in zip(positions, pieces, aligned)]

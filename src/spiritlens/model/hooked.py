@@ -295,9 +295,12 @@ class HookedSpiritLM:
     # -------------------------------------------------------------- prompts
     @property
     def speech_tokenizer(self):
-        """The speech tokenizer (audio -> deduplicated ``[Hu…]`` units), loaded on first use."""
+        """The speech tokenizer, loaded on first use: audio -> deduplicated ``[Hu…]`` units (Base), or
+        HuBERT, pitch and style tokens interleaved as SpiritLM does (Expressive:
+        :class:`~spiritlens.units.expressive.ExpressiveTokenizer`)."""
         if self._speech_tokenizer is None:
-            self._speech_tokenizer = _load_speech_tokenizer(self._speech_tokenizer_source, self.model_dir)
+            self._speech_tokenizer = _load_speech_tokenizer(self._speech_tokenizer_source, self.model_dir,
+                                                            expressive=self.vocab.is_expressive)
         return self._speech_tokenizer
 
     def segments(self, prompt: Prompt) -> list[Segment]:
@@ -492,8 +495,21 @@ def _id_lists(value: Sequence) -> list:
     return [list(v) for v in value]
 
 
-def _load_speech_tokenizer(source: Any, model_dir: Path):
+def _load_speech_tokenizer(source: Any, model_dir: Path, *, expressive: bool = False):
+    """The speech tokenizer for ``model_dir``'s model: HuBERT only (Base) or HuBERT + pitch + style
+    (Expressive, whose folder must then hold ``vqvae_f0_quantizer/`` and ``style_encoder_w2v2/``)."""
     from spiritlens.units import SpeechTokenizer
+    from spiritlens.units.expressive import ExpressiveTokenizer, is_expressive_dir
+
+    def from_folder(folder):
+        if not expressive:
+            return SpeechTokenizer.from_dir(folder)
+        if not is_expressive_dir(folder):
+            raise FileNotFoundError(
+                f"{folder}: {model_dir.name} reads pitch and style tokens, but this speech tokenizer folder has no "
+                "vqvae_f0_quantizer/model.pt and style_encoder_w2v2/pytorch_model.bin (SpiritLM's Expressive "
+                "speech tokenizer); `spiritlens make-tiny DIR` writes tiny ones")
+        return ExpressiveTokenizer.from_dir(folder)
 
     if source is None:
         folder = speech_tokenizer_dir(model_dir)
@@ -502,12 +518,23 @@ def _load_speech_tokenizer(source: Any, model_dir: Path):
                 "no speech tokenizer found: set $SPIRITLM_CHECKPOINTS_DIR (with speech_tokenizer/hubert_25hz/) "
                 "or pass speech_tokenizer= to from_pretrained"
             )
-        return SpeechTokenizer.from_dir(folder)
+        return from_folder(folder)
     if isinstance(source, (str, os.PathLike)):
-        return SpeechTokenizer.from_dir(source)
+        return from_folder(source)
+    if isinstance(source, ExpressiveTokenizer):
+        if not expressive:
+            raise ValueError(f"{model_dir.name} has no pitch/style tokens; pass a SpeechTokenizer (HuBERT only)")
+        return source
     if isinstance(source, SpeechTokenizer):
+        if expressive:
+            raise ValueError(f"{model_dir.name} reads pitch and style tokens; pass an ExpressiveTokenizer "
+                             "(spiritlens.units.expressive) or its speech_tokenizer folder, not a HuBERT-only "
+                             "SpeechTokenizer")
         return source
     if hasattr(source, "encode_units"):
+        if expressive:
+            raise ValueError(f"{model_dir.name}: wrapping SpiritLM's own Expressive tokenizer object is not "
+                             "supported; pass its speech_tokenizer folder (spiritlens reads the same files)")
         return SpeechTokenizer.from_spiritlm(source)
     raise ValueError(f"speech_tokenizer must be a folder, a SpeechTokenizer or SpiritLM's speech "
                      f"tokenizer, got {type(source).__name__}")

@@ -6,6 +6,8 @@
                                                   tokenizer.model tokenizer_config.json special_tokens_map.json
     root/spiritlm_model/spirit-lm-expressive-7b/  (same files; vocabulary with [Pi*] and [St*])
     root/speech_tokenizer/hubert_25hz/            mhubert_base_25hz.pt L11_quantizer_500.pt
+    root/speech_tokenizer/vqvae_f0_quantizer/     config.yaml model.pt        (Expressive pitch)
+    root/speech_tokenizer/style_encoder_w2v2/     config.json pytorch_model.bin (Expressive style)
 
 The tokenizer is a real SentencePiece BPE model trained on the fly on text written below, then
 extended, like SpiritLM's, with ``[Text]``, ``[Speech]``, ``[Hu0]``..``[Hu500]`` (and, for
@@ -318,7 +320,9 @@ def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = Tru
     write_tiny_model(variant_dir(root, BASE), expressive=False, seed=seed, **tokenizer_options)
     write_tiny_model(variant_dir(root, EXPRESSIVE), expressive=True, seed=seed + 1, **tokenizer_options)
     if speech:
+        from spiritlens.synthetic.tiny_expressive import write_tiny_expressive
         from spiritlens.synthetic.tiny_units import write_tiny_speech_tokenizer
 
         write_tiny_speech_tokenizer(speech_tokenizer_folder(root), seed=seed)
+        write_tiny_expressive(speech_tokenizer_folder(root), seed=seed)
     return root

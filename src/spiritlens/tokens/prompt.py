@@ -49,10 +49,26 @@ class Segment:
 
     @property
     def text(self) -> str:
-        """The segment as SpiritLM writes it into the prompt string."""
+        """The segment as SpiritLM writes it into the prompt string (speech: its token strings,
+        ``[Hu…]`` only for Base units, ``[St…][Pi…][Hu…]…`` interleaved for Expressive units)."""
         if self.modality == "text":
             return self.content
-        return "".join(hubert_token(u) for u in self.content.tokens)
+        return "".join(speech_token_strings(self.content))
+
+
+def speech_token_strings(units: Any) -> list[str]:
+    """One string per speech token of ``units``: its ``token_strings()`` when it has them
+    (:class:`~spiritlens.units.SpeechUnits`, :class:`~spiritlens.units.expressive.ExpressiveUnits`),
+    else ``[Hu<unit>]`` per entry of ``units.tokens``."""
+    if callable(getattr(units, "token_strings", None)):
+        return list(units.token_strings())
+    return [hubert_token(u) for u in units.tokens]
+
+
+def speech_token_streams(units: Any) -> list[tuple[str, int]]:
+    """``(stream, unit)`` per speech token: ``"hubert"``/``"pitch"``/``"style"`` (Expressive units carry
+    :class:`~spiritlens.units.expressive.StreamToken` objects; Base units are all HuBERT)."""
+    return [(t.stream, t.unit) if hasattr(t, "stream") else ("hubert", int(t)) for t in units.tokens]
 
 
 @dataclass(frozen=True)
@@ -64,8 +80,10 @@ class TokenInfo:
     character of any segment). ``segment``: index into the prompt's segments (None for BOS,
     markers and the prefix). ``char_span``: [start, end) characters in the segment's text (text
     tokens; empty for a ``▁`` SentencePiece added inside a segment). ``unit_index``: index of the
-    deduplicated speech token within its segment, and ``frame_span``: its [first, last+1) 25 Hz
-    HuBERT frames (speech tokens).
+    speech token within its segment (deduplicated units; for Expressive units, the index in the
+    interleaved ``[St…][Pi…][Hu…]`` sequence), ``frame_span``: its [first, last+1) frames in the
+    25 Hz HuBERT grid (a pitch token covers 2 frames per code, a style token 25), and ``stream``:
+    ``"hubert"``, ``"pitch"`` or ``"style"`` (speech tokens).
     """
 
     position: int
@@ -75,6 +93,7 @@ class TokenInfo:
     char_span: tuple[int, int] | None = None
     unit_index: int | None = None
     frame_span: tuple[int, int] | None = None
+    stream: str | None = None
 
     @property
     def modality(self) -> str | None:
@@ -145,6 +164,8 @@ class TokenMap:
             if p.unit_index is not None:
                 item["unit_index"] = p.unit_index
                 item["frame_span"] = list(p.frame_span) if p.frame_span else None
+            if p.stream is not None:
+                item["stream"] = p.stream
             out.append(item)
         return out
 
@@ -226,14 +247,20 @@ def encode_segments(tokenizer, vocab: SpiritVocab, segments: Sequence[Segment],
     if not ids or ids[0] != vocab.bos_id or ids.count(vocab.bos_id) != 1:
         raise ValueError(f"tokenizer did not produce exactly one leading BOS for prompt {prompt[:60]!r}")
     ends = [offsets[i] + len(s.text) for i, s in enumerate(segments)]
-    speech_starts = {}  # segment -> char offsets of each [HuN] string inside it
+    speech_starts = {}  # segment -> char offsets of each speech token string inside it
+    speech_streams = {}  # segment -> (stream, unit) per speech token
+    stream_ids = {"hubert": vocab.hubert_ids, "pitch": vocab.pitch_ids, "style": vocab.style_ids}
     for index, segment in enumerate(segments):
         if segment.modality == "speech":
             starts, cursor = [], offsets[index]
-            for unit in segment.content.tokens:
+            for string in speech_token_strings(segment.content):
                 starts.append(cursor)
-                cursor += len(hubert_token(unit))
+                cursor += len(string)
             speech_starts[index] = {s: k for k, s in enumerate(starts)}
+            speech_streams[index] = speech_token_streams(segment.content)
+            if any(stream != "hubert" for stream, _ in speech_streams[index]) and not vocab.is_expressive:
+                raise ValueError(f"segment {index} has pitch/style tokens ([Pi…]/[St…]) but this model's vocabulary "
+                                 "has none (the Base model); use spirit-lm-expressive-7b or HuBERT-only units")
 
     positions: list[TokenInfo] = []
     for position, (token_id, (start, end)) in enumerate(zip(ids, spans)):
@@ -255,9 +282,13 @@ def encode_segments(tokenizer, vocab: SpiritVocab, segments: Sequence[Segment],
             positions.append(TokenInfo(position, token_id, "text", index, char_span=span))
         else:
             k = speech_starts[index].get(start)
-            if k is None or vocab.unit_of(token_id) != segment.content.tokens[k]:
-                raise ValueError(f"speech unit string of segment {index} did not tokenise to [Hu…] tokens")
+            stream, unit = speech_streams[index][k] if k is not None else (None, None)
+            ids_of_stream = stream_ids.get(stream, ())
+            if k is None or not 0 <= unit < len(ids_of_stream) or ids_of_stream[unit] != token_id:
+                raise ValueError(f"speech unit string of segment {index} did not tokenise to one token per "
+                                 "[Hu…]/[Pi…]/[St…] unit")
             frame = tuple(segment.content.spans[k])
-            positions.append(TokenInfo(position, token_id, "speech", index, unit_index=k, frame_span=frame))
+            positions.append(TokenInfo(position, token_id, "speech", index, unit_index=k, frame_span=frame,
+                                       stream=stream))
     token_map = TokenMap(list(segments), positions, prompt, output_modality, list(offsets))
     return ids, token_map

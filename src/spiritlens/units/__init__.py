@@ -1,4 +1,5 @@
-"""Audio -> SpiritLM HuBERT units: mHuBERT (as HF HubertModel), quantizer, deduplication, spans."""
+"""Audio -> SpiritLM speech tokens: mHuBERT (as HF HubertModel), quantizer, deduplication, spans; and for
+the Expressive model pitch (FCPE + F0 VQ-VAE) and style (wav2vec2 classifier) tokens merged on one time line."""
 
 from spiritlens.units.hubert import (
     DEFAULT_OUTPUT_LAYER,
@@ -22,8 +23,17 @@ from spiritlens.units.speech_tokenizer import (
     default_speech_tokenizer_dir,
     plan_chunks,
 )
+from spiritlens.units.expressive import ExpressiveTokenizer, ExpressiveUnits, StreamToken, units_string
+from spiritlens.units.pitch import PitchTokenizer
+from spiritlens.units.style import StyleEncoder
 
 __all__ = [
+    "ExpressiveTokenizer",
+    "ExpressiveUnits",
+    "PitchTokenizer",
+    "StreamToken",
+    "StyleEncoder",
+    "units_string",
     "DEFAULT_OUTPUT_LAYER",
     "Chunk",
     "HubertCheckpoint",

@@ -224,7 +224,8 @@ class SpeechTokenizer:
     """Audio -> :class:`SpeechUnits` exactly as SpiritLM tokenises speech (base model, HuBERT only).
 
     Build with :meth:`from_dir` (SpiritLM's ``speech_tokenizer/`` folder) or :meth:`from_spiritlm`
-    (wrap SpiritLM's own tokenizer object). Expressive pitch/style tokens are not supported.
+    (wrap SpiritLM's own tokenizer object). HuBERT units only: Expressive pitch/style tokens come from
+    :class:`spiritlens.units.expressive.ExpressiveTokenizer`.
     """
 
     def __init__(self, source: _UnitSource, *, name: str = "speech tokenizer"):
@@ -276,12 +277,13 @@ class SpeechTokenizer:
     def encode(self, audio, sample_rate: float | None = None, *, expressive: bool = False) -> SpeechUnits:
         """Units of ``audio`` (a path, ``[N]``/``[C, N]`` array or tensor, or a Waveform).
 
-        ``sample_rate``: of an array/tensor (default 16 kHz). ``expressive=True`` (pitch ``[Pi…]`` and
-        style ``[St…]`` tokens) is not supported and raises ValueError.
+        ``sample_rate``: of an array/tensor (default 16 kHz). ``expressive=True`` raises ValueError
+        pointing to :class:`~spiritlens.units.expressive.ExpressiveTokenizer`.
         """
         if expressive:
-            raise ValueError("expressive speech tokens (pitch [Pi…] and style [St…]) are not supported; "
-                             "only HuBERT [Hu…] units (SpiritLM base) are")
+            raise ValueError("SpeechTokenizer gives HuBERT [Hu…] units only; pitch [Pi…] and style [St…] tokens "
+                             "come from spiritlens.units.expressive.ExpressiveTokenizer (it needs "
+                             "vqvae_f0_quantizer/ and style_encoder_w2v2/ next to hubert_25hz/)")
         wave = load_audio(audio, sample_rate, target_sample_rate=self.sample_rate)
         if wave.num_samples < self.min_samples:
             raise ValueError(f"{wave.source}: {wave.num_samples} samples ({1000 * wave.duration_s:.1f} ms) are too "

@@ -78,13 +78,18 @@ def test_missing_speech_tokenizer_is_a_clear_error(tiny_base_dir, tmp_path, monk
     assert alone.to_tokens("text still works").shape[1] > 2
 
 
-def test_expressive_model_takes_hubert_only_speech(tiny_root, spoken_prompt_wav):
+def test_expressive_model_takes_pitch_and_style_tokens(tiny_root, spoken_prompt_wav):
+    """The Expressive model tokenises audio as SpiritLM Expressive: HuBERT, pitch and style interleaved
+    (the exact string is checked against SpiritLM's code in tests/integration/units/test_units_expressive_model.py)."""
     expressive = HookedSpiritLM.from_pretrained(tiny_root / "spiritlm_model" / "spirit-lm-expressive-7b")
     assert expressive.vocab.is_expressive
     ids = expressive.to_tokens([("speech", spoken_prompt_wav)])[0].tolist()
     units = expressive.speech_tokenizer.encode(spoken_prompt_wav)
     assert expressive.to_str_tokens(ids)[:3] == ["<s>", "▁", "[Speech]"]  # SpiritLM's lone ▁ first
-    assert ids[3:-1] == [expressive.vocab.hubert_ids[u] for u in units.tokens]
-    assert not set(ids) & (set(expressive.vocab.pitch_ids) | set(expressive.vocab.style_ids))
-    with pytest.raises(ValueError, match="pitch"):
-        expressive.speech_tokenizer.encode(spoken_prompt_wav, expressive=True)
+    vocab = expressive.vocab
+    stream_ids = {"hubert": vocab.hubert_ids, "pitch": vocab.pitch_ids, "style": vocab.style_ids}
+    assert ids[3:-1] == [stream_ids[t.stream][t.unit] for t in units.tokens]
+    assert set(ids) & set(vocab.pitch_ids) and set(ids) & set(vocab.style_ids)
+    assert [vocab.unit_of(i) for i in ids[3:-1] if vocab.unit_of(i) is not None] == units.hubert.tokens
+    with pytest.raises(ValueError, match="ExpressiveTokenizer"):
+        expressive.speech_tokenizer.hubert.encode(spoken_prompt_wav, expressive=True)

@@ -49,6 +49,8 @@ def test_default_torch_install_is_the_plain_index_and_says_so(tmp_path):
     assert "PyPI on Linux serves the CUDA build" in done.stdout
     assert "SPIRITLENS_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in done.stdout
     assert calls.index("-m pip install -q torch==2.13.0") < calls.index('-m pip install -q -e .[all]')
+    assert "-m pip install -q --no-deps torchfcpe==0.0.4" in calls  # FCPE without torchaudio
+    assert not any("torchaudio" in c for c in calls)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="setup.sh would install espeak-ng with apt-get")

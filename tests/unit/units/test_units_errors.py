@@ -142,9 +142,9 @@ def test_receptive_field_is_the_floor_when_min_chunk_is_lower(tiny_dir):
         tok.encode(np.ones(719, np.float32))
 
 
-def test_expressive_is_not_supported(tiny_dir):
-    with pytest.raises(ValueError, match=r"expressive speech tokens \(pitch \[Pi…\] and style \[St…\]\) are not "
-                                         "supported"):
+def test_expressive_points_to_the_expressive_tokenizer(tiny_dir):
+    with pytest.raises(ValueError, match=r"SpeechTokenizer gives HuBERT \[Hu…\] units only; pitch \[Pi…\] and style "
+                                         r"\[St…\] tokens come from spiritlens\.units\.expressive\.ExpressiveTokenizer"):
         SpeechTokenizer.from_dir(tiny_dir).encode(np.zeros(2000, np.float32), expressive=True)
 
 

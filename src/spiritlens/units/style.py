@@ -1,0 +1,175 @@
+"""Audio -> SpiritLM Expressive style codes ``[St0]``..``[St99]``: one per second (wav2vec2 classifier).
+
+SpiritLM's ``Wav2Vec2StyleEncoder`` (``speech_tokenizer/style_encoder/w2v2_encoder.py``) is a
+``Wav2Vec2ForSequenceClassification`` whose forward differs from the stock one: for a 16 kHz
+waveform ``[N]`` (SPEECH.md section 11)
+
+1. normalise with wav2vec2-base's feature extractor: ``(x - mean) / sqrt(var + 1e-7)`` over the whole
+   waveform, in float32 numpy (SpiritLM downloads that extractor from the Hub; its settings are
+   fixed: 16 kHz, ``do_normalize=True``, no padding, no attention mask, so it is computed here);
+2. ``wav2vec2(x).last_hidden_state`` ``[1, F, hidden]`` (F frames at 50 Hz: hop 320, receptive
+   field 400) -> ``projector`` ``[1, F, proj]``;
+3. mean over consecutive chunks of ``pool_size`` = 50 frames (the last chunk may be shorter):
+   ``[1, ceil(F / 50), proj]``;
+4. ``classifier`` -> argmax per chunk: one code per second (``num_labels`` = 100 classes).
+
+Files: ``speech_tokenizer/style_encoder_w2v2/{config.json, pytorch_model.bin}``: the config builds a
+transformers ``Wav2Vec2Config``; the weights (``wav2vec2.*``, ``projector.*``, ``classifier.*`` and the
+subclass's ``_float_tensor`` device marker) load strictly through spiritlens' safe loading
+(``weights_only=True``). Positional-conv weight norm is accepted in both spellings (``weight_g``/
+``weight_v`` or ``parametrizations.weight.original0/1``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spiritlens.checkpoints.pickle_safe import load_plain
+
+STYLE_DIR = Path("style_encoder_w2v2")
+STYLE_CONFIG_FILE = STYLE_DIR / "config.json"
+STYLE_WEIGHTS_FILE = STYLE_DIR / "pytorch_model.bin"
+POOL_SIZE = 50  # Wav2Vec2StyleEncoder(pool_size=50): 50 frames of 20 ms = 1 s
+NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+DEVICE_MARKER = "_float_tensor"  # a buffer of SpiritLM's subclass, saved with the weights
+_WEIGHT_NORM_NAMES = {".weight_g": ".parametrizations.weight.original0",
+                      ".weight_v": ".parametrizations.weight.original1"}
+
+
+def normalize_waveform(wav: np.ndarray) -> np.ndarray:
+    """wav2vec2-base's input normalisation: float32 ``(x - x.mean()) / sqrt(x.var() + 1e-7)``.
+
+    ``wav``: ``[N]`` samples. Source: transformers ``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``
+    with facebook/wav2vec2-base's ``preprocessor_config.json`` (do_normalize, no attention mask).
+    """
+    x = np.asarray(wav, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"style normalisation expects a mono waveform [N], got shape {list(x.shape)}")
+    return (x - x.mean()) / np.sqrt(x.var() + NORM_EPS)
+
+
+def pool_chunks(hidden: torch.Tensor, pool_size: int = POOL_SIZE) -> torch.Tensor:
+    """``[B, F, D]`` -> ``[B, ceil(F / pool_size), D]``: the mean of each run of ``pool_size`` frames."""
+    return torch.stack([hidden[:, i:i + pool_size].mean(dim=1) for i in range(0, hidden.shape[1], pool_size)], dim=1)
+
+
+@dataclass
+class StyleCodes:
+    """Style of one 16 kHz waveform (one chunk).
+
+    ``codes[i]``: class of wav2vec2 frames ``[50 i, min(50 (i + 1), num_frames))``, i.e. second ``i``.
+    ``num_frames``: wav2vec2 frames (``(N - 400) // 320 + 1`` for the standard conv stack).
+    """
+
+    codes: list[int]
+    num_frames: int
+    frame_samples: int
+    pool_size: int
+
+
+class StyleEncoder:
+    """SpiritLM's style encoder on transformers' ``Wav2Vec2ForSequenceClassification`` (no Hub).
+
+    Build with :meth:`from_dir` (SpiritLM's ``speech_tokenizer/`` folder).
+    """
+
+    def __init__(self, model, *, pool_size: int = POOL_SIZE, source: str = "style encoder"):
+        self.model = model.eval()
+        self.pool_size = pool_size
+        self.source = source
+        strides = list(model.config.conv_stride)
+        self.frame_samples = int(np.prod(strides))
+        kernels = list(model.config.conv_kernel)
+        field, jump = 1, 1
+        for kernel, stride in zip(kernels, strides):
+            field += (kernel - 1) * jump
+            jump *= stride
+        self.receptive_field = field
+
+    @classmethod
+    def from_dir(cls, speech_tokenizer_dir: str | Path, *, pool_size: int = POOL_SIZE) -> "StyleEncoder":
+        """Load ``DIR/style_encoder_w2v2/{config.json, pytorch_model.bin}`` strictly."""
+        from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
+
+        directory = Path(speech_tokenizer_dir)
+        config_path, weights_path = directory / STYLE_CONFIG_FILE, directory / STYLE_WEIGHTS_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path}: style encoder config not found")
+        try:
+            raw = json.loads(config_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+        if raw.get("model_type", "wav2vec2") != "wav2vec2":
+            raise ValueError(f"{config_path}: model_type {raw.get('model_type')!r}, expected 'wav2vec2'")
+        config = Wav2Vec2Config.from_dict(raw)
+        if config.use_weighted_layer_sum:
+            raise ValueError(f"{config_path}: use_weighted_layer_sum=true; SpiritLM's style encoder reads "
+                             "the last hidden state")
+        model = Wav2Vec2ForSequenceClassification(config)
+        state = load_plain(weights_path, "style encoder")
+        if not isinstance(state, dict):
+            raise ValueError(f"{weights_path}: expected a state dict, got {type(state).__name__}")
+        _load_strict(model, state, str(weights_path))
+        return cls(model, pool_size=pool_size, source=str(directory / STYLE_DIR))
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.model.config.num_labels)
+
+    @property
+    def min_samples(self) -> int:
+        return self.receptive_field
+
+    def num_frames(self, num_samples: int) -> int:
+        return int(self.model.wav2vec2._get_feat_extract_output_lengths(torch.tensor(num_samples)).item())
+
+    @torch.inference_mode()
+    def logits(self, wav: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``[N]`` 16 kHz -> ``[ceil(F / pool_size), num_labels]`` class logits, one row per second."""
+        x = torch.from_numpy(normalize_waveform(np.asarray(wav, dtype=np.float32))).unsqueeze(0)
+        hidden = self.model.wav2vec2(x).last_hidden_state
+        return self.model.classifier(pool_chunks(self.model.projector(hidden), self.pool_size))[0]
+
+    def encode(self, wav: torch.Tensor | np.ndarray, *, source: str = "waveform") -> StyleCodes:
+        """Style codes of a 16 kHz mono waveform; ValueError (naming ``source``) if shorter than one frame."""
+        wav = np.asarray(wav, dtype=np.float32)
+        if wav.ndim != 1:
+            raise ValueError(f"{source}: style expects a mono waveform [N], got shape {list(wav.shape)}")
+        if wav.shape[0] < self.min_samples:
+            raise ValueError(f"{source}: {wav.shape[0]} samples are too short for a style token: at least "
+                             f"{self.min_samples} at 16 kHz (one wav2vec2 frame)")
+        codes = self.logits(wav).argmax(dim=-1)
+        return StyleCodes(codes=[int(c) for c in codes], num_frames=self.num_frames(wav.shape[0]),
+                          frame_samples=self.frame_samples, pool_size=self.pool_size)
+
+
+def _load_strict(model, state: dict, source: str) -> None:
+    """Load ``state`` into ``model`` strictly, after renaming weight-norm keys and dropping the device marker."""
+    own = model.state_dict()
+    renamed = {}
+    for key, value in state.items():
+        if key == DEVICE_MARKER:
+            continue
+        for old, new in _WEIGHT_NORM_NAMES.items():
+            if key.endswith(old) and key not in own and key[: -len(old)] + new in own:
+                key = key[: -len(old)] + new
+        renamed[key] = value
+    missing = sorted(set(own) - set(renamed))
+    unexpected = sorted(set(renamed) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{source}: style encoder weights do not match config.json "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, value in own.items():
+        if tuple(renamed[key].shape) != tuple(value.shape):
+            raise ValueError(f"{source}: {key} has shape {list(renamed[key].shape)}, config.json implies "
+                             f"{list(value.shape)}")
+    model.load_state_dict(renamed, strict=True)
+
+
+__all__ = ["StyleCodes", "StyleEncoder", "normalize_waveform", "pool_chunks", "POOL_SIZE",
+           "STYLE_CONFIG_FILE", "STYLE_WEIGHTS_FILE"]
