@@ -14,6 +14,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from spiritlens._io import read_json
+
+
+# The toy tree's manifest (spiritlens.synthetic.toy.cache.MANIFEST, read here as a file: the traces
+# stage does not import the toy builder, which sits above it).
+TOY_MANIFEST = "toy_manifest.json"
+
 
 class UnexpectedAnswerWarning(UserWarning):
     """The traced answer is not the attribute the toy SpiritLM was trained to give for the prompt."""
@@ -23,18 +30,20 @@ def trained_attribute(model, prompt_text: str) -> str | None:
     """The attribute a toy SpiritLM (``model.model_dir`` inside a ``make-toy`` tree) was trained to
     answer after ``prompt_text`` (its Known prompt or a paraphrase, compared without surrounding
     spaces), or None for another model or prompt."""
-    from spiritlens.synthetic.toy.cache import MANIFEST, toy_facts
-
     model_dir = getattr(model, "model_dir", None)
     if model_dir is None or not prompt_text:
         return None
     root = Path(model_dir).parents[1] if len(Path(model_dir).parents) > 1 else None
-    if root is None or not (root / MANIFEST).is_file():
+    if root is None or not (root / TOY_MANIFEST).is_file():
         return None
+    try:
+        facts = read_json(root / TOY_MANIFEST, "toy manifest")["inputs"]["facts"]
+    except (ValueError, KeyError, TypeError):
+        return None  # not a finished toy: nothing to compare with
     wanted = prompt_text.strip()
-    for fact in toy_facts(root):
-        if wanted in {fact.prompt.strip(), *(p.strip() for p in fact.paraphrases)}:
-            return fact.attribute
+    for fact in facts:
+        if wanted in {fact["prompt"].strip(), *(p.strip() for p in fact.get("paraphrases", ()))}:
+            return fact["attribute"]
     return None
 
 

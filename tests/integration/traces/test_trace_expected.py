@@ -60,6 +60,16 @@ def test_the_espeak_program_voice_gives_a_wrong_answer_and_a_warning(toy_model, 
     assert judged.correct_prediction is False
 
 
+def test_every_fact_and_paraphrase_of_the_toy_is_found(toy_model, toy_root):
+    from spiritlens.synthetic.toy.cache import MANIFEST, toy_facts
+    from spiritlens.traces.expected import TOY_MANIFEST
+
+    assert TOY_MANIFEST == MANIFEST
+    for fact in toy_facts(toy_root):
+        for text in (fact.prompt, *fact.paraphrases):
+            assert trained_attribute(toy_model, " " + text + " ") == fact.attribute
+
+
 def test_other_models_and_prompts_are_left_alone(tiny_model, toy_model):
     assert trained_attribute(tiny_model, "The Space Needle is located in the city of") is None
     assert trained_attribute(toy_model, "A prompt the toy never saw") is None
