@@ -8,16 +8,23 @@ HuBERT units, a TokenMap), modality-constrained generation and the speech tokeni
 One way into the model: every method that takes a prompt (``model(p)``, ``run_with_cache``,
 ``run_with_hooks``, ``generate``, ``to_tokens``, ``to_str_tokens``) reads a string or
 ``(modality, content)`` pairs through SpiritLM's prompt path (markers, then SpiritLM's own
-tokenisation, :mod:`spiritlens.tokens.llama`); token ids pass through after a range check. The
-bridge's own string handling (its transformers tokenizer, no markers) is never used for a prompt:
-bridge methods that would tokenise a string themselves refuse one. Delegated methods that return
-the bridge (``to``, ``cuda``, ``cpu``, ``half``, ``float``, ``eval``, ``train``, ...) return the
-HookedSpiritLM instead, so ``model = model.to("cuda")`` keeps SpiritLM's prompts.
+tokenisation, :mod:`spiritlens.tokens.llama`), and a list of prompts row by row, padded and masked
+(:mod:`spiritlens.model.batching`); token ids pass through after a range check. The bridge's own
+string paths (``model.bridge("...")``, its ``to_tokens``, ``run_with_cache``) are pointed at
+SpiritLM's, ``model.tokenizer`` warns on a string without a marker, and a few bridge methods that
+tokenise a string by other routes refuse one (:mod:`spiritlens.model.bridge_paths`). Delegated
+methods that return the bridge (``to``, ``cuda``, ``cpu``, ``half``, ``float``, ``eval``, ``train``,
+...) return the HookedSpiritLM instead, so ``model = model.to("cuda")`` keeps SpiritLM's prompts, and
+``cfg.dtype``/``cfg.device`` follow the weights.
 
 Numerics: by default the weights are the raw checkpoint weights, so logits equal
 ``transformers.LlamaForCausalLM`` (eager attention, same dtype) on the same directory, and
-``blocks.{l}.hook_resid_post`` equals the output of HF ``model.layers[l]``. TransformerLens'
-weight processing (folded norms, centred weights) is opt-in with ``process_weights=True``.
+``blocks.{l}.hook_resid_post`` equals the output of HF ``model.layers[l]``. TransformerLens' cache
+helpers assume folded norms; the cache ``run_with_cache`` returns applies the RMSNorm gains they
+would drop (:mod:`spiritlens.model.cache`), so the logit lens and direct logit attribution give the
+model's true numbers. TransformerLens' weight processing (folded norms, centred weights) is opt-in
+with ``process_weights=True``. SAEs in SAELens' format splice in with :meth:`HookedSpiritLM.saes`
+(:mod:`spiritlens.model.sae`).
 """
 
 from __future__ import annotations
@@ -27,9 +34,8 @@ import inspect
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -46,7 +52,8 @@ from spiritlens.tokens.prompt import MODALITIES, Segment, TokenMap, check_output
 from spiritlens.tokens.vocab import SpiritVocab
 from spiritlens.model.batching import PromptBatch, check_padding_side, continuation_start, encode_batch, \
     is_prompt_batch, left_padding_mask
-from spiritlens.model.cache import NormGainCache
+from spiritlens.model.bridge_paths import PromptRuleTokenizer, check_move, named_hook, names_filter_of, \
+    route_bridge_strings
 
 Prompt = str | Sequence[tuple[str, Any]]
 logger = logging.getLogger("spiritlens")
@@ -90,7 +97,7 @@ class HookedSpiritLM:
         from spiritlens.model.sae import SAERecords
 
         self._sae_records = SAERecords()
-        _route_bridge_strings(bridge, self)
+        route_bridge_strings(bridge, self)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -253,7 +260,7 @@ class HookedSpiritLM:
             if isinstance(name, str):
                 if name not in known:
                     raise ValueError(f"unknown hook name {name!r} (e.g. 'blocks.0.hook_resid_post')")
-                fn = _named_hook(fn, name)
+                fn = named_hook(fn, name)
             checked.append((name, fn))
         return checked
 
@@ -277,7 +284,7 @@ class HookedSpiritLM:
         logits, cache = self.bridge.run_with_cache(ids, **kwargs)
         if self._sae_records.values and hasattr(cache, "cache_dict"):
             names_filter = kwargs.get("names_filter")
-            keep = _names_filter(names_filter)
+            keep = names_filter_of(names_filter)
             for name, value in self._sae_records.values.items():
                 if keep(name):
                     cache.cache_dict[name] = value[0] if kwargs.get("remove_batch_dim") else value
@@ -329,7 +336,7 @@ class HookedSpiritLM:
                     "without SpiritLM's markers; pass model.to_tokens(prompt) (or model.bridge."
                     f"{name}(...) for the bridge's own tokenizer)")
             if name in ("to", "cuda"):
-                _check_move(name, args, kwargs)
+                check_move(name, args, kwargs)
             out = attribute(*args, **kwargs)
             if out is self.bridge:  # model.to(...), .half(), .eval(): keep the wrapper, and cfg in step
                 self._sync_cfg()
@@ -652,127 +659,6 @@ class HookedSpiritLM:
     def __repr__(self) -> str:
         return (f"HookedSpiritLM({self.variant!r}, n_layers={self.cfg.n_layers}, d_model={self.cfg.d_model}, "
                 f"dtype={self.dtype}, device={self.device})")
-
-
-class PromptRuleWarning(UserWarning):
-    """A string reached SpiritLM's tokenizer without SpiritLM's prompt rules (no ``[Text]`` marker)."""
-
-
-_MARKERS = ("[Text]", "[Speech]")
-
-
-class PromptRuleTokenizer:
-    """``model.tokenizer``: SpiritLM's text tokenizer (every attribute and method is the wrapped
-    one's, ``wrapped`` is the tokenizer itself), except that calling it on a string that does not
-    start with a SpiritLM marker warns, in one line, that the string is tokenised as it is: SpiritLM
-    writes ``[Text]`` before text (``model.to_tokens`` does), and the model answers differently
-    without it."""
-
-    def __init__(self, tokenizer):
-        object.__setattr__(self, "wrapped", tokenizer)
-
-    def __getattr__(self, name: str):
-        return getattr(self.wrapped, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        setattr(self.wrapped, name, value)
-
-    def __len__(self) -> int:
-        return len(self.wrapped)
-
-    def __call__(self, text, *args, **kwargs):
-        texts = [text] if isinstance(text, str) else text if isinstance(text, (list, tuple)) else []
-        bare = [t for t in texts if isinstance(t, str) and not t.removeprefix("<s>").lstrip().startswith(_MARKERS)]
-        if bare:
-            warnings.warn(f"model.tokenizer({bare[0]!r:.40}) tokenises the string as it is, without SpiritLM's [Text] "
-                          "marker that the model was trained with; use model.to_tokens(...) for SpiritLM's prompt",
-                          PromptRuleWarning, stacklevel=2)
-        return self.wrapped(text, *args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"PromptRuleTokenizer({self.wrapped!r})"
-
-
-def _route_bridge_strings(bridge, model: "HookedSpiritLM") -> None:
-    """Make the bridge's own string paths SpiritLM's: ``bridge(str)``, ``bridge.run_with_cache(str)``,
-    ``bridge.generate(str)``, ``bridge.to_tokens/to_str_tokens/to_single_token`` and
-    ``tokens_to_residual_directions(str)`` tokenise with :meth:`HookedSpiritLM.to_tokens` (markers,
-    SpiritLM's tokenizer); ``bridge.run_with_cache`` returns a
-    :class:`~spiritlens.model.cache.NormGainCache`. Instance attributes; the class is untouched."""
-    cls = type(bridge)
-
-    def to_tokens(input, prepend_bos=None, padding_side=None, move_to_device=True, truncate=True):
-        if isinstance(input, torch.Tensor):
-            return input
-        return model.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side,
-                               move_to_device=move_to_device)
-
-    def to_str_tokens(input, prepend_bos=None, padding_side=None):
-        return model.to_str_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side)
-
-    def run_with_cache(*args, **kwargs):
-        out = cls.run_with_cache(bridge, *args, **kwargs)
-        if isinstance(out, tuple) and len(out) == 2 and hasattr(out[1], "apply_ln_to_stack"):
-            return out[0], NormGainCache.wrap(out[1])
-        return out
-
-    for name, function in (("to_tokens", to_tokens), ("to_str_tokens", to_str_tokens),
-                           ("to_single_token", model.to_single_token), ("run_with_cache", run_with_cache)):
-        object.__setattr__(bridge, name, function)
-
-
-class _NamedHookPoint:
-    """A HookPoint seen through the name its hook was registered under (``hook.name``)."""
-
-    def __init__(self, point, name: str):
-        self._point, self.name = point, name
-
-    def __getattr__(self, attribute: str):
-        return getattr(self._point, attribute)
-
-    def __repr__(self) -> str:
-        return f"HookPoint(name={self.name!r}, bridge name={self._point.name!r})"
-
-
-def _named_hook(fn, name: str):
-    if getattr(fn, "_spiritlens_name", None) == name:
-        return fn
-
-    @functools.wraps(fn)
-    def named(act, *args, hook=None, **kwargs):
-        if args:  # called positionally
-            hook, args = args[0], args[1:]
-        point = hook if getattr(hook, "name", name) == name else _NamedHookPoint(hook, name)
-        return fn(act, *args, hook=point, **kwargs)
-
-    named._spiritlens_name = name
-    return named
-
-
-def _names_filter(names_filter) -> Callable[[str], bool]:
-    if names_filter is None:
-        return lambda name: True
-    if isinstance(names_filter, str):
-        return lambda name: name == names_filter
-    if callable(names_filter):
-        return names_filter
-    wanted = set(names_filter)
-    return lambda name: name in wanted
-
-
-def _check_move(name: str, args: tuple, kwargs: dict) -> None:
-    """``model.to("cuda")``/``model.cuda()`` on a machine without CUDA: one line, not torch's assertion."""
-    targets = [kwargs.get("device")] + [a for a in args if isinstance(a, (str, torch.device))]
-    if name == "cuda":
-        targets.append("cuda" if not args or args[0] is None else
-                       (f"cuda:{args[0]}" if isinstance(args[0], int) else args[0]))
-    for target in targets:
-        if target is None:
-            continue
-        try:
-            check_device(target)
-        except ValueError as error:
-            raise ValueError(f"model.{name}({str(target)!r}): {error}") from None
 
 
 def _is_text(value: Any) -> bool:

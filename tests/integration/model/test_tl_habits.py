@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from spiritlens.model.hooked import PromptRuleWarning
+from spiritlens.model.bridge_paths import PromptRuleWarning
 
 PROMPT = "The capital of Italy is"
 
