@@ -95,16 +95,18 @@ def route_bridge_strings(bridge, model) -> None:
 
 
 class NamedHookPoint:
-    """A HookPoint seen through the name its hook was registered under (``hook.name``)."""
+    """A HookPoint seen through the name its hook was registered under: ``name`` is that name,
+    ``point`` the bridge's HookPoint (``point.name`` its TransformerLens 4 alias); every other
+    attribute is the HookPoint's."""
 
     def __init__(self, point, name: str):
-        self._point, self.name = point, name
+        self.point, self.name = point, name
 
     def __getattr__(self, attribute: str):
-        return getattr(self._point, attribute)
+        return getattr(self.point, attribute)
 
     def __repr__(self) -> str:
-        return f"HookPoint(name={self.name!r}, bridge name={self._point.name!r})"
+        return f"HookPoint(name={self.name!r}, bridge name={self.point.name!r})"
 
 
 def named_hook(fn, name: str):

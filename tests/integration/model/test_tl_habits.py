@@ -97,7 +97,7 @@ def test_hook_functions_see_the_names_they_were_registered_under(tiny_model):
     # the bridge's own name stays reachable, and the hook point still works as one
     kept = []
     tiny_model.run_with_hooks(PROMPT, fwd_hooks=[("blocks.0.hook_resid_post",
-                                                  lambda act, hook: kept.append(hook._point.name))])
+                                                  lambda act, hook: kept.append(hook.point.name))])
     assert kept == ["blocks.0.hook_out"]
     with tiny_model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", lambda act, hook: seen.append(hook.name))]):
         tiny_model(PROMPT)
