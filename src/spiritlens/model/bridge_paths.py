@@ -36,10 +36,11 @@ _MARKERS = ("[Text]", "[Speech]")
 
 class PromptRuleTokenizer:
     """``model.tokenizer``: SpiritLM's text tokenizer (every attribute and method is the wrapped
-    one's, ``wrapped`` is the tokenizer itself), except that calling it on a string that does not
-    start with a SpiritLM marker warns, in one line, that the string is tokenised as it is: SpiritLM
-    writes ``[Text]`` before text (``model.to_tokens`` does), and the model answers differently
-    without it."""
+    one's, ``wrapped`` is the tokenizer itself), except that calling it (or ``encode``) with BOS on a
+    string that does not start with a SpiritLM marker warns, in one line, that the string is
+    tokenised as it is: SpiritLM writes ``[Text]`` before text (``model.to_tokens`` does), and the
+    model answers differently without it. Without BOS (``add_special_tokens=False``) the string is a
+    piece to append and nothing is said."""
 
     def __init__(self, tokenizer):
         object.__setattr__(self, "wrapped", tokenizer)
@@ -53,14 +54,26 @@ class PromptRuleTokenizer:
     def __len__(self) -> int:
         return len(self.wrapped)
 
-    def __call__(self, text, *args, **kwargs):
+    def _check(self, text, call: str, add_special_tokens: bool) -> None:
+        if not add_special_tokens:  # a piece to put after other tokens (no BOS): no prompt rule applies
+            return
         texts = [text] if isinstance(text, str) else text if isinstance(text, (list, tuple)) else []
         bare = [t for t in texts if isinstance(t, str) and not t.removeprefix("<s>").lstrip().startswith(_MARKERS)]
         if bare:
-            warnings.warn(f"model.tokenizer({bare[0]!r:.40}) tokenises the string as it is, without SpiritLM's [Text] "
-                          "marker that the model was trained with; use model.to_tokens(...) for SpiritLM's prompt",
-                          PromptRuleWarning, stacklevel=2)
+            warnings.warn(f"model.tokenizer{call}({bare[0]!r:.40}) tokenises the string as it is, without SpiritLM's "
+                          "[Text] marker that the model was trained with; use model.to_tokens(...) for SpiritLM's "
+                          "prompt", PromptRuleWarning, stacklevel=3)
+
+    def __call__(self, text, *args, **kwargs):
+        self._check(text, "", kwargs.get("add_special_tokens", True))
         return self.wrapped(text, *args, **kwargs)
+
+    def encode(self, text, *args, **kwargs):
+        """The wrapped tokenizer's ``encode``; with BOS (``add_special_tokens``, the default) a string
+        without a marker warns as a call does."""
+        self._check(text, ".encode", args[0] if args and isinstance(args[0], bool) else
+                    kwargs.get("add_special_tokens", True))
+        return self.wrapped.encode(text, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"PromptRuleTokenizer({self.wrapped!r})"

@@ -31,7 +31,10 @@ def test_the_tokenizer_called_on_bare_text_says_so(tiny_model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         marked = tiny_model.tokenizer("[Text]" + PROMPT).input_ids  # SpiritLM's own prompt string: silent
+        tiny_model.tokenizer.encode("Paris", add_special_tokens=False)  # a piece without BOS: no prompt rule
     assert marked == tiny_model.to_tokens(PROMPT)[0].tolist()
+    with pytest.warns(PromptRuleWarning, match=r"model.tokenizer.encode\('The capital"):
+        tiny_model.tokenizer.encode(PROMPT)
     assert len(tiny_model.tokenizer) == tiny_model.n_token_ids
 
 
