@@ -87,6 +87,9 @@ def test_to_single_token_takes_markers_and_units(tiny_model):
     # each id reads back as its own piece
     for name in ("[Text]", "[Hu12]", "[Hu500]"):
         assert tiny_model.to_str_tokens([tiny_model.to_single_token(name)]) == [name]
+    # TransformerLens' string paths through to_single_token take SpiritLM's pieces too
+    paris = tiny_model.to_single_token(" Paris")
+    assert torch.equal(tiny_model.tokens_to_residual_directions(" Paris"), tiny_model.W_U[:, paris])
     with pytest.raises(ValueError, match=r"'The capital' is 2 tokens"):
         tiny_model.to_single_token("The capital")
 

@@ -98,6 +98,10 @@ def test_final_norm_readouts_equal_the_logits(model, reference):
     accumulated = cache.accumulated_resid(apply_ln=True)
     assert accumulated.shape[0] == L + 1
     assert float((accumulated[-1, 0].double() @ W_U - logits_ref).abs().max()) <= 1e-4
+    # TransformerLens 4's one-call logit lens (last position by default): its last entry is the output
+    one_call = cache.logit_lens()
+    assert one_call.labels[-1] == "final_post"
+    assert float((one_call.readout.values[-1, 0].double() - logits_ref[-1]).abs().max()) <= 1e-4
     # direct logit attribution: the components add up to the logits
     components, labels = cache.decompose_resid(apply_ln=True, return_labels=True)
     assert labels[0] == "embed" and len(labels) == 1 + 2 * L
