@@ -54,6 +54,7 @@ from spiritlens.model.batching import PromptBatch, check_padding_side, continuat
     is_prompt_batch, left_padding_mask
 from spiritlens.model.bridge_paths import PromptRuleTokenizer, check_move, named_hook, names_filter_of, \
     route_bridge_strings
+from spiritlens.model.sae import SAERecords, splice
 
 Prompt = str | Sequence[tuple[str, Any]]
 logger = logging.getLogger("spiritlens")
@@ -94,8 +95,6 @@ class HookedSpiritLM:
         self.tokenization = tokenization
         self._speech_tokenizer_source = speech_tokenizer
         self._speech_tokenizer = None
-        from spiritlens.model.sae import SAERecords
-
         self._sae_records = SAERecords()
         route_bridge_strings(bridge, self)
 
@@ -305,8 +304,6 @@ class HookedSpiritLM:
     def saes(self, saes, *, use_error_term: bool = False):
         """Context manager splicing SAEs (:func:`spiritlens.model.sae.load_sae`) at their hook
         points: see :func:`spiritlens.model.sae.splice`."""
-        from spiritlens.model.sae import splice
-
         return splice(self, saes, use_error_term=use_error_term)
 
     def run_with_saes(self, prompt, *, saes, use_error_term: bool = False, **kwargs) -> torch.Tensor:
