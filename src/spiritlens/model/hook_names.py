@@ -31,16 +31,11 @@ def mlp_out(layer: int) -> str:
 BY_KIND = {"hidden": resid_post, "mlp": mlp_out, "attn": attn_out}
 
 
-def check_no_block_hooks(bridge) -> None:
-    """Raise ValueError if TransformerLens hooks are attached to a hook point of the bridge's blocks,
-    final norm or unembedding (``add_hook``, or ``hooks()`` still open).
-
-    The suffix runs compute the blocks from the weights, so such hooks would be silently skipped.
-    (Plain PyTorch hooks on the wrapped modules cannot be told apart from the bridge's own.)
-    """
-    found = sorted(name for name, point in bridge.hook_dict.items()
-                   if name.startswith(("blocks.", "ln_final", "unembed")) and point.fwd_hooks)
-    if found:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        raise ValueError(f"the model has hooks attached at {shown}: causal tracing's restored runs compute the "
-                         "blocks directly and would skip them; remove them first (model.reset_hooks())")
+def attached_hooks(bridge) -> list[str]:
+    """Names of the hook points of the bridge's blocks, final norm and unembedding that have forward
+    hooks attached (``add_hook``, or ``hooks()`` still open), sorted. Causal tracing's fast restored
+    runs compute the blocks from the weights, where such hooks would not act, so the tracer runs
+    full forwards while any are attached (:mod:`spiritlens.traces.plain`). (Plain PyTorch hooks on
+    the wrapped modules cannot be told apart from the bridge's own.)"""
+    return sorted(name for name, point in bridge.hook_dict.items()
+                  if name.startswith(("blocks.", "ln_final", "unembed")) and point.fwd_hooks)

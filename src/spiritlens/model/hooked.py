@@ -8,16 +8,23 @@ HuBERT units, a TokenMap), modality-constrained generation and the speech tokeni
 One way into the model: every method that takes a prompt (``model(p)``, ``run_with_cache``,
 ``run_with_hooks``, ``generate``, ``to_tokens``, ``to_str_tokens``) reads a string or
 ``(modality, content)`` pairs through SpiritLM's prompt path (markers, then SpiritLM's own
-tokenisation, :mod:`spiritlens.tokens.llama`); token ids pass through after a range check. The
-bridge's own string handling (its transformers tokenizer, no markers) is never used for a prompt:
-bridge methods that would tokenise a string themselves refuse one. Delegated methods that return
-the bridge (``to``, ``cuda``, ``cpu``, ``half``, ``float``, ``eval``, ``train``, ...) return the
-HookedSpiritLM instead, so ``model = model.to("cuda")`` keeps SpiritLM's prompts.
+tokenisation, :mod:`spiritlens.tokens.llama`), and a list of prompts row by row, padded and masked
+(:mod:`spiritlens.model.batching`); token ids pass through after a range check. The bridge's own
+string paths (``model.bridge("...")``, its ``to_tokens``, ``run_with_cache``) are pointed at
+SpiritLM's, ``model.tokenizer`` warns on a string without a marker, and a few bridge methods that
+tokenise a string by other routes refuse one (:mod:`spiritlens.model.bridge_paths`). Delegated
+methods that return the bridge (``to``, ``cuda``, ``cpu``, ``half``, ``float``, ``eval``, ``train``,
+...) return the HookedSpiritLM instead, so ``model = model.to("cuda")`` keeps SpiritLM's prompts, and
+``cfg.dtype``/``cfg.device`` follow the weights.
 
 Numerics: by default the weights are the raw checkpoint weights, so logits equal
 ``transformers.LlamaForCausalLM`` (eager attention, same dtype) on the same directory, and
-``blocks.{l}.hook_resid_post`` equals the output of HF ``model.layers[l]``. TransformerLens'
-weight processing (folded norms, centred weights) is opt-in with ``process_weights=True``.
+``blocks.{l}.hook_resid_post`` equals the output of HF ``model.layers[l]``. TransformerLens' cache
+helpers assume folded norms; the cache ``run_with_cache`` returns applies the RMSNorm gains they
+would drop (:mod:`spiritlens.model.cache`), so the logit lens and direct logit attribution give the
+model's true numbers. TransformerLens' weight processing (folded norms, centred weights) is opt-in
+with ``process_weights=True``. SAEs in SAELens' format splice in with :meth:`HookedSpiritLM.saes`
+(:mod:`spiritlens.model.sae`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ from spiritlens.tokens.llama import SlowLlamaTokenizer
 from spiritlens.tokens.layout import TokenizerLayout, check_tokenization, detect_layout
 from spiritlens.tokens.prompt import MODALITIES, Segment, TokenMap, check_output_modality, encode_segments
 from spiritlens.tokens.vocab import SpiritVocab
+from spiritlens.model.batching import PromptBatch, check_padding_side, continuation_start, encode_batch, \
+    is_prompt_batch, left_padding_mask
+from spiritlens.model.bridge_paths import PromptRuleTokenizer, check_move, named_hook, names_filter_of, \
+    route_bridge_strings
+from spiritlens.model.sae import SAERecords, splice
 
 Prompt = str | Sequence[tuple[str, Any]]
 logger = logging.getLogger("spiritlens")
@@ -50,7 +62,7 @@ logger = logging.getLogger("spiritlens")
 # Bridge methods that would tokenise a string with the bridge's own tokenizer (no SpiritLM markers).
 _BRIDGE_STRING_METHODS = frozenset({
     "input_to_embed", "get_token_position", "to_sentence_pair_tokens", "generate_stream", "hf_generate",
-    "diffusion_generate", "tokens_to_residual_directions",
+    "diffusion_generate",
 })
 # generate() options spiritlens sets itself.
 _GENERATE_RESERVED = {
@@ -58,7 +70,7 @@ _GENERATE_RESERVED = {
     "bad_words_ids": "the output modality's forbidden tokens (forbidden_token_ids)",
     "pad_token_id": "the EOS id",
     "use_cache": "False (TransformerLens 4.3's bridge breaks HF's KV cache)",
-    "attention_mask": "all ones (one unpadded prompt)",
+    "attention_mask": "from the prompts' padding (a list of prompts is left-padded and masked)",
 }
 _GENERATE_EXTRA = frozenset({"logits_processor", "stopping_criteria", "streamer"})
 
@@ -77,12 +89,14 @@ class HookedSpiritLM:
     def __init__(self, bridge, tokenizer, vocab: SpiritVocab, model_dir: Path,
                  speech_tokenizer: Any = None, tokenization: TokenizerLayout | None = None):
         self.bridge = bridge
-        self.tokenizer = tokenizer
+        self.tokenizer = PromptRuleTokenizer(tokenizer)
         self.vocab = vocab
         self.model_dir = Path(model_dir)
         self.tokenization = tokenization
         self._speech_tokenizer_source = speech_tokenizer
         self._speech_tokenizer = None
+        self._sae_records = SAERecords()
+        route_bridge_strings(bridge, self)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -184,36 +198,124 @@ class HookedSpiritLM:
         """The wrapped ``transformers.LlamaForCausalLM``."""
         return self.bridge.original_model
 
-    def __call__(self, prompt: "Prompt | torch.Tensor", **kwargs) -> torch.Tensor:
-        """Logits ``[batch, pos, d_vocab]`` for a prompt (string or ``(modality, content)`` pairs,
-        through SpiritLM's prompt path) or token ids ``[batch, pos]`` / ``[pos]``."""
-        return self.bridge(self.input_ids(prompt), **kwargs)
+    def model_input(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor", *, attention_mask=None,
+                    padding_side: str | None = None, prepend_bos: bool | None = None,
+                    start_at_layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(input, attention_mask)`` for the bridge from what a TransformerLens user passes.
+
+        A prompt (string or ``(modality, content)`` pairs): SpiritLM's path, ``[1, T]``, no mask.
+        A list of prompts: each row through SpiritLM's path, padded (``padding_side``, default
+        right) and masked (:func:`~spiritlens.model.batching.encode_batch`). Token ids ``[batch,
+        pos]``: range-checked; without ``attention_mask``, rows that start with EOS ids followed
+        by BOS (left padding as ``to_tokens(list, padding_side="left")`` writes it) are masked
+        there. With ``start_at_layer``: ``prompt`` is the residual stream ``[batch, pos,
+        d_model]`` entering that block, passed on unchanged."""
+        if start_at_layer is not None:
+            if not (isinstance(prompt, torch.Tensor) and prompt.is_floating_point() and prompt.dim() == 3):
+                raise ValueError("start_at_layer needs the residual stream [batch, pos, d_model] entering that "
+                                 "block (e.g. cache['blocks.{l}.hook_resid_pre']), not a prompt")
+            if not -self.cfg.n_layers <= start_at_layer < self.cfg.n_layers:
+                raise ValueError(f"start_at_layer {start_at_layer} is outside 0..{self.cfg.n_layers - 1}")
+            return prompt, attention_mask
+        if is_prompt_batch(prompt):
+            batch = self.encode_batch(prompt, padding_side=padding_side, prepend_bos=prepend_bos)
+            return batch.tokens, batch.attention_mask if attention_mask is None else attention_mask
+        if isinstance(prompt, torch.Tensor) or _is_id_sequence(prompt):
+            ids = self.input_ids(prompt)
+            if attention_mask is None:
+                attention_mask = left_padding_mask(ids, self.vocab.eos_id, self.vocab.bos_id)
+            return ids, attention_mask
+        return self.to_tokens(prompt, prepend_bos=prepend_bos), attention_mask
+
+    def _forward_kwargs(self, prompt, kwargs: dict) -> tuple[torch.Tensor, dict]:
+        ids, mask = self.model_input(prompt, attention_mask=kwargs.pop("attention_mask", None),
+                                     padding_side=kwargs.pop("padding_side", None),
+                                     prepend_bos=kwargs.pop("prepend_bos", None),
+                                     start_at_layer=kwargs.get("start_at_layer"))
+        if mask is not None:
+            if tuple(mask.shape) != tuple(ids.shape[:2]):
+                raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, the tokens {tuple(ids.shape[:2])}")
+            kwargs["attention_mask"] = mask.to(ids.device)
+        return ids, kwargs
+
+    def __call__(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor", *args, **kwargs) -> torch.Tensor:
+        """Logits ``[batch, pos, d_vocab]`` (or the bridge's ``return_type``) for a prompt (string or
+        ``(modality, content)`` pairs, through SpiritLM's path), a list of prompts (padded and
+        masked; ``padding_side=``), token ids ``[batch, pos]`` / ``[pos]`` (``attention_mask=``), or
+        a residual stream with ``start_at_layer=`` (see :meth:`model_input`). Other keywords are
+        TransformerLens' (``return_type``, ``stop_at_layer``, ...)."""
+        ids, kwargs = self._forward_kwargs(prompt, kwargs)
+        return self.bridge(ids, *args, **kwargs)
 
     forward = __call__
 
-    def _check_hook_names(self, hooks: Iterable[tuple[Any, Any]]) -> None:
+    def _check_hook_names(self, hooks: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """The hooks with each named one's function seeing ``hook.name`` as registered (the bridge
+        would show its TransformerLens 4 alias, e.g. ``blocks.0.hook_out`` for
+        ``blocks.0.hook_resid_post``); unknown names raise."""
         known = self.bridge.hook_dict
-        for name, _ in hooks:
-            if isinstance(name, str) and name not in known:
-                raise ValueError(f"unknown hook name {name!r} (e.g. 'blocks.0.hook_resid_post')")
+        checked = []
+        for name, fn in hooks:
+            if isinstance(name, str):
+                if name not in known:
+                    raise ValueError(f"unknown hook name {name!r} (e.g. 'blocks.0.hook_resid_post')")
+                fn = named_hook(fn, name)
+            checked.append((name, fn))
+        return checked
 
-    def run_with_hooks(self, prompt: "Prompt | torch.Tensor", *, fwd_hooks: Sequence = (),
+    def run_with_hooks(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor", *, fwd_hooks: Sequence = (),
                        bwd_hooks: Sequence = (), **kwargs):
         """Forward with temporary hooks ``[(name, fn(act, hook))]``; unknown names raise.
-        ``prompt`` as for :meth:`__call__`."""
-        self._check_hook_names(fwd_hooks)
-        self._check_hook_names(bwd_hooks)
-        return self.bridge.run_with_hooks(self.input_ids(prompt), fwd_hooks=list(fwd_hooks),
-                                          bwd_hooks=list(bwd_hooks), **kwargs)
+        ``prompt`` and keywords as for :meth:`__call__`."""
+        fwd, bwd = self._check_hook_names(fwd_hooks), self._check_hook_names(bwd_hooks)
+        ids, kwargs = self._forward_kwargs(prompt, kwargs)
+        return self.bridge.run_with_hooks(ids, fwd_hooks=fwd, bwd_hooks=bwd, **kwargs)
 
-    def run_with_cache(self, prompt: "Prompt | torch.Tensor", **kwargs):
-        """``(logits, ActivationCache)`` as in TransformerLens; ``prompt`` as for :meth:`__call__`."""
-        return self.bridge.run_with_cache(self.input_ids(prompt), **kwargs)
+    def run_with_cache(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor", **kwargs):
+        """``(logits, cache)`` as in TransformerLens; ``prompt`` and keywords as for :meth:`__call__`.
+
+        The cache is a :class:`~spiritlens.model.cache.NormGainCache`: its LayerNorm read-outs
+        (``apply_ln_to_stack``, ``decompose_resid(apply_ln=True)``, ``logit_attrs``, ...) include
+        the RMSNorm gains of these unprocessed weights, so they give the model's true numbers.
+        With SAEs spliced (:meth:`saes`) it also holds their ``<hook>.hook_sae_*`` values."""
+        ids, kwargs = self._forward_kwargs(prompt, kwargs)
+        self._sae_records.clear()
+        logits, cache = self.bridge.run_with_cache(ids, **kwargs)
+        if self._sae_records.values and hasattr(cache, "cache_dict"):
+            names_filter = kwargs.get("names_filter")
+            keep = names_filter_of(names_filter)
+            for name, value in self._sae_records.values.items():
+                if keep(name):
+                    cache.cache_dict[name] = value[0] if kwargs.get("remove_batch_dim") else value
+            self._sae_records.clear()
+        return logits, cache
 
     def hooks(self, fwd_hooks: Sequence = (), bwd_hooks: Sequence = (), **kwargs):
-        self._check_hook_names(fwd_hooks)
-        self._check_hook_names(bwd_hooks)
-        return self.bridge.hooks(fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks), **kwargs)
+        return self.bridge.hooks(fwd_hooks=self._check_hook_names(fwd_hooks),
+                                 bwd_hooks=self._check_hook_names(bwd_hooks), **kwargs)
+
+    def add_hook(self, name, hook, *args, **kwargs):
+        """TransformerLens' ``add_hook`` (permanent with ``is_permanent=True``); a named hook's
+        function sees ``hook.name`` as registered. Unknown names raise."""
+        (name, hook), = self._check_hook_names([(name, hook)])
+        return self.bridge.add_hook(name, hook, *args, **kwargs)
+
+    # ------------------------------------------------------------------- SAEs
+    def saes(self, saes, *, use_error_term: bool = False):
+        """Context manager splicing SAEs (:func:`spiritlens.model.sae.load_sae`) at their hook
+        points: see :func:`spiritlens.model.sae.splice`."""
+        return splice(self, saes, use_error_term=use_error_term)
+
+    def run_with_saes(self, prompt, *, saes, use_error_term: bool = False, **kwargs) -> torch.Tensor:
+        """Logits with ``saes`` spliced for this forward only (as SAELens' ``run_with_saes``)."""
+        with self.saes(saes, use_error_term=use_error_term):
+            return self(prompt, **kwargs)
+
+    def run_with_cache_with_saes(self, prompt, *, saes, use_error_term: bool = False, **kwargs):
+        """``(logits, cache)`` with ``saes`` spliced for this forward only; the cache holds their
+        ``<hook>.hook_sae_*`` values (as SAELens' ``run_with_cache_with_saes``)."""
+        with self.saes(saes, use_error_term=use_error_term):
+            return self.run_with_cache(prompt, **kwargs)
 
     def __getattr__(self, name: str):
         # Everything else of the TransformerLens API (add_hook, reset_hooks, hook_dict, W_E, ...).
@@ -230,10 +332,24 @@ class HookedSpiritLM:
                     f"HookedSpiritLM.{name} takes token ids here, not text: the bridge would tokenise a string "
                     "without SpiritLM's markers; pass model.to_tokens(prompt) (or model.bridge."
                     f"{name}(...) for the bridge's own tokenizer)")
+            if name in ("to", "cuda"):
+                check_move(name, args, kwargs)
             out = attribute(*args, **kwargs)
-            return self if out is self.bridge else out  # model.to(...), .half(), .eval(): keep the wrapper
+            if out is self.bridge:  # model.to(...), .half(), .eval(): keep the wrapper, and cfg in step
+                self._sync_cfg()
+                return self
+            return out
 
         return delegated
+
+    def _sync_cfg(self) -> None:
+        """``cfg.dtype`` and ``cfg.device`` follow the weights after ``.to``/``.half``/``.cuda``..."""
+        self.cfg.dtype = self.dtype
+        device = self.device
+        if isinstance(self.cfg.device, str):
+            self.cfg.device = str(device)
+        else:
+            self.cfg.device = device
 
     # ------------------------------------------------------------ token ids
     @property
@@ -279,12 +395,35 @@ class HookedSpiritLM:
         return ids.to(self.device)
 
     def to_single_token(self, string: str) -> int:
-        """The id of ``string`` if SpiritLM's tokenizer makes it exactly one token (no BOS)."""
+        """The id of ``string``: a SpiritLM piece by name (``[Text]``, ``[Speech]``, ``[Hu12]``,
+        ``<s>``, ``</s>``, and the expressive ``[Pi…]``/``[St…]``), or text that is one token of
+        SpiritLM's tokenizer on its own (``"Seattle"``: ``▁Seattle``) or as a piece after other
+        tokens (``to_tokens(string, prepend_bos=False)``, as TransformerLens' ``test_prompt``
+        tokenises an answer: ``" Paris"``: ``▁Paris``). ValueError naming the pieces otherwise."""
+        if not isinstance(string, str) or not string:
+            raise ValueError(f"to_single_token takes a non-empty string, got {string!r}")
+        special = self._special_ids().get(string)
+        if special is not None:
+            return special
         ids = self.tokenizer.encode(string, add_special_tokens=False)
-        if len(ids) != 1:
-            pieces = self.tokenizer.convert_ids_to_tokens(ids)
-            raise ValueError(f"{string!r} is {len(ids)} tokens {pieces}, not one")
-        return int(ids[0])
+        if len(ids) == 1:
+            return int(ids[0])
+        piece = self.to_tokens(string, prepend_bos=False)[0].tolist()
+        if len(piece) == 1:
+            return int(piece[0])
+        pieces = self.tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(f"{string!r} is {len(ids)} tokens {pieces}, not one")
+
+    def _special_ids(self) -> dict[str, int]:
+        cached = self.__dict__.get("_special")
+        if cached is None:
+            vocab = self.vocab
+            ids = [vocab.bos_id, vocab.eos_id, *vocab.marker_ids, *vocab.hubert_ids, *vocab.pitch_ids,
+                   *vocab.style_ids]
+            ids = [i for i in ids if 0 <= i < len(self.tokenizer)]
+            cached = dict(zip(self.tokenizer.convert_ids_to_tokens(ids), ids))
+            self.__dict__["_special"] = cached
+        return cached
 
     def to_string(self, ids: "torch.Tensor | Sequence[int]") -> str:
         """Text of token ids ``[pos]`` (SpiritLM's decode, special tokens kept)."""
@@ -348,19 +487,55 @@ class HookedSpiritLM:
             raise ValueError(f"prompt has {len(ids)} tokens, more than the model's context of {self.cfg.n_ctx}")
         return torch.tensor([ids], dtype=torch.long, device=self.device), token_map
 
-    def to_tokens(self, prompt: Prompt, output_modality: str = "text") -> torch.Tensor:
-        """Token ids ``[1, T]``: BOS, markers where the modality changes, text and ``[Hu…]``
-        tokens, and the output-modality marker (``[Text]`` after a speech prompt by default)."""
-        return self.encode(prompt, output_modality)[0]
+    def encode_batch(self, prompts: Sequence[Prompt], output_modality: str = "text", *,
+                     padding_side: str | None = None, prepend_bos: bool | None = None) -> PromptBatch:
+        """Several prompts, each through SpiritLM's path, padded into one batch: ``tokens`` and
+        ``attention_mask`` ``[B, T]``, per-row TokenMaps and column offsets
+        (:class:`~spiritlens.model.batching.PromptBatch`). ``padding_side``: ``"right"`` (default)
+        or ``"left"``."""
+        batch = encode_batch(self, prompts, output_modality, padding_side=padding_side, prepend_bos=prepend_bos)
+        if batch.tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(f"the batch has {batch.tokens.shape[1]} columns, more than the model's context of "
+                             f"{self.cfg.n_ctx}")
+        return batch
 
-    def to_str_tokens(self, prompt: Prompt | torch.Tensor | Sequence[int], output_modality: str = "text"
-                      ) -> list[str]:
+    def to_tokens(self, prompt: "Prompt | Sequence[Prompt]", output_modality: str = "text", *,
+                  prepend_bos: bool | None = None, padding_side: str | None = None, move_to_device: bool = True,
+                  truncate: bool = True) -> torch.Tensor:
+        """Token ids ``[1, T]``: BOS, markers where the modality changes, text and ``[Hu…]``
+        tokens, and the output-modality marker (``[Text]`` after a speech prompt by default).
+
+        TransformerLens' keywords: a list of prompts gives ``[B, T]``, padded with EOS on
+        ``padding_side`` (``"right"`` by default; the mask comes with :meth:`encode_batch`, and
+        ``model(tokens)`` masks left padding itself); ``prepend_bos=False`` tokenises a piece to go
+        after other tokens (as TransformerLens means it): no BOS, no SentencePiece prefix ``▁`` and,
+        for text, no ``[Text]`` (``" Paris"`` -> ``▁Paris``). A prompt longer than the context is
+        an error, never truncated (``truncate`` is accepted for TransformerLens' callers)."""
+        if prepend_bos is not None and not isinstance(prepend_bos, bool):
+            raise ValueError(f"prepend_bos must be True, False or None, got {prepend_bos!r}")
+        check_padding_side(padding_side)
+        if is_prompt_batch(prompt):
+            tokens = self.encode_batch(prompt, output_modality, padding_side=padding_side,
+                                       prepend_bos=prepend_bos).tokens
+        else:
+            ids, token_map = self.encode(prompt, output_modality)
+            tokens = ids if prepend_bos is None or prepend_bos else ids[:, continuation_start(token_map):]
+        return tokens if move_to_device else tokens.cpu()
+
+    def to_str_tokens(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor | Sequence[int]",
+                      output_modality: str = "text", *, prepend_bos: bool | None = None,
+                      padding_side: str | None = None) -> list:
         """One piece per position (``<s>``, ``[Text]``, ``▁capital``, ``[Hu12]``...) of a prompt
-        (as :meth:`to_tokens` encodes it) or of one row of token ids (range-checked)."""
-        ids = self.input_ids(prompt, output_modality)
-        if ids.shape[0] != 1:
-            raise ValueError(f"to_str_tokens takes one prompt, got a batch of {ids.shape[0]}")
-        return self.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+        (as :meth:`to_tokens` encodes it, with its keywords) or of one row of token ids
+        (range-checked); a list of prompts or a ``[B, T]`` tensor gives one list per row."""
+        if is_prompt_batch(prompt):
+            ids = self.to_tokens(prompt, output_modality, prepend_bos=prepend_bos, padding_side=padding_side)
+        elif isinstance(prompt, torch.Tensor) or _is_id_sequence(prompt):
+            ids = self.input_ids(prompt)
+        else:
+            ids = self.to_tokens(prompt, output_modality, prepend_bos=prepend_bos)
+        rows = [self.tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+        return rows if ids.shape[0] > 1 or is_prompt_batch(prompt) else rows[0]
 
     def prompt_string(self, ids: "torch.Tensor | Sequence[int]") -> str:
         """The prompt string whose tokenisation gives ``ids`` ``[pos]`` (BOS first); ValueError if
@@ -419,20 +594,29 @@ class HookedSpiritLM:
                                  "transformers.GenerationConfig (max_new_tokens, temperature, top_p, ...)")
 
     @torch.no_grad()
-    def generate_ids(self, prompt: "Prompt | torch.Tensor", output_modality: str = "text", *,
-                     max_new_tokens: int = 20, do_sample: bool = False, **generate_kwargs) -> torch.Tensor:
-        """New token ids ``[n]`` (prompt excluded); greedy by default. ``prompt``: a prompt or one
-        row of token ids; ``generate_kwargs``: ``transformers.GenerationConfig`` fields."""
+    def generate_ids(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor", output_modality: str = "text", *,
+                     max_new_tokens: int = 20, do_sample: bool = False, **generate_kwargs):
+        """New token ids ``[n]`` (prompt excluded, up to and including EOS); greedy by default.
+        ``prompt``: a prompt or one row of token ids; a list of prompts gives a list of ``[n_i]``,
+        generated together (left-padded, masked), each row what it would be alone.
+        ``generate_kwargs``: ``transformers.GenerationConfig`` fields."""
         check_output_modality(output_modality)
         self._check_generate_kwargs(generate_kwargs)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-        ids = self.input_ids(prompt, output_modality)
-        if ids.shape[0] != 1:
-            raise ValueError(f"generate takes one prompt, got a batch of {ids.shape[0]}")
+        batched = is_prompt_batch(prompt)
+        if batched:
+            batch = self.encode_batch(prompt, output_modality, padding_side="left")
+            ids, mask = batch.tokens, batch.attention_mask
+        else:
+            ids = self.input_ids(prompt, output_modality)
+            if ids.shape[0] != 1:
+                raise ValueError(f"generate takes one prompt or a list of prompts, got a tensor batch of "
+                                 f"{ids.shape[0]} rows (pass the prompts as a list)")
+            mask = torch.ones_like(ids)
         out = self.hf_model.generate(
             ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=mask,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             suppress_tokens=self.forbidden_token_ids(output_modality) or None,
@@ -442,11 +626,19 @@ class HookedSpiritLM:
             use_cache=False,
             **generate_kwargs,
         )
-        return out[0, ids.shape[1]:]
+        new = out[:, ids.shape[1]:]
+        if not batched:
+            return new[0]
+        rows = []
+        for row in new:
+            ends = (row == self.vocab.eos_id).nonzero()
+            rows.append(row[: int(ends[0]) + 1] if len(ends) else row)  # a finished row is padded with EOS
+        return rows
 
-    def generate(self, prompt: "Prompt | torch.Tensor", output_modality: str = "text", *,
-                 max_new_tokens: int = 20, do_sample: bool = False, **generate_kwargs) -> str:
-        """The generated continuation as a string (speech output as ``[Hu…]`` tokens).
+    def generate(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor", output_modality: str = "text", *,
+                 max_new_tokens: int = 20, do_sample: bool = False, **generate_kwargs):
+        """The generated continuation as a string (speech output as ``[Hu…]`` tokens); a list of
+        prompts gives a list of strings (generated as one left-padded, masked batch).
 
         Like SpiritLM, tokens of the other modality and the marker tokens are forbidden; greedy
         decoding unless ``do_sample=True``. Options other than ``transformers.GenerationConfig``
@@ -454,6 +646,8 @@ class HookedSpiritLM:
         """
         new = self.generate_ids(prompt, output_modality, max_new_tokens=max_new_tokens,
                                 do_sample=do_sample, **generate_kwargs)
+        if isinstance(new, list):
+            return [self.decode_generated(row) for row in new]
         return self.decode_generated(new)
 
     def decode_generated(self, ids: "torch.Tensor | Sequence[int]") -> str:

@@ -40,9 +40,9 @@ grouping each key/value head's queries, which is HF's ``repeat_kv`` without the 
 float32 rounding (tests/integration/test_trace_parity.py).
 
 **Hooks.** The restored runs do not pass through the TransformerBridge, so hooks that users add
-to the bridge do not fire in them; :func:`check_no_block_hooks` refuses to trace while any are
-attached to a decoder block, the final norm or the unembedding (a hook on ``hook_embed`` acts in
-the clean and corrupted runs, which do go through the bridge).
+to the bridge do not fire in them; while any are attached to a decoder block, the final norm or
+the unembedding the tracer scores every cell by a full forward instead (:mod:`spiritlens.traces.plain`;
+a hook on ``hook_embed`` acts in the clean and corrupted runs, which do go through the bridge).
 """
 
 from __future__ import annotations

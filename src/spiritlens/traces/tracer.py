@@ -26,7 +26,8 @@ and shared by every kind; cells before the first corrupted position are not run 
 position); each restored run starts after its first patched block and covers only the positions
 from the row's first one on, attending to the corrupted run's cached keys and values
 (:mod:`spiritlens.traces.suffix`, which computes the blocks from the Llama weights: hooks added to
-the bridge do not fire there, and tracing refuses to run while any are attached to the blocks);
+the bridge do not fire there, so while any are attached to the blocks every cell runs as a full
+forward instead, :mod:`spiritlens.traces.plain`);
 cells are batched by tokens in flight; the last block and the logits are computed for the scored
 positions only (the last one, or the K target positions).
 """
@@ -45,7 +46,8 @@ from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.result import TraceResult
 from spiritlens.traces.suffix import Cell, SuffixRunner, mean_score
 from spiritlens.model.llama import LlamaStack
-from spiritlens.model.hook_names import check_no_block_hooks
+from spiritlens.traces.expected import warn_if_unexpected
+from spiritlens.traces.plain import attached_hooks, plain_scores
 from spiritlens.tokens.trace_prompt import TracePrompt, prepare_prompt
 from spiritlens.traces.window import check_window, layer_window
 
@@ -207,9 +209,10 @@ class Tracer:
 
         Every live cell runs over the changed suffix only (:mod:`spiritlens.traces.suffix`), in
         batches sized by tokens in flight; ``max_batch_cells`` caps the cells per batch.
-        ``progress(1)`` is called once per layer when all of its cells are done. Raises ValueError
-        for an unknown kind, a bad window, positions outside the prompt, or hooks attached to the
-        model's blocks (the restored runs compute the blocks directly and would skip them).
+        ``progress(1)`` is called once per layer when all of its cells are done. With hooks attached
+        to the model's blocks, final norm or unembedding (an ablation, a spliced SAE), every cell is
+        a full forward in which they act (:mod:`spiritlens.traces.plain`: exact, slower, logged).
+        Raises ValueError for an unknown kind, a bad window or positions outside the prompt.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -220,7 +223,9 @@ class Tracer:
             if not row.positions or not all(0 <= p < T for p in row.positions):
                 raise ValueError(f"row {row.label!r} has positions outside the prompt's 0..{T - 1}: "
                                  f"{row.positions}")
-        check_no_block_hooks(self.model.bridge)
+        if attached_hooks(self.model.bridge):  # hooks must act in every run: full forwards, slower
+            return plain_scores(self, kind, rows, lambda layer: [layer] if kind == "hidden"
+                                else layer_window(layer, window, L), progress)
         b = self.prompt.subject_range[0]
         # Rows before the subject restore states equal to the corrupted ones: by causality their
         # score is the corrupted baseline (low_score, unless ROME's replace quirk is on).
@@ -364,6 +369,8 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
     finally:
         if bar is not None:
             bar.close()
+    if attribute is None and target is None:  # a toy's known fact answered otherwise: say so
+        warn_if_unexpected(model, prepared, next(iter(results.values())).answer)
     return results
 
 

@@ -34,8 +34,10 @@ def test_strings_take_spiritlm_path_in_every_entry_point(tiny_model):
     assert seen == [torch.Size([1, 13, tiny_model.cfg.d_model])]
     for out in (logits, hooked, called):
         assert torch.equal(out, reference)
-    # The bridge's own tokenizer (transformers 5, no marker) would have given 10 positions.
-    assert tiny_model.bridge.to_tokens(PROMPT).shape[1] == 10
+    # The bridge's string path is SpiritLM's too; its own tokenizer (transformers 5, no marker)
+    # would have given 10 positions.
+    assert torch.equal(tiny_model.bridge.to_tokens(PROMPT), ids)
+    assert len(tiny_model.bridge.tokenizer(PROMPT).input_ids) == 10
 
 
 def test_pairs_take_spiritlm_path_and_read_the_audio(tiny_model, tiny_root, spoken_prompt_wav):

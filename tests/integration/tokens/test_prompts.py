@@ -108,7 +108,7 @@ def test_find_text_errors(tiny_model):
     ([], "prompt is empty"),
     ([("video", "x")], "unknown modality 'video'"),
     ([("text", "")], "text content must be a non-empty string"),
-    (["just a string"], "must be a \\(modality, content\\) pair"),
+    ([("text", "a"), "b"], "prompt item 1 must be a \\(modality, content\\) pair"),  # ["a", "b"] is a batch
     (42, "prompt must be a string or a sequence"),
 ])
 def test_bad_prompts(tiny_model, prompt, message):
