@@ -11,7 +11,6 @@ for "what the weights should be" is independent of spiritlens: the tensors
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
