@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from spiritlens._escape import md_quoted, md_text
+from spiritlens.figures.escape import md_quoted, md_text
 from spiritlens._io import write_atomic
 from spiritlens.experiment.prepared import PreparedRun
 from spiritlens.figures.alignment import plot_speech_prompt

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from urllib.parse import quote
 
-from spiritlens._escape import md_text
+from spiritlens.figures.escape import md_text
 from spiritlens._io import read_json
 from spiritlens.crossmodal.logit_lens import LogitLensResult
 from spiritlens.figures.crossmodal import SUMMARY_FIGURES, write_figures

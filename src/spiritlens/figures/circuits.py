@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spiritlens._escape import html_text
+from spiritlens.figures.escape import html_text
 from spiritlens._io import write_atomic
 from spiritlens.aggregates.aie import parse_result, describe
 from spiritlens.figures._render import PLOTS_EXTRA_HINT

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from helpers import make_result
 
-from spiritlens._escape import html_text
+from spiritlens.figures.escape import html_text
 from spiritlens.figures import plot_trace_heatmap, row_labels, trace_heatmap_figure, write_trace_tokens_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pytest
 from markdown_it import MarkdownIt
 
-from spiritlens._escape import html_text, md_quoted, md_text
+from spiritlens.figures.escape import html_text, md_quoted, md_text
 
 HOSTILE = [
     "<script>alert(1)</script>",
