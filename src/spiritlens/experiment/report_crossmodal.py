@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from urllib.parse import quote
 
-from spiritlens.figures.escape import md_text
+from spiritlens.figures.escape import md_code, md_text
 from spiritlens._io import read_json
 from spiritlens.crossmodal.logit_lens import LogitLensResult
 from spiritlens.figures.crossmodal import SUMMARY_FIGURES, write_figures
@@ -48,7 +48,7 @@ def report_section(run_dir: str | os.PathLike, heading: str = "##") -> list[str]
         summary = CrossModalSummary.load(out / "summary.json")
     except (OSError, ValueError) as error:
         reason = "not run" if not (out / "summary.json").exists() else f"unreadable summary ({md_text(error)})"
-        return lines + [f"Cross-modal analyses {reason}: spiritlens crossmodal experiment {md_text(run_dir)}.", ""]
+        return lines + [f"Cross-modal analyses {reason}: {md_code(f'spiritlens crossmodal experiment {run_dir}')}.", ""]
     status = _read_status(out)
     sample = _sample_lens(out, summary)
     with warnings.catch_warnings():

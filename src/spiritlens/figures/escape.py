@@ -22,6 +22,7 @@ so not even the text ``onerror=`` of a hostile value appears in the page source.
 
 from __future__ import annotations
 
+import re
 import string
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
@@ -32,6 +33,15 @@ _TABLE.update({ord("\n"): " ", ord("\r"): " ", ord("\t"): " ", ord("\u2028"): " 
 def md_text(value: object) -> str:
     """``str(value)`` as Markdown that renders as exactly that text on one line (module docstring)."""
     return str(value).translate(_TABLE)
+
+
+def md_code(value: object) -> str:
+    """``str(value)`` as one Markdown code span (shown literally, copy-pasteable: a command or a path):
+    fenced by one backtick more than the longest backtick run inside, line breaks as spaces."""
+    text = str(value).translate({ord("\n"): " ", ord("\r"): " "})
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" else ""  # CommonMark strips one space each side
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def md_quoted(value: object) -> str:

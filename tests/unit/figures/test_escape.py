@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pytest
 from markdown_it import MarkdownIt
 
-from spiritlens.figures.escape import html_text, md_quoted, md_text
+from spiritlens.figures.escape import html_text, md_code, md_quoted, md_text
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -56,3 +56,10 @@ def test_html_text_is_text_in_elements_and_attributes(value):
     parser = Collect()
     parser.feed(f'<p title="{escaped}">{escaped}</p>')
     assert parser.tags == [("p", [("title", value)])] and "".join(parser.text) == value
+
+
+@pytest.mark.parametrize("value", HOSTILE + ["a `tick` and ``two``", "`edge`"])
+def test_code_span_shows_the_value_literally(value):
+    rendered = MarkdownIt("commonmark").render(f"run {md_code(value)} now")
+    inner = re.search(r"<code>(.*)</code>", rendered, re.S).group(1)
+    assert html.unescape(inner) == value.replace("\r", " ").replace("\n", " ")
