@@ -123,6 +123,10 @@ class Experiment:
             skipped=skipped, toy=toy)
         model = self.models(prep).model()
         prep.tokenization = model.tokenization.to_dict()  # how prompt strings became ids
+        if "s2t" in config.modalities:
+            # Loaded (and checked: allow-listed pickles, weights against config) before any work, so a
+            # bad speech-tokenizer file ends the run with one line instead of failing every prompt.
+            model.speech_tokenizer  # noqa: B018 - the property loads it
         prep.n_layers = model.cfg.n_layers
         prep.window = config.window if config.window is not None else default_window(model.cfg.n_layers)
         prep.window_rule = "given (--window)" if config.window is not None else WINDOW_RULE

@@ -17,6 +17,7 @@ import builtins
 import contextlib
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import types
@@ -288,3 +289,22 @@ def test_to_plain_enum_stub():
     from spiritlens.checkpoints.pickle_safe import PickledStub
 
     assert to_plain(PickledStub("layer_norm")) == "layer_norm"
+
+
+def test_experiment_refuses_a_hostile_speech_tokenizer_before_any_work(tiny_root, known_path, tmp_path):
+    """``spiritlens experiment --checkpoints`` (S->T): one line, exit 2, nothing written, nothing run."""
+    from helpers import run_cli
+
+    marker = tmp_path / "pwned"
+    payload, name = payloads(marker)["os.system"]
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_root / "spiritlm_model", root / "spiritlm_model")
+    folder = speech_tokenizer_with(root, QUANT, payload, tiny_root / "speech_tokenizer")
+    out = tmp_path / "run"
+    done = run_cli("experiment", "--out", out, "--checkpoints", root, "--known", known_path, "--aligner",
+                   "pocketsphinx", "--prompts", "2", "--modalities", "s2t", "--kinds", "hidden", "--samples", "2",
+                   "--keep-all", "--asr", "none", "--quiet")
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("spiritlens")]
+    assert errors == [f"spiritlens experiment: error: {refusal(folder / QUANT, name)}"]
+    assert not marker.exists() and not (out / "prepare.json").exists() and not (out / "speech").exists()
