@@ -12,7 +12,7 @@ with torch's ``weights_only`` switched off and never imports a global a file nam
 - :func:`load_weights`: a plain ``torch.load(weights_only=True)`` for model weights
   (``pytorch_model.bin``), nothing added: tensors, ``OrderedDict`` and torch's own rebuild functions;
 - :func:`loads`: a raw pickle (bytes) with the same allow-list rule, for spiritlens' own
-  inter-process results (``spiritlens.espeak``).
+  inter-process results (``spiritlens.spoken.espeak``).
 
 Before unpickling, :func:`scan_globals` lists the globals the file names (``pickletools``, nothing
 executed); the first one not allowed ends the load with one line: ``<file>: refusing to unpickle
@@ -266,7 +266,9 @@ def _load(path: Path, what: str, extra: dict[str, Any], *, mmap: bool = False) -
         raise ValueError(f"{path}: cannot read {what} ({_first_line(error)})") from None
     try:
         with torch.serialization.safe_globals([(value, name) for name, value in extra.items()]):
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap or None)
+            # torch can memory-map only its zip format; a legacy-format file is read whole
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True,
+                                mmap=(mmap and zipfile.is_zipfile(path)) or None)
     except pickle.UnpicklingError as error:
         match = re.search(r"GLOBAL (\S+) (?:was not an allowed|whose module)", str(error))
         if match:

@@ -247,3 +247,25 @@ def test_make_tiny_refuses_to_overwrite(tmp_path, capsys):
     assert (weights.stat().st_mtime_ns, weights.read_bytes()) == before
     assert main(["make-tiny", str(root), "--seed", "3", "--force"]) == 0
     assert weights.read_bytes() != before[1]
+
+
+@pytest.mark.parametrize("layout", ["legacy_bin", "sharded_bin", "sharded_safetensors"])
+def test_good_weight_layouts_pass_the_check(copies, layout):
+    """What must not be refused: torch's legacy (non-zip) format and sharded weights with an index."""
+    from spiritlens.checkpoints.validate import check_model_dir_weights
+    from spiritlens.synthetic.tiny import write_weights
+
+    def edit(directory: Path):
+        state = torch.load(directory / "pytorch_model.bin", weights_only=True)
+        (directory / "pytorch_model.bin").unlink()
+        if layout == "legacy_bin":
+            torch.save(state, directory / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+        else:
+            write_weights(state, directory, fmt=layout.split("_")[1], shards=3)
+
+    directory = copies(f"good_{layout}", edit)
+    assert check_model_dir_weights(directory)["num_hidden_layers"] == 4
+    edit_config(num_hidden_layers=5)(directory)  # one layer more than the shards hold: 9 tensors
+    with pytest.raises(ValueError, match=r"weights do not match .*config\.json: 9 missing "
+                                         r"\(model\.layers\.4\.self_attn\.q_proj\.weight, "):
+        check_model_dir_weights(directory)
