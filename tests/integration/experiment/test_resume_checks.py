@@ -136,3 +136,31 @@ def test_killed_make_toy_leftovers_are_removed(tmp_path):
         make_toy(tmp_path / "toy", known=tmp_path / "no-known.json", log=messages.append)
     assert not leftover.exists()
     assert messages[0] == f"[toy] removed {leftover}, left by a run that was killed"
+
+
+def test_save_refuses_invalid_results_and_aggregate_reports_edited_ones(tmp_path):
+    """NaN or out-of-range probabilities are never written; ``spiritlens aggregate`` (load_results)
+    lists a result edited after it was written instead of averaging it; results without a checksum
+    (hand-made, older) are read as before."""
+    from helpers import make_result
+
+    from spiritlens.aggregates import load_results
+
+    settings = {"noise": 0.1, "noise_rule": "0.1", "sigma": None, "samples": 2, "seed": 1}
+    good = TraceResult.from_json({**make_result(5, (1, 3), set_rows={4: [0.5, 0.8]}), **settings})
+    for field, value in (("high_score", float("nan")), ("low_score", -0.1), ("scores", [[float("inf")] * 2] * 5)):
+        bad = TraceResult.from_json({**make_result(5, (1, 3)), **settings, field: value})
+        with pytest.raises(ValueError, match=r"not (a probability|probabilities) in \[0, 1\]"):
+            bad.save(tmp_path / f"bad_{field}.json")
+        assert not (tmp_path / f"bad_{field}.json").exists() and not (tmp_path / f"bad_{field}.npz").exists()
+    good.save(tmp_path / "a.json")
+    good.save(tmp_path / "b.json")
+    (tmp_path / "c.json").write_text(json.dumps(make_result(5, (1, 3))))  # no checksum: read as before
+    data = json.loads((tmp_path / "b.json").read_text())
+    data["scores"][4][1] = 0.99
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    problems: list[str] = []
+    results = load_results(tmp_path, problems)
+    assert len(results) == 2  # a.json and c.json
+    assert problems == [f"{tmp_path / 'b.json'}: content does not match its checksum (edited or damaged after it "
+                        "was written)"]
