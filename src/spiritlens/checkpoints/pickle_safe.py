@@ -207,25 +207,24 @@ def _pickles_of(path: Path) -> list[bytes]:
                 return [archive.read(name) for name in archive.namelist() if name.endswith("data.pkl")]
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise ValueError(f"truncated or damaged torch.save archive: {_first_line(error)}") from None
-    data = path.read_bytes()
-    pickles, start = [], 0
-    for _ in range(4):  # magic number, protocol version, sys info, the object
-        if start >= len(data):
-            break
-        end = start
-        try:
-            for opcode, _, position in pickletools.genops(data[start:]):
-                if opcode.name == "STOP":
-                    end = start + position + 1
-                    break
-        except ValueError as error:
-            if not pickles:
-                raise ValueError(f"neither torch.save's zip format nor a pickle ({_first_line(error)})") from None
-            raise
-        if end == start:
-            break
-        pickles.append(data[start:end])
-        start = end
+    pickles: list[bytes] = []
+    with open(path, "rb") as handle:  # read pickle by pickle: never the storages that follow them
+        for _ in range(4):  # magic number, protocol version, sys info, the object
+            start = handle.tell()
+            if not handle.read(1):
+                break
+            handle.seek(start)
+            try:
+                for opcode, _, _ in pickletools.genops(handle):
+                    if opcode.name == "STOP":
+                        break
+            except ValueError as error:
+                if not pickles:
+                    raise ValueError(f"neither torch.save's zip format nor a pickle ({_first_line(error)})") from None
+                raise
+            end = handle.tell()
+            handle.seek(start)
+            pickles.append(handle.read(end - start))
     return pickles
 
 
