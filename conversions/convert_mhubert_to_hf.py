@@ -2,8 +2,9 @@
 
     python conversions/convert_mhubert_to_hf.py mhubert_base_25hz.pt OUT_DIR [--output-layer 11]
 
-Accepts SpiritLM's converted layout and raw fairseq checkpoints (the latter are unpickled with
-fairseq classes stubbed: trusted files only). The conversion itself is
+Accepts SpiritLM's converted layout and raw fairseq checkpoints (read through
+``spiritlens.checkpoints.pickle_safe``'s allow-list: fairseq classes become inert stand-ins, any other
+pickled global is refused, nothing in the file runs). The conversion itself is
 ``spiritlens.units.hubert``; this script saves it (``save_pretrained`` plus a
 ``preprocessor_config.json``), reloads the directory and checks that its layer features equal the
 in-memory conversion's on a fixed random waveform (prints the max |difference|; exits 1 if > 1e-5).

@@ -66,10 +66,18 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 1) -> 
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:
-    """Read JSON from ``path``; a one-line ``ValueError`` naming ``what`` and the path if malformed."""
+    """Read JSON from ``path``; a one-line ``ValueError`` naming ``what`` and the path if the file is
+    empty, not UTF-8 text (a binary file) or malformed JSON."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            text = handle.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} {path} is not UTF-8 text (a binary file?): byte {error.start} "
+                         f"is {error.object[error.start:error.start + 1]!r}") from None
+    if not text.strip():
+        raise ValueError(f"{what} {path} is empty")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{what} {path} is not valid JSON: {error}") from None
 
@@ -77,6 +85,49 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
 def json_digest(obj: Any) -> str:
     """Hex SHA-256 of ``obj`` as canonical JSON (sorted keys, UTF-8): a cache key for settings."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def remove_orphans(directory: str | os.PathLike, pattern: str) -> list[Path]:
+    """Remove what a killed process left in ``directory``: entries matching the glob ``pattern``
+    whose name carries the id of the process that made them after a ``-`` (``.toy.building-1234``,
+    ``.12_prompt.tmp-1234.wav``) and whose process is gone on this machine. Returns the removed paths. Entries of live processes are kept."""
+    import re
+    import shutil
+
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for entry in directory.glob(pattern):
+        pids = re.findall(r"-(\d+)(?=\.|$)", entry.name)
+        if not pids or _alive(int(pids[-1])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (the current process counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OverflowError:
+        return False
+    return True
+
+
+def umask_mode() -> int:
+    """``0o666 & ~umask``: the mode ``open()`` gives a new file."""
+    return 0o666 & ~current_umask()
 
 
 def sha256_file(path: str | os.PathLike) -> str:

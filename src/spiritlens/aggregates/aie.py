@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from spiritlens.terms import KINDS, MODALITIES, MODALITY_LABELS  # noqa: F401 (re-exported)
+from spiritlens.traces.result import CHECKSUM_FIELD, checksum_problem
 CATEGORIES: tuple[str, ...] = (
     "first_subject",
     "middle_subject",
@@ -382,8 +383,9 @@ def load_results(
 
     JSON that is not a trace result (no ``scores``/``kind``: ``aie.json``, manifests, ROME's
     ``{"correct_prediction": false}`` stubs) is skipped silently. A file that cannot be read, is not
-    valid JSON, or is a malformed result (see ``check_result``, including a subject that ends the
-    prompt) is not fatal: one line ``"<path>: <what is wrong>"`` is appended to ``problems``, or
+    valid JSON, is a malformed result (see ``check_result``, including a subject that ends the
+    prompt) or a result whose content no longer matches its recorded ``checksum`` (edited by hand;
+    :func:`spiritlens.traces.result.checksum_problem`) is not fatal: one line ``"<path>: <what is wrong>"`` is appended to ``problems``, or
     given as a warning when ``problems`` is None. A result without ``name`` gets the file's stem.
     Raises FileNotFoundError for a source path that does not exist.
     """
@@ -396,8 +398,12 @@ def load_results(
         else:
             if not isinstance(document, dict) or "scores" not in document or "kind" not in document:
                 continue
-            document.setdefault("name", path.stem)
             try:
+                if CHECKSUM_FIELD in document:  # written by TraceResult.save: must be as it was written
+                    problem = checksum_problem(document)
+                    if problem:
+                        raise ValueError(problem)
+                document.setdefault("name", path.stem)
                 check_result(document)
             except ValueError as error:
                 message = f"{path}: {error}"

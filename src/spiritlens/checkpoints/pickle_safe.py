@@ -1,27 +1,72 @@
-"""Reading SpiritLM speech-tokenizer checkpoints (``.pt`` files) without fairseq.
+"""The one place spiritlens reads pickles: torch checkpoints and raw pickles, through an allow-list.
 
-Plain checkpoints (SpiritLM's converted mHuBERT, the quantizers) load with ``weights_only=True``.
-Raw fairseq checkpoints pickle fairseq classes (``Dictionary``, enums, sometimes an
-``argparse.Namespace``); :func:`load_trusted` loads them with ``weights_only=False`` and an
-unpickler that replaces every ``fairseq.*``/``omegaconf.*`` class by an inert stub. Unpickling can
-run code: use it on trusted files only.
+A pickle is a program: each ``GLOBAL`` it names is imported and may be called, so a ``.pt`` file
+from the web can run ``os.system`` the moment it is unpickled. spiritlens therefore never unpickles
+with torch's ``weights_only`` switched off and never imports a global a file names. Every read goes through:
+
+- :func:`load_checkpoint` (``torch.load(weights_only=True)``, torch's restricted unpickler) with
+  :data:`CHECKPOINT_GLOBALS` added for the call: the few globals SpiritLM's speech-tokenizer files
+  and raw fairseq HuBERT checkpoints really contain, each replaced by an inert stand-in
+  (:class:`PickledStub`) that only stores what the pickle gives it. fairseq, omegaconf, argparse and
+  numpy's pickle helpers are never imported or called;
+- :func:`load_weights`: a plain ``torch.load(weights_only=True)`` for model weights
+  (``pytorch_model.bin``), nothing added: tensors, ``OrderedDict`` and torch's own rebuild functions;
+- :func:`loads`: a raw pickle (bytes) with the same allow-list rule, for spiritlens' own
+  inter-process results (``spiritlens.spoken.espeak``).
+
+Before unpickling, :func:`scan_globals` lists the globals the file names (``pickletools``, nothing
+executed); the first one not allowed ends the load with one line: ``<file>: refusing to unpickle
+global 'posix.system' ...``. torch's unpickler is the second wall (it refuses any other global and
+any opcode outside protocol 2's safe subset).
+
+What the allowed globals are, and why (read from the formats; SPEECH.md section 4):
+
+- SpiritLM's converted mHuBERT (``model_cfg``, ``task_cfg``, ``model_weight``,
+  ``dictionaries_symbols``) and its linear quantizer ``L11_quantizer_500.pt`` (``model_cfg``,
+  ``model_weight``): plain dicts, lists, numbers and tensors: torch's own globals only;
+- raw fairseq HuBERT checkpoints: ``task_state.dictionaries`` holds
+  ``fairseq.data.dictionary.Dictionary`` objects; older ones keep their config as an
+  ``argparse.Namespace`` (``args``), newer ones as a dict or an omegaconf ``DictConfig``
+  (``omegaconf.dictconfig.DictConfig`` / ``listconfig.ListConfig`` with ``base.ContainerMetadata``,
+  ``base.Metadata``, ``nodes.*Node`` leaves, ``typing.Any`` and builtin types as the metadata's
+  type fields, an empty ``collections.defaultdict`` as omegaconf 2.0's resolver cache);
+  ``extra_state`` and the optimizer history can hold numpy scalars (``numpy.dtype`` +
+  ``numpy.core.multiarray.scalar``);
+- k-means quantizers keep ``cluster_centers`` as a numpy array (``numpy.core.multiarray._reconstruct``,
+  ``numpy.ndarray``, ``numpy.dtype``): rebuilt here from the raw bytes with ``numpy.frombuffer``,
+  object arrays refused.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import argparse
+import codecs
+import dataclasses
+import io
 import pickle
+import pickletools
+import re
 import types
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 
-_STUBBED_PREFIXES = ("fairseq", "omegaconf", "hydra")
+
+class UnsafePickleError(ValueError):
+    """A pickle names a global outside the allow-list (``source``, ``name``: ``module.qualname``)."""
+
+    def __init__(self, source: str, name: str):
+        self.source, self.name = source, name
+        super().__init__(f"{source}: refusing to unpickle global {name!r}: not on the allow-list of what a "
+                         "SpiritLM or fairseq checkpoint holds (spiritlens never runs code from a file)")
 
 
 class PickledStub:
-    """Stand-in for a class of a package we do not import: keeps its constructor args and state."""
+    """Inert stand-in for a pickled class that is never imported: keeps constructor args and state."""
 
     def __init__(self, *args, **kwargs):
         self.args = args
@@ -30,6 +75,9 @@ class PickledStub:
     def __setstate__(self, state):
         if isinstance(state, dict):
             self.__dict__.update(state)
+        elif isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], (dict, type(None))):
+            self.__dict__.update(state[0] or {})  # (dict state, slot state), as pickle's BUILD
+            self.__dict__.update(state[1] or {})
         else:
             self.state = state
 
@@ -37,63 +85,259 @@ class PickledStub:
         return f"<stub {type(self).__module__}.{type(self).__qualname__}>"
 
 
-def _stub_class(module: str, name: str) -> type:
+def _stub(full_name: str) -> type:
+    module, _, name = full_name.rpartition(".")
     return type(name, (PickledStub,), {"__module__": module, "__qualname__": name})
 
 
-class _StubbingUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if module.split(".")[0] in _STUBBED_PREFIXES:
-            return _stub_class(module, name)
-        return super().find_class(module, name)
+class _DtypeSpec(PickledStub):
+    """``numpy.dtype(spec, align, copy)`` as pickled, with its state (byte order at index 1)."""
+
+    def dtype(self, source: str) -> np.dtype:
+        spec = self.args[0] if self.args else None
+        if not isinstance(spec, str) or not re.fullmatch(r"[biufcSUV]\d+|\?|b1", spec):
+            raise ValueError(f"{source}: pickled numpy dtype {spec!r} is not a plain number type")
+        order = self.state[1] if isinstance(getattr(self, "state", None), tuple) and len(self.state) > 1 else "|"
+        dtype = np.dtype(spec)
+        return dtype.newbyteorder(order) if order in ("<", ">") else dtype
 
 
-# torch.load subclasses ``pickle_module.Unpickler`` and calls ``pickle_module.load`` for its header.
-_stubbing_pickle = types.SimpleNamespace(
-    Unpickler=_StubbingUnpickler,
-    load=lambda file, **kwargs: _StubbingUnpickler(file, **kwargs).load(),
-    __name__="spiritlens_stubbing_pickle",
+class _ArraySpec(PickledStub):
+    """A pickled ``numpy.ndarray``: ``(version, shape, dtype, fortran, raw bytes)`` kept, never a real
+    numpy unpickling; :func:`_materialise` turns it into an array with ``numpy.frombuffer``."""
+
+    def array(self, source: str) -> np.ndarray:
+        state = getattr(self, "state", None)
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], _DtypeSpec)):
+            raise ValueError(f"{source}: malformed pickled numpy array")
+        _, shape, dtype_spec, fortran, raw = state
+        if not isinstance(raw, (bytes, bytearray)):
+            raise ValueError(f"{source}: pickled numpy array holds Python objects, not numbers (refused)")
+        dtype = dtype_spec.dtype(source)
+        shape = tuple(int(n) for n in shape)
+        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(raw):
+            raise ValueError(f"{source}: pickled numpy array of shape {list(shape)} has {len(raw)} bytes")
+        flat = np.frombuffer(bytes(raw), dtype=dtype)
+        return flat.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _reconstruct(cls, shape=None, typecode=None):
+    if cls is not _ArraySpec:
+        raise pickle.UnpicklingError("numpy _reconstruct of something other than an ndarray")
+    return _ArraySpec()
+
+
+class _NumpyScalar:
+    """A pickled numpy scalar: ``scalar(dtype, raw bytes)``; :func:`_materialise` decodes it."""
+
+    def __init__(self, dtype, raw=b""):
+        self.dtype_spec, self.raw = dtype, raw
+
+
+def _empty_dict(*_args):
+    """``collections.defaultdict(factory)`` as a plain (empty) dict: omegaconf's resolver cache."""
+    return {}
+
+
+_STUBBED = (
+    "fairseq.data.dictionary.Dictionary",
+    "argparse.Namespace",
+    "omegaconf.dictconfig.DictConfig",
+    "omegaconf.listconfig.ListConfig",
+    "omegaconf.base.ContainerMetadata",
+    "omegaconf.base.Metadata",
+    "omegaconf.nodes.AnyNode",
+    "omegaconf.nodes.StringNode",
+    "omegaconf.nodes.IntegerNode",
+    "omegaconf.nodes.FloatNode",
+    "omegaconf.nodes.BooleanNode",
+    "omegaconf.nodes.EnumNode",
+    "typing.Any",
+    "builtins.dict",
+    "builtins.list",
+    "builtins.tuple",
+    "builtins.int",
+    "builtins.float",
+    "builtins.str",
+    "builtins.bool",
 )
+#: Extra globals a speech-tokenizer checkpoint may name, each mapped to an inert stand-in.
+CHECKPOINT_GLOBALS: dict[str, Any] = {name: _stub(name) for name in _STUBBED}
+CHECKPOINT_GLOBALS["collections.defaultdict"] = _empty_dict
+for _numpy in ("numpy.core", "numpy._core"):
+    CHECKPOINT_GLOBALS[f"{_numpy}.multiarray._reconstruct"] = _reconstruct
+    CHECKPOINT_GLOBALS[f"{_numpy}.multiarray.scalar"] = _NumpyScalar
+CHECKPOINT_GLOBALS["numpy.ndarray"] = _ArraySpec
+CHECKPOINT_GLOBALS["numpy.dtype"] = _DtypeSpec
 
 
-def load_plain(path: Path, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line errors naming ``path``."""
+def torch_globals() -> frozenset[str]:
+    """Globals torch's ``weights_only`` unpickler allows by itself (tensors, storages, OrderedDict...)."""
+    from torch import _weights_only_unpickler
+
+    return frozenset(_weights_only_unpickler._get_allowed_globals())
+
+
+# ----------------------------------------------------------------------------- scanning
+def scan_globals(data: bytes) -> Iterator[str]:
+    """The globals one pickle names, in order (``module.qualname``), read with ``pickletools``
+    (nothing is executed). ``STACK_GLOBAL`` takes its names from the two strings before it."""
+    strings: list[str] = []
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name == "GLOBAL":
+            module, name = str(arg).split(" ", 1)
+            # Python 2 names, mapped as pickle (and torch) map them: __builtin__.exec is builtins.exec
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+            yield f"{module}.{name}"
+        elif opcode.name == "STACK_GLOBAL":
+            yield ".".join(strings[-2:]) if len(strings) >= 2 else "<STACK_GLOBAL>"
+        elif isinstance(arg, str):
+            strings.append(arg)
+
+
+def _pickles_of(path: Path) -> list[bytes]:
+    """The pickles a ``torch.save`` file holds: ``data.pkl`` of the zip format, or the leading pickles
+    (magic, version, system info, object) of the legacy format. ValueError for anything else."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return [archive.read(name) for name in archive.namelist() if name.endswith("data.pkl")]
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise ValueError(f"truncated or damaged torch.save archive: {_first_line(error)}") from None
+    pickles: list[bytes] = []
+    with open(path, "rb") as handle:  # read pickle by pickle: never the storages that follow them
+        for _ in range(4):  # magic number, protocol version, sys info, the object
+            start = handle.tell()
+            if not handle.read(1):
+                break
+            handle.seek(start)
+            try:
+                for opcode, _, _ in pickletools.genops(handle):
+                    if opcode.name == "STOP":
+                        break
+            except ValueError as error:
+                if not pickles:
+                    raise ValueError(f"neither torch.save's zip format nor a pickle ({_first_line(error)})") from None
+                raise
+            end = handle.tell()
+            handle.seek(start)
+            pickles.append(handle.read(end - start))
+    return pickles
+
+
+def _check_globals(pickles: list[bytes], allowed: frozenset[str], source: str) -> None:
+    for data in pickles:
+        for name in scan_globals(data):
+            if name not in allowed:
+                raise UnsafePickleError(source, name)
+
+
+# ----------------------------------------------------------------------------- loading
+def load_checkpoint(path: str | Path, what: str) -> Any:
+    """A speech-tokenizer ``.pt`` (converted SpiritLM layout or raw fairseq checkpoint), allow-listed.
+
+    Returns the checkpoint with fairseq/omegaconf/argparse objects as :class:`PickledStub` (see
+    :func:`to_plain`) and numpy arrays/scalars rebuilt from their bytes. Raises
+    :class:`UnsafePickleError` (a ValueError) naming the file and the first global outside
+    :data:`CHECKPOINT_GLOBALS` and torch's own; ValueError/FileNotFoundError (one line naming the
+    file) for a missing, truncated or malformed file.
+    """
+    return _load(Path(path), f"{what} checkpoint", CHECKPOINT_GLOBALS)
+
+
+def load_weights(path: str | Path, what: str = "model weights", *, mmap: bool = False) -> Any:
+    """Model weights (``pytorch_model.bin``): ``torch.load(weights_only=True)``, nothing added to
+    torch's own allow-list; ``mmap=True`` maps the storages instead of reading them."""
+    return _load(Path(path), what, {}, mmap=mmap)
+
+
+def _load(path: Path, what: str, extra: dict[str, Any], *, mmap: bool = False) -> Any:
     _check_file(path, what)
+    allowed = torch_globals() | frozenset(extra)
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        _check_globals(_pickles_of(path), allowed, str(path))
+    except UnsafePickleError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a file pickletools cannot even read
+        raise ValueError(f"{path}: cannot read {what} ({_first_line(error)})") from None
+    try:
+        with torch.serialization.safe_globals([(value, name) for name, value in extra.items()]):
+            # torch can memory-map only its zip format; a legacy-format file is read whole
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True,
+                                mmap=(mmap and zipfile.is_zipfile(path)) or None)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: not a plain {what} checkpoint "
-                         f"({_first_line(error)})") from None
-    except Exception as error:
-        raise ValueError(f"{path}: cannot read {what} checkpoint ({_first_line(error)})") from None
+        match = re.search(r"GLOBAL (\S+) (?:was not an allowed|whose module)", str(error))
+        if match:
+            raise UnsafePickleError(str(path), match.group(1)) from None
+        raise ValueError(f"{path}: cannot read {what} ({_wo_reason(error)})") from None
+    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError/EOFError/... on bad files
+        raise ValueError(f"{path}: cannot read {what} ({_first_line(error)})") from None
+    return _materialise(loaded, str(path))
 
 
-def load_trusted(path: Path, what: str) -> Any:
-    """``torch.load`` with ``weights_only=False``, fairseq classes stubbed. Trusted files only."""
-    _check_file(path, what)
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_stubbing_pickle)
-    except Exception as error:
-        raise ValueError(f"{path}: cannot read {what} checkpoint ({_first_line(error)})") from None
+def loads(data: bytes, source: str, allowed: dict[str, Any]) -> Any:
+    """A raw pickle (bytes) whose globals must all be keys of ``allowed`` (mapped to the objects
+    given there); numpy arrays/scalars as in :func:`load_checkpoint` when their globals are allowed.
+    For spiritlens' own inter-process results; raises :class:`UnsafePickleError` otherwise."""
+    table = dict(allowed)
+
+    class _Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            full = f"{module}.{name}"
+            if full not in table:
+                raise UnsafePickleError(source, full)
+            return table[full]
+
+    return _materialise(_Unpickler(io.BytesIO(data)).load(), source)
 
 
-def load_any(path: Path, what: str) -> Any:
-    """Plain load first; fall back to :func:`load_trusted` for pickled fairseq classes."""
-    _check_file(path, what)
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return load_trusted(path, what)
-    except Exception as error:
-        raise ValueError(f"{path}: cannot read {what} checkpoint ({_first_line(error)})") from None
+#: What a numpy array or scalar pickled at protocol 2 names, mapped to the stand-ins above
+#: (``_codecs.encode`` turns the pickled text back into the array's bytes).
+NUMPY_GLOBALS = {"_codecs.encode": codecs.encode,
+                 **{k: v for k, v in CHECKPOINT_GLOBALS.items() if k.startswith("numpy")}}
+
+
+def _materialise(value: Any, source: str) -> Any:
+    """Numpy stand-ins -> arrays and scalars, through dicts, lists and tuples."""
+    if isinstance(value, _ArraySpec):
+        return value.array(source)
+    if isinstance(value, _NumpyScalar):
+        if not isinstance(value.dtype_spec, _DtypeSpec) or not isinstance(value.raw, (bytes, bytearray)):
+            raise ValueError(f"{source}: malformed pickled numpy scalar")
+        dtype = value.dtype_spec.dtype(source)
+        if len(value.raw) != dtype.itemsize:
+            raise ValueError(f"{source}: pickled numpy scalar has {len(value.raw)} bytes for {dtype}")
+        return np.frombuffer(bytes(value.raw), dtype=dtype)[0]
+    if isinstance(value, dict):
+        for key in list(value):
+            value[key] = _materialise(value[key], source)
+        return value
+    if isinstance(value, list):
+        value[:] = [_materialise(v, source) for v in value]
+        return value
+    if isinstance(value, tuple):
+        return type(value)(_materialise(v, source) for v in value) if type(value) is tuple else value
+    if isinstance(value, PickledStub) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        for key, item in list(vars(value).items()):
+            object.__setattr__(value, key, _materialise(item, source))  # frozen dataclasses too
+    return value
 
 
 def to_plain(value: Any) -> Any:
-    """Config values as plain Python: Namespaces and stubs become dicts, enum stubs their value."""
+    """Config values as plain Python: Namespaces and stubs become dicts, enum stubs their value,
+    omegaconf containers their content, omegaconf nodes their value."""
     if isinstance(value, PickledStub):
-        if value.__dict__.keys() <= {"args", "kwargs"} and len(value.args) == 1 and not value.kwargs:
+        state = {k: v for k, v in vars(value).items() if k not in ("args", "kwargs")}
+        if "_content" in state:  # omegaconf DictConfig / ListConfig
+            return to_plain(state["_content"])
+        if "_val" in state:  # omegaconf value node
+            return to_plain(state["_val"])
+        if not state and len(value.args) == 1 and not value.kwargs:
             return to_plain(value.args[0])  # an enum member pickled as Cls(value)
-        return {k: to_plain(v) for k, v in value.__dict__.items() if k not in ("args", "kwargs")}
+        return {k: to_plain(v) for k, v in state.items()}
     if isinstance(value, (types.SimpleNamespace, argparse.Namespace)):
         return {k: to_plain(v) for k, v in vars(value).items()}
     if isinstance(value, dict):
@@ -105,11 +349,22 @@ def to_plain(value: Any) -> Any:
 
 def _check_file(path: Path, what: str) -> None:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: {what} checkpoint not found")
+        raise FileNotFoundError(f"{path}: {what} not found")
     if path.is_dir():
-        raise ValueError(f"{path}: is a directory, expected a {what} checkpoint file")
+        raise ValueError(f"{path}: is a directory, expected a {what} file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: cannot read {what} (the file is empty)")
+
+
+def _wo_reason(error: Exception) -> str:
+    """The reason inside torch's long ``Weights only load failed`` message."""
+    text = str(error)
+    match = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    return match.group(1).strip() if match else _first_line(error)
 
 
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+

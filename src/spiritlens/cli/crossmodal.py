@@ -110,6 +110,7 @@ def add_parser(subparsers) -> None:
 def _sigmas(model, args, needs_sigma: bool) -> tuple[dict, dict]:
     """(sigma per modality, where each came from) for the fact command."""
     from spiritlens.traces import subject_sigma
+    from spiritlens.traces.noise import check_sigma
 
     if not needs_sigma:
         return {"text": None, "speech": None}, {}
@@ -126,9 +127,23 @@ def _sigmas(model, args, needs_sigma: bool) -> tuple[dict, dict]:
         speech = float(args.speech_sigma)
     except ValueError:
         raise ValueError(f"--speech-sigma {args.speech_sigma!r} must be a number or 'text'") from None
-    if not speech > 0:
-        raise ValueError(f"--speech-sigma must be positive, got {speech}")
+    check_sigma(speech, "--speech-sigma")
     return {"text": text, "speech": speech}, {"text": source, "speech": "--speech-sigma"}
+
+
+def _check_out_dir(path: Path, option: str) -> None:
+    """ValueError unless ``path`` is, or can be made, a writable folder: the nearest existing one of
+    it and its parents must be a folder we may write in (a file there is named)."""
+    import os
+
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "is a file" if candidate == path else f"cannot be made: {str(candidate)!r} is a file"
+                raise ValueError(f"{option} {str(path)!r} {where}, expected a folder for the results")
+            if not os.access(candidate, os.W_OK | os.X_OK):
+                raise ValueError(f"{option} {str(path)!r}: {str(candidate)!r} is not writable")
+            return
 
 
 def run_fact(args) -> int:
@@ -139,12 +154,13 @@ def run_fact(args) -> int:
     from spiritlens.crossmodal import CrossModalFact, CrossModalSummary, analyze_fact
     from spiritlens.figures.crossmodal import write_fact_outputs
     from spiritlens.traces import parse_noise
+    from spiritlens.traces.noise import check_sigma
 
     _choices(args)
     _at_least_one(args.samples, "--samples")
     spec = parse_noise(args.noise)
-    if args.sigma is not None and not args.sigma > 0:
-        raise ValueError(f"--sigma must be positive, got {args.sigma}")
+    check_sigma(args.sigma, "--sigma")
+    _check_out_dir(Path(args.out), "--out")  # before the model loads, not after the analyses
     model = HookedSpiritLM.from_pretrained(args.model, dtype=args.dtype, device=args.device,
                                            speech_tokenizer=args.speech_tokenizer)
     sigma, sources = _sigmas(model, args, spec.needs_sigma and "patching" in args.analyses)

@@ -10,12 +10,14 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("out", help="directory to write (spiritlm_model/, speech_tokenizer/ inside)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the files of model folders that already exist (refused otherwise)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from spiritlens.synthetic.tiny import make_tiny_checkpoints
 
-    root = make_tiny_checkpoints(args.out, seed=args.seed)
+    root = make_tiny_checkpoints(args.out, seed=args.seed, force=args.force)
     print(f"tiny SpiritLM checkpoints (random weights) written to {root}")
     return 0

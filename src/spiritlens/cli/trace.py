@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
+
 from spiritlens.terms import KINDS
 
 
@@ -70,6 +73,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--png", help="heatmap PNG path (default: next to the JSON)")
     parser.add_argument("--alignment-png", help="alignment figure PNG for speech prompts (default: next to the JSON)")
+    parser.epilog = ("Exit status: 0 done; 1 done but the speech alignment was flagged (low confidence: the "
+                     "transcript may not match the audio; the result records it); 2 bad input.")
     parser.set_defaults(func=run)
 
 
@@ -87,6 +92,7 @@ def run(args) -> int:
     from spiritlens import HookedSpiritLM
     from spiritlens.figures.heatmap import plot_trace_heatmap
     from spiritlens.traces import parse_noise, subject_sigma, trace
+    from spiritlens.traces.noise import check_sigma
 
     if (args.prompt is None) == (args.audio is None):
         raise ValueError("give exactly one of --prompt (text) or --audio (speech)")
@@ -96,13 +102,14 @@ def run(args) -> int:
         raise ValueError("give --target or --target-id, not both")
     subject_range = _subject_range(args.subject_range)
     spec = parse_noise(args.noise)
+    check_sigma(args.sigma, "--sigma")
+    sigma = args.sigma
+    records = _known_for_sigma(args) if spec.needs_sigma and sigma is None else None  # read before the model
     model = HookedSpiritLM.from_pretrained(args.model, dtype=args.dtype, device=args.device,
                                            speech_tokenizer=args.speech_tokenizer, tokenization=args.tokenization)
     print(f"tokenizer: {model.tokenization.describe()}")
-    sigma = args.sigma
     sigma_record = {"sigma_source": "--sigma"} if sigma is not None else {}
-    if spec.needs_sigma and sigma is None:
-        records = _known_for_sigma(args)
+    if records is not None:
         sigma = subject_sigma(model, [r.subject for r in records], modality="text")
         sigma_record = {"sigma_source": f"subjects of {records.source}", "sigma_modality": "text"}
     json_path = Path(args.json)
@@ -125,6 +132,12 @@ def run(args) -> int:
     plot_trace_heatmap(result, png)
     print(f"answer {result.answer!r} ({result.answer_rule}): high {result.high_score:.4f}, "
           f"low {result.low_score:.4f}; wrote {json_path} and {png}")
+    if result.extra.get("alignment_low_confidence"):
+        # The trace is written (flagged in its JSON), but its subject positions may be wrong.
+        print(f"spiritlens trace: warning: alignment flagged (confidence {result.extra['alignment_confidence']:.3f}"
+              f", the aligner's threshold {result.extra.get('alignment_min_confidence')}): the transcript may not "
+              f"match the audio; {json_path} records alignment_low_confidence: true", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -133,14 +146,21 @@ def _known_for_sigma(args):
     from spiritlens.data import KnownDataUnavailable, load_known
 
     try:
-        return load_known(args.known)
+        records = load_known(args.known)
     except (FileNotFoundError, KnownDataUnavailable) as error:
         raise ValueError(f"--noise {args.noise} needs sigma: pass --sigma, or --known known_1000.json (ROME's "
                          f"rule over its subjects), or an absolute --noise; Known was not found: {error}") from None
+    dropped = records.dropped_line()
+    if dropped:  # as `spiritlens experiment` reports them: sigma comes from the kept records only
+        print(f"spiritlens: warning: {dropped}", file=sys.stderr)
+    if not records.records:
+        raise ValueError(f"{records.source}: no usable Known record to measure sigma from")
+    return records
 
 
 def _speech_prompt(model, args, json_path: Path):
     """The S->T prompt: audio, transcript and subject aligned (spiritlens.align.speech_prompt)."""
+    from spiritlens.align import LowAlignmentConfidence
     from spiritlens.align.speech_prompt import SpeechPrompt
     from spiritlens.figures.alignment import plot_speech_prompt
 
@@ -150,8 +170,13 @@ def _speech_prompt(model, args, json_path: Path):
         raise ValueError("--audio needs --aligner (a CTC model directory, or 'pocketsphinx')")
     if args.subject is None:
         raise ValueError("--audio needs --subject (the subject's text in the transcript)")
-    prompt = SpeechPrompt.from_audio(model, args.audio, transcript=args.transcript, subject=args.subject,
-                                     aligner=args.aligner, mapping=args.mapping)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prompt = SpeechPrompt.from_audio(model, args.audio, transcript=args.transcript, subject=args.subject,
+                                         aligner=args.aligner, mapping=args.mapping)
+    for warning in caught:  # one line each; a low confidence is reported once, after the trace
+        if not issubclass(warning.category, LowAlignmentConfidence):
+            print(f"spiritlens trace: warning: {warning.message}", file=sys.stderr)
     figure = Path(args.alignment_png) if args.alignment_png else json_path.with_name(json_path.stem + "_alignment.png")
     plot_speech_prompt(prompt, figure)
     print(f"alignment confidence {prompt.confidence:.3f}; figure {figure}")

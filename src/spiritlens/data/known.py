@@ -103,6 +103,19 @@ class KnownDataset(Sequence):
     def by_id(self) -> dict[int, KnownRecord]:
         return {r.known_id: r for r in self.records}
 
+    def dropped_line(self, shown: int = 3) -> str | None:
+        """One line saying how many records were dropped and why (the first ``shown`` reasons), e.g.
+        ``known.json: 2 of 5 records dropped (3 kept): 9001: missing or empty subject; …``; None if
+        every record was kept."""
+        if not self.problems:
+            return None
+        total = len(self.records) + len(self.problems)
+        reasons = "; ".join(reason if kid is None else f"{kid}: {reason}"
+                            for kid, reason in self.problems[:shown])
+        more = "; …" if len(self.problems) > shown else ""
+        return (f"{self.source or 'Known dataset'}: {len(self.problems)} of {total} records dropped "
+                f"({len(self.records)} kept): {reasons}{more}")
+
 
 def _record_problem(index: int, raw: Any, seen: set[int]) -> tuple[int | None, str] | None:
     """The reason record ``index`` cannot be used, or None when it is valid."""

@@ -39,7 +39,7 @@ def resolve_checkpoints(config, out: Path, *, progress: bool = True,
             root = out / "checkpoints"
             if not (root / ".complete").is_file():
                 log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
-                make_tiny_checkpoints(root)
+                make_tiny_checkpoints(root, force=True)  # its own folder, perhaps half-written by a killed run
                 (root / ".complete").write_text("tiny random weights\n")
         else:
             from spiritlens.synthetic.toy.build import toy_checkpoints

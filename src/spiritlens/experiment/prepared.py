@@ -10,6 +10,7 @@ report stages share it.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -94,6 +95,18 @@ class PreparedRun:
         for direction, ids in data.get("kept", {}).items():
             if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
                 raise ValueError(f"{source}: kept[{direction!r}] must be a list of Known ids")
+            unknown = [i for i in ids if str(i) not in data["records"]]
+            if unknown:
+                raise ValueError(f"{source}: kept[{direction!r}] lists Known id {unknown[0]}, which is not one of "
+                                 "its records")
+        for name in ("window", "n_layers", "n_known"):
+            value = data.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{source}: field {name!r} must be a JSON integer, got {type(value).__name__}")
+        for modality, value in data.get("sigma", {}).items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise ValueError(f"{source}: sigma[{modality!r}] must be a finite number > 0 or null, got {value!r}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod

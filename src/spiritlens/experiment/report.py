@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from spiritlens.figures.escape import md_quoted, md_text
 from spiritlens._io import write_atomic
 from spiritlens.experiment.prepared import PreparedRun
 from spiritlens.figures.alignment import plot_speech_prompt
@@ -64,10 +65,10 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
     sigma = (prep.sigma or {})
     window = (prep.window or config.window)
     lines += ["## Setup", "",
-              f"- model: `{prep.model_dir}` ({prep.dtype}, {(prep.n_layers or '?')} layers); "
-              f"aligner: `{prep.aligner}` ({config.mapping} mapping)",
-              f"- Known: {prep.n_known} records from `{prep.known_source}`, {len(prep.records)} used",
-              f"- noise `{config.noise}`; sigma text {_num(sigma.get('text'))}, speech {_num(sigma.get('speech'))} "
+              f"- model: {md_text(prep.model_dir)} ({md_text(prep.dtype)}, {(prep.n_layers or '?')} layers); "
+              f"aligner: {md_text(prep.aligner)} ({md_text(config.mapping)} mapping)",
+              f"- Known: {prep.n_known} records from {md_text(prep.known_source)}, {len(prep.records)} used",
+              f"- noise {md_text(config.noise)}; sigma text {_num(sigma.get('text'))}, speech {_num(sigma.get('speech'))} "
               f"(S→T uses the {config.speech_sigma} sigma); samples {config.samples}; seed {config.seed}; "
               f"kinds {', '.join(config.kinds)}; S→T rows: {config.row_mode}",
               f"- window {window} ({(prep.window_rule or 'given')}): MLP/attention rows restore the outputs of "
@@ -75,27 +76,30 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
               "## Data", ""]
     if prep.tts is not None:
         tts = prep.tts
-        lines.append(f"- speech synthesis ({tts['backend']}, voice {tts['voice']}): {tts['synthesized']} synthesised, "
+        lines.append(f"- speech synthesis ({md_text(tts['backend'])}, voice {md_text(tts['voice'])}): "
+                     f"{tts['synthesized']} synthesised, "
                      f"{tts['reused']} reused from the cache, {len(tts['failed'])} failed")
         wer = (prep.wer or {})
-        lines.append(f"- WER check ({wer.get('asr')}): " + (f"corpus WER {wer['corpus_wer']:.3f} (per item in `wer.json`)"
-                                                            if wer.get("computed") else f"not computed: {wer.get('reason')}"))
+        lines.append(f"- WER check ({md_text(wer.get('asr'))}): "
+                     + (f"corpus WER {wer['corpus_wer']:.3f} (per item in `wer.json`)"
+                        if wer.get("computed") else f"not computed: {md_text(wer.get('reason'))}"))
         if wer.get("computed") and wer.get("asr") == "pocketsphinx":
             lines.append("  (pocketsphinx's WER measures its small US-English model as much as the audio: on 40 Known "
                          "prompts it was 0.87 on espeak-ng's voice and 0.30 on flite's awb voice. Forced alignment, "
                          "which is given the transcript, is measured against the synthesiser's own word times "
                          "instead: README, \"Speech: spoken form, ground truth, alignment\".)")
     for modality, counts in prep.filter.items():
-        lines.append(f"- Known-{modality}: judgements {counts}; kept {summary['kept'].get(modality, 0)}"
+        lines.append(f"- Known-{md_text(modality)}: judgements {md_text(counts)}; kept {summary['kept'].get(modality, 0)}"
                      + (" (every prompt kept: --keep-all)" if config.keeps_all else " (greedy answer judged exact)")
                      + f" (`filter/known-{modality}.json`)")
     lines += ["", "## Tracing", "",
               f"- traced {summary['traced']} prompts in this run, {summary['already_done']} were already done, "
               f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped before tracing"]
-    lines += [f"  - failed `{f['item']}`: {f['reason']}" for f in summary["failed"][:30]]
-    lines += [f"  - skipped [{s['stage']}] {s.get('modality', '')} {s['known_id']}: {s['reason']}"
+    lines += [f"  - failed {md_text(f['item'])}: {md_text(f['reason'])}" for f in summary["failed"][:30]]
+    lines += [f"  - skipped \\[{md_text(s['stage'])}\\] {md_text(s.get('modality', ''))} {md_text(s['known_id'])}: "
+              f"{md_text(s['reason'])}"
               for s in summary["skipped"][:30]]
-    lines += [f"  - unreadable result skipped: {p}" for p in problems[:10]]
+    lines += [f"  - unreadable result skipped: {md_text(p)}" for p in problems[:10]]
     lines += [""] + DEFINITIONS
     lines += alignment_section(results)
     lines += ["## Average indirect effects", ""]
@@ -103,7 +107,7 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
         try:
             outputs = write_aggregate_outputs(results, out / "aggregate")
         except ValueError as error:
-            lines.append(f"No aggregate: {error}.")
+            lines.append(f"No aggregate: {md_text(error)}.")
         else:
             lines += ["### What the traces show", ""]
             for paragraph in findings(outputs.by_modality):
@@ -128,7 +132,7 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
 
         lines += report_section(out)
         if "error" in summary["crossmodal"]:
-            lines += [f"The cross-modal analyses of this run stopped: {summary['crossmodal']['error']}.", ""]
+            lines += [f"The cross-modal analyses of this run stopped: {md_text(summary['crossmodal']['error'])}.", ""]
     lines += ["## Sample prompts", ""] + _samples(experiment, prep, results)
     path = write_atomic(out / "report.md", "\n".join(lines) + "\n")
     return path
@@ -142,7 +146,7 @@ def _model_section(prep: PreparedRun, config) -> list[str]:
                 "> SpiritLM. Point `SPIRITLM_CHECKPOINTS_DIR` (or `--checkpoints`) at real checkpoints and pass",
                 "> `--aligner` for the real experiment.", ""]
     if weights != "toy" or prep.toy is None:
-        return ["## Model", "", f"SpiritLM checkpoints `{prep.model_dir}` (variant `{config.variant}`).", ""]
+        return ["## Model", "", f"SpiritLM checkpoints {md_text(prep.model_dir)} (variant {md_text(config.variant)}).", ""]
     toy = prep.toy
     cfg, training = toy["config"], toy["training"]
     relations = sorted({f.get("relation_id", "") for f in toy["facts"]})
@@ -154,12 +158,12 @@ def _model_section(prep: PreparedRun, config) -> list[str]:
              "> the subject. Point `SPIRITLM_CHECKPOINTS_DIR` (or `--checkpoints`) at real checkpoints for the paper's",
              "> experiment.", "",
              "## Model", "",
-             f"- the toy SpiritLM (`spiritlens.synthetic.toy.build`) at `{toy['root']}` (inputs hash `{toy['hash'][:12]}`): a Llama in "
+             f"- the toy SpiritLM (`spiritlens.synthetic.toy.build`) at {md_text(toy['root'])} (inputs hash {md_text(toy['hash'][:12])}): a Llama in "
              f"SpiritLM's checkpoint layout, {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
              f"MLP {cfg['d_mlp']}; tokenizer with `[Text]`, `[Speech]`, `[Hu0]`…`[Hu500]`; the tiny random mHuBERT "
              "speech front end",
-             f"- trained on {len(toy['facts'])} Known facts of {len(relations)} relations ({', '.join(relations)}) as "
-             f"sequences: {forms}; plus {toy['distractor_prompts']} distractor prompts (unknown subjects, random "
+             f"- trained on {len(toy['facts'])} Known facts of {len(relations)} relations "
+             f"({md_text(', '.join(relations))}) as sequences: {md_text(forms)}; plus {toy['distractor_prompts']} distractor prompts (unknown subjects, random "
              "answers)",
              f"- by design, attention is off in its first {cfg.get('local_layers', 0)} layers (zero output "
              "projections): there each position sees only its own token, so only the subject's own positions can "
@@ -201,7 +205,7 @@ def alignment_section(results: list[dict]) -> list[str]:
     flagged = [k for k, r in seen.items() if low(r)]
     coverage = any(r.get("alignment_coverage") is not None for r in seen.values())
     lines = ["## S→T alignment", "",
-             f"Forced alignment ({', '.join(aligners)}) of each transcript to its audio locates the subject's speech "
+             f"Forced alignment ({md_text(', '.join(aligners))}) of each transcript to its audio locates the subject's speech "
              f"tokens; {rule}. **{len(flagged)} of {len(seen)}** S→T alignments were flagged"
              + (" (their subject positions are unreliable; they are traced and averaged like the others, so read "
                 "their rows with care or rerun without them)." if flagged else "."), "",
@@ -209,7 +213,7 @@ def alignment_section(results: list[dict]) -> list[str]:
              "|---|---|" + ("---|" if coverage else "") + "---|"]
     for key, r in sorted(seen.items(), key=lambda kv: _sort_key(kv[0])):
         cov = r.get("alignment_coverage")
-        lines.append(f"| {key} | {float(r['alignment_confidence']):.3f} |"
+        lines.append(f"| {md_text(key)} | {float(r['alignment_confidence']):.3f} |"
                      + ((" – |" if cov is None else f" {cov:.0%} |") if coverage else "")
                      + f" {'yes' if low(r) else 'no'} |")
     return lines + [""]
@@ -323,8 +327,8 @@ def _samples(experiment, prep: PreparedRun, results: list[dict]) -> list[str]:
                       "total effect (p_clean − p_corrupted of the answer), whose heatmaps have the most to show.", ""]
         for kid in ids:
             record = prep.records[str(kid)]
-            lines.append(f"### {_LABEL[modality]} {kid}: {record['prompt']!r} (subject {record['subject']!r}, "
-                         f"attribute {record['attribute']!r})")
+            lines.append(f"### {_LABEL[modality]} {md_text(kid)}: {md_quoted(record['prompt'])} (subject "
+                         f"{md_quoted(record['subject'])}, attribute {md_quoted(record['attribute'])})")
             lines.append("")
             for kind, result in sorted(by_item[(modality, kid)].items()):
                 name = f"figures/heatmap_{modality}_{kid}_{kind}.png"
@@ -354,7 +358,7 @@ def _alignment_figure(experiment, prep: PreparedRun, modality: str, kid: int) ->
     try:
         plot_speech_prompt(experiment.models(prep).speech_prompt(kid), experiment.out / name)
     except (ValueError, OSError) as error:
-        return [f"(alignment figure not drawn: {error})"]
+        return [f"(alignment figure not drawn: {md_text(error)})"]
     return [f"![alignment]({name})"]
 
 
@@ -368,7 +372,7 @@ def _circuits_view(out: Path, modality: str, kid: int, results: dict[str, dict])
             warnings.simplefilter("ignore")
             write_trace_tokens_html(result, out / name)
     except ImportError as error:
-        return [f"(circuitsvis view not written: {error})"]
+        return [f"(circuitsvis view not written: {md_text(error)})"]
     return ["", f"[per-token effects (circuitsvis)]({name})"]
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from urllib.parse import quote
 
+from spiritlens.figures.escape import md_code, md_text
 from spiritlens._io import read_json
 from spiritlens.crossmodal.logit_lens import LogitLensResult
 from spiritlens.figures.crossmodal import SUMMARY_FIGURES, write_figures
@@ -45,8 +47,8 @@ def report_section(run_dir: str | os.PathLike, heading: str = "##") -> list[str]
     try:
         summary = CrossModalSummary.load(out / "summary.json")
     except (OSError, ValueError) as error:
-        reason = "not run" if not (out / "summary.json").exists() else f"unreadable summary ({error})"
-        return lines + [f"Cross-modal analyses {reason}: `spiritlens crossmodal experiment {run_dir}`.", ""]
+        reason = "not run" if not (out / "summary.json").exists() else f"unreadable summary ({md_text(error)})"
+        return lines + [f"Cross-modal analyses {reason}: {md_code(f'spiritlens crossmodal experiment {run_dir}')}.", ""]
     status = _read_status(out)
     sample = _sample_lens(out, summary)
     with warnings.catch_warnings():
@@ -72,14 +74,15 @@ def report_section(run_dir: str | os.PathLike, heading: str = "##") -> list[str]
         "",
     ]
     for failure in status.get("failed", [])[:10]:
-        lines.append(f"- failed fact {failure['fact']}: {failure['reason']}")
+        lines.append(f"- failed fact {md_text(failure.get('fact'))}: {md_text(failure.get('reason'))}")
     for analysis, name in SUMMARY_FIGURES.items():
         if name not in written:
             continue
         lines += [f"![{_FIGURE_CAPTIONS[analysis]}](crossmodal/{name})", "", _TABLE_CAPTIONS[analysis], "",
                   *summary.table(analysis), ""]
     if sample is not None:
-        lines += [f"![Logit lens heatmap of fact {sample.name}](crossmodal/logit_lens_{sample.name}.png)", ""]
+        lines += [f"![Logit lens heatmap of fact {md_text(sample.name)}]"
+                  f"(crossmodal/{quote(f'logit_lens_{sample.name}.png')})", ""]
     lines += ["Numbers: [`crossmodal/summary.json`](crossmodal/summary.json); per fact: `crossmodal/facts/`.", ""]
     return lines
 

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from spiritlens._io import read_json, write_json_atomic
+from spiritlens._io import read_json, sha256_file, write_json_atomic
 from spiritlens.experiment import distributed
 from spiritlens.experiment.checkpoints import resolve_checkpoints, toy_info, weights_kind
 from spiritlens.experiment.config import (
@@ -123,6 +123,10 @@ class Experiment:
             skipped=skipped, toy=toy)
         model = self.models(prep).model()
         prep.tokenization = model.tokenization.to_dict()  # how prompt strings became ids
+        if "s2t" in config.modalities:
+            # Loaded (and checked: allow-listed pickles, weights against config) before any work, so a
+            # bad speech-tokenizer file ends the run with one line instead of failing every prompt.
+            model.speech_tokenizer  # noqa: B018 - the property loads it
         prep.n_layers = model.cfg.n_layers
         prep.window = config.window if config.window is not None else default_window(model.cfg.n_layers)
         prep.window_rule = "given (--window)" if config.window is not None else WINDOW_RULE
@@ -213,16 +217,37 @@ class Experiment:
         """Every (modality, known_id) to trace, in a fixed order shared by all ranks."""
         return [(modality, kid) for modality in self.config.modalities for kid in prep.kept.get(modality, [])]
 
-    def missing_kinds(self, modality: str, known_id: int) -> list[str]:
-        """Kinds whose result file is absent or unreadable."""
+    def result_settings(self, prep: PreparedRun, modality: str, known_id: int) -> dict:
+        """What a result of ``(modality, known_id)`` depends on besides its kind: model and dtype, the
+        noise rule and sigma, samples, seed, window, the prompt, subject and judged answer, and for
+        S->T the audio's SHA-256, the aligner, mapping, rows and sigma rule. Recorded as ``settings``
+        in each result; a result whose settings differ is recomputed (JSON-normalised for comparing)."""
+        config, record = self.config, prep.records[str(known_id)]
+        settings = {"model_dir": prep.model_dir, "dtype": config.dtype, "noise": config.noise,
+                    "sigma": prep.sigma.get("text" if modality == "t2t" else "speech"), "samples": config.samples,
+                    "seed": config.seed, "window": prep.window, "prompt": record["prompt"],
+                    "subject": record["subject"], "answer": prep.answers.get(modality, {}).get(str(known_id))}
+        if modality != "t2t":
+            audio = prep.audio.get(str(known_id))
+            settings.update(audio_sha256=sha256_file(audio) if audio and Path(audio).is_file() else None,
+                            aligner=prep.aligner, mapping=config.mapping, row_mode=config.row_mode,
+                            speech_sigma=config.speech_sigma)
+        return json.loads(json.dumps(settings))
+
+    def missing_kinds(self, modality: str, known_id: int, settings: dict | None = None) -> list[str]:
+        """Kinds whose result must be (re)computed: absent, unreadable, failing its checksum (edited
+        or damaged, its ``.npz`` included) or its validation, or computed with other ``settings``."""
         from spiritlens.traces import TraceResult
 
         missing = []
         for kind in self.config.kinds:
             path = self.result_path(modality, known_id, kind)
             try:
-                TraceResult.load(path)
+                result = TraceResult.load(path)
             except (ValueError, OSError, TypeError, KeyError):
+                missing.append(kind)
+                continue
+            if settings is not None and result.extra.get("settings") != settings:
                 missing.append(kind)
         return missing
 
@@ -237,7 +262,7 @@ class Experiment:
                    disable=not self.progress, dynamic_ncols=True)
         for modality, known_id in bar:
             name = f"{modality}/{known_id}"
-            missing = self.missing_kinds(modality, known_id)
+            missing = self.missing_kinds(modality, known_id, self.result_settings(prep, modality, known_id))
             if not missing:
                 status["already_done"].append(name)
                 continue
@@ -272,7 +297,8 @@ class Experiment:
         for kind, result in results.items():
             result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
                                 experiment_modality=modality, sigma_modality=DIRECTION_MODALITY[modality]
-                                if modality == "t2t" or config.speech_sigma == "speech" else "text")
+                                if modality == "t2t" or config.speech_sigma == "speech" else "text",
+                                settings=self.result_settings(prep, modality, known_id))
             result.save(self.result_path(modality, known_id, kind))
 
     def merge(self, prep: PreparedRun) -> dict:

@@ -7,13 +7,13 @@ each single layer. The HTML is self-contained (circuitsvis's bundled JavaScript)
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from spiritlens.figures.escape import html_text
 from spiritlens._io import write_atomic
 from spiritlens.aggregates.aie import parse_result, describe
 from spiritlens.figures._render import PLOTS_EXTRA_HINT
@@ -38,9 +38,10 @@ def trace_tokens_html(result: Mapping) -> str:
     import torch
 
     values, names = indirect_effects(result)
-    tokens = [html.escape(label, quote=False) for label in row_labels(result)]
+    # circuitsvis puts each token into the page as HTML (innerHTML): escaped, a "<s>" label shows as "<s>"
+    tokens = [html_text(label) for label in row_labels(result)]
     rendered = colored_tokens_multi(tokens=tokens, values=torch.from_numpy(values), labels=names)
-    title = html.escape(f"spiritlens trace {describe(result)} ({result['kind']}): indirect effect per row")
+    title = html_text(f"spiritlens trace {describe(result)} ({result['kind']}): indirect effect per row")
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
         f"<body><h3>{title}</h3>\n{rendered.local_src}\n</body></html>\n"

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import os
 from pathlib import Path
@@ -46,6 +45,7 @@ from spiritlens.checkpoints.tree import (
     resolve_model_dir,
     speech_tokenizer_dir,
 )
+from spiritlens.checkpoints.validate import check_finite, check_model_dir_weights, weight_files
 from spiritlens.tokens.llama import SlowLlamaTokenizer
 from spiritlens.tokens.layout import TokenizerLayout, check_tokenization, detect_layout
 from spiritlens.tokens.prompt import MODALITIES, Segment, TokenMap, check_output_modality, encode_segments
@@ -122,6 +122,11 @@ class HookedSpiritLM:
         ``LlamaTokenizer`` instead (which differs when the markers are SentencePiece pieces). The
         detected layout is logged (logger ``"spiritlens"``, INFO) and kept as ``model.tokenization``.
 
+        Before anything is built, ``config.json`` is compared with the weight files' tensor names and
+        shapes (:func:`spiritlens.checkpoints.validate.check_model_dir_weights`): a missing, unexpected
+        or mis-shaped tensor, a malformed config, an unreadable weight file or ``tokenizer.model`` is one
+        ValueError naming the file; after loading, a weight holding NaN or inf is one too.
+
         ``dtype``: float32 (default), bfloat16 or float16; weights are loaded straight into it
         (a bf16 checkpoint never passes through a float32 copy). ``device``: "cpu", "cuda", ...;
         or ``device_map``/``n_devices``/``max_memory`` for the bridge's multi-GPU placement.
@@ -135,6 +140,8 @@ class HookedSpiritLM:
         check_tokenization(tokenization)
         model_dir = resolve_model_dir(name_or_path)
         check_model_dir(model_dir)
+        # config.json against the weight files' tensor names and shapes (headers only), before anything is built
+        config = check_model_dir_weights(model_dir)
         torch_dtype = parse_dtype(dtype)
         if device is not None and (device_map is not None or n_devices is not None):
             raise ValueError("pass either device or device_map/n_devices, not both")
@@ -149,7 +156,6 @@ class HookedSpiritLM:
         layout = detect_layout(slow, model_dir, tokenization=tokenization)
         logger.info("%s: %s", model_dir, layout.describe())
         vocab = SpiritVocab.from_tokenizer(tokenizer, source=f"tokenizer of {model_dir}")
-        config = json.loads((model_dir / "config.json").read_text())
         rows = int(config.get("vocab_size", 0))
         if rows <= vocab.max_id() or rows < len(tokenizer):
             raise ValueError(
@@ -171,6 +177,10 @@ class HookedSpiritLM:
         if embed_rows < len(tokenizer):
             raise ValueError(f"{model_dir}: the embedding has {embed_rows} rows, fewer than the "
                              f"tokenizer's {len(tokenizer)} ids")
+        files = weight_files(model_dir)
+        check_finite(((name.replace("._original_component", ""), p)  # HF names, not the bridge's wrappers
+                      for name, p in bridge.original_model.named_parameters()),
+                     str(files[0]) if len(files) == 1 else f"{model_dir} (weight shards)")
         bridge.eval()
         if process_weights:
             bridge.enable_compatibility_mode()

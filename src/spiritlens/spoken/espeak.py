@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spiritlens.checkpoints import pickle_safe
+
 __all__ = ["EspeakSpeech", "EspeakUnavailable", "LIBRARY", "available", "phoneme_names", "phonemes", "phonemes_of",
            "synthesize"]
 
@@ -227,7 +229,7 @@ def _in_child(function, *args):
             except BaseException as error:  # noqa: BLE001 - handed to the parent
                 result = error if isinstance(error, (ValueError, EspeakUnavailable)) else RuntimeError(repr(error))
             with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(pickle.dumps(result))
+                pipe.write(pickle.dumps(result, protocol=2))  # numpy arrays as _reconstruct + bytes
             os._exit(0)
         os.close(write_end)
         with os.fdopen(read_end, "rb") as pipe:
@@ -235,10 +237,16 @@ def _in_child(function, *args):
         _, status = os.waitpid(pid, 0)
     if not payload:
         raise ValueError(f"espeak-ng: {function.__name__} of {args[0]!r} ended without a result (wait status {status})")
-    result = pickle.loads(payload)
+    result = pickle_safe.loads(payload, f"espeak-ng child of {function.__name__}", _CHILD_GLOBALS)
     if isinstance(result, BaseException):
         raise result
     return result
+
+
+#: All a child's pickled result may name: the classes it returns, and numpy's array pieces.
+_CHILD_GLOBALS = {f"{c.__module__}.{c.__qualname__}": c for c in (EspeakSpeech, EspeakUnavailable)}
+_CHILD_GLOBALS.update({"builtins.ValueError": ValueError, "builtins.RuntimeError": RuntimeError,
+                       **pickle_safe.NUMPY_GLOBALS})
 
 
 def _speak(text: str, voice: str, rate: int) -> EspeakSpeech:

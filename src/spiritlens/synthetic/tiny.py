@@ -310,13 +310,23 @@ def write_tiny_model(directory: str | Path, *, expressive: bool = False, seed: i
     return directory
 
 
-def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = True, **tokenizer_options) -> Path:
+def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = True, force: bool = False,
+                          **tokenizer_options) -> Path:
     """Write a complete tiny ``$SPIRITLM_CHECKPOINTS_DIR`` tree under ``root``; returns ``root``.
 
     ``tokenizer_options`` (``tokenizer_layout``, ``legacy``, ``declare``, ``special``) choose the
     tokenizer layout of both models (:func:`write_tokenizer_files`; default: SentencePiece pieces).
+    Raises FileExistsError (nothing written) when a model or speech-tokenizer folder the tree would
+    write already holds files, unless ``force`` (then its files are overwritten).
     """
     root = Path(root)
+    if not force:
+        targets = [variant_dir(root, BASE), variant_dir(root, EXPRESSIVE)]
+        targets += [speech_tokenizer_folder(root) / "hubert_25hz"] if speech else []
+        for target in targets:
+            if target.is_dir() and any(target.iterdir()):
+                raise FileExistsError(f"{target} already holds files: refusing to overwrite them "
+                                      "(pass force=True, or --force on the command line)")
     write_tiny_model(variant_dir(root, BASE), expressive=False, seed=seed, **tokenizer_options)
     write_tiny_model(variant_dir(root, EXPRESSIVE), expressive=True, seed=seed + 1, **tokenizer_options)
     if speech:

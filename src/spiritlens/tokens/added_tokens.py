@@ -10,10 +10,11 @@ same order and :func:`declaring_files` names the places a directory uses.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from spiritlens._io import read_json
 
 
 SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
@@ -47,12 +48,11 @@ class AddedToken:
 
 
 def read_json_file(path: Path) -> Any:
+    """A tokenizer JSON file's content, None when absent; a one-line ValueError naming the file when
+    it is empty, binary or malformed (:func:`spiritlens._io.read_json`)."""
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"tokenizer file {path} is not valid JSON: {error}") from None
+    return read_json(path, "tokenizer file")
 
 
 def as_added(value: Any) -> Any:

@@ -88,6 +88,22 @@ def _proto(sp, text: str):
     return encode(text)
 
 
+
+def read_sentencepiece_model(path: Path) -> bytes:
+    """The bytes of a SentencePiece ``tokenizer.model``, checked by loading them: ValueError (one line
+    naming the file) for an empty file or one SentencePiece cannot parse (a JSON or random file)."""
+    import sentencepiece as spm
+
+    data = Path(path).read_bytes()
+    if not data:
+        raise ValueError(f"{path}: tokenizer.model is empty (0 bytes), not a SentencePiece model")
+    try:
+        spm.SentencePieceProcessor().LoadFromSerializedProto(data)
+    except Exception as error:  # noqa: BLE001 - sentencepiece raises RuntimeError/OSError/TypeError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a SentencePiece model ({reason})") from None
+    return data
+
 class SlowLlamaTokenizer:
     """transformers 4.x's slow ``LlamaTokenizer`` on the checkpoint's files, with character offsets.
 
@@ -170,7 +186,7 @@ class SlowLlamaTokenizer:
         special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}  # LlamaTokenizer defaults
         special.update({k: config[k] for k in SPECIAL_TOKEN_KEYS if k in config})
         tokenizer = cls(
-            model_file.read_bytes(), added_tokens=added, special_tokens=special,
+            read_sentencepiece_model(model_file), added_tokens=added, special_tokens=special,
             legacy=config.get("legacy"), add_prefix_space=config.get("add_prefix_space", True),
             from_slow=bool(config.get("from_slow", False)),
             add_bos_token=config["add_bos_token"], add_eos_token=config["add_eos_token"],

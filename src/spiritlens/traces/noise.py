@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,8 +139,21 @@ def embedding_std(model, modality: str = "text") -> float:
         return float(_embedding_matrix(model)[torch.tensor(ids, device=model.device)].float().std())
 
 
+def check_sigma(sigma: float | None, option: str = "sigma") -> float | None:
+    """``sigma`` as a float, or None; ValueError ``"<option> must be a finite number > 0, got …"``
+    for inf, NaN, zero, a negative value or a non-number (checked before any trace runs)."""
+    if sigma is None:
+        return None
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{option} must be a finite number > 0, got {sigma!r}")
+    value = float(sigma)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{option} must be a finite number > 0, got {sigma!r}")
+    return value
+
+
 def noise_scale(spec: NoiseSpec, *, sigma: float | None, model=None, modality: str = "text") -> float:
-    """The absolute scale nu of a rule (sigma must be given for ``Ks`` rules)."""
+    """The absolute scale nu of a rule (sigma must be given for ``Ks`` rules, finite and > 0)."""
     if spec.kind in ("absolute", "uniform"):
         return spec.factor
     if spec.kind == "sigma":
@@ -148,5 +162,5 @@ def noise_scale(spec: NoiseSpec, *, sigma: float | None, model=None, modality: s
                 f"noise {spec.text!r} needs sigma: pass sigma= (see spiritlens.traces.subject_sigma) "
                 "or subjects= to measure it, or give an absolute noise"
             )
-        return spec.factor * sigma
+        return spec.factor * check_sigma(sigma)
     return spec.factor * embedding_std(model, modality)

@@ -14,17 +14,20 @@ string ``target`` (as tokenised after the prompt), ``target_ids`` and ``target_t
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from spiritlens._io import write_json_atomic
+from spiritlens._io import sha256_file, write_json_atomic
 from spiritlens.tokens.trace_prompt import Row
 
 RESULT_VERSION = 1
+CHECKSUM_FIELD = "checksum"
 ANSWER_FIELDS = ("answer_rule", "target", "target_ids", "target_tokens")
 
 
@@ -113,25 +116,61 @@ class TraceResult:
                            if k not in known and k not in ("n_layers", "version")}
         return cls(**kwargs)
 
+    def validate(self) -> None:
+        """ValueError (one line) unless every probability (``scores``, ``high_score``, ``low_score``)
+        is finite and in [0, 1] (a NaN sigma or NaN weights give NaN scores): checked before saving."""
+        for name, value in (("high_score", self.high_score), ("low_score", self.low_score)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"trace result {self.name or ''}: {name} {value!r} is not a probability in [0, 1]")
+        bad = ~np.isfinite(self.scores) | (self.scores < 0) | (self.scores > 1)
+        if bad.any():
+            r, l = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"trace result {self.name or ''}: {int(bad.sum())} score(s) are not probabilities in "
+                             f"[0, 1] (first: row {r}, layer {l}: {self.scores[r, l]!r})")
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path`` (JSON) and a sibling ``.npz`` with the arrays, each atomically."""
+        """Write ``path`` (JSON) and a sibling ``.npz`` with the arrays, each atomically, after
+        :meth:`validate` (nothing is written for an invalid result). The JSON records the ``.npz``'s
+        SHA-256 (``npz_sha256``) and a ``checksum`` of its own content (:func:`content_checksum`),
+        which :meth:`load` checks."""
+        self.validate()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         npz = path.with_suffix(".npz")
         tmp_npz = npz.with_name(npz.name + ".tmp.npz")
         np.savez(tmp_npz, scores=self.scores, input_ids=np.asarray(self.input_ids, dtype=np.int64))
         os.replace(tmp_npz, npz)
-        write_json_atomic(path, self.to_json())
+        data = self.to_json()
+        data["npz_sha256"] = sha256_file(npz)
+        data[CHECKSUM_FIELD] = content_checksum(data)
+        write_json_atomic(path, data)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TraceResult":
+    def load(cls, path: str | os.PathLike, *, verify: bool = True) -> "TraceResult":
+        """Read a result written by :meth:`save`. With ``verify`` (default) a result whose content
+        does not match its ``checksum`` (or has none), or whose ``.npz`` does not match
+        ``npz_sha256``, is a ValueError naming the file: it was edited or damaged after it was
+        written. A result of invalid probabilities is a ValueError too."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"trace result {str(path)!r} is unreadable: {error}") from None
-        return cls.from_json(data)
+        if not isinstance(data, dict):
+            raise ValueError(f"trace result {str(path)!r} is not a JSON object")
+        if verify:
+            problem = checksum_problem(data)
+            if problem is None and "npz_sha256" in data:
+                npz = path.with_suffix(".npz")
+                if not npz.is_file() or sha256_file(npz) != data["npz_sha256"]:
+                    problem = f"its arrays file {npz.name} is missing or does not match npz_sha256"
+            if problem:
+                raise ValueError(f"trace result {str(path)!r}: {problem}")
+        result = cls.from_json({k: v for k, v in data.items() if k not in (CHECKSUM_FIELD, "npz_sha256")})
+        result.validate()
+        return result
 
     def grouped(self, groups: list[Row], *, subject_rows: tuple[int, int],
                 ignored_rows: list[int] | None = None) -> "TraceResult":
@@ -146,3 +185,21 @@ class TraceResult:
                     ignored_rows=list(ignored_rows or []), row_mode="mean_of_positions")
         return TraceResult.from_json(data)
 
+
+
+def content_checksum(document: dict) -> str:
+    """SHA-256 of a result document without its ``checksum`` field, as canonical JSON (sorted keys,
+    no spaces, UTF-8): a value changed by hand changes it."""
+    body = {k: v for k, v in document.items() if k != CHECKSUM_FIELD}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def checksum_problem(document: dict) -> str | None:
+    """Why a result document fails its checksum (none recorded, or a mismatch), or None."""
+    recorded = document.get(CHECKSUM_FIELD)
+    if not isinstance(recorded, str):
+        return "no checksum recorded (written before checksums, or edited)"
+    if recorded != content_checksum(document):
+        return "content does not match its checksum (edited or damaged after it was written)"
+    return None

@@ -6,8 +6,9 @@ two layouts, both accepted by :func:`read_hubert_checkpoint`:
 - **converted** (SpiritLM's default): ``{model_cfg, task_cfg, model_weight, dictionaries_symbols}``,
   plain dicts and tensors, loaded with ``weights_only=True``;
 - **fairseq**: ``{cfg: {model, task}}`` or ``{args}``, plus ``model`` and ``task_state``. These pickle
-  fairseq classes, so they are loaded with ``weights_only=False`` and a stubbing unpickler: only
-  open fairseq checkpoints you trust.
+  fairseq classes (``Dictionary``, an ``argparse.Namespace``, omegaconf containers), which
+  :mod:`spiritlens.checkpoints.pickle_safe` replaces by inert stand-ins from its allow-list; any
+  other global in the file is refused with one line naming it (nothing in a file is ever run).
 
 The HF config is built from the checkpoint's own fields (SPEECH.md section 4: the conv stack comes
 from ``conv_feature_layers``, never assumed), the fairseq keys are renamed by :func:`hf_key`, and
@@ -30,7 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spiritlens.checkpoints.pickle_safe import load_any, to_plain
+from spiritlens.checkpoints.pickle_safe import load_checkpoint, to_plain
+from spiritlens.checkpoints.validate import check_finite, check_state_dict
 
 HUBERT_FILE = Path("hubert_25hz") / "mhubert_base_25hz.pt"
 DEFAULT_OUTPUT_LAYER = 11  # SpiritLM's spiritlm_hubert(): hubert_layer=11 (1-based)
@@ -119,7 +121,7 @@ class HubertCheckpoint:
 def read_hubert_checkpoint(path: str | Path) -> HubertCheckpoint:
     """Read an mHuBERT ``.pt`` in SpiritLM's converted layout or as a raw fairseq checkpoint."""
     path = Path(path)
-    states = load_any(path, "mHuBERT")
+    states = load_checkpoint(path, "mHuBERT")
     if not isinstance(states, dict):
         raise ValueError(f"{path}: not an mHuBERT checkpoint (top level is {type(states).__name__}, not a dict)")
     if "model_weight" in states:
@@ -259,7 +261,8 @@ def hf_key(fairseq_key: str) -> str | None:
 def convert_state_dict(checkpoint: HubertCheckpoint, expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
     """fairseq weights renamed for a HF model whose parameter shapes are ``expected``; strict.
 
-    Raises ValueError naming the first missing, unused or wrongly shaped weight.
+    Raises one ValueError naming the file and the first missing, unused or wrongly shaped weights
+    (:func:`spiritlens.checkpoints.validate.check_state_dict`).
     """
     source = checkpoint.source
     converted: dict[str, torch.Tensor] = {}
@@ -282,17 +285,9 @@ def convert_state_dict(checkpoint: HubertCheckpoint, expected: dict[str, torch.S
         # fairseq has no post_extract_proj when conv dim == hidden size: the identity.
         converted[proj + "weight"] = torch.eye(expected[proj + "weight"][0])
         converted[proj + "bias"] = torch.zeros(expected[proj + "weight"][0])
-    if unused:
-        raise ValueError(f"{source}: checkpoint weight {unused[0]} has no place in the HF HubertModel "
-                         f"({len(unused)} unused weight(s): {', '.join(unused[:4])})")
-    missing = [k for k in expected if k not in converted]
-    if missing:
-        raise ValueError(f"{source}: checkpoint lacks the weight for {missing[0]} "
-                         f"({len(missing)} missing: {', '.join(missing[:4])})")
-    for name, tensor in converted.items():
-        if tuple(tensor.shape) != tuple(expected[name]):
-            raise ValueError(f"{source}: weight {origin.get(name, name)} has shape {list(tensor.shape)} in the "
-                             f"checkpoint but the config needs {list(expected[name])} (HF {name})")
+    found = {**converted, **{key: checkpoint.state_dict[key] for key in unused}}
+    check_state_dict(expected, found, source=source, what="mHuBERT",
+                     label=lambda name: name if origin.get(name, name) == name else f"{origin[name]} (HF {name})")
     return converted
 
 
@@ -306,6 +301,7 @@ def build_hubert_model(checkpoint: HubertCheckpoint, *, dtype: torch.dtype = tor
         model = HubertModel(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     weights = convert_state_dict(checkpoint, expected)
+    check_finite(checkpoint.state_dict.items(), checkpoint.source)
     model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True, assign=True)
     return model.to(dtype).eval().requires_grad_(False)
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spiritlens.checkpoints.pickle_safe import load_plain
+from spiritlens.checkpoints.pickle_safe import load_checkpoint
 
 F0_QUANTIZER_DIR = Path("vqvae_f0_quantizer")
 F0_CONFIG_FILE = F0_QUANTIZER_DIR / "config.yaml"
@@ -134,7 +134,7 @@ class FcpeF0(nn.Module):
         super().__init__()
         models_infer = import_torchfcpe()
         path = Path(weights) if weights is not None else fcpe_weights_path()
-        checkpoint = load_plain(path, "FCPE")
+        checkpoint = load_checkpoint(path, "FCPE")
         if not isinstance(checkpoint, dict) or not {"model", "config_dict"} <= checkpoint.keys():
             raise ValueError(f"{path}: not an FCPE checkpoint (expected keys 'model' and 'config_dict')")
         config = {key: dict(value) if isinstance(value, dict) else value
@@ -385,7 +385,7 @@ def load_f0_quantizer(directory: str | Path) -> F0Quantizer:
     directory = Path(directory)
     config = read_f0_config(directory / F0_CONFIG_FILE)
     quantizer = F0Quantizer(config, source=str(directory / F0_CONFIG_FILE))
-    checkpoint = load_plain(directory / F0_MODEL_FILE, "F0 VQ-VAE")
+    checkpoint = load_checkpoint(directory / F0_MODEL_FILE, "F0 VQ-VAE")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise ValueError(f"{directory / F0_MODEL_FILE}: expected a dict with a 'model' state dict")
     quantizer.load_weights(checkpoint["model"], str(directory / F0_MODEL_FILE))

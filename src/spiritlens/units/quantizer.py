@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from spiritlens.checkpoints.pickle_safe import load_any
+from spiritlens.checkpoints.pickle_safe import load_checkpoint
+from spiritlens.checkpoints.validate import check_finite, check_state_dict
 
 QUANTIZER_FILE = Path("hubert_25hz") / "L11_quantizer_500.pt"
 MAX_BLANK_PASSES = 10_000  # SpiritLM's bound on the fill loop
@@ -99,7 +100,7 @@ class KmeansQuantizer(nn.Module):
 def load_quantizer(path: str | Path) -> LinearQuantizer | KmeansQuantizer:
     """Load ``L11_quantizer_500.pt`` (linear) or a k-means checkpoint; strict, one-line errors."""
     path = Path(path)
-    states = load_any(path, "quantizer")
+    states = load_checkpoint(path, "quantizer")
     if not isinstance(states, dict):
         raise ValueError(f"{path}: not a quantizer checkpoint (top level is {type(states).__name__})")
     if "cluster_centers" in states:
@@ -110,6 +111,7 @@ def load_quantizer(path: str | Path) -> LinearQuantizer | KmeansQuantizer:
         k = states.get("n_clusters", centers.shape[0])
         if int(k) != centers.shape[0]:
             raise ValueError(f"{path}: n_clusters={k} but cluster_centers has {centers.shape[0]} rows")
+        check_finite([("cluster_centers", centers)], str(path))
         return KmeansQuantizer(centers).eval()
     missing = [k for k in ("model_cfg", "model_weight") if k not in states]
     if missing:
@@ -128,16 +130,10 @@ def load_quantizer(path: str | Path) -> LinearQuantizer | KmeansQuantizer:
 
 
 def load_strict(module: nn.Module, weights: dict[str, torch.Tensor], *, source: str) -> None:
-    """``module.load_state_dict`` that names the first missing/unexpected key or shape mismatch."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in weights]
-    if missing:
-        raise ValueError(f"{source}: checkpoint lacks weight {missing[0]} ({len(missing)} missing)")
-    unexpected = [k for k in weights if k not in expected]
-    if unexpected:
-        raise ValueError(f"{source}: checkpoint has unexpected weight {unexpected[0]} ({len(unexpected)} unexpected)")
-    for key, tensor in expected.items():
-        if tuple(weights[key].shape) != tuple(tensor.shape):
-            raise ValueError(f"{source}: weight {key} has shape {list(weights[key].shape)} in the checkpoint "
-                             f"but the config needs {list(tensor.shape)}")
+    """``module.load_state_dict`` after one check naming the file and the first missing, unexpected or
+    mis-shaped weights (:func:`spiritlens.checkpoints.validate.check_state_dict`) and any NaN/inf."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{source}: quantizer model_weight is not a dict of tensors")
+    check_state_dict({k: v.shape for k, v in module.state_dict().items()}, weights, source=source, what="quantizer")
+    check_finite(weights.items(), source)
     module.load_state_dict(weights, strict=True)

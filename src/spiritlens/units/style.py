@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spiritlens.checkpoints.pickle_safe import load_plain
+from spiritlens.checkpoints.pickle_safe import load_weights
 
 STYLE_DIR = Path("style_encoder_w2v2")
 STYLE_CONFIG_FILE = STYLE_DIR / "config.json"
@@ -111,7 +111,7 @@ class StyleEncoder:
             raise ValueError(f"{config_path}: use_weighted_layer_sum=true; SpiritLM's style encoder reads "
                              "the last hidden state")
         model = Wav2Vec2ForSequenceClassification(config)
-        state = load_plain(weights_path, "style encoder")
+        state = load_weights(weights_path, "style encoder")
         if not isinstance(state, dict):
             raise ValueError(f"{weights_path}: expected a state dict, got {type(state).__name__}")
         _load_strict(model, state, str(weights_path))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import sys
 
 import pytest
 from PIL import Image
 from helpers import assert_drawn_png, make_result
 
+from spiritlens.figures.escape import html_text
 from spiritlens.figures import plot_trace_heatmap, row_labels, trace_heatmap_figure, write_trace_tokens_html
 
 
@@ -69,8 +71,8 @@ def test_heatmap_rejects_a_malformed_result(tmp_path):
 def test_circuitsvis_view_is_a_standalone_page(tmp_path):
     path = write_trace_tokens_html(speech_result(), tmp_path / "view.html")
     page = path.read_text()
-    assert page.startswith("<!DOCTYPE html>") and "eiffel_s2t" in page
-    assert "Eiffel*" in page and "max over layers" in page and "layer 11" in page
+    assert page.startswith("<!DOCTYPE html>") and "eiffel_s2t" in html.unescape(page)  # punctuation as &#NN;
+    assert any("Eiffel*" in t for t in _visible_token_texts(page)) and "max over layers" in page and "layer 11" in page
 
 
 def test_circuitsvis_missing_names_the_extra(tmp_path, monkeypatch):
@@ -113,4 +115,5 @@ def test_circuitsvis_labels_are_escaped_so_markup_like_tokens_show(tmp_path):
     page = write_trace_tokens_html(result, tmp_path / "view.html").read_text()
     assert _visible_token_texts(page) == ["<s>", "[Speech]", "AT&T*", "<sil>*", "</script><b>x", "a <b>", "[Text]"]
     assert "</script><b>" not in page  # no token can close the page's script early
-    assert '"&lt;s&gt;"' in page and '"&lt;sil&gt;*"' in page
+    assert '"&#60;s&#62;"' in page and '"&#60;sil&#62;&#42;"' in page  # every ASCII punctuation as &#NN;
+    assert "onerror=" not in html_text("<img src=x onerror=alert(1)>")

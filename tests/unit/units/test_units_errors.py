@@ -57,22 +57,23 @@ def test_missing_weight(tiny_dir, tmp_path):
     path = edited_hubert(tiny_dir, tmp_path, lambda sd: sd.pop("encoder.layers.3.fc1.weight"))
     with pytest.raises(ValueError) as error:
         build_hubert_model(read_hubert_checkpoint(path))
-    assert str(error.value) == (f"{path}: checkpoint lacks the weight for "
-                                "encoder.layers.3.feed_forward.intermediate_dense.weight (1 missing: "
-                                "encoder.layers.3.feed_forward.intermediate_dense.weight)")
+    assert str(error.value) == (f"{path}: mHuBERT weights do not match its config: 1 missing "
+                                "(encoder.layers.3.feed_forward.intermediate_dense.weight)")
 
 
 def test_wrong_shape(tiny_dir, tmp_path):
     path = edited_hubert(tiny_dir, tmp_path, lambda sd: sd.update({"encoder.layers.0.fc2.weight": torch.zeros(48, 95)}))
     with pytest.raises(ValueError) as error:
         build_hubert_model(read_hubert_checkpoint(path))
-    assert str(error.value) == (f"{path}: weight encoder.layers.0.fc2.weight has shape [48, 95] in the checkpoint "
-                                "but the config needs [48, 96] (HF encoder.layers.0.feed_forward.output_dense.weight)")
+    assert str(error.value) == (f"{path}: mHuBERT weights do not match its config: 1 mis-shaped "
+                                "(encoder.layers.0.fc2.weight (HF encoder.layers.0.feed_forward.output_dense.weight) "
+                                "[48, 95] in the file, [48, 96] by the config)")
 
 
 def test_unused_weight(tiny_dir, tmp_path):
     path = edited_hubert(tiny_dir, tmp_path, lambda sd: sd.update({"encoder.layers.12.fc1.weight": torch.zeros(1)}))
-    with pytest.raises(ValueError, match=r"m\.pt: checkpoint weight encoder\.layers\.12\.fc1\.weight has no place"):
+    with pytest.raises(ValueError, match=r"m\.pt: mHuBERT weights do not match its config: 1 unexpected "
+                                         r"\(encoder\.layers\.12\.fc1\.weight\)$"):
         build_hubert_model(read_hubert_checkpoint(path))
 
 
@@ -91,15 +92,15 @@ def test_quantizer_missing_key_and_wrong_shape(tiny_dir, tmp_path):
     q = torch.load(tiny_dir / QUANT, weights_only=True)
     del q["model_weight"]["2.bias"]
     torch.save(q, tmp_path / "q.pt")
-    with pytest.raises(ValueError, match=r"^.*q\.pt: checkpoint lacks weight 2\.bias \(1 missing\)$"):
+    with pytest.raises(ValueError, match=r"^.*q\.pt: quantizer weights do not match its config: 1 missing \(2\.bias\)$"):
         load_quantizer(tmp_path / "q.pt")
     q = torch.load(tiny_dir / QUANT, weights_only=True)
     q["model_weight"]["4.weight"] = torch.zeros(500, 275)
     torch.save(q, tmp_path / "q.pt")
     with pytest.raises(ValueError) as error:
         load_quantizer(tmp_path / "q.pt")
-    assert str(error.value).endswith("q.pt: weight 4.weight has shape [500, 275] in the checkpoint but the config "
-                                     "needs [501, 275]")
+    assert str(error.value).endswith("q.pt: quantizer weights do not match its config: 1 mis-shaped (4.weight "
+                                     "[500, 275] in the file, [501, 275] by the config)")
 
 
 def test_quantizer_and_hubert_widths_must_agree(tiny_dir, tmp_path):

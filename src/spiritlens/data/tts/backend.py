@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import soundfile as sf
+from spiritlens._io import write_atomic
 from spiritlens.spoken.form import SpokenForm, spoken_form
 
 
@@ -93,7 +95,9 @@ class _Backend:
         if len(samples) == 0:
             raise TTSError(f"{self.name}: synthesis of {form.tts_text!r} produced no audio")
         path = Path(path)
-        sf.write(str(path), samples, rate, subtype="PCM_16", format="WAV")
+        wav = io.BytesIO()
+        sf.write(wav, samples, rate, subtype="PCM_16", format="WAV")
+        write_atomic(path, wav.getvalue())  # whole or not at all, with the mode open() would give
         words = None if times is None else tuple(
             None if t is None else WordTime(w.text, w.char_start, w.char_end, round(t[0], 5), round(t[1], 5))
             for w, t in zip(form.words, times))

@@ -38,7 +38,8 @@ from typing import Any
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from spiritlens._io import read_json, sha256_file, write_json_atomic
+from spiritlens._io import read_json, remove_orphans, sha256_file, umask_mode
+from spiritlens._io import write_json_atomic
 from spiritlens.spoken.form import SpokenForm, spoken_form
 from spiritlens.data.tts.backend import TTSBackend, TTSError, TTSUnavailable, WordTime
 from spiritlens.data.tts.registry import _describe_backends
@@ -136,7 +137,8 @@ def _cached(entry: SpeechEntry | None, request: SpeechEntry, out_dir: Path) -> b
 def _synthesize_one(backend: TTSBackend, request: SpeechEntry, form: SpokenForm, out_dir: Path) -> SpeechEntry:
     """Synthesise into a temporary file, then move it into place; failures become ``error``."""
     final = out_dir / f"{request.item_id}.wav"
-    fd, tmp = tempfile.mkstemp(prefix=f".{request.item_id}.", suffix=".wav", dir=out_dir)
+    # The process id in the name lets a later run remove what a killed one left (remove_orphans).
+    fd, tmp = tempfile.mkstemp(prefix=f".{request.item_id}.tmp-{os.getpid()}.", suffix=".wav", dir=out_dir)
     os.close(fd)
     try:
         synthesis = backend.synthesize_spoken(form, tmp)
@@ -144,6 +146,7 @@ def _synthesize_one(backend: TTSBackend, request: SpeechEntry, form: SpokenForm,
         if info.frames == 0:
             raise TTSError(f"{backend.name}: wrote an empty WAV")
         digest = sha256_file(tmp)
+        os.chmod(tmp, umask_mode())  # mkstemp made it 0600; a WAV gets the mode open() would give
         os.replace(tmp, final)
     except TTSUnavailable:
         Path(tmp).unlink(missing_ok=True)
@@ -189,6 +192,7 @@ def synthesize_corpus(
         raise TTSUnavailable(f"TTS backend {backend.name!r} cannot run here; available: {_describe_backends()}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out_dir, ".*.tmp-*.wav")  # temporary WAVs of a run killed mid-synthesis
     manifest_path = out_dir / MANIFEST_NAME
     manifest = load_manifest(out_dir)
     result = SynthesisResult(entries=[], manifest_path=manifest_path)

@@ -63,7 +63,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from spiritlens._io import write_json_atomic
+from spiritlens._io import remove_orphans, write_json_atomic
 from spiritlens.synthetic.toy.cache import (
     MANIFEST,
     REPORT,
@@ -93,6 +93,9 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     config = config or ToyConfig()
     log = log or _stderr
     root = Path(root)
+    for pattern in (f".{root.name}.building-*", f".{root.name}.old-*"):  # left by a killed make-toy
+        for orphan in remove_orphans(root.parent, pattern):
+            log(f"[toy] removed {orphan}, left by a run that was killed")
     facts, distractors = _choose(config, known)
     inputs = toy_inputs(config, facts, distractors)
     digest = inputs_hash(inputs)

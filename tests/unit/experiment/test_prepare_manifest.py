@@ -1,0 +1,55 @@
+"""Hand-edited or foreign run files: prepare.json of the wrong shape and empty/binary JSON files are
+one-line errors naming the file and the field (before any stage uses them)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spiritlens._io import read_json
+from spiritlens.experiment.prepared import PreparedRun
+
+GOOD = {"config": {}, "model_dir": "/m", "records": {"1": {"prompt": "p", "subject": "s"}}, "kept": {"t2t": [1]},
+        "sigma": {"text": 0.5, "speech": None}, "window": 3, "audio": {}, "filter": {}, "answers": {},
+        "n_known": 1, "known_source": "k.json"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"records": [1, 2]}, "field 'records' must be a JSON dict, got list"),
+    ({"window": "3"}, "field 'window' must be a JSON integer, got str"),
+    ({"window": True}, "field 'window' must be a JSON integer, got bool"),
+    ({"n_known": 1.5}, "field 'n_known' must be a JSON integer, got float"),
+    ({"model_dir": None}, "field 'model_dir' must be a JSON str, got NoneType"),
+    ({"kept": {"t2t": [2]}}, "kept['t2t'] lists Known id 2, which is not one of its records"),
+    ({"kept": {"t2t": "1"}}, "kept['t2t'] must be a list of Known ids"),
+    ({"sigma": {"text": "0.5"}}, "sigma['text'] must be a finite number > 0 or null, got '0.5'"),
+    ({"sigma": {"text": float("nan")}}, "sigma['text'] must be a finite number > 0 or null, got nan"),
+])
+def test_wrong_typed_prepare_json_names_file_and_field(tmp_path, change, message):
+    (tmp_path / "prepare.json").write_text(json.dumps({**GOOD, **change}))
+    with pytest.raises(ValueError) as error:
+        PreparedRun.load(tmp_path)
+    assert str(error.value) == f"{tmp_path / 'prepare.json'}: {message}"
+
+
+def test_a_good_manifest_loads(tmp_path):
+    (tmp_path / "prepare.json").write_text(json.dumps(GOOD))
+    prep = PreparedRun.load(tmp_path)
+    assert prep.kept == {"t2t": [1]} and prep.window == 3 and prep.sigma["text"] == 0.5
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "is empty"), (b"  \n", "is empty"),
+    (b"\xff\xfe\x00{", "is not UTF-8 text (a binary file?): byte 0 is b'\\xff'"),
+    (b"{1: 2}", "is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+])
+def test_read_json_names_the_file(tmp_path, content, reason):
+    path = tmp_path / "x.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as error:
+        read_json(path, "Known dataset")
+    assert str(error.value) == f"Known dataset {path} {reason}"
+    (tmp_path / "prepare.json").write_bytes(content)
+    with pytest.raises(ValueError, match=r"^prepare manifest .*prepare\.json "):
+        PreparedRun.load(tmp_path)
