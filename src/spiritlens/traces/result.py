@@ -62,6 +62,7 @@ class TraceResult:
     target: str | None = None
     target_ids: list[int] = field(default_factory=list)
     target_tokens: list[str] = field(default_factory=list)
+    method: str = "exact"  # "exact" restored runs, or a first-order estimate (spiritlens.traces.attribution)
 
     def __post_init__(self):
         for key in ANSWER_FIELDS:  # the engine records them with the prompt's extra fields

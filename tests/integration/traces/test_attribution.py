@@ -1,0 +1,289 @@
+"""Attribution patching (spiritlens.traces.attribution) against references written here.
+
+- Plain AtP: every cell equals f(0) + f'(0), where f(eps) is the score of the corrupted run with the
+  cell's states moved to ``corrupted + eps * (clean - corrupted)`` (every layer of a window, every
+  position of a row), run through the TransformerBridge with ``run_with_hooks`` and differentiated
+  by autograd in the scalar eps: the linearisation along (clean - corrupted) at the corrupted state.
+- QK fix: each term equals the derivative of a plain-torch Llama forward (written here from the HF
+  weights) in which block m's attention pattern is frozen at ``A + eps * (A_exact - A)``.
+- Screen, then verify: the exact engine's traced cells equal tests/reference_tracing.py, the
+  others are NaN; the screen's result goes through aggregate and the figures.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from reference_tracing import reference_trace
+
+from spiritlens.traces import Row, Tracer, TraceResult, prepare_prompt, trace, trace_kinds
+from spiritlens.traces.attribution import attribution_scores, corrupted_gradients
+
+PROMPT, SUBJECT = "The Space Needle is located in the city of", "Space Needle"
+SAMPLES, NU, SEED = 3, 1.0, 1
+HOOK = {"hidden": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", "attn": "blocks.{}.hook_attn_out"}
+
+
+def window_of(layer, window, L):
+    return range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
+
+
+def linearised_reference(model, ids, b, e, kind, rows, *, window, answer):
+    """[len(rows), L]: f(0) + f'(0) per cell, f as in the module docstring (one forward and one
+    backward per cell through the bridge)."""
+    L, d = model.cfg.n_layers, model.cfg.d_model
+    z = torch.from_numpy(NU * np.random.RandomState(SEED).randn(SAMPLES, e - b, d))
+    tokens = torch.tensor([ids] * SAMPLES)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(torch.tensor([ids]))
+
+    def noise(act, hook):
+        act[:, b:e] += z
+        return act
+
+    def towards_clean(name, positions, eps):
+        clean = cache[name][0, positions]
+
+        def hook(act, hook):
+            act = act.clone()
+            act[:, positions] = act[:, positions] + eps * (clean - act[:, positions].detach())
+            return act
+        return hook
+
+    table = np.zeros((len(rows), L))
+    for r, positions in enumerate(rows):
+        for layer in range(L):
+            layers = [layer] if kind == "hidden" else window_of(layer, window, L)
+            eps = torch.zeros((), requires_grad=True)
+            hooks = [("hook_embed", noise)] + [(HOOK[kind].format(j), towards_clean(HOOK[kind].format(j), positions, eps))
+                                               for j in layers]
+            logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+            score = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer].mean()
+            (slope,) = torch.autograd.grad(score, eps)
+            table[r, layer] = float(score.detach()) + float(slope)
+    return table
+
+
+@pytest.fixture(scope="module")
+def tracer(tiny_model):
+    return Tracer(tiny_model, prepare_prompt(tiny_model, PROMPT, SUBJECT), samples=SAMPLES, noise=NU, seed=SEED)
+
+
+@pytest.mark.parametrize("kind", ["hidden", "mlp", "attn"])
+def test_every_cell_is_the_linearisation_along_clean_minus_corrupted(tiny_model, tracer, kind):
+    ids = tracer.prompt.input_ids
+    b, e = tracer.prompt.subject_range
+    T, L = len(ids), tiny_model.cfg.n_layers
+    rows = [Row(str(t), [t]) for t in range(T)]
+    estimate = attribution_scores(tracer, kind, rows, window=3)
+    reference = linearised_reference(tiny_model, ids, b, e, kind, [[t] for t in range(T)], window=3,
+                                     answer=tracer.answer_id)
+    assert np.isfinite(estimate).all()
+    if kind == "hidden":  # known without a run, as the exact engine: high at the last position, else low
+        assert estimate[-1, -1] == tracer.high_score and (estimate[:-1, -1] == tracer.low_score).all()
+        estimate, reference = estimate[:, :-1], reference[:, :-1]
+    np.testing.assert_allclose(estimate, reference, atol=2e-6, rtol=0)
+    assert np.abs(estimate - tracer.low_score).max() > 1e-4  # the terms are not all zero
+
+
+def test_group_rows_sum_their_positions_and_windows_their_layers(tiny_model, tracer):
+    ids = tracer.prompt.input_ids
+    b, e = tracer.prompt.subject_range
+    groups = [[0, 1], [b, b + 1, b + 2], [e, e + 2], [len(ids) - 2, len(ids) - 1]]
+    rows = [Row(f"g{i}", g) for i, g in enumerate(groups)]
+    for kind in ("mlp", "attn"):
+        estimate = attribution_scores(tracer, kind, rows, window=2)
+        reference = linearised_reference(tiny_model, ids, b, e, kind, groups, window=2, answer=tracer.answer_id)
+        np.testing.assert_allclose(estimate, reference, atol=2e-6, rtol=0)
+
+
+def test_gradient_pass_reproduces_the_corrupted_run(tracer):
+    grads = corrupted_gradients(tracer)
+    assert abs(grads.score - tracer.low_score) <= 1e-6
+    for layer in range(tracer.n_layers):  # resid_pre of every block, as the bridge cached it
+        torch.testing.assert_close(grads.pre[layer], tracer._corrupted_prefix[layer], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------ QK fix
+def frozen_pattern_reference(hf, tracer, kind, layer, positions):
+    """The QK-fixed term of one (layer, positions), from a plain-torch Llama forward written here.
+
+    Block ``layer`` is run with the cell's restoration to get the restored input of block
+    m = layer + 1 (``target``; it differs from the corrupted one at ``positions`` only). The term
+    is the derivative in eps of the score when block m's input is ``x + eps (target - x)`` and its
+    attention pattern is frozen at ``A + eps (A_target - A)``: linear everywhere except through
+    block m's softmax, which is taken exactly."""
+    cfg = hf.config
+    S = SAMPLES
+    H, hd = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    pre0 = tracer._corrupted_prefix[0].detach()
+    T = pre0.shape[1]
+    cos, sin = hf.model.rotary_emb(pre0, torch.arange(T)[None])
+    mask = torch.full((T, T), torch.finfo(torch.float32).min).triu(1)
+
+    def norm(x, w):
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.rms_norm_eps))
+
+    def rot(x):
+        return torch.cat((-x[..., hd // 2:], x[..., :hd // 2]), dim=-1)
+
+    def heads(x):
+        return x.view(S, T, H, hd).transpose(1, 2)
+
+    def pattern_of(block, x):
+        h = norm(x, block.input_layernorm.weight)
+        q, k = heads(block.self_attn.q_proj(h)), heads(block.self_attn.k_proj(h))
+        q, k = q * cos[:, None] + rot(q) * sin[:, None], k * cos[:, None] + rot(k) * sin[:, None]
+        return torch.softmax(q @ k.transpose(2, 3) / hd ** 0.5 + mask, dim=-1)
+
+    clean = tracer._clean[kind][layer]
+    P = list(positions)
+
+    def run_block(block, x, pattern=None, restore=False):
+        h = norm(x, block.input_layernorm.weight)
+        v = heads(block.self_attn.v_proj(h))
+        if pattern is None:
+            pattern = pattern_of(block, x)
+        a = block.self_attn.o_proj((pattern @ v).transpose(1, 2).reshape(S, T, -1))
+        if restore and kind == "attn":
+            a = a.clone()
+            a[:, P] = clean[P]
+        mid = x + a
+        m = block.mlp(norm(mid, block.post_attention_layernorm.weight))
+        if restore and kind == "mlp":
+            m = m.clone()
+            m[:, P] = clean[P]
+        out = mid + m
+        if restore and kind == "hidden":
+            out = out.clone()
+            out[:, P] = clean[P]
+        return out
+
+    layers = hf.model.layers
+    m = layer + 1
+    with torch.no_grad():
+        x = pre0
+        for j in range(layer):
+            x = run_block(layers[j], x)
+        corrupted, target = run_block(layers[layer], x), run_block(layers[layer], x, restore=True)
+        base, moved = pattern_of(layers[m], corrupted), pattern_of(layers[m], target)
+    eps = torch.zeros((), requires_grad=True)
+    x = corrupted + eps * (target - corrupted)
+    x = run_block(layers[m], x, pattern=base + eps * (moved - base))
+    for j in range(m + 1, len(layers)):
+        x = run_block(layers[j], x)
+    logits = hf.lm_head(hf.model.norm(x[:, -1]))
+    score = torch.softmax(logits, dim=-1)[:, tracer.answer_id].mean()
+    (slope,) = torch.autograd.grad(score, eps)
+    return float(slope)
+
+
+@pytest.mark.parametrize("kind", ["hidden", "mlp", "attn"])
+def test_qk_fix_terms_equal_a_frozen_pattern_reference(tiny_model, hf_tiny_model, tracer, kind):
+    from spiritlens.traces.attribution import qk_terms
+
+    grads = corrupted_gradients(tracer)
+    b, e = tracer.prompt.subject_range
+    groups = [[b], [e - 1], [b, e], [b + 1, len(tracer.prompt.input_ids) - 1]]
+    for layer in (0, tracer.n_layers - 2):
+        got = qk_terms(kind, grads, tracer._clean[kind], layer, groups)
+        want = [frozen_pattern_reference(hf_tiny_model, tracer, kind, layer, g) for g in groups]
+        np.testing.assert_allclose(got, want, atol=2e-6, rtol=0)
+
+
+# ------------------------------------------------------------------ method, screen and verify
+def test_method_is_recorded_and_defaults_to_exact(tiny_model, tmp_path):
+    exact = trace(tiny_model, PROMPT, SUBJECT, kind="mlp", samples=SAMPLES, noise=NU)
+    screen = trace(tiny_model, PROMPT, SUBJECT, kind="mlp", samples=SAMPLES, noise=NU, method="attribution")
+    assert exact.method == "exact" and screen.method == "attribution"
+    assert (screen.low_score, screen.high_score) == (exact.low_score, exact.high_score)
+    path = screen.save(tmp_path / "screen.json")
+    assert json.loads(path.read_text())["method"] == "attribution"
+    assert TraceResult.load(path).method == "attribution"
+    data = exact.to_json()
+    del data["method"]  # results written before the field existed
+    assert TraceResult.from_json(data).method == "exact"
+    with pytest.raises(ValueError, match="unknown method 'atp'"):
+        trace(tiny_model, PROMPT, SUBJECT, samples=SAMPLES, noise=NU, method="atp")
+
+
+def test_exact_trace_of_screened_cells_equals_the_plain_reference(tiny_model):
+    screen = trace(tiny_model, PROMPT, SUBJECT, kind="attn", samples=SAMPLES, noise=NU, method="attribution",
+                   window=3, verify_top=6)
+    cells = [(c["row"], c["layer"]) for c in screen.extra["verification"]["cells"]]
+    assert len(cells) == 6 and len(set(cells)) == 6
+    effects = screen.indirect_effects
+    b = screen.subject_range[0]
+    live = [(r, l) for r in range(b, effects.shape[0]) for l in range(effects.shape[1])]
+    assert sorted(effects[c] for c in cells) == sorted(sorted(effects[c] for c in live)[-6:])  # the top 6
+    exact = trace(tiny_model, PROMPT, SUBJECT, kind="attn", samples=SAMPLES, noise=NU, window=3, cells=cells)
+    ids = exact.input_ids
+    table, low, _, _ = reference_trace(tiny_model, ids, *exact.subject_range, "attn", samples=SAMPLES, nu=NU,
+                                       seed=SEED, window=3, answer=exact.answer_id)
+    chosen = np.zeros(exact.scores.shape, bool)
+    chosen[tuple(np.array(cells).T)] = True
+    assert np.isnan(exact.scores[~chosen]).all()
+    assert np.abs(exact.scores[chosen] - table[chosen]).max() <= 1e-6
+    assert exact.extra["cells"] == sorted([list(c) for c in cells])
+    record = screen.extra["verification"]
+    for cell in record["cells"]:
+        assert cell["exact_ie"] == pytest.approx(table[cell["row"], cell["layer"]] - low, abs=1e-6)
+        assert cell["confirmed"] == (cell["exact_ie"] > 0 and cell["exact_ie"] >= 0.5 * cell["estimated_ie"])
+    assert record["confirmed"] == sum(c["confirmed"] for c in record["cells"])
+
+
+def test_cells_are_checked(tiny_model):
+    with pytest.raises(ValueError, match=r"cell \(99, 0\) is outside"):
+        trace(tiny_model, PROMPT, SUBJECT, samples=SAMPLES, noise=NU, cells=[(99, 0)])
+    with pytest.raises(ValueError, match="cells restricts the exact method"):
+        trace(tiny_model, PROMPT, SUBJECT, samples=SAMPLES, noise=NU, cells=[(3, 0)], method="attribution")
+    with pytest.raises(ValueError, match="verify_top must be an integer >= 1"):
+        trace(tiny_model, PROMPT, SUBJECT, samples=SAMPLES, noise=NU, method="attribution", verify_top=0)
+    with pytest.raises(ValueError, match="verify_top checks a screen"):
+        trace(tiny_model, PROMPT, SUBJECT, samples=SAMPLES, noise=NU, verify_top=3)
+
+
+def test_a_screen_goes_through_aggregate_and_the_figures(tiny_model, tmp_path):
+    from spiritlens.aggregates import aggregate_by_modality
+    from spiritlens.figures.grid import plot_aie_grid, plot_aie_lines
+    from spiritlens.figures.heatmap import plot_trace_heatmap
+
+    results = []
+    for prompt, subject in ((PROMPT, SUBJECT), ("The Eiffel Tower is in the city of", "Eiffel Tower")):
+        for result in trace_kinds(tiny_model, prompt, subject, samples=SAMPLES, noise=NU,
+                                  method="attribution_qk").values():
+            results.append(result.to_json())
+    groups = aggregate_by_modality(results)
+    matrix = groups["text"]["mlp"].aie_matrix()  # [6 categories, L]; 2-token subjects: no middle rows (NaN)
+    assert matrix.shape[1] == tiny_model.cfg.n_layers
+    assert np.isfinite(np.delete(matrix, 1, axis=0)).all() and np.isnan(matrix[1]).all()
+    assert plot_aie_grid(groups, tmp_path / "grid.png").stat().st_size > 0
+    assert plot_aie_lines(groups, tmp_path / "lines.png").stat().st_size > 0
+    assert plot_trace_heatmap(results[0], tmp_path / "heat.png").stat().st_size > 0
+
+
+def test_a_spoken_prompts_text_token_groups_are_the_rows(tiny_model):
+    """S->T layout (BOS, [Speech], units, [Text]) with the text-token groups a spoken prompt gets:
+    ``trace(..., method="attribution")`` estimates the group rows, each the linearisation of
+    restoring the whole group."""
+    from spiritlens.traces import TracePrompt
+
+    vocab = tiny_model.vocab
+    ids = [vocab.bos_id, vocab.speech_marker_id] + [vocab.hubert_ids[(7 * k) % 50] for k in range(12)] \
+        + [vocab.text_marker_id]
+    groups = [Row("<s>", [0]), Row("[Speech]", [1]), Row(" the", [2, 3, 4]), Row(" space", [5, 6]),
+              Row(" needle", [7, 8, 9]), Row(" is in", [10, 11, 12, 13]), Row("[Text]", [14])]
+    prompt = TracePrompt(ids, [str(i) for i in ids], (5, 10), modality="speech", groups=groups,
+                         group_subject_rows=(3, 5), group_ignored_rows=[0, 1])
+    for kind in ("hidden", "attn"):
+        result = trace(tiny_model, prompt, kind=kind, samples=SAMPLES, noise=NU, window=3, method="attribution")
+        assert [r.positions for r in result.rows] == [g.positions for g in groups]
+        assert result.subject_rows == (3, 5) and result.method == "attribution"
+        reference = linearised_reference(tiny_model, ids, 5, 10, kind, [g.positions for g in groups], window=3,
+                                         answer=result.answer_id)
+        live = result.scores[2:, :-1] if kind == "hidden" else result.scores[2:]
+        want = reference[2:, :-1] if kind == "hidden" else reference[2:]
+        np.testing.assert_allclose(live, want, atol=2e-6, rtol=0)
