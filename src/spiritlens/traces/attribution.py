@@ -56,14 +56,14 @@ import numpy as np
 import torch
 
 from spiritlens.model.llama import LlamaStack, apply_rope, linear, rms_norm
-from spiritlens.terms import KINDS
+from spiritlens.terms import KINDS, SCREENS, TRACE_METHODS
 from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.window import check_window, layer_window
 
-METHODS = ("exact", "attribution", "attribution_qk")
-METHOD_HELP = ("exact (every cell restored), attribution (AtP: a first-order estimate of every cell from one "
-               "backward pass) or attribution_qk (AtP with AtP*'s QK fix)")
-SCREENS = ("none", "attribution")
+METHODS = TRACE_METHODS
+__all__ = ["METHODS", "SCREENS", "CorruptedGradients", "attribution_scores", "check_cells", "check_method",
+           "check_verify_top", "corrupted_gradients", "estimated_cells", "normalise_cells", "position_terms",
+           "qk_terms", "top_cells", "verification_record"]
 # A screened cell counts as confirmed when its exact indirect effect is positive and at least this share
 # of the estimated one.
 CONFIRM_SHARE = 0.5

@@ -287,3 +287,22 @@ def test_a_spoken_prompts_text_token_groups_are_the_rows(tiny_model):
         live = result.scores[2:, :-1] if kind == "hidden" else result.scores[2:]
         want = reference[2:, :-1] if kind == "hidden" else reference[2:]
         np.testing.assert_allclose(live, want, atol=2e-6, rtol=0)
+
+
+def test_cli_trace_method_and_verify_top(tiny_base_dir, tiny_model, tmp_path, capsys):
+    from spiritlens.cli import main
+
+    base = ["trace", "--model", str(tiny_base_dir), "--prompt", PROMPT, "--subject", SUBJECT, "--kind", "mlp",
+            "--samples", str(SAMPLES), "--noise", str(NU), "--window", "3"]
+    out = tmp_path / "atp.json"
+    assert main(base + ["--json", str(out), "--method", "attribution", "--verify-top", "4"]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    direct = trace(tiny_model, PROMPT, SUBJECT, kind="mlp", samples=SAMPLES, noise=NU, window=3, method="attribution")
+    assert data["method"] == "attribution" and np.allclose(data["scores"], direct.scores, atol=1e-9)
+    record = data["verification"]
+    assert record["verify_top"] == 4 and len(record["cells"]) == 4
+    assert f"verified: {record['confirmed']} of the estimate's top 4 cells confirmed" in printed
+    assert main(base + ["--json", str(tmp_path / "x.json"), "--verify-top", "4"]) == 2
+    assert "--verify-top checks a screen" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
