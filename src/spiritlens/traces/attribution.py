@@ -61,12 +61,13 @@ from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.window import check_window, layer_window
 
 METHODS = TRACE_METHODS
-__all__ = ["METHODS", "SCREENS", "CorruptedGradients", "attribution_scores", "check_cells", "check_method",
+__all__ = ["CONFIRM_RULE", "METHODS", "SCREENS", "CorruptedGradients", "attribution_scores", "check_cells", "check_method",
            "check_verify_top", "corrupted_gradients", "estimated_cells", "normalise_cells", "position_terms",
            "qk_terms", "top_cells", "verification_record"]
 # A screened cell counts as confirmed when its exact indirect effect is positive and at least this share
 # of the estimated one.
 CONFIRM_SHARE = 0.5
+CONFIRM_RULE = f"exact IE > 0 and >= {CONFIRM_SHARE} x estimated IE"
 
 
 def check_method(method: str) -> str:
@@ -368,7 +369,7 @@ def verification_record(screen, exact: np.ndarray, cells: Sequence[tuple[int, in
         entries.append({"row": int(row), "layer": int(layer), "estimated_ie": estimated, "exact_ie": actual,
                         "confirmed": bool(ok)})
     return {"screen": screen.method, "verify_top": len(cells), "confirmed": int(confirmed),
-            "confirm_rule": f"exact IE > 0 and >= {CONFIRM_SHARE} x estimated IE", "cells": entries}
+            "confirm_rule": CONFIRM_RULE, "cells": entries}
 
 
 def normalise_cells(cells, kinds: Iterable[str]) -> dict[str, set[tuple[int, int]]] | None:

@@ -397,13 +397,13 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
             else:
                 result = tracer.result(kind, window=window, attribute=attribute, progress=update, name=name,
                                        method=method, cells=chosen)
-            if verify_top is not None:
-                top = top_cells(result, verify_top)
-                exact = tracer.scores(kind, result.rows, window=window, cells=top)
-                result.extra["verification"] = verification_record(result, exact, top)
                 if row_mode == "mean":
                     result = result.grouped(prepared.groups, subject_rows=prepared.group_subject_rows,
                                             ignored_rows=prepared.group_ignored_rows)
+            if verify_top is not None:  # the screen's top cells, traced exactly
+                top = top_cells(result, verify_top)
+                exact = tracer.scores(kind, result.rows, window=window, cells=top)
+                result.extra["verification"] = verification_record(result, exact, top)
             results[kind] = result
     finally:
         if bar is not None:
