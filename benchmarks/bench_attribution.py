@@ -152,7 +152,7 @@ def agreement(pairs: list[tuple]) -> dict:
     finite = [s for s in per_spearman if np.isfinite(s)]
     return {
         "prompts": len(pairs),
-        "cells_per_prompt": [int(len(estimated_cells(e.kind, e.rows, e.subject_range[0], e.n_layers))) for e, _ in pairs],
+        "cells_per_prompt": [len(estimated_cells(e.kind, e.rows, e.subject_range[0], e.n_layers)) for e, _ in pairs],
         "spearman_median": float(np.median(finite)) if finite else None,
         "spearman_min": float(np.min(finite)) if finite else None,
         "spearman_pooled": spearman(np.array(pooled_x), np.array(pooled_y)),

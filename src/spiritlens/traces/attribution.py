@@ -28,13 +28,16 @@ and one corrupted forward with autograd plus one backward (:class:`CorruptedGrad
 the blocks from the Llama weights with HF's eager arithmetic, :mod:`spiritlens.model.llama`), for
 all kinds at once.
 
-**QK fix** (``method="attribution_qk"``; AtP*'s first fix, Kramár et al. 2024 §3.1.1): a linear
-estimate cannot follow an attention softmax that the restoration moves into or out of saturation.
-For every term (one restored layer j, row r) the change that reaches the next block m = j + 1 is
-computed exactly at P (hidden: the restored state; mlp: the restored output; attn: the restored
-output plus its exact effect on block j's MLP, which is per position), the queries and keys of
-block m at P are recomputed from it, and block m's attention pattern over every query position
-``>= min(P)`` is recomputed exactly (softmax of the new logits). The term becomes::
+**QK fix** (``method="attribution_qk"``; AtP*'s fix for attention saturation, Kramár et al. 2024): a
+linear estimate cannot follow an attention softmax that the restoration moves into or out of
+saturation. AtP* recomputes the softmax exactly when the patched node is a query or a key; here the
+patched node is a block's output, whose change reaches queries and keys first in the next block, so
+that is where the softmax is recomputed. For every term (one restored layer j, row r) the change
+that reaches the next block m = j + 1 is computed exactly at P (hidden: the restored state; mlp:
+the restored output; attn: the restored output plus its exact effect on block j's MLP, which is
+per position), the queries and keys of block m at P are recomputed from it, and block m's
+attention pattern over every query position ``>= min(P)`` is recomputed exactly (softmax of the new
+logits). The term becomes::
 
     delta . dp/d resid_pre[m]  -  (linearised pattern change) . dp/dA_m  +  (exact pattern change) . dp/dA_m
 
@@ -61,9 +64,9 @@ from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.window import check_window, layer_window
 
 METHODS = TRACE_METHODS
-__all__ = ["CONFIRM_RULE", "METHODS", "SCREENS", "CorruptedGradients", "attribution_scores", "check_cells", "check_method",
-           "check_verify_top", "corrupted_gradients", "estimated_cells", "normalise_cells", "position_terms",
-           "qk_terms", "top_cells", "verification_record"]
+__all__ = ["CONFIRM_RULE", "METHODS", "SCREENS", "CorruptedGradients", "attribution_scores", "check_cells",
+           "check_method", "check_verify_top", "corrupted_gradients", "estimated_cells", "normalise_cells",
+           "position_terms", "qk_terms", "top_cells", "verification_record"]
 # A screened cell counts as confirmed when its exact indirect effect is positive and at least this share
 # of the estimated one.
 CONFIRM_SHARE = 0.5

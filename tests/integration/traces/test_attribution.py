@@ -58,8 +58,8 @@ def linearised_reference(model, ids, b, e, kind, rows, *, window, answer):
         for layer in range(L):
             layers = [layer] if kind == "hidden" else window_of(layer, window, L)
             eps = torch.zeros((), requires_grad=True)
-            hooks = [("hook_embed", noise)] + [(HOOK[kind].format(j), towards_clean(HOOK[kind].format(j), positions, eps))
-                                               for j in layers]
+            names = [HOOK[kind].format(j) for j in layers]
+            hooks = [("hook_embed", noise)] + [(name, towards_clean(name, positions, eps)) for name in names]
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
             score = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer].mean()
             (slope,) = torch.autograd.grad(score, eps)
@@ -76,7 +76,7 @@ def tracer(tiny_model):
 def test_every_cell_is_the_linearisation_along_clean_minus_corrupted(tiny_model, tracer, kind):
     ids = tracer.prompt.input_ids
     b, e = tracer.prompt.subject_range
-    T, L = len(ids), tiny_model.cfg.n_layers
+    T = len(ids)
     rows = [Row(str(t), [t]) for t in range(T)]
     estimate = attribution_scores(tracer, kind, rows, window=3)
     reference = linearised_reference(tiny_model, ids, b, e, kind, [[t] for t in range(T)], window=3,
