@@ -85,7 +85,7 @@ def test_every_cell_is_the_linearisation_along_clean_minus_corrupted(tiny_model,
     if kind == "hidden":  # known without a run, as the exact engine: high at the last position, else low
         assert estimate[-1, -1] == tracer.high_score and (estimate[:-1, -1] == tracer.low_score).all()
         estimate, reference = estimate[:, :-1], reference[:, :-1]
-    np.testing.assert_allclose(estimate, reference, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(estimate, reference, atol=1e-7, rtol=0)
     assert np.abs(estimate - tracer.low_score).max() > 1e-4  # the terms are not all zero
 
 
@@ -97,7 +97,7 @@ def test_group_rows_sum_their_positions_and_windows_their_layers(tiny_model, tra
     for kind in ("mlp", "attn"):
         estimate = attribution_scores(tracer, kind, rows, window=2)
         reference = linearised_reference(tiny_model, ids, b, e, kind, groups, window=2, answer=tracer.answer_id)
-        np.testing.assert_allclose(estimate, reference, atol=2e-6, rtol=0)
+        np.testing.assert_allclose(estimate, reference, atol=1e-7, rtol=0)
 
 
 def test_gradient_pass_reproduces_the_corrupted_run(tracer):
@@ -191,7 +191,7 @@ def test_qk_fix_terms_equal_a_frozen_pattern_reference(tiny_model, hf_tiny_model
     for layer in (0, tracer.n_layers - 2):
         got = qk_terms(kind, grads, tracer._clean[kind], layer, groups)
         want = [frozen_pattern_reference(hf_tiny_model, tracer, kind, layer, g) for g in groups]
-        np.testing.assert_allclose(got, want, atol=2e-6, rtol=0)
+        np.testing.assert_allclose(got, want, atol=1e-7, rtol=0)
 
 
 # ------------------------------------------------------------------ method, screen and verify
@@ -286,7 +286,7 @@ def test_a_spoken_prompts_text_token_groups_are_the_rows(tiny_model):
                                          answer=result.answer_id)
         live = result.scores[2:, :-1] if kind == "hidden" else result.scores[2:]
         want = reference[2:, :-1] if kind == "hidden" else reference[2:]
-        np.testing.assert_allclose(live, want, atol=2e-6, rtol=0)
+        np.testing.assert_allclose(live, want, atol=1e-7, rtol=0)
 
 
 def test_cli_trace_method_and_verify_top(tiny_base_dir, tiny_model, tmp_path, capsys):
