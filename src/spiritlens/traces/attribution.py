@@ -136,7 +136,7 @@ class CorruptedGradients:
     @property
     def score(self) -> float:
         """The corrupted run's score (mean over the rows), as the tracer computes ``low_score``."""
-        return float(self.row_scores.mean())
+        return float(self.row_scores.detach().mean())
 
     def _attention(self, layer: int, x: torch.Tensor):
         """hook_attn_out of block ``layer`` for ``x`` ``[S, T, d]`` (HF eager arithmetic), with its

@@ -31,18 +31,31 @@ def window_of(layer, window, L):
     return range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
 
 
-def linearised_reference(model, ids, b, e, kind, rows, *, window, answer):
+def linearised_reference(model, ids, b, e, kind, rows, *, window, answer, pieces=None, replace=False):
     """[len(rows), L]: f(0) + f'(0) per cell, f as in the module docstring (one forward and one
-    backward per cell through the bridge)."""
+    backward per cell through the bridge). ``pieces``: a whole target t_1..t_K scored instead of
+    ``answer`` (the run is ``ids + t_1..t_{K-1}``, a row's score the product of its K probabilities);
+    ``replace``: the subject's embeddings are overwritten by the noise."""
     L, d = model.cfg.n_layers, model.cfg.d_model
     z = torch.from_numpy(NU * np.random.RandomState(SEED).randn(SAMPLES, e - b, d))
-    tokens = torch.tensor([ids] * SAMPLES)
+    sequence = list(ids) + list(pieces or [None])[:-1]
+    tokens = torch.tensor([sequence] * SAMPLES)
     with torch.no_grad():
-        _, cache = model.run_with_cache(torch.tensor([ids]))
+        _, cache = model.run_with_cache(torch.tensor([sequence]))
 
     def noise(act, hook):
-        act[:, b:e] += z
+        if replace:
+            act[:, b:e] = z.to(act.dtype)
+        else:
+            act[:, b:e] += z
         return act
+
+    def score_of(logits):
+        if pieces is None:
+            return torch.softmax(logits[:, -1].float(), dim=-1)[:, answer].mean()
+        T0 = len(ids)
+        rows = [torch.softmax(logits[:, T0 - 1 + k].float(), dim=-1)[:, piece].double() for k, piece in enumerate(pieces)]
+        return torch.stack(rows, dim=-1).prod(dim=-1).mean()
 
     def towards_clean(name, positions, eps):
         clean = cache[name][0, positions]
@@ -61,7 +74,7 @@ def linearised_reference(model, ids, b, e, kind, rows, *, window, answer):
             names = [HOOK[kind].format(j) for j in layers]
             hooks = [("hook_embed", noise)] + [(name, towards_clean(name, positions, eps)) for name in names]
             logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-            score = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer].mean()
+            score = score_of(logits)
             (slope,) = torch.autograd.grad(score, eps)
             table[r, layer] = float(score.detach()) + float(slope)
     return table
@@ -119,6 +132,7 @@ def frozen_pattern_reference(hf, tracer, kind, layer, positions):
     cfg = hf.config
     S = SAMPLES
     H, hd = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    KV = cfg.num_key_value_heads
     pre0 = tracer._corrupted_prefix[0].detach()
     T = pre0.shape[1]
     cos, sin = hf.model.rotary_emb(pre0, torch.arange(T)[None])
@@ -130,12 +144,12 @@ def frozen_pattern_reference(hf, tracer, kind, layer, positions):
     def rot(x):
         return torch.cat((-x[..., hd // 2:], x[..., :hd // 2]), dim=-1)
 
-    def heads(x):
-        return x.view(S, T, H, hd).transpose(1, 2)
+    def heads(x, n=H):  # [S, T, n * hd] -> [S, H, T, hd], key/value heads repeated to the query heads
+        return x.view(S, T, n, hd).transpose(1, 2).repeat_interleave(H // n, dim=1)
 
     def pattern_of(block, x):
         h = norm(x, block.input_layernorm.weight)
-        q, k = heads(block.self_attn.q_proj(h)), heads(block.self_attn.k_proj(h))
+        q, k = heads(block.self_attn.q_proj(h)), heads(block.self_attn.k_proj(h), KV)
         q, k = q * cos[:, None] + rot(q) * sin[:, None], k * cos[:, None] + rot(k) * sin[:, None]
         return torch.softmax(q @ k.transpose(2, 3) / hd ** 0.5 + mask, dim=-1)
 
@@ -144,7 +158,7 @@ def frozen_pattern_reference(hf, tracer, kind, layer, positions):
 
     def run_block(block, x, pattern=None, restore=False):
         h = norm(x, block.input_layernorm.weight)
-        v = heads(block.self_attn.v_proj(h))
+        v = heads(block.self_attn.v_proj(h), KV)
         if pattern is None:
             pattern = pattern_of(block, x)
         a = block.self_attn.o_proj((pattern @ v).transpose(1, 2).reshape(S, T, -1))
@@ -306,3 +320,52 @@ def test_cli_trace_method_and_verify_top(tiny_base_dir, tiny_model, tmp_path, ca
     assert main(base + ["--json", str(tmp_path / "x.json"), "--verify-top", "4"]) == 2
     assert "--verify-top checks a screen" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_whole_target_and_replace_noise_are_linearised_too(tiny_model):
+    """``target_rule="sequence"`` (a row's score: the product over the target's pieces) and ROME's
+    replace quirk (restored runs on replaced embeddings, low_score additive)."""
+    for kwargs in (dict(target="Mountain View", target_rule="sequence"), dict(replace=True)):
+        result = trace(tiny_model, PROMPT, SUBJECT, kind="mlp", samples=SAMPLES, noise=NU, window=3,
+                       method="attribution", **kwargs)
+        ids = result.input_ids
+        pieces = result.target_ids if "target" in kwargs else None
+        reference = linearised_reference(tiny_model, ids, *result.subject_range, "mlp",
+                                         [[t] for t in range(len(ids))], window=3, answer=result.answer_id,
+                                         pieces=pieces, replace=kwargs.get("replace", False))
+        scale = np.abs(reference).max()  # a two-piece target's probability is ~1e-10 on this random model
+        np.testing.assert_allclose(result.scores, reference, atol=1e-5 * scale, rtol=0)
+        assert np.abs(result.scores - result.low_score).max() > 1e-2 * scale  # the terms are not all zero
+
+
+@pytest.fixture(scope="module")
+def gqa(tmp_path_factory):
+    from transformers import LlamaForCausalLM
+
+    from spiritlens import HookedSpiritLM
+    from spiritlens.synthetic.tiny import write_tiny_model
+
+    directory = write_tiny_model(tmp_path_factory.mktemp("gqa") / "m", num_hidden_layers=3, num_attention_heads=4,
+                                 num_key_value_heads=2, initializer_range=0.3)
+    model = HookedSpiritLM.from_pretrained(directory, dtype="float32")
+    hf = LlamaForCausalLM.from_pretrained(directory, attn_implementation="eager", dtype="float32").eval()
+    return model, hf
+
+
+def test_grouped_query_attention(gqa):
+    from spiritlens.traces.attribution import qk_terms
+
+    model, hf = gqa
+    tracer = Tracer(model, prepare_prompt(model, PROMPT, SUBJECT), samples=SAMPLES, noise=NU, seed=SEED)
+    ids = tracer.prompt.input_ids
+    b, e = tracer.prompt.subject_range
+    rows = [Row(str(t), [t]) for t in range(len(ids))]
+    estimate = attribution_scores(tracer, "attn", rows, window=2)
+    reference = linearised_reference(model, ids, b, e, "attn", [[t] for t in range(len(ids))], window=2,
+                                     answer=tracer.answer_id)
+    np.testing.assert_allclose(estimate, reference, atol=1e-7, rtol=0)
+    grads = corrupted_gradients(tracer)
+    groups = [[b], [b, e]]
+    got = qk_terms("hidden", grads, tracer._clean["hidden"], 0, groups)
+    want = [frozen_pattern_reference(hf, tracer, "hidden", 0, g) for g in groups]
+    np.testing.assert_allclose(got, want, atol=1e-7, rtol=0)
