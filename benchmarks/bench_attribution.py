@@ -47,8 +47,9 @@ from spiritlens import HookedSpiritLM  # noqa: E402
 from spiritlens.data import load_known  # noqa: E402
 from spiritlens.synthetic.toy.build import toy_checkpoints  # noqa: E402
 from spiritlens.synthetic.toy.cache import model_dir, toy_facts  # noqa: E402
-from spiritlens.traces import subject_sigma, trace_kinds  # noqa: E402
-from spiritlens.traces.attribution import estimated_cells  # noqa: E402
+from spiritlens.tokens.trace_prompt import Row, prepare_prompt  # noqa: E402
+from spiritlens.traces import Tracer, parse_noise, subject_sigma, trace_kinds  # noqa: E402
+from spiritlens.traces.attribution import estimated_cells, graddrop_magnitudes  # noqa: E402
 
 KINDS = ("hidden", "mlp", "attn")
 METHODS = ("exact", "attribution", "attribution_qk")
@@ -128,6 +129,35 @@ def run(model, item: dict, kinds, method: str, args) -> tuple[dict, float, float
     results = trace_kinds(model, item["prompt"], item["subject"], kinds=kinds, samples=args.samples, noise="3s",
                           sigma=item["sigma"], method=method)
     return results, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def graddrop_recall(model, group: list[dict], exact: dict, args) -> dict:
+    """AtP*'s GradDrop as a ranking: recall of the exact top-10 cells within its top-20 (by
+    magnitude), per kind over the group's prompts, and its CPU seconds per prompt (all kinds)."""
+    recalls = {kind: [] for kind in KINDS}
+    strong = {kind: [] for kind in KINDS}
+    seconds = []
+    for item in group:
+        prepared = prepare_prompt(model, item["prompt"], item["subject"])
+        rows = prepared.groups or [Row(t, [i]) for i, t in enumerate(prepared.tokens)]
+        cpu = time.process_time()
+        tracer = Tracer(model, prepared, samples=args.samples, noise=parse_noise("3s"), sigma=item["sigma"])
+        magnitudes = {kind: graddrop_magnitudes(tracer, kind, rows) for kind in KINDS}
+        seconds.append(time.process_time() - cpu)
+        for kind in KINDS:
+            reference = exact[item["name"], kind]
+            assert [r.positions for r in reference.rows] == [r.positions for r in rows]
+            cells = estimated_cells(kind, rows, reference.subject_range[0], reference.n_layers)
+            index = tuple(np.array(cells).T)
+            recall = top_recall(magnitudes[kind][index], reference.indirect_effects[index])
+            recalls[kind].append(recall)
+            if reference.total_effect >= MIN_TE:
+                strong[kind].append(recall)
+    return {kind: {"recall10_in_top20_mean": float(np.mean(recalls[kind])),
+                   "recall10_in_top20_min": float(np.min(recalls[kind])),
+                   "te_at_least_recall_mean": float(np.mean(strong[kind])) if strong[kind] else None,
+                   "te_at_least_recall_min": float(np.min(strong[kind])) if strong[kind] else None,
+                   "per_prompt": recalls[kind]} for kind in KINDS} | {"cpu_s_per_prompt_all_kinds": seconds}
 
 
 def agreement(pairs: list[tuple]) -> dict:
@@ -226,6 +256,9 @@ def main(argv=None) -> int:
                         [e / a for e, a in zip(wall[modality, kind, "exact"], wall[modality, kind, method])]),
                 )
                 table.append(row)
+    exact = {(item["name"], kind): results[item["name"], kind, "exact"] for g in items.values() for item in g
+             for kind in KINDS}
+    graddrop = {modality: graddrop_recall(model, group, exact, args) for modality, group in items.items()}
     three = {f"{m}/{meth}": v for (m, meth), v in together.items()}
     ratios3 = {f"{m}/{meth}": [e / a for e, a in zip(together[m, "exact"], together[m, meth])]
                for m in items for meth in ESTIMATES}
@@ -239,11 +272,16 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()[0],
         "table": table, "all_kinds_cpu_s": three, "all_kinds_time_ratio_cpu": ratios3,
         "flop_ratio_spiritlm_7b": predicted_ratios(args.samples),
+        "graddrop": graddrop,
         "total_effects": {m: [results[i["name"], "hidden", "exact"].total_effect for i in g] for m, g in items.items()},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1) + "\n")
     print(markdown(record))
+    for modality, kinds in graddrop.items():
+        print(modality, "GradDrop recall mean/min:", {k: (round(v["recall10_in_top20_mean"], 2),
+                                                         round(v["recall10_in_top20_min"], 2))
+                                                     for k, v in kinds.items() if k in KINDS})
     return 0
 
 
@@ -253,7 +291,8 @@ def markdown(record: dict) -> str:
              "| CPU time ratio (range) |",
              "|---|---|---|---|---|---|---|---|"]
     for row in record["table"]:
-        strong = row["with_te_at_least"]
+        strong = row["with_te_at_least"] or {key: float("nan") for key in (
+            "spearman_median", "spearman_min", "recall10_in_top20_mean", "recall10_in_top20_min")} | {"prompts": 0}
         lines.append(
             f"| {row['modality']} | {row['kind']} | {row['method']} | {row['spearman_median']:.2f} / "
             f"{row['spearman_min']:.2f}; {strong['spearman_median']:.2f} / {strong['spearman_min']:.2f} "

@@ -43,9 +43,13 @@ logits). The term becomes::
 
 i.e. the first-order path through block m's softmax is replaced by the exact pattern change, and
 everything after block m stays linear. A term whose j is the last layer has no block m and stays
-plain. What AtP* also has and is left out here: GradDrop (one more backward per layer, for
-cancellation between paths; it yields unsigned magnitudes, not scores) and the QK fix at blocks
-after m (their input change is itself only known to first order).
+plain. Not done: the QK fix at blocks after m (their input change is itself only known to first
+order).
+
+**GradDrop** (AtP*'s second fix, for cancellation between paths): :func:`graddrop_magnitudes`, one
+more backward per layer with that layer's gradient dropped, averaged as unsigned magnitudes. It ranks
+cells; it is not a score, so it is not a ``method`` of ``trace`` (benchmarks/bench_attribution.py
+measures its top-cell recall beside the signed estimates).
 
 Shapes: ``S`` corrupted rows, ``T`` traced positions, ``L`` layers, ``d`` d_model. Estimates are
 float64 probabilities ``[R, L]`` like the exact engine's scores; they are not clipped to [0, 1].
@@ -65,8 +69,8 @@ from spiritlens.traces.window import check_window, layer_window
 
 METHODS = TRACE_METHODS
 __all__ = ["CONFIRM_RULE", "METHODS", "SCREENS", "CorruptedGradients", "attribution_scores", "check_cells",
-           "check_method", "check_verify_top", "corrupted_gradients", "estimated_cells", "normalise_cells",
-           "position_terms", "qk_terms", "top_cells", "verification_record"]
+           "check_method", "check_verify_top", "corrupted_gradients", "estimated_cells", "graddrop_magnitudes",
+           "normalise_cells", "position_terms", "qk_terms", "top_cells", "verification_record"]
 # A screened cell counts as confirmed when its exact indirect effect is positive and at least this share
 # of the estimated one.
 CONFIRM_SHARE = 0.5
@@ -96,7 +100,8 @@ class CorruptedGradients:
         ``grad_attn``, ``grad_mlp``, ``grad_post``, ``grad_pattern``; ``row_scores`` ``[S]`` (float64).
     """
 
-    def __init__(self, stack: LlamaStack, resid_pre0: torch.Tensor, answer_ids: Sequence[int]):
+    def __init__(self, stack: LlamaStack, resid_pre0: torch.Tensor, answer_ids: Sequence[int], *,
+                 keep_graph: bool = False):
         self.stack = stack
         self.answer_ids = tuple(int(a) for a in answer_ids)
         S, T, _ = resid_pre0.shape
@@ -124,7 +129,10 @@ class CorruptedGradients:
             final = self.pre[-1][:, T - K:].reshape(S * K, -1)
             probs = stack.answer_probs(final, self.answer_ids)  # [S, K]
             self.row_scores = probs[:, 0].double() if K == 1 else probs.double().prod(dim=-1)
-            grads = torch.autograd.grad(self.row_scores.sum(), self.attn + self.mlp + self.post + self.pattern)
+            grads = torch.autograd.grad(self.row_scores.sum(), self.attn + self.mlp + self.post + self.pattern,
+                                        retain_graph=keep_graph)
+        # GradDrop needs more backward passes through the same graph.
+        self._live = (self.row_scores, list(self.attn), list(self.mlp), list(self.post)) if keep_graph else None
         L = self.L
         self.grad_attn = [g.float() for g in grads[:L]]
         self.grad_mlp = [g.float() for g in grads[L:2 * L]]
@@ -132,6 +140,31 @@ class CorruptedGradients:
         self.grad_pattern = [g.float() for g in grads[3 * L:]]
         for name in ("pre", "attn", "mid", "mlp", "post", "pattern"):
             setattr(self, name, [t.detach() for t in getattr(self, name)])
+
+    def graddrop_terms(self, kind: str, clean: Sequence[torch.Tensor], n_prompt: int) -> np.ndarray:
+        """AtP terms with GradDrop (Kramár et al. 2024): ``[L, L, T0]``, entry ``[g, l, t]`` the plain
+        term of restoring ``kind`` at layer l and position t with the gradient through layer g's
+        residual contributions (its attention and MLP outputs) set to zero in the backward pass. A
+        node in layer g gets 0 (its own contribution is dropped). Needs ``keep_graph=True``; one
+        backward per layer."""
+        if self._live is None:
+            raise ValueError("GradDrop needs the corrupted run's graph: build CorruptedGradients with keep_graph=True")
+        scores, attn, mlp, post = self._live
+        site = {"hidden": post, "mlp": mlp, "attn": attn}[kind]
+        out = np.zeros((self.L, self.L, n_prompt))
+        for drop in range(self.L):
+            handles = [attn[drop].register_hook(torch.zeros_like), mlp[drop].register_hook(torch.zeros_like)]
+            try:
+                grads = torch.autograd.grad(scores.sum(), site, retain_graph=True)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            for layer, grad in enumerate(grads):
+                if kind != "hidden" and layer == drop:
+                    continue
+                delta = clean[layer][None, :n_prompt].float() - site[layer].detach()[:, :n_prompt].float()
+                out[drop, layer] = (delta * grad[:, :n_prompt].float()).sum(dim=-1).mean(dim=0).cpu().numpy()
+        return out
 
     @property
     def score(self) -> float:
@@ -315,14 +348,36 @@ def attribution_scores(tracer, kind: str, rows: Sequence[Row], *, window: int | 
     return scores
 
 
-def corrupted_gradients(tracer) -> CorruptedGradients:
-    """The tracer's :class:`CorruptedGradients` (computed on first use, then kept on the tracer)."""
+def corrupted_gradients(tracer, *, keep_graph: bool = False) -> CorruptedGradients:
+    """The tracer's :class:`CorruptedGradients` (computed on first use, then kept on the tracer;
+    recomputed once with ``keep_graph`` when GradDrop asks for it)."""
     grads = getattr(tracer, "_attribution_gradients", None)
-    if grads is None:
+    if grads is None or (keep_graph and grads._live is None):
         stack = LlamaStack(tracer.model.hf_model)
-        grads = CorruptedGradients(stack, tracer._corrupted_prefix[0], tracer.answer_ids)
+        grads = CorruptedGradients(stack, tracer._corrupted_prefix[0], tracer.answer_ids, keep_graph=keep_graph)
         tracer._attribution_gradients = grads
     return grads
+
+
+def graddrop_magnitudes(tracer, kind: str, rows: Sequence[Row], *, window: int | None = None) -> np.ndarray:
+    """AtP* GradDrop's magnitude of every cell, ``[R, L]`` (probability units, >= 0): for each layer g
+    the cell's AtP estimate with layer g's gradient dropped (:meth:`CorruptedGradients.graddrop_terms`,
+    summed over the cell's positions and window), then ``sum_g |estimate_g| / (L - 1)`` (Kramár et
+    al. 2024). A ranking for screens, not a score: it has no sign. Cells that need no run are 0."""
+    L = tracer.n_layers
+    if L < 2:
+        raise ValueError("GradDrop needs at least 2 layers")
+    window = check_window(window, L)
+    grads = corrupted_gradients(tracer, keep_graph=True)
+    terms = grads.graddrop_terms(kind, tracer._clean[kind], tracer.n_prompt)  # [L drop, L, T]
+    sequence = len(tracer.answer_ids) > 1
+    out = np.zeros((len(rows), L))
+    for i, layer in estimated_cells(kind, rows, tracer.prompt.subject_range[0], L, sequence=sequence):
+        positions = sorted(set(rows[i].positions))
+        layers = [layer] if kind == "hidden" else list(layer_window(layer, window, L))
+        per_drop = terms[:, layers][:, :, positions].sum(axis=(1, 2))  # [L drop]
+        out[i, layer] = np.abs(per_drop).sum() / (L - 1)
+    return out
 
 
 # ------------------------------------------------------------------ screen, then verify
