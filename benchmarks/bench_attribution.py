@@ -18,6 +18,7 @@ on; hidden without its last layer, which both methods fill in exactly):
 - the largest absolute error of a score, in probability, and as a share of the prompt's total effect;
 - the share of cells whose estimate has the sign of the exact effect, among cells with |IE| > 1% TE;
 each also over the prompts whose total effect is at least 0.1 (below it the effects are mostly noise).
+GradDrop (AtP*): the same recall for its magnitudes, and its CPU seconds per prompt (``graddrop``).
 
 Time: CPU seconds of this process on one thread (``torch.set_num_threads(1)``,
 ``time.process_time()``), wall seconds beside it, for the whole set of prompts per kind (each call
