@@ -13,7 +13,9 @@
   modality's state is patched into which run.
 - ``TRACE_METHODS``: how a trace's cells are computed: ``exact`` restored runs, or attribution patching's
   first-order estimate (``attribution``: AtP; ``attribution_qk``: AtP with AtP*'s QK fix);
-  ``SCREENS``: the experiment's screen before exact verification (``none``, or an attribution method).
+  ``SCREENS``: the experiment's screen before exact verification (``none``, or an attribution method);
+  ``VERIFY_RANKS``: how a screen's cells are ranked for verification (``estimate``: the estimated
+  indirect effect; ``graddrop``: AtP*'s GradDrop magnitude).
 """
 
 from __future__ import annotations
@@ -35,3 +37,4 @@ PATCH_DIRECTIONS: tuple[str, ...] = ("text_to_speech", "speech_to_text")
 
 TRACE_METHODS: tuple[str, ...] = ("exact", "attribution", "attribution_qk")
 SCREENS: tuple[str, ...] = ("none", "attribution", "attribution_qk")
+VERIFY_RANKS: tuple[str, ...] = ("estimate", "graddrop")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from spiritlens.terms import KINDS, TRACE_METHODS
+from spiritlens.terms import KINDS, TRACE_METHODS, VERIFY_RANKS
 
 METHOD_HELP = ("how the cells are computed: exact (every cell restored, the default), attribution (AtP: a "
                "first-order estimate of every cell from one backward pass) or attribution_qk (AtP with AtP*'s QK fix)")
@@ -74,6 +74,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--verify-top", type=int, metavar="K",
                         help="with an attribution --method: trace the estimate's top K cells exactly and record "
                              "how many it confirms (extra field 'verification')")
+    parser.add_argument("--verify-rank", choices=VERIFY_RANKS, default="estimate",
+                        help="which cells --verify-top takes: the largest estimated effects, or the largest GradDrop "
+                             "magnitudes (one backward per layer)")
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--png", help="heatmap PNG path (default: next to the JSON)")
     parser.add_argument("--alignment-png", help="alignment figure PNG for speech prompts (default: next to the JSON)")
@@ -129,7 +132,7 @@ def run(args) -> int:
         target_rule=args.target_rule, subject_range=subject_range,
         occurrence="first" if args.first_occurrence else "unique", row_mode=args.row_mode,
         attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=True,
-        name=json_path.stem, method=args.method, verify_top=args.verify_top,
+        name=json_path.stem, method=args.method, verify_top=args.verify_top, verify_rank=args.verify_rank,
     )
     result.extra.update(extra, **sigma_record, tokenization=model.tokenization.to_dict())
     result.save(json_path)

@@ -145,7 +145,8 @@ def screen_section(screen: dict | None) -> list[str]:
     if screen["verify_top"] is None:
         return lines
     totals = ", ".join(f"{kind} {c}/{n}" for kind, (c, n) in screen["confirmed_of_verified"].items())
-    lines.append(f"- verification: the top {screen['verify_top']} screened cells of every prompt and kind traced "
+    lines.append(f"- verification: the top {screen['verify_top']} screened cells (by {screen.get('rank', 'estimate')}) "
+                 "of every prompt and kind traced "
                  f"exactly; confirmed ({screen['confirm_rule']}): {totals}")
     lines += ["", "| prompt | " + " | ".join(screen["confirmed_of_verified"]) + " |",
               "|---|" + "---|" * len(screen["confirmed_of_verified"])]

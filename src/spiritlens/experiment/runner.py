@@ -276,7 +276,8 @@ class Experiment:
         results = trace_kinds(model, prompt, subject, kinds=kinds, samples=config.samples, noise=config.noise,
                               seed=config.seed, window=prep.window, sigma=sigma, row_mode=row_mode,
                               target=target, max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}",
-                              method=self.trace_method, verify_top=config.verify_top)
+                              method=self.trace_method, verify_top=config.verify_top,
+                              verify_rank=config.verify_rank)
         for kind, result in results.items():
             result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
                                 experiment_modality=modality, sigma_modality=DIRECTION_MODALITY[modality]
@@ -324,7 +325,7 @@ class Experiment:
                                                                                 record["verify_top"]]
                     totals[kind][0] += record["confirmed"]
                     totals[kind][1] += record["verify_top"]
-        return {"screen": self.config.screen, "verify_top": self.config.verify_top,
+        return {"screen": self.config.screen, "verify_top": self.config.verify_top, "rank": self.config.verify_rank,
                 "confirm_rule": CONFIRM_RULE, "confirmed_of_verified": totals, "per_prompt": per_prompt}
 
     def _crossmodal(self, prep: PreparedRun) -> dict | None:

@@ -63,13 +63,13 @@ import numpy as np
 import torch
 
 from spiritlens.model.llama import LlamaStack, apply_rope, linear, rms_norm
-from spiritlens.terms import KINDS, SCREENS, TRACE_METHODS
+from spiritlens.terms import KINDS, SCREENS, TRACE_METHODS, VERIFY_RANKS
 from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.window import check_window, layer_window
 
 METHODS = TRACE_METHODS
-__all__ = ["CONFIRM_RULE", "METHODS", "SCREENS", "CorruptedGradients", "attribution_scores", "check_cells",
-           "check_method", "check_verify_top", "corrupted_gradients", "estimated_cells", "graddrop_magnitudes",
+__all__ = ["CONFIRM_RULE", "METHODS", "SCREENS", "VERIFY_RANKS", "CorruptedGradients", "attribution_scores",
+           "check_cells", "check_method", "check_verify_rank", "check_verify_top", "corrupted_gradients", "estimated_cells", "graddrop_magnitudes",
            "normalise_cells", "position_terms", "qk_terms", "top_cells", "verification_record"]
 # A screened cell counts as confirmed when its exact indirect effect is positive and at least this share
 # of the estimated one.
@@ -403,18 +403,27 @@ def check_cells(cells: Iterable[tuple[int, int]], n_rows: int, n_layers: int) ->
     return out
 
 
-def top_cells(result, top: int) -> list[tuple[int, int]]:
-    """The ``top`` cells ``(row, layer)`` of ``result`` by indirect effect, largest first, among the
-    cells that need a run (:func:`estimated_cells`); ties by row, then layer."""
+def top_cells(result, top: int, magnitudes: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """The ``top`` cells ``(row, layer)`` of ``result`` by indirect effect (or by ``magnitudes``
+    ``[R, L]``, e.g. :func:`graddrop_magnitudes`), largest first, among the cells that need a run
+    (:func:`estimated_cells`); ties by row, then layer."""
     top = check_verify_top(top)
     sequence = result.answer_rule == "target_sequence"
     cells = estimated_cells(result.kind, result.rows, result.subject_range[0], result.n_layers, sequence=sequence)
-    effects = result.indirect_effects
+    effects = result.indirect_effects if magnitudes is None else magnitudes
     cells.sort(key=lambda c: (-effects[c], c))
     return cells[:top]
 
 
-def verification_record(screen, exact: np.ndarray, cells: Sequence[tuple[int, int]]) -> dict:
+def check_verify_rank(rank: str) -> str:
+    """``rank`` if it is one of :data:`VERIFY_RANKS`; ValueError naming it otherwise."""
+    if rank not in VERIFY_RANKS:
+        raise ValueError(f"unknown verify_rank {rank!r}; use one of {', '.join(VERIFY_RANKS)}")
+    return rank
+
+
+def verification_record(screen, exact: np.ndarray, cells: Sequence[tuple[int, int]],
+                        rank: str = "estimate") -> dict:
     """What the exact trace of the screened ``cells`` says about ``screen`` (an attribution
     result): per cell the estimated and exact indirect effects, and how many are confirmed
     (exact IE > 0 and >= :data:`CONFIRM_SHARE` x the estimated IE)."""
@@ -426,7 +435,7 @@ def verification_record(screen, exact: np.ndarray, cells: Sequence[tuple[int, in
         confirmed += ok
         entries.append({"row": int(row), "layer": int(layer), "estimated_ie": estimated, "exact_ie": actual,
                         "confirmed": bool(ok)})
-    return {"screen": screen.method, "verify_top": len(cells), "confirmed": int(confirmed),
+    return {"screen": screen.method, "rank": rank, "verify_top": len(cells), "confirmed": int(confirmed),
             "confirm_rule": CONFIRM_RULE, "cells": entries}
 
 

@@ -48,8 +48,9 @@ from spiritlens.model.llama import LlamaStack
 from spiritlens.model.hook_names import check_no_block_hooks
 from spiritlens.tokens.trace_prompt import TracePrompt, prepare_prompt
 from spiritlens.traces.window import check_window, layer_window
-from spiritlens.traces.attribution import (attribution_scores, check_cells, check_method, check_verify_top,
-                                           normalise_cells, top_cells, verification_record)
+from spiritlens.traces.attribution import (attribution_scores, check_cells, check_method, check_verify_rank,
+                                           check_verify_top, graddrop_magnitudes, normalise_cells, top_cells,
+                                           verification_record)
 
 from spiritlens.terms import KINDS
 
@@ -352,8 +353,8 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
                 subject_range: tuple[int, int] | None = None,
                 occurrence: str = "unique", row_mode: str = "auto", attribute: str | None = None,
                 max_batch_cells: int | None = None, progress: bool = False, name: str = "",
-                method: str = "exact", cells: Any = None, verify_top: int | None = None
-                ) -> dict[str, TraceResult]:
+                method: str = "exact", cells: Any = None, verify_top: int | None = None,
+                verify_rank: str = "estimate") -> dict[str, TraceResult]:
     """Trace several kinds of one prompt, sharing its clean and corrupted runs; see :func:`trace`."""
     for kind in kinds:
         if kind not in KINDS:
@@ -361,6 +362,7 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
     if row_mode not in ROW_MODES:
         raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES)}")
     check_method(method)
+    check_verify_rank(verify_rank)
     if verify_top is not None:
         check_verify_top(verify_top)
         if method == "exact":
@@ -401,9 +403,11 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
                     result = result.grouped(prepared.groups, subject_rows=prepared.group_subject_rows,
                                             ignored_rows=prepared.group_ignored_rows)
             if verify_top is not None:  # the screen's top cells, traced exactly
-                top = top_cells(result, verify_top)
+                magnitudes = None if verify_rank == "estimate" else graddrop_magnitudes(tracer, kind, result.rows,
+                                                                                        window=window)
+                top = top_cells(result, verify_top, magnitudes)
                 exact = tracer.scores(kind, result.rows, window=window, cells=top)
-                result.extra["verification"] = verification_record(result, exact, top)
+                result.extra["verification"] = verification_record(result, exact, top, verify_rank)
             results[kind] = result
     finally:
         if bar is not None:
@@ -439,7 +443,9 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
             AtP*'s QK fix; :mod:`spiritlens.traces.attribution`), recorded in the result;
             ``cells`` (exact method): ``(row, layer)`` pairs, or a dict kind -> pairs, to trace only
             those cells, every other cell NaN; ``verify_top`` (attribution methods): trace the
-            screen's top-K cells exactly and record the comparison in ``extra["verification"]``.
+            screen's top-K cells exactly and record the comparison in ``extra["verification"]``;
+            ``verify_rank``: ``"estimate"`` (top estimated indirect effects, the default) or
+            ``"graddrop"`` (top GradDrop magnitudes, :func:`~spiritlens.traces.attribution.graddrop_magnitudes`).
 
     Returns:
         TraceResult with ``scores`` ``[rows, n_layers]``, ``low_score``, ``high_score``, ``answer``

@@ -398,3 +398,22 @@ def test_graddrop_magnitudes_equal_dropped_linearisations(tiny_model, tracer):
         assert (got[:b] == 0).all() and got.max() > 1e-4
     # the gradient pass redone with its graph kept gives the same plain estimate
     np.testing.assert_allclose(attribution_scores(tracer, "mlp", rows, window=2), before, atol=1e-12, rtol=0)
+
+
+def test_verify_top_by_graddrop_traces_the_largest_magnitudes(tiny_model, tracer):
+    from spiritlens.traces.attribution import graddrop_magnitudes
+
+    screen = trace(tiny_model, PROMPT, SUBJECT, kind="hidden", samples=SAMPLES, noise=NU, seed=SEED,
+                   method="attribution", verify_top=5, verify_rank="graddrop")
+    record = screen.extra["verification"]
+    assert record["rank"] == "graddrop" and record["verify_top"] == 5
+    magnitudes = graddrop_magnitudes(tracer, "hidden", screen.rows)  # the same prompt, noise and rows
+    cells = [(c["row"], c["layer"]) for c in record["cells"]]
+    assert sorted(magnitudes[c] for c in cells) == sorted(np.sort(magnitudes.ravel())[-5:])
+    table, low, _, _ = reference_trace(tiny_model, screen.input_ids, *screen.subject_range, "hidden", samples=SAMPLES,
+                                       nu=NU, seed=SEED, answer=screen.answer_id)
+    for cell in record["cells"]:
+        assert cell["exact_ie"] == pytest.approx(table[cell["row"], cell["layer"]] - low, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown verify_rank 'gd'"):
+        trace(tiny_model, PROMPT, SUBJECT, samples=SAMPLES, noise=NU, method="attribution", verify_top=2,
+              verify_rank="gd")
