@@ -48,8 +48,9 @@ order).
 
 **GradDrop** (AtP*'s second fix, for cancellation between paths): :func:`graddrop_magnitudes`, one
 more backward per layer with that layer's gradient dropped, averaged as unsigned magnitudes. It ranks
-cells; it is not a score, so it is not a ``method`` of ``trace`` (benchmarks/bench_attribution.py
-measures its top-cell recall beside the signed estimates).
+cells; it is not a score, so it is not a ``method`` of ``trace`` but a way to choose the cells to
+verify (``verify_rank="graddrop"``); benchmarks/bench_attribution.py measures its top-cell recall
+beside the signed estimates.
 
 Shapes: ``S`` corrupted rows, ``T`` traced positions, ``L`` layers, ``d`` d_model. Estimates are
 float64 probabilities ``[R, L]`` like the exact engine's scores; they are not clipped to [0, 1].
