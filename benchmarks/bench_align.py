@@ -17,7 +17,8 @@ per TTS backend:
   ceil(end / 40 ms))``, ``spiritlens.align.mapping``). Tokens are the 25 Hz frames themselves (no
   deduplication: the strictest grid; SpiritLM's deduplicated tokens are runs of these frames, so a
   range exact on frames is exact on tokens), and the fraction within one token at each end;
-- failures (prompts the aligner refused), low-confidence warnings, seconds per prompt.
+- failures (prompts the aligner refused), low-confidence warnings, seconds per prompt: CPU time of this
+  process on one torch thread per aligned prompt (median and range), wall time beside it.
 
 Prints a table and writes JSON with ``--json``.
 """
@@ -54,7 +55,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work", help="folder for the synthesised audio (default: a temporary folder)")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
+    import torch
 
+    torch.set_num_threads(1)  # CPU time per prompt comparable on a shared machine
     known = args.known or str(Path(__file__).resolve().parents[2] / "shared" / "data" / "known_1000.json")
     records = list(select(load_known(known).records, args.prompts, seed=args.seed))
     backends, skipped = [], []
@@ -97,6 +100,7 @@ def main(argv=None) -> int:
 
 def _measure(aligner_name, aligner, backend, records, entries, folder) -> dict:
     errors, exact, near, counted, failures, low, missing_truth = [], 0, 0, 0, [], 0, 0
+    cpu_seconds = []  # per aligned prompt: CPU time of this process (one torch thread, see main)
     start = time.perf_counter()
     for record in records:
         entry = entries.get(str(record.known_id))
@@ -107,7 +111,9 @@ def _measure(aligner_name, aligner, backend, records, entries, folder) -> dict:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LowAlignmentConfidence)
             try:
+                cpu = time.process_time()
                 alignment = aligner.align(wav, record.prompt, sample_rate=rate)
+                cpu_seconds.append(time.process_time() - cpu)
             except ValueError as error:
                 failures.append({"known_id": record.known_id, "reason": str(error)})
                 continue
@@ -144,6 +150,8 @@ def _measure(aligner_name, aligner, backend, records, entries, folder) -> dict:
         "subject_range_within_1": round(near / max(counted, 1), 3), "subjects": counted,
         "low_confidence": low, "words_without_truth": missing_truth, "failures": failures,
         "seconds_per_prompt": round((time.perf_counter() - start) / max(aligned, 1), 2),
+        "cpu_s_per_prompt_median": round(float(np.median(cpu_seconds)), 3) if cpu_seconds else None,
+        "cpu_s_per_prompt_range": [round(min(cpu_seconds), 3), round(max(cpu_seconds), 3)] if cpu_seconds else None,
     }
 
 

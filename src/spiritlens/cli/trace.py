@@ -6,7 +6,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from spiritlens.terms import KINDS
+from spiritlens.terms import KINDS, TRACE_METHODS, VERIFY_RANKS
+
+METHOD_HELP = ("how the cells are computed: exact (every cell restored, the default), attribution (AtP: a "
+               "first-order estimate of every cell from one backward pass) or attribution_qk (AtP with AtP*'s QK fix)")
 
 
 KNOWN_HELP = ("known_1000.json, whose subjects give sigma for a Ks noise rule (ROME's rule) (default: "
@@ -70,6 +73,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--max-batch-cells", type=int, help="cap on cells per batched forward")
+    parser.add_argument("--method", choices=TRACE_METHODS, default="exact", help=METHOD_HELP)
+    parser.add_argument("--verify-top", type=int, metavar="K",
+                        help="with an attribution --method: trace the estimate's top K cells exactly and record "
+                             "how many it confirms (extra field 'verification')")
+    parser.add_argument("--verify-rank", choices=VERIFY_RANKS, default="estimate",
+                        help="which cells --verify-top takes: the largest estimated effects, or the largest GradDrop "
+                             "magnitudes (one backward per layer)")
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--png", help="heatmap PNG path (default: next to the JSON)")
     parser.add_argument("--alignment-png", help="alignment figure PNG for speech prompts (default: next to the JSON)")
@@ -101,6 +111,11 @@ def run(args) -> int:
     if args.target is not None and args.target_id is not None:
         raise ValueError("give --target or --target-id, not both")
     subject_range = _subject_range(args.subject_range)
+    if args.verify_top is not None:
+        if args.method == "exact":
+            raise ValueError("--verify-top checks a screen: give --method attribution or attribution_qk")
+        if args.verify_top < 1:
+            raise ValueError(f"--verify-top must be an integer >= 1, got {args.verify_top}")
     spec = parse_noise(args.noise)
     check_sigma(args.sigma, "--sigma")
     sigma = args.sigma
@@ -124,14 +139,18 @@ def run(args) -> int:
         target_rule=args.target_rule, subject_range=subject_range,
         occurrence="first" if args.first_occurrence else "unique", row_mode=args.row_mode,
         attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=True,
-        name=json_path.stem,
+        name=json_path.stem, method=args.method, verify_top=args.verify_top, verify_rank=args.verify_rank,
     )
     result.extra.update(extra, **sigma_record, tokenization=model.tokenization.to_dict())
     result.save(json_path)
     png = Path(args.png) if args.png else json_path.with_suffix(".png")
     plot_trace_heatmap(result, png)
     print(f"answer {result.answer!r} ({result.answer_rule}): high {result.high_score:.4f}, "
-          f"low {result.low_score:.4f}; wrote {json_path} and {png}")
+          f"low {result.low_score:.4f}; method {result.method}; wrote {json_path} and {png}")
+    if "verification" in result.extra:
+        record = result.extra["verification"]
+        print(f"verified: {record['confirmed']} of the estimate's top {record['verify_top']} cells confirmed "
+              f"by the exact trace ({record['confirm_rule']})")
     if result.extra.get("alignment_low_confidence"):
         # The trace is written (flagged in its JSON), but its subject positions may be wrong.
         print(f"spiritlens trace: warning: alignment flagged (confidence {result.extra['alignment_confidence']:.3f}"

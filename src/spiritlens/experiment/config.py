@@ -13,7 +13,7 @@ from pathlib import Path
 from spiritlens import __version__
 from spiritlens.align.aligner import POCKETSPHINX
 from spiritlens.checkpoints.tree import CHECKPOINTS_ENV
-from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS
+from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS, SCREENS, VERIFY_RANKS
 from spiritlens.traces.tracer import ROW_MODES
 from spiritlens.traces.window import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
 from spiritlens.checkpoints.tree import variant_dir
@@ -81,6 +81,15 @@ class ExperimentConfig:
                                                                  "available, else cpu)"})
     max_batch_cells: int | None = field(default=None, metadata={
         "help": "restored cells per batch (default: by the suffix runner's memory budget)"})
+    screen: str = field(default="none", metadata={
+        "choices": SCREENS, "help": "none: trace every cell exactly; attribution / attribution_qk: estimate every "
+                                    "cell by attribution patching (AtP / with the QK fix) and save that"})
+    verify_top: int | None = field(default=None, metadata={
+        "metavar": "K", "help": "with --screen: trace each prompt's top K screened cells per kind exactly and "
+                                "report how many the exact trace confirms"})
+    verify_rank: str = field(default="estimate", metadata={
+        "choices": VERIFY_RANKS, "help": "which cells --verify-top takes: the largest estimated effects (estimate) "
+                                         "or the largest GradDrop magnitudes (graddrop, one backward per layer)"})
     sample_figures: int = field(default=3, metadata={"help": "prompts per direction with heatmaps in the report"})
     crossmodal: bool = field(default=True, metadata={
         "help": "skip the cross-modal analyses (spiritlens crossmodal) of facts kept in both modalities"})
@@ -167,6 +176,16 @@ def check_settings(config: ExperimentConfig) -> None:
     _int(config, "window", "--window", 1, optional=True)
     _int(config, "max_new_tokens", "--max-new-tokens", 1)
     _int(config, "max_batch_cells", "--max-batch-cells", 1, optional=True)
+    _int(config, "verify_top", "--verify-top", 1, optional=True)
+    if config.screen not in SCREENS:
+        raise ValueError(f"--screen must be one of {', '.join(SCREENS)}, got {config.screen!r}")
+    if config.verify_top is not None and config.screen == "none":
+        raise ValueError("--verify-top checks a screen: give --screen attribution or attribution_qk")
+    if config.verify_rank not in VERIFY_RANKS:
+        raise ValueError(f"--verify-rank must be one of {', '.join(VERIFY_RANKS)}, got {config.verify_rank!r}")
+    if config.verify_top is not None and config.row_mode == "mean":
+        raise ValueError("--verify-top indexes the traced rows; --row-mode mean averages them afterwards "
+                         "(use auto, positions or groups)")
     _int(config, "sample_figures", "--sample-figures", 0)
     if config.speech_sigma not in ("speech", "text"):
         raise ValueError(f"--speech-sigma must be 'speech' or 'text', got {config.speech_sigma!r}")

@@ -100,6 +100,7 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
               f"{md_text(s['reason'])}"
               for s in summary["skipped"][:30]]
     lines += [f"  - unreadable result skipped: {md_text(p)}" for p in problems[:10]]
+    lines += screen_section(summary.get("screen"))
     lines += [""] + DEFINITIONS
     lines += alignment_section(results)
     lines += ["## Average indirect effects", ""]
@@ -136,6 +137,27 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
     lines += ["## Sample prompts", ""] + _samples(experiment, prep, results)
     path = write_atomic(out / "report.md", "\n".join(lines) + "\n")
     return path
+
+
+def screen_section(screen: dict | None) -> list[str]:
+    """The ``--screen`` lines of the Tracing section: what the scores are, and per prompt how many of the
+    screen's top cells the exact trace confirmed (nothing without a screen)."""
+    if screen is None:
+        return []
+    lines = [f"- scores are attribution-patching estimates (`{screen['screen']}`: first-order, one backward pass "
+             "per prompt), not restored runs; the aggregates and figures below average those estimates"]
+    if screen["verify_top"] is None:
+        return lines
+    totals = ", ".join(f"{kind} {c}/{n}" for kind, (c, n) in screen["confirmed_of_verified"].items())
+    lines.append(f"- verification: the top {screen['verify_top']} screened cells (by {screen.get('rank', 'estimate')}) "
+                 "of every prompt and kind traced "
+                 f"exactly; confirmed ({screen['confirm_rule']}): {totals}")
+    lines += ["", "| prompt | " + " | ".join(screen["confirmed_of_verified"]) + " |",
+              "|---|" + "---|" * len(screen["confirmed_of_verified"])]
+    for item, kinds in sorted(screen["per_prompt"].items()):
+        cells = [f"{kinds[k][0]}/{kinds[k][1]}" if k in kinds else "–" for k in screen["confirmed_of_verified"]]
+        lines.append(f"| {item} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _model_section(prep: PreparedRun, config) -> list[str]:

@@ -39,6 +39,7 @@ from spiritlens.experiment.config import (
 )
 from spiritlens.data.filtering import filter_known, known_prompt
 from spiritlens.experiment.crossmodal import run_experiment_dir
+from spiritlens.traces.attribution import CONFIRM_RULE
 from spiritlens.experiment.prepared import PreparedRun, RunModels
 
 EMBEDDED_PROMPTS = 6
@@ -223,7 +224,7 @@ class Experiment:
         S->T the audio's SHA-256, the aligner, mapping, rows and sigma rule. Recorded as ``settings``
         in each result; a result whose settings differ is recomputed (JSON-normalised for comparing)."""
         config, record = self.config, prep.records[str(known_id)]
-        settings = {"model_dir": prep.model_dir, "dtype": config.dtype, "noise": config.noise,
+        settings = {"model_dir": prep.model_dir, "dtype": prep.dtype, "noise": config.noise,
                     "sigma": prep.sigma.get("text" if modality == "t2t" else "speech"), "samples": config.samples,
                     "seed": config.seed, "window": prep.window, "prompt": record["prompt"],
                     "subject": record["subject"], "answer": prep.answers.get(modality, {}).get(str(known_id))}
@@ -236,7 +237,8 @@ class Experiment:
 
     def missing_kinds(self, modality: str, known_id: int, settings: dict | None = None) -> list[str]:
         """Kinds whose result must be (re)computed: absent, unreadable, failing its checksum (edited
-        or damaged, its ``.npz`` included) or its validation, or computed with other ``settings``."""
+        or damaged, its ``.npz`` included) or its validation, computed with other ``settings``, or traced
+        by another method than ``--screen`` asks."""
         from spiritlens.traces import TraceResult
 
         missing = []
@@ -247,9 +249,15 @@ class Experiment:
             except (ValueError, OSError, TypeError, KeyError):
                 missing.append(kind)
                 continue
-            if settings is not None and result.extra.get("settings") != settings:
+            if result.method != self.trace_method or (settings is not None
+                                                     and result.extra.get("settings") != settings):
                 missing.append(kind)
         return missing
+
+    @property
+    def trace_method(self) -> str:
+        """The tracing method of this run's results: ``exact``, or the ``--screen``'s attribution method."""
+        return "exact" if self.config.screen == "none" else self.config.screen
 
     def trace_share(self, prep: PreparedRun) -> dict:
         """Stage 2: trace this rank's share of the work items."""
@@ -293,7 +301,9 @@ class Experiment:
         target = None if judged is None else generated_answer(model, judged)  # the token the filter judged
         results = trace_kinds(model, prompt, subject, kinds=kinds, samples=config.samples, noise=config.noise,
                               seed=config.seed, window=prep.window, sigma=sigma, row_mode=row_mode,
-                              target=target, max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}")
+                              target=target, max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}",
+                              method=self.trace_method, verify_top=config.verify_top,
+                              verify_rank=config.verify_rank)
         for kind, result in results.items():
             result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
                                 experiment_modality=modality, sigma_modality=DIRECTION_MODALITY[modality]
@@ -318,10 +328,32 @@ class Experiment:
             "already_done": sum(len(s["already_done"]) for s in statuses),
             "failed": [f for s in statuses for f in s["failed"]],
         }
+        summary["screen"] = self._screen_summary(prep)
         summary["crossmodal"] = self._crossmodal(prep)
         summary["report"] = str(write_report(self, prep, summary))
         write_json_atomic(self.out / "summary.json", summary)
         return summary
+
+    def _screen_summary(self, prep: PreparedRun) -> dict | None:
+        """With ``--screen``: per prompt and kind, how many of the screen's top ``--verify-top`` cells the
+        exact trace confirmed (from each result's ``verification``); None without a screen."""
+        if self.config.screen == "none":
+            return None
+        per_prompt: dict[str, dict] = {}
+        totals = {kind: [0, 0] for kind in self.config.kinds}
+        for modality, known_id in self.work_items(prep):
+            for kind in self.config.kinds:
+                try:
+                    record = read_json(self.result_path(modality, known_id, kind), "trace result").get("verification")
+                except ValueError:
+                    continue
+                if record:
+                    per_prompt.setdefault(f"{modality}/{known_id}", {})[kind] = [record["confirmed"],
+                                                                                record["verify_top"]]
+                    totals[kind][0] += record["confirmed"]
+                    totals[kind][1] += record["verify_top"]
+        return {"screen": self.config.screen, "verify_top": self.config.verify_top, "rank": self.config.verify_rank,
+                "confirm_rule": CONFIRM_RULE, "confirmed_of_verified": totals, "per_prompt": per_prompt}
 
     def _crossmodal(self, prep: PreparedRun) -> dict | None:
         """The cross-modal analyses of the facts kept in both modalities (``crossmodal/``), reusing this
@@ -388,6 +420,11 @@ def print_summary(summary: dict) -> None:
         print(f"  skipped [{item['stage']}] {item.get('modality', '')} {item['known_id']}: {item['reason']}")
     for item in summary["failed"][:20]:
         print(f"  failed {item['item']}: {item['reason']}")
+    screen = summary.get("screen")
+    if screen is not None and screen["verify_top"] is not None:
+        counts = ", ".join(f"{kind} {c}/{n}" for kind, (c, n) in screen["confirmed_of_verified"].items())
+        print(f"screen {screen['screen']}: exact trace confirmed {counts} of the top-{screen['verify_top']} "
+              f"screened cells ({screen['confirm_rule']})")
     crossmodal = summary.get("crossmodal")
     if crossmodal is not None:
         print(f"cross-modal analyses: not written ({crossmodal['error']})" if "error" in crossmodal else

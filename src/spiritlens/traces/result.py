@@ -10,6 +10,12 @@ How the answer was chosen is recorded with it (:mod:`spiritlens.traces.answer`):
 (``"top1_text"``, ``"top1_speech"``, ``"top1_any"``, ``"id"``, ``"target_first_token"``,
 ``"target_sequence"``; ``""`` in results written before these fields existed), and for a target
 string ``target`` (as tokenised after the prompt), ``target_ids`` and ``target_tokens``.
+
+``method`` says how the scores were computed: ``"exact"`` restored runs (the default, and what results
+written before the field existed hold), or attribution patching's first-order estimates
+(``"attribution"``, ``"attribution_qk"``; :mod:`spiritlens.traces.attribution`). A result traced for
+chosen cells only (``trace(..., cells=...)``) is exact there and NaN elsewhere, and lists them in
+``cells``; a screen checked by exact restoration carries ``verification``.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class TraceResult:
     target: str | None = None
     target_ids: list[int] = field(default_factory=list)
     target_tokens: list[str] = field(default_factory=list)
+    method: str = "exact"  # "exact" restored runs, or a first-order estimate (spiritlens.traces.attribution)
 
     def __post_init__(self):
         for key in ANSWER_FIELDS:  # the engine records them with the prompt's extra fields

@@ -34,7 +34,7 @@ positions only (the last one, or the K target positions).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from spiritlens.traces.expected import warn_if_unexpected
 from spiritlens.traces.plain import attached_hooks, plain_scores
 from spiritlens.tokens.trace_prompt import TracePrompt, prepare_prompt
 from spiritlens.traces.window import check_window, layer_window
+from spiritlens.traces.attribution import (attribution_scores, check_cells, check_method, check_verify_rank,
+                                           check_verify_top, graddrop_magnitudes, normalise_cells, top_cells,
+                                           verification_record)
 
 from spiritlens.terms import KINDS
 
@@ -204,15 +207,18 @@ class Tracer:
         return mid + self._stack.mlp_out(block, mid)
 
     def scores(self, kind: str, rows: Sequence[Row], *, window: int | None = None,
-               progress: Callable | None = None) -> np.ndarray:
+               progress: Callable | None = None, cells: Collection[tuple[int, int]] | None = None) -> np.ndarray:
         """``[R, L]`` restored scores for ``rows`` (each a group of the prompt's positions 0..T0-1).
 
         Every live cell runs over the changed suffix only (:mod:`spiritlens.traces.suffix`), in
         batches sized by tokens in flight; ``max_batch_cells`` caps the cells per batch.
-        ``progress(1)`` is called once per layer when all of its cells are done. With hooks attached
-        to the model's blocks, final norm or unembedding (an ablation, a spliced SAE), every cell is
-        a full forward in which they act (:mod:`spiritlens.traces.plain`: exact, slower, logged).
-        Raises ValueError for an unknown kind, a bad window or positions outside the prompt.
+        ``progress(1)`` is called once per layer when all of its cells are done. ``cells``: only
+        these ``(row, layer)`` cells are traced (e.g. a screen's top cells,
+        :mod:`spiritlens.traces.attribution`); every other cell is NaN. With hooks attached to the
+        model's blocks, final norm or unembedding (an ablation, a spliced SAE), every cell is a full
+        forward in which they act (:mod:`spiritlens.traces.plain`: exact, slower, logged).
+        Raises ValueError for an unknown kind, a bad window, positions outside the prompt or cells
+        outside the table.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -223,9 +229,16 @@ class Tracer:
             if not row.positions or not all(0 <= p < T for p in row.positions):
                 raise ValueError(f"row {row.label!r} has positions outside the prompt's 0..{T - 1}: "
                                  f"{row.positions}")
+        wanted = None if cells is None else check_cells(cells, len(rows), L)
         if attached_hooks(self.model.bridge):  # hooks must act in every run: full forwards, slower
-            return plain_scores(self, kind, rows, lambda layer: [layer] if kind == "hidden"
-                                else layer_window(layer, window, L), progress)
+            scores = plain_scores(self, kind, rows, lambda layer: [layer] if kind == "hidden"
+                                  else layer_window(layer, window, L), progress)
+            if wanted is not None:  # unscreened cells are NaN, as on the fast path
+                mask = np.zeros(scores.shape, dtype=bool)
+                for row, layer in wanted:
+                    mask[row, layer] = True
+                scores[~mask] = np.nan
+            return scores
         b = self.prompt.subject_range[0]
         # Rows before the subject restore states equal to the corrupted ones: by causality their
         # score is the corrupted baseline (low_score, unless ROME's replace quirk is on).
@@ -245,7 +258,7 @@ class Tracer:
                         scores[i, layer] = self.high_score if T - 1 in rows[i].positions else self._baseline
                     continue
                 patched = (layer,) if kind == "hidden" else tuple(layer_window(layer, window, L))
-                if patched in first_of:
+                if patched in first_of and wanted is None:
                     copies[layer] = first_of[patched]
                     continue
                 first_of[patched] = layer
@@ -256,7 +269,8 @@ class Tracer:
                 # With a whole target, the last block's output at the prompt's last position is
                 # clean and the target positions' are corrupted; other positions cannot reach the
                 # logits (the baseline).
-                reaching = [i for i in live if kind != "hidden" or layer < L - 1 or T - 1 in rows[i].positions]
+                reaching = [i for i in live if (kind != "hidden" or layer < L - 1 or T - 1 in rows[i].positions)
+                            and (wanted is None or (i, layer) in wanted)]
                 for i in reaching:
                     positions = tuple(sorted(set(rows[i].positions)))
                     cells.append(Cell(slot=i * L + layer, positions=positions, start=first_block + 1,
@@ -280,18 +294,39 @@ class Tracer:
                     scores[slot // L, slot % L] = p
         for layer, source in copies.items():
             scores[live, layer] = scores[live, source]
+        if wanted is not None:  # unscreened cells are NaN
+            keep = np.full(scores.shape, np.nan)
+            for cell in wanted:
+                keep[cell] = scores[cell]
+            scores = keep
         return scores
 
     def result(self, kind: str, rows: Sequence[Row] | None = None, *, window: int | None = None,
                subject_rows: tuple[int, int] | None = None, ignored_rows: Sequence[int] = (),
-               attribute: str | None = None, progress: Callable | None = None, name: str = "") -> TraceResult:
-        """Trace one kind into a :class:`TraceResult` (rows default to one per position)."""
+               attribute: str | None = None, progress: Callable | None = None, name: str = "",
+               method: str = "exact", cells: Collection[tuple[int, int]] | None = None) -> TraceResult:
+        """Trace one kind into a :class:`TraceResult` (rows default to one per position).
+
+        ``method``: ``"exact"`` (restored runs), ``"attribution"`` or ``"attribution_qk"`` (first-order
+        estimates, :mod:`spiritlens.traces.attribution`); ``cells`` (exact only): the cells traced,
+        the others NaN (:meth:`scores`)."""
         prompt = self.prompt
         if rows is None:
             rows = [Row(t, [i]) for i, t in enumerate(prompt.tokens)]
             subject_rows = prompt.subject_range
         window = check_window(window, self.n_layers)
-        scores = self.scores(kind, rows, window=window, progress=progress)
+        extra = dict(self.prompt.extra)
+        if check_method(method) == "exact":
+            scores = self.scores(kind, rows, window=window, progress=progress, cells=cells)
+            if cells is not None:
+                extra["cells"] = sorted([int(r), int(c)] for r, c in cells)
+        else:
+            if cells is not None:
+                raise ValueError(f"cells restricts the exact method's restored runs; method {method!r} estimates "
+                                 "every cell at once")
+            scores = attribution_scores(self, kind, rows, window=window, qk_fix=method == "attribution_qk")
+            for _ in range(self.n_layers if progress is not None else 0):
+                progress(1)
         answer = self.model.tokenizer.decode(list(self.answer_ids))  # a whole target: all its pieces
         return TraceResult(
             input_ids=list(prompt.input_ids), tokens=list(prompt.tokens), subject_range=prompt.subject_range,
@@ -302,7 +337,7 @@ class Tracer:
             subject_rows=subject_rows, ignored_rows=list(ignored_rows),
             correct_prediction=None if attribute is None else answer.strip() == attribute.strip(),
             modality=prompt.modality, prompt=prompt.prompt, subject=prompt.subject, name=name,
-            extra=dict(prompt.extra),
+            extra=extra, method=method,
         )
 
 
@@ -328,14 +363,25 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
                 target: int | str | None = None, target_rule: str | None = None,
                 subject_range: tuple[int, int] | None = None,
                 occurrence: str = "unique", row_mode: str = "auto", attribute: str | None = None,
-                max_batch_cells: int | None = None, progress: bool = False, name: str = ""
-                ) -> dict[str, TraceResult]:
+                max_batch_cells: int | None = None, progress: bool = False, name: str = "",
+                method: str = "exact", cells: Any = None, verify_top: int | None = None,
+                verify_rank: str = "estimate") -> dict[str, TraceResult]:
     """Trace several kinds of one prompt, sharing its clean and corrupted runs; see :func:`trace`."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if row_mode not in ROW_MODES:
         raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES)}")
+    check_method(method)
+    check_verify_rank(verify_rank)
+    if verify_top is not None:
+        check_verify_top(verify_top)
+        if method == "exact":
+            raise ValueError("verify_top checks a screen: give method='attribution' or 'attribution_qk'")
+    cells = normalise_cells(cells, kinds)
+    if (cells is not None or verify_top is not None) and row_mode == "mean":
+        raise ValueError("cells and verify_top index the traced rows; row_mode='mean' averages them afterwards "
+                         "(use 'positions' or 'groups')")
     window = check_window(window, model.cfg.n_layers)
     prepared = prepare_prompt(model, prompt, subject, subject_range=subject_range, occurrence=occurrence)
     answer = resolve_answer(model, prepared, resolve_target(model, target), target_rule)
@@ -355,16 +401,24 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
     try:
         for kind in kinds:
             update = bar.update if bar is not None else None
+            chosen = None if cells is None else cells[kind]
             if row_mode == "groups":
                 result = tracer.result(kind, prepared.groups, window=window,
                                        subject_rows=prepared.group_subject_rows,
                                        ignored_rows=prepared.group_ignored_rows, attribute=attribute,
-                                       progress=update, name=name)
+                                       progress=update, name=name, method=method, cells=chosen)
             else:
-                result = tracer.result(kind, window=window, attribute=attribute, progress=update, name=name)
+                result = tracer.result(kind, window=window, attribute=attribute, progress=update, name=name,
+                                       method=method, cells=chosen)
                 if row_mode == "mean":
                     result = result.grouped(prepared.groups, subject_rows=prepared.group_subject_rows,
                                             ignored_rows=prepared.group_ignored_rows)
+            if verify_top is not None:  # the screen's top cells, traced exactly
+                magnitudes = None if verify_rank == "estimate" else graddrop_magnitudes(tracer, kind, result.rows,
+                                                                                        window=window)
+                top = top_cells(result, verify_top, magnitudes)
+                exact = tracer.scores(kind, result.rows, window=window, cells=top)
+                result.extra["verification"] = verification_record(result, exact, top, verify_rank)
             results[kind] = result
     finally:
         if bar is not None:
@@ -397,7 +451,14 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
             ``occurrence``; ``row_mode`` (default ``"auto"``: text-token groups for a spoken prompt
             with groups, one row per position otherwise; or ``"positions"``, ``"groups"``,
             ``"mean"``); ``attribute`` (sets ``correct_prediction``), ``max_batch_cells``,
-            ``progress``, ``name``.
+            ``progress``, ``name``; ``method`` (``"exact"``, the default; ``"attribution"``: AtP's
+            first-order estimate of every cell from one backward pass; ``"attribution_qk"``: with
+            AtP*'s QK fix; :mod:`spiritlens.traces.attribution`), recorded in the result;
+            ``cells`` (exact method): ``(row, layer)`` pairs, or a dict kind -> pairs, to trace only
+            those cells, every other cell NaN; ``verify_top`` (attribution methods): trace the
+            screen's top-K cells exactly and record the comparison in ``extra["verification"]``;
+            ``verify_rank``: ``"estimate"`` (top estimated indirect effects, the default) or
+            ``"graddrop"`` (top GradDrop magnitudes, :func:`~spiritlens.traces.attribution.graddrop_magnitudes`).
 
     Returns:
         TraceResult with ``scores`` ``[rows, n_layers]``, ``low_score``, ``high_score``, ``answer``
