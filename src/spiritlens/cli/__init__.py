@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module with ``add_parser(subparsers)``, which registers the
 parser and sets ``func`` (a callable taking the parsed namespace and returning an exit code).
-Errors about user input (ValueError, FileNotFoundError) become one line on stderr and exit 2.
+Errors about user input (ValueError, FileNotFoundError) become one line on stderr and exit 2, and so
+does a missing optional extra (an ImportError whose message gives its ``pip install`` line).
 ``--help`` of every command shows every option's default; ``spiritlens --version`` prints the version.
 """
 
@@ -77,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
             NotImplementedError) as error:
         print(f"spiritlens {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        if "pip install" not in str(error):  # not a missing optional extra: a bug, keep its traceback
+            raise
+        print(f"spiritlens {args.command}: error: {error}", file=sys.stderr)  # the extra's install line
         return 2
     except KeyboardInterrupt:
         print(f"spiritlens {args.command}: interrupted", file=sys.stderr)

@@ -7,6 +7,8 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "import_graph.py"
@@ -43,3 +45,25 @@ def test_shared_concepts_are_defined_once():
             found += [(path.name, t.id) for t in targets if isinstance(t, ast.Name) and t.id in names]
     assert {name for _, name in found} <= names
     assert all(file == "terms.py" for file, _ in found), found
+
+
+def test_a_missing_extra_is_one_line_and_a_real_import_bug_is_not(capsys, monkeypatch):
+    from spiritlens import cli
+
+    def needs_extra(args):
+        raise ImportError("FCPE pitch extraction needs torchfcpe: pip install --no-deps 'torchfcpe==0.0.4'")
+
+    def broken(args):
+        raise ImportError("cannot import name 'x' from 'spiritlens.y'")
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["aggregate", "somewhere", "--out", "elsewhere"])
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: args)
+    args.func = needs_extra
+    assert cli.main([]) == 2
+    assert capsys.readouterr().err == ("spiritlens aggregate: error: FCPE pitch extraction needs torchfcpe: "
+                                       "pip install --no-deps 'torchfcpe==0.0.4'\n")
+    args.func = broken
+    with pytest.raises(ImportError, match="cannot import name"):
+        cli.main([])
