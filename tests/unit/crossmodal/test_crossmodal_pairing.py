@@ -25,6 +25,9 @@ def _fact() -> CrossModalFact:
                              speech_offset=2, subject_tokens=[1, 2, 3], input_ids=list(range(12)), mapping="exact",
                              confidence=0.9)
     speech.subject_range = (2 + speech_map.range_of([1, 2, 3])[0], 2 + speech_map.range_of([1, 2, 3])[1])
+    # the base model's groups: each text token's mapped speech-token range (SpeechPrompt.token_groups)
+    speech.token_groups = lambda: [None if item.token_start is None else tuple(range(item.token_start, item.token_end))
+                                   for item in speech.speech_map.items]
     # text run: <s> [Text] then the six tokens at positions 2..7
     return CrossModalFact("big_ben", PROMPT, "Ben Tower", list(range(8)), [2, 3, 4, 5, 6, 7], (3, 6), [1, 2, 3], speech)
 
