@@ -124,17 +124,32 @@ class TraceResult:
         return cls(**kwargs)
 
     def validate(self) -> None:
-        """ValueError (one line) unless every probability (``scores``, ``high_score``, ``low_score``)
-        is finite and in [0, 1] (a NaN sigma or NaN weights give NaN scores): checked before saving."""
+        """ValueError (one line) unless ``high_score`` and ``low_score`` are finite probabilities in
+        [0, 1] and so is every score of an exact result (a NaN sigma or NaN weights give NaN scores),
+        except the cells a ``cells=`` trace left untraced (NaN by design, the traced ones listed in
+        ``extra["cells"]``). Attribution estimates are first-order and may leave [0, 1]; they must be
+        finite. Checked before saving and after loading."""
         for name, value in (("high_score", self.high_score), ("low_score", self.low_score)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ValueError(f"trace result {self.name or ''}: {name} {value!r} is not a probability in [0, 1]")
-        bad = ~np.isfinite(self.scores) | (self.scores < 0) | (self.scores > 1)
+        scores = np.asarray(self.scores, dtype=np.float64)
+        traced = np.ones(scores.shape, dtype=bool)
+        if self.method == "exact" and self.extra.get("cells") is not None:
+            traced[:] = False
+            for row, layer in self.extra["cells"]:
+                if 0 <= row < scores.shape[0] and 0 <= layer < scores.shape[1]:
+                    traced[row, layer] = True
+        if self.method == "exact":
+            bad = traced & (~np.isfinite(scores) | (scores < 0) | (scores > 1))
+            what = "are not probabilities in [0, 1]"
+        else:
+            bad = ~np.isfinite(scores)
+            what = f"are not finite {self.method} estimates"
         if bad.any():
             r, l = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"trace result {self.name or ''}: {int(bad.sum())} score(s) are not probabilities in "
-                             f"[0, 1] (first: row {r}, layer {l}: {self.scores[r, l]!r})")
+            raise ValueError(f"trace result {self.name or ''}: {int(bad.sum())} score(s) {what} "
+                             f"(first: row {r}, layer {l}: {scores[r, l]!r})")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``path`` (JSON) and a sibling ``.npz`` with the arrays, each atomically, after
