@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command setup: system audio tools (when root and missing), ./.venv, the project with every extra.
+# One-command setup: system tools (when root and missing), ./.venv, the project with every extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,13 @@ if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v flite >/dev/null 2>&1;
         echo "setup: espeak-ng or flite not found; install them (e.g. 'sudo apt-get install espeak-ng flite')" \
              "for speech synthesis" >&2
     fi
+fi
+# Headless Chromium renders the HTML views offline; the tests use it to check hostile data stays text.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (headless rendering of the circuitsvis pages in the tests) with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+        || echo "setup: chromium could not be installed; its browser test will be skipped" >&2
 fi
 
 PY=${PYTHON:-python3}
