@@ -13,6 +13,7 @@ from spiritlens.aggregates.aie import (
     categorize,
     check_result,
     load_results,
+    parse_result,
     to_aie_json,
 )
 
@@ -28,6 +29,6 @@ __all__ = [
     "aggregate_by_modality",
     "categorize",
     "check_result",
-    "load_results",
+    "load_results", "parse_result",
     "to_aie_json",
 ]

@@ -92,8 +92,11 @@ class ParsedResult:
     kept: bool
 
 
-def parse_result(result: Mapping) -> ParsedResult:
-    """Check one result's structure; raise ValueError naming the prompt on the first problem."""
+def parse_result(result: Mapping, *, allow_untraced: bool = False) -> ParsedResult:
+    """Check one result's structure; raise ValueError naming the prompt on the first problem.
+
+    ``allow_untraced``: NaN scores are accepted in a result that lists its traced ``cells``
+    (``trace(..., cells=...)``: every other cell NaN by design), as figures draw them; aggregates do not."""
     who = f"result {describe(result)}"
     missing = [key for key in RESULT_KEYS if key not in result]
     if missing:
@@ -111,7 +114,8 @@ def parse_result(result: Mapping) -> ParsedResult:
         raise ValueError(f"{who}: scores/low_score/high_score are not numbers ({error})") from None
     if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
         raise ValueError(f"{who}: scores must be a non-empty [rows, layers] table, got shape {scores.shape}")
-    if not (np.isfinite(scores).all() and math.isfinite(low) and math.isfinite(high)):
+    finite = np.isfinite(scores) | (np.isnan(scores) if allow_untraced and result.get("cells") is not None else False)
+    if not (finite.all() and math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{who}: scores, low_score or high_score contain NaN or infinity")
     n_rows, n_layers = scores.shape
     if result.get("n_layers") is not None and result["n_layers"] != n_layers:

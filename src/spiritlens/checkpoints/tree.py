@@ -87,6 +87,12 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
 def check_model_dir(path: Path) -> None:
     """Raise a clear error if the directory lacks a config, weights or a tokenizer."""
     if not (path / "config.json").is_file():
+        if (path / MODEL_FOLDER).is_dir():  # the tree's root (make-tiny, make-toy, toy_checkpoints())
+            variants = sorted(p.name for p in (path / MODEL_FOLDER).iterdir() if p.is_dir())
+            raise FileNotFoundError(
+                f"{str(path)!r} is a SpiritLM checkpoint tree, not a model directory: pass "
+                f"{str(variant_dir(path, variants[0] if variants else VARIANTS[0]))!r} (or set "
+                f"{CHECKPOINTS_ENV}={str(path)!r} and pass the variant name)")
         raise FileNotFoundError(f"model directory {str(path)!r} has no config.json")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise FileNotFoundError(

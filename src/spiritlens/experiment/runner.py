@@ -35,12 +35,12 @@ from spiritlens.experiment.config import (
     WINDOW_RULE,
     ExperimentConfig,
     check_environment,
-    default_window,
 )
 from spiritlens.data.filtering import filter_known, known_prompt
 from spiritlens.experiment.crossmodal import run_experiment_dir
 from spiritlens.traces.attribution import CONFIRM_RULE
 from spiritlens.experiment.prepared import PreparedRun, RunModels
+from spiritlens.traces.window import check_window
 
 EMBEDDED_PROMPTS = 6
 
@@ -129,7 +129,10 @@ class Experiment:
             # bad speech-tokenizer file ends the run with one line instead of failing every prompt.
             model.speech_tokenizer  # noqa: B018 - the property loads it
         prep.n_layers = model.cfg.n_layers
-        prep.window = config.window if config.window is not None else default_window(model.cfg.n_layers)
+        try:
+            prep.window = check_window(config.window, model.cfg.n_layers)
+        except ValueError as error:
+            raise ValueError(f"--window: {error}") from None
         prep.window_rule = "given (--window)" if config.window is not None else WINDOW_RULE
 
         audio: dict[int, str] = {}

@@ -21,9 +21,10 @@ from spiritlens.figures.heatmap import row_labels
 
 
 def indirect_effects(result: Mapping) -> tuple[np.ndarray, list[str]]:
-    """Values [R, L+1] (max over layers, then layers 0..L-1) of ``scores - low_score``, and their names."""
-    parsed = parse_result(result)
-    effects = parsed.scores - parsed.low  # [R, L]
+    """Values [R, L+1] (max over layers, then layers 0..L-1) of ``scores - low_score``, and their names.
+    Cells a ``cells=`` trace left untraced count as no effect (0)."""
+    parsed = parse_result(result, allow_untraced=True)
+    effects = np.nan_to_num(parsed.scores - parsed.low, nan=0.0)  # [R, L]
     values = np.concatenate([effects.max(axis=1, keepdims=True), effects], axis=1)
     names = ["max over layers"] + [f"layer {layer}" for layer in range(effects.shape[1])]
     return values, names

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 def row_labels(result: Mapping) -> list[str]:
     """One label per row of ``scores`` ([R]): ``rows[i].label`` or ``tokens[i]``, subject rows ending in ``*``."""
-    parsed = parse_result(result)
+    parsed = parse_result(result, allow_untraced=True)
     n_rows = parsed.scores.shape[0]
     if result.get("rows") is not None:
         labels = [str(row.get("label", i)) if isinstance(row, Mapping) else str(row) for i, row in enumerate(result["rows"])]
@@ -43,14 +43,15 @@ def row_labels(result: Mapping) -> list[str]:
 
 def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figure:
     """Build the heatmap Figure of one result (``scores`` [R, L]); see ``plot_trace_heatmap``."""
-    parsed = parse_result(result)
+    parsed = parse_result(result, allow_untraced=True)
     scores = parsed.scores
     n_rows, n_layers = scores.shape
     kind, window = parsed.kind, result.get("window", 10)
     fig = new_figure(3.8 + 0.03 * max(0, n_layers - 32), max(2.4, 0.17 * n_rows + 1.3), layout="constrained")
     ax = fig.add_subplot()
-    vmax = max(scores.max(), parsed.low + 1e-12)
-    mesh = ax.pcolormesh(scores, cmap=KIND_CMAPS[kind], vmin=parsed.low, vmax=vmax)
+    vmax = max(float(np.nanmax(scores)), parsed.low + 1e-12)
+    # cells a cells= trace left untraced are NaN: drawn blank
+    mesh = ax.pcolormesh(np.ma.masked_invalid(scores), cmap=KIND_CMAPS[kind], vmin=parsed.low, vmax=vmax)
     ax.invert_yaxis()
     ax.set_yticks(np.arange(n_rows) + 0.5)
     ax.set_yticklabels([plain_label(label) for label in row_labels(result)], fontsize=7)

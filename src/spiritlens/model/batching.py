@@ -35,17 +35,25 @@ def check_padding_side(padding_side: str | None) -> str:
     return padding_side
 
 
+def _is_pair_list(item: Any) -> bool:
+    """A sequence of ``(modality, content)`` pairs (one interleaved prompt)."""
+    return (isinstance(item, (list, tuple)) and bool(item) and not isinstance(item[0], (int, str))
+            and all(isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
+                    for pair in item))
+
+
 def is_prompt_batch(value: Any) -> bool:
-    """True for a list/tuple of prompts: every item a string, or every item a sequence of
-    ``(modality, content)`` pairs. A single prompt (a string, or pairs) and token ids are not."""
+    """True for a list/tuple of prompts, each a string or a sequence of ``(modality, content)`` pairs
+    (mixed batches too). A single prompt (a string, or pairs) and token ids are not.
+
+    Raises ValueError for a bare ``("speech", "q.wav")`` / ``("text", "…")`` pair, which would otherwise
+    read as a batch of two strings: one prompt is ``[("speech", "q.wav")]``."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
         return False
-    if all(isinstance(item, str) for item in value):
-        return True
-    return all(isinstance(item, (list, tuple)) and item and not isinstance(item[0], (int, str))
-               and all(isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
-                       for pair in item)
-               for item in value)
+    if isinstance(value, tuple) and len(value) == 2 and value[0] in ("text", "speech"):
+        raise ValueError(f"prompt {value!r:.80} is one (modality, content) pair, not a prompt: pass a list of "
+                         f"pairs, [({value[0]!r}, ...)], for one prompt (a batch of strings is a list)")
+    return all(isinstance(item, str) or _is_pair_list(item) for item in value)
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, padding_side: str = "right"

@@ -62,8 +62,17 @@ def prepare_prompt(model, prompt: Any, subject: str | None = None, *,
     """
     if isinstance(prompt, TracePrompt):
         return prompt
-    if hasattr(prompt, "trace_prompt"):
+    if hasattr(prompt, "trace_prompt"):  # a SpeechPrompt: its subject was aligned when it was made
+        own = getattr(prompt, "subject", None)
+        if subject is not None and own is not None and subject.strip() != own.strip():
+            raise ValueError(f"subject {subject!r} differs from the spoken prompt's subject {own!r} (aligned when "
+                             "the SpeechPrompt was made): leave subject out, or make the prompt with this subject")
         return prompt.trace_prompt(model)
+    if isinstance(prompt, (list, tuple)) and prompt and all(
+            isinstance(item, str) or (isinstance(item, (list, tuple)) and item and isinstance(item[0], (list, tuple)))
+            for item in prompt):
+        raise ValueError(f"trace takes one prompt, got a list of {len(prompt)} prompts: trace each in turn "
+                         "(a spoken or interleaved prompt is one list of (modality, content) pairs)")
     if isinstance(prompt, torch.Tensor) or (isinstance(prompt, (list, tuple)) and prompt
                                             and all(isinstance(i, int) for i in prompt)):
         ids = torch.as_tensor(prompt).reshape(-1).tolist()

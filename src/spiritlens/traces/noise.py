@@ -102,7 +102,11 @@ def subject_sigma(model, subjects: Iterable[str | Sequence[int]], *, modality: s
     ``subjects``: strings (text; each tokenised on its own without BOS, duplicates kept) or
     lists of token ids (e.g. the subject's speech tokens of each spoken prompt). Cached per
     model, modality and subject list in memory, and in ``cache_dir`` as JSON when given.
+    Raises ValueError for a bare string (a list of subjects is needed) or no non-empty subject.
     """
+    if isinstance(subjects, (str, bytes)):
+        raise ValueError(f"subject_sigma takes a list of subjects, got the string {subjects!r:.60}: "
+                         f"pass [{subjects!r:.60}] (ROME's sigma is over all Known subjects)")
     lists = _token_lists(model, subjects)
     if not lists or not any(lists):
         raise ValueError("subject_sigma needs at least one non-empty subject")

@@ -34,6 +34,8 @@ positions only (the last one, or the K target positions).
 
 from __future__ import annotations
 
+import inspect
+
 from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
@@ -467,5 +469,8 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
     Raises:
         ValueError for bad input (one line naming it).
     """
+    unknown = sorted(set(kwargs) - set(inspect.signature(trace_kinds).parameters) | {"kinds"} & set(kwargs))
+    if unknown:
+        raise TypeError(f"trace() got an unexpected keyword argument {unknown[0]!r} (see help(spiritlens.trace))")
     return trace_kinds(model, prompt, subject, kinds=(kind,), samples=samples, noise=noise, seed=seed,
                        window=window, **kwargs)[kind]

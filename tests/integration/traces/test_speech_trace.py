@@ -131,3 +131,11 @@ def test_cli_speech_trace_writes_groups_and_alignment_figure(tiny_root, spoken_p
     assert data["alignment"]["mapping"] == "exact" and data["alignment"]["words"]["words"][1]["text"] == "SPACE"
     for name in ("s2t.png", "s2t_alignment.png"):
         assert_drawn_png((tmp_path / name))
+
+
+def test_a_subject_contradicting_the_spoken_prompts_is_refused(speech_model, spoken):
+    """The spoken prompt's subject was aligned when it was made: another subject cannot silently win."""
+    with pytest.raises(ValueError, match="subject 'Paul Allen' differs from the spoken prompt's subject 'Space Needle'"):
+        trace(speech_model, spoken, "Paul Allen", noise=0.1, samples=2)
+    same = trace(speech_model, spoken, "Space Needle", noise=0.1, samples=2)
+    assert tuple(same.subject_range) == spoken.subject_range

@@ -40,3 +40,17 @@ def test_attribution_estimates_may_leave_zero_one_but_must_be_finite(tmp_path):
     assert TraceResult.load(tmp_path / "estimate.json").scores[0, 0] == pytest.approx(1.7)
     with pytest.raises(ValueError, match="are not finite attribution estimates"):
         _result([[math.inf, 0.0], [0.2, 0.4]], method="attribution").save(tmp_path / "inf.json")
+
+
+def test_a_cells_trace_is_drawn_with_its_untraced_cells_blank_but_not_aggregated(tmp_path):
+    from helpers import assert_drawn_png
+    from spiritlens.aggregates import aggregate
+    from spiritlens.figures import plot_trace_heatmap, trace_tokens_html
+
+    nan = math.nan
+    screened = _result([[nan, 0.2, nan], [0.5, nan, nan], [nan, nan, 0.9]], cells=[[0, 1], [1, 0], [2, 2]])
+    pixels = assert_drawn_png(plot_trace_heatmap(screened, tmp_path / "screened.png"))
+    assert pixels.shape[0] > 100
+    assert "max over layers" in trace_tokens_html(screened.to_json())
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        aggregate([screened.to_json()], "hidden")
