@@ -1,11 +1,11 @@
 """Average indirect effects (AIE) over prompts, by token category, as in ROME's rollup.
 
-One *result* is the JSON dict the tracing engine writes per prompt and kind (CAUSAL_TRACING.md §4):
+One *result* is the JSON dict the tracing engine writes per prompt and kind (the README's "JSON outputs"):
 ``scores`` is ``[R, L]`` raw probabilities p(answer), one row per ROW (a token position, or for
 speech a group of positions listed in ``rows``) and one column per layer. The subject is
 ``subject_rows = [b, e)`` in row space (half-open; for text rows it equals ``subject_range``).
 
-Categories (CAUSAL_TRACING.md §5), on rows:
+Categories (the paper's six, after ROME), on rows:
 
 =================  ==============  ========================
 category           rows            per prompt

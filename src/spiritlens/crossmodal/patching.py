@@ -5,7 +5,7 @@ For a fact with a text run and a spoken run (:class:`~spiritlens.crossmodal.fact
 - direction ``"text_to_speech"``: the *receiving* run is the spoken prompt with its subject's
   speech tokens noised at ``hook_embed``, i.e. the S->T corrupted run of causal tracing (same
   draw ``RandomState(seed).randn(samples, e - b, d_model)``, same in-place float64 addition,
-  CAUSAL_TRACING.md §2). For layer ``l``, the receiving run's ``blocks.{l}.hook_resid_post`` at
+  ROME's restoration). For layer ``l``, the receiving run's ``blocks.{l}.hook_resid_post`` at
   chosen speech positions is overwritten with the clean *text* run's ``resid_post[l]`` at the
   paired text positions, in every noised sample.
 - direction ``"speech_to_text"``: the reverse: the noised text run (T->T corrupted run) receives the

@@ -1,7 +1,7 @@
 """Attribution patching (AtP) for causal tracing: every cell of a trace from one gradient.
 
 **What is estimated.** A causal-tracing cell (row r, layer l) restores, in every corrupted row s,
-the clean value of a state at the row's positions P (CAUSAL_TRACING.md §3). Attribution patching
+the clean value of a state at the row's positions P (ROME). Attribution patching
 (Nanda 2023, "Attribution patching: activation patching at industrial scale"; Syed et al. 2023;
 Kramár et al. 2024, "AtP*", arXiv:2403.00745) replaces each restored run by the first-order Taylor
 expansion of the score around the corrupted run::

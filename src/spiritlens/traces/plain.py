@@ -7,7 +7,7 @@ blocks, the final norm or the unembedding, the tracer scores every cell here ins
 forward of the S noised rows through the bridge per cell, the noise added at ``hook_embed`` and
 the row's positions restored to the clean run's values at the patched layers' hook points, with
 every attached hook acting in it as it acted in the clean and corrupted runs. This is ROME's
-per-cell loop (CAUSAL_TRACING.md §8): exact, and slower (about ``rows x layers`` full forwards of
+per-cell loop (ROME's ``trace_with_patch``): exact, and slower (about ``rows x layers`` full forwards of
 S rows; no cell is skipped by causality, since a hook need not be causal).
 """
 

@@ -39,7 +39,9 @@ ANSWER_FIELDS = ("answer_rule", "target", "target_ids", "target_tokens")
 
 @dataclass
 class TraceResult:
-    """Per-prompt trace (CAUSAL_TRACING.md §4 fields, plus rows for position groups)."""
+    """Per-prompt trace: ROME's fields (``scores`` [rows, layers] of p(answer), ``low_score``, ``high_score``,
+    ``answer``, ``kind``, ``window``) plus rows for position groups; the JSON is listed in the README's
+    "JSON outputs"."""
 
     input_ids: list[int]
     tokens: list[str]

@@ -8,7 +8,7 @@ corrupted run's cached keys and values for positions ``< i`` and to its own for 
 block computes only what the scored positions need (keys and values of every suffix position, the
 queries, attention output and MLP of the scored ones), and logits are taken there only.
 The work is ``S * sum over cells of (T - i) * (L - start)`` token-blocks instead of ROME's
-``(S + 1) * T * L`` per cell (CAUSAL_TRACING.md §7).
+``(S + 1) * T * L`` per cell.
 
 **Scored positions.** The score is the probability of ``answer_ids`` ``t_1..t_K`` at the last
 ``K`` positions ``T-K .. T-1`` (float32 softmax over the full vocabulary), multiplied over the K

@@ -1,6 +1,6 @@
 """The causal tracing engine: ROME's numbers, with restored runs over the changed suffix only.
 
-For one prompt (CAUSAL_TRACING.md):
+For one prompt (ROME's causal tracing: Meng et al. 2022, ``experiments/causal_trace.py``):
 1. clean run (batch 1, through the TransformerBridge): answer ``a`` = top-1 (or a given target),
    ``high_score = p0[a]``, and the clean ``resid_post`` / ``attn_out`` / ``mlp_out`` of every
    layer are cached;
@@ -20,7 +20,7 @@ vocabulary, product in float64: a mean of products, not a product of means); ``h
 ``low_score`` are that score for the clean and the corrupted run. The rows of the table (what is
 restored) are the prompt's positions 0..T0-1 (or its groups), never the appended pieces.
 
-Speed-ups that keep the numbers (CAUSAL_TRACING.md §7): clean and corrupted runs once per prompt
+Speed-ups that keep the numbers: clean and corrupted runs once per prompt
 and shared by every kind; cells before the first corrupted position are not run (their score is
 ``low_score`` by causality), nor is the hidden kind's last layer (low, or high at the last
 position); each restored run starts after its first patched block and covers only the positions
