@@ -203,7 +203,7 @@ class PocketsphinxAligner:
         if alignment.confidence < threshold:
             reasons.append(f"confidence {alignment.confidence:.3f} is below min_confidence={threshold}")
         if alignment.coverage < MIN_COVERAGE:
-            reasons.append(f"its words cover {alignment.coverage:.0%} of the speech (under {MIN_COVERAGE:.0%}: "
+            reasons.append(f"covers only {alignment.coverage:.0%} of the speech with words (under {MIN_COVERAGE:.0%}: "
                            "words missing from the transcript?)")
         if reasons:
             warnings.warn(f"pocketsphinx alignment {'; '.join(reasons)} (transcript {transcript!r})",

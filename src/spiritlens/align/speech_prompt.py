@@ -138,6 +138,11 @@ class SpeechPrompt:
         return cls(wave, transcript, subject, units, emissions, alignment, text_tokens, token_frames,
                    speech_map, subject_tokens, ids[0].tolist(), offset, mapping, notes, reference, speech_groups)
 
+    def __repr__(self) -> str:
+        return (f"SpeechPrompt({self.transcript!r}, subject={self.subject!r}, {len(self.input_ids)} tokens, "
+                f"subject_range={self.subject_range}, {self.waveform.samples.shape[0] / self.waveform.sample_rate:.2f} s, "
+                f"confidence={self.confidence:.3f}, mapping={self.mapping!r})")
+
     @property
     def confidence(self) -> float:
         return float(self.alignment.confidence)

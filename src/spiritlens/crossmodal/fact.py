@@ -108,6 +108,11 @@ class CrossModalFact:
     speech: Any  # spiritlens.align.speech_prompt.SpeechPrompt (or an object with its attributes)
     _runs: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        return (f"CrossModalFact({self.name!r}, {self.prompt!r}, subject={self.subject!r}, "
+                f"text subject {tuple(self.text_subject_range)} of {len(self.text_ids)} tokens, "
+                f"speech subject {tuple(self.speech_subject_range)} of {len(self.speech_ids)} tokens)")
+
     # ---------------------------------------------------------------- building
     @classmethod
     def from_speech_prompt(cls, model, speech, *, prompt: str | None = None, name: str = "") -> "CrossModalFact":

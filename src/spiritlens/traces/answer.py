@@ -111,7 +111,7 @@ def resolve_answer(model, prompt, target: int | str | None = None, target_rule: 
         raise ValueError(
             f"target {target!r} is {len(ids)} tokens {list(tokens)} after the prompt; choose "
             f"target_rule='first_token' (ROME: the probability of {tokens[0]!r}) or target_rule='sequence' "
-            "(the whole target's probability)")
+            "(the whole target's probability); on the command line --target-rule first_token or sequence")
     rule = "target_sequence" if target_rule == "sequence" else "target_first_token"
     return AnswerRule(rule, int(ids[0]), output_modality=modality, target=text, target_ids=tuple(ids),
                       target_tokens=tokens)

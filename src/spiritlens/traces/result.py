@@ -134,7 +134,8 @@ class TraceResult:
         for name, value in (("high_score", self.high_score), ("low_score", self.low_score)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise ValueError(f"trace result {self.name or ''}: {name} {value!r} is not a probability in [0, 1]")
+                raise ValueError(f"trace result{' ' + self.name if self.name else ''}: {name} {value!r} is not a "
+                                 "probability in [0, 1]")
         scores = np.asarray(self.scores, dtype=np.float64)
         traced = np.ones(scores.shape, dtype=bool)
         if self.method == "exact" and self.extra.get("cells") is not None:
@@ -150,8 +151,8 @@ class TraceResult:
             what = f"are not finite {self.method} estimates"
         if bad.any():
             r, l = (int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"trace result {self.name or ''}: {int(bad.sum())} score(s) {what} "
-                             f"(first: row {r}, layer {l}: {scores[r, l]!r})")
+            raise ValueError(f"trace result{' ' + self.name if self.name else ''}: {int(bad.sum())} score(s) {what} "
+                             f"(first: row {r}, layer {l}: {float(scores[r, l])!r})")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``path`` (JSON) and a sibling ``.npz`` with the arrays, each atomically, after

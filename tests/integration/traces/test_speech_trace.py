@@ -139,3 +139,9 @@ def test_a_subject_contradicting_the_spoken_prompts_is_refused(speech_model, spo
         trace(speech_model, spoken, "Paul Allen", noise=0.1, samples=2)
     same = trace(speech_model, spoken, "Space Needle", noise=0.1, samples=2)
     assert tuple(same.subject_range) == spoken.subject_range
+
+
+def test_a_spoken_prompt_prints_as_one_readable_line(spoken):
+    text = repr(spoken)
+    assert text.startswith("SpeechPrompt('The Space Needle is located in the city of', subject='Space Needle', ")
+    assert f"subject_range={spoken.subject_range}" in text and "\n" not in text and len(text) < 300

@@ -118,7 +118,7 @@ def test_wrong_transcripts_score_low_and_bad_audio_is_an_error(aligner, tmp_path
         wrong = aligner.align(wav, "the cat sat on a mat with a hat and a bat and a rat", sample_rate=rate)
     assert wrong.low_confidence and wrong.confidence < right.confidence / 5
     assert right.coverage >= 0.95
-    with pytest.warns(LowAlignmentConfidence, match=r"its words cover \d+% of the speech \(under 90%"):
+    with pytest.warns(LowAlignmentConfidence, match=r"covers only \d+% of the speech with words \(under 90%"):
         part = aligner.align(wav, "is located in", sample_rate=rate)  # words missing from the transcript
     assert part.low_confidence and part.coverage < 0.7
     with pytest.raises(ValueError, match=r"pocketsphinx could not align the transcript .* audio too short"):
