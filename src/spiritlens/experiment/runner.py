@@ -129,10 +129,7 @@ class Experiment:
             # bad speech-tokenizer file ends the run with one line instead of failing every prompt.
             model.speech_tokenizer  # noqa: B018 - the property loads it
         prep.n_layers = model.cfg.n_layers
-        try:
-            prep.window = check_window(config.window, model.cfg.n_layers)
-        except ValueError as error:
-            raise ValueError(f"--window: {error}") from None
+        prep.window = check_window(config.window, model.cfg.n_layers)
         prep.window_rule = "given (--window)" if config.window is not None else WINDOW_RULE
 
         audio: dict[int, str] = {}

@@ -21,13 +21,12 @@ WINDOW_RULE = "max(1, floor(10 * n_layers / 32 + 1/2)): the paper's 10 of Spirit
 
 
 def check_window(window: int | None, n_layers: int) -> int:
-    """``window``, or :func:`default_window` for None; ValueError unless an integer in 1..n_layers."""
+    """``window``, or :func:`default_window` for None; ValueError unless an integer >= 1. A window wider
+    than the model is allowed: as in ROME, each cell's window is truncated at the first and last layer."""
     if window is None:
         return default_window(n_layers)
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
-    if window > n_layers:
-        raise ValueError(f"window {window} is more than the model's {n_layers} layers")
     return window
 
 
