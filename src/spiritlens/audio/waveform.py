@@ -90,6 +90,17 @@ def load_audio(source, sample_rate: float | None = None, *,
                     sample_rate=int(target_sample_rate), source=name)
 
 
+def check_mono_samples(samples, min_samples: int, *, source: str, what: str) -> None:
+    """ValueError naming ``source`` unless ``samples`` is 1-D (mono) with at least ``min_samples`` samples
+    at 16 kHz; ``what`` names the consumer ("pitch tokens", "a style token")."""
+    shape = tuple(samples.shape)
+    if len(shape) != 1:
+        raise ValueError(f"{source}: expected a mono waveform [N] for {what}, got shape {list(shape)}")
+    if shape[0] < min_samples:
+        raise ValueError(f"{source}: {shape[0]} samples are too short for {what}: at least {min_samples} at "
+                         f"16 kHz ({1000 * min_samples / 16000:.0f} ms)")
+
+
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
     """``[N, C]`` float32 samples and the sample rate of an audio file."""
     import soundfile

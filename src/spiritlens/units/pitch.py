@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from spiritlens.checkpoints.pickle_safe import load_checkpoint
+from spiritlens.audio.waveform import check_mono_samples
 
 F0_QUANTIZER_DIR = Path("vqvae_f0_quantizer")
 F0_CONFIG_FILE = F0_QUANTIZER_DIR / "config.yaml"
@@ -439,11 +440,7 @@ class PitchTokenizer:
     def encode(self, wav: torch.Tensor | np.ndarray, *, source: str = "waveform") -> PitchCodes:
         """Codes of a 16 kHz mono waveform ``[N]``; ValueError (naming ``source``) if ``N < min_samples``."""
         wav = torch.as_tensor(wav, dtype=torch.float32)
-        if wav.ndim != 1:
-            raise ValueError(f"{source}: pitch expects a mono waveform [N], got shape {list(wav.shape)}")
-        if wav.shape[0] < self.min_samples:
-            raise ValueError(f"{source}: {wav.shape[0]} samples are too short for pitch tokens: at least "
-                             f"{self.min_samples} at 16 kHz ({1000 * self.min_samples / SAMPLE_RATE:.0f} ms)")
+        check_mono_samples(wav, self.min_samples, source=source, what="pitch tokens")
         f0, vuv = self.features(wav)
         x = normalize_f0(f0, vuv) if self.quantizer.normalize else f0
         codes = self.quantizer(torch.stack([x, vuv]).unsqueeze(0))[0]

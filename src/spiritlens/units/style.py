@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from spiritlens.checkpoints.pickle_safe import load_weights
+from spiritlens.audio.waveform import check_mono_samples
 
 STYLE_DIR = Path("style_encoder_w2v2")
 STYLE_CONFIG_FILE = STYLE_DIR / "config.json"
@@ -138,11 +139,7 @@ class StyleEncoder:
     def encode(self, wav: torch.Tensor | np.ndarray, *, source: str = "waveform") -> StyleCodes:
         """Style codes of a 16 kHz mono waveform; ValueError (naming ``source``) if shorter than one frame."""
         wav = np.asarray(wav, dtype=np.float32)
-        if wav.ndim != 1:
-            raise ValueError(f"{source}: style expects a mono waveform [N], got shape {list(wav.shape)}")
-        if wav.shape[0] < self.min_samples:
-            raise ValueError(f"{source}: {wav.shape[0]} samples are too short for a style token: at least "
-                             f"{self.min_samples} at 16 kHz (one wav2vec2 frame)")
+        check_mono_samples(wav, self.min_samples, source=source, what="a style token")
         codes = self.logits(wav).argmax(dim=-1)
         return StyleCodes(codes=[int(c) for c in codes], num_frames=self.num_frames(wav.shape[0]),
                           frame_samples=self.frame_samples, pool_size=self.pool_size)

@@ -180,3 +180,13 @@ def test_wider_unsigned_float16_and_bool():
     assert load_audio(torch.tensor([0.25, -0.5], dtype=torch.bfloat16)).samples.tolist() == [0.25, -0.5]
     with pytest.raises(ValueError, match="dtype bool is not supported"):
         load_audio(np.ones(100, dtype=bool))
+
+
+def test_check_mono_samples_names_the_source_and_the_consumer():
+    from spiritlens.audio.waveform import check_mono_samples
+
+    check_mono_samples(np.zeros(1280), 1280, source="a.wav", what="pitch tokens")
+    with pytest.raises(ValueError, match=r"^a\.wav: expected a mono waveform \[N\] for pitch tokens, got shape \[2, 1600\]$"):
+        check_mono_samples(np.zeros((2, 1600)), 1280, source="a.wav", what="pitch tokens")
+    with pytest.raises(ValueError, match=r"^a\.wav: 1279 samples are too short for pitch tokens: at least 1280 at 16 kHz \(80 ms\)$"):
+        check_mono_samples(np.zeros(1279), 1280, source="a.wav", what="pitch tokens")
