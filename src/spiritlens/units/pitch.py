@@ -50,6 +50,7 @@ from torch import nn
 
 from spiritlens.checkpoints.pickle_safe import load_checkpoint
 from spiritlens.audio.waveform import check_mono_samples
+from spiritlens.checkpoints.validate import check_state_dict
 
 F0_QUANTIZER_DIR = Path("vqvae_f0_quantizer")
 F0_CONFIG_FILE = F0_QUANTIZER_DIR / "config.yaml"
@@ -353,16 +354,9 @@ class F0Quantizer(nn.Module):
     def load_weights(self, state_dict: dict, source: str) -> None:
         """Strict load of ``encoder.*``/``vq.*``; any other key must be ``decoder.*`` (ignored)."""
         own = self.state_dict()
-        others = sorted(k for k in state_dict if k not in own and not k.startswith("decoder."))
-        missing = sorted(k for k in own if k not in state_dict)
-        if others or missing:
-            raise ValueError(f"{source}: F0 VQ-VAE weights do not match config.yaml "
-                             f"(missing {missing[:3]}, unexpected {others[:3]})")
-        for key, value in own.items():
-            if tuple(state_dict[key].shape) != tuple(value.shape):
-                raise ValueError(f"{source}: {key} has shape {list(state_dict[key].shape)}, "
-                                 f"config.yaml implies {list(value.shape)}")
-        self.load_state_dict({k: state_dict[k] for k in own}, strict=True)
+        kept = {k: v for k, v in state_dict.items() if not k.startswith("decoder.")}
+        check_state_dict({k: v.shape for k, v in own.items()}, kept, source=source, what="F0 VQ-VAE")
+        self.load_state_dict(kept, strict=True)
 
 
 def read_f0_config(path: str | Path) -> dict:

@@ -31,6 +31,7 @@ import torch
 
 from spiritlens.checkpoints.pickle_safe import load_weights
 from spiritlens.audio.waveform import check_mono_samples
+from spiritlens.checkpoints.validate import check_state_dict
 
 STYLE_DIR = Path("style_encoder_w2v2")
 STYLE_CONFIG_FILE = STYLE_DIR / "config.json"
@@ -156,15 +157,7 @@ def _load_strict(model, state: dict, source: str) -> None:
             if key.endswith(old) and key not in own and key[: -len(old)] + new in own:
                 key = key[: -len(old)] + new
         renamed[key] = value
-    missing = sorted(set(own) - set(renamed))
-    unexpected = sorted(set(renamed) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"{source}: style encoder weights do not match config.json "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for key, value in own.items():
-        if tuple(renamed[key].shape) != tuple(value.shape):
-            raise ValueError(f"{source}: {key} has shape {list(renamed[key].shape)}, config.json implies "
-                             f"{list(value.shape)}")
+    check_state_dict({k: v.shape for k, v in own.items()}, renamed, source=source, what="style encoder")
     model.load_state_dict(renamed, strict=True)
 
 
