@@ -82,3 +82,16 @@ def assert_drawn_png(path, *, min_width: int = 200, min_height: int = 100, min_c
     colours = np.unique((pixels.reshape(-1, pixels.shape[-1]) * 255).round().astype(np.uint8), axis=0)
     assert len(colours) >= min_colours, f"{path} has {len(colours)} colours: nothing drawn"
     return pixels
+
+
+def space_needle_prompt(model, wav, aligner):
+    """The :class:`SpeechPrompt` of ``SPOKEN_PROMPT`` (subject "Space Needle") aligned by ``aligner``;
+    the tiny random CTC model's low-confidence warning is silenced (it is recorded in the prompt)."""
+    import warnings
+
+    from spiritlens.align import LowAlignmentConfidence
+    from spiritlens.align.speech_prompt import SpeechPrompt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LowAlignmentConfidence)
+        return SpeechPrompt.from_audio(model, wav, transcript=SPOKEN_PROMPT, subject="Space Needle", aligner=aligner)

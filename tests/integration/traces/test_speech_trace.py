@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers import SPOKEN_PROMPT, assert_drawn_png
+from helpers import SPOKEN_PROMPT, assert_drawn_png, space_needle_prompt
 from spiritlens import trace
 from spiritlens.align import LowAlignmentConfidence
 from spiritlens.align.speech_prompt import SpeechPrompt
@@ -25,10 +25,7 @@ def speech_model(tiny_root):
 
 @pytest.fixture(scope="module")
 def spoken(speech_model, spoken_prompt_wav, tiny_ctc_dir):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowAlignmentConfidence)  # random CTC weights
-        return SpeechPrompt.from_audio(speech_model, spoken_prompt_wav, transcript=SPOKEN_PROMPT,
-                                       subject="Space Needle", aligner=tiny_ctc_dir)
+    return space_needle_prompt(speech_model, spoken_prompt_wav, tiny_ctc_dir)
 
 
 def test_speech_prompt_positions_and_groups(speech_model, spoken):

@@ -4,16 +4,13 @@ S->T trace with pitch and style positions grouped by word against the plain per-
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 
-from helpers import FIXTURES, SPOKEN_PROMPT, run_cli
+from helpers import FIXTURES, run_cli, space_needle_prompt
 from reference_tracing import reference_trace
 from spiritlens import HookedSpiritLM, trace
-from spiritlens.align import LowAlignmentConfidence
-from spiritlens.align.speech_prompt import SpeechPrompt
 
 EXPRESSIVE = FIXTURES / "expressive"
 REFERENCE = json.loads((EXPRESSIVE / "reference.json").read_text())
@@ -84,10 +81,7 @@ def test_units_cli_expressive(tiny_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def spoken(expressive, spoken_prompt_wav, tiny_ctc_dir):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LowAlignmentConfidence)  # random CTC weights
-        return SpeechPrompt.from_audio(expressive, spoken_prompt_wav, transcript=SPOKEN_PROMPT,
-                                       subject="Space Needle", aligner=tiny_ctc_dir)
+    return space_needle_prompt(expressive, spoken_prompt_wav, tiny_ctc_dir)
 
 
 def test_word_groups_hold_pitch_and_style_tokens(expressive, spoken):
