@@ -96,9 +96,7 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     for pattern in (f".{root.name}.building-*", f".{root.name}.old-*"):  # left by a killed make-toy
         for orphan in remove_orphans(root.parent, pattern):
             log(f"[toy] removed {orphan}, left by a run that was killed")
-    facts, distractors = _choose(config, known)
-    inputs = toy_inputs(config, facts, distractors)
-    digest = inputs_hash(inputs)
+    existing = None  # the folder is checked before anything is read or built
     if root.exists():
         if not root.is_dir():
             raise NotADirectoryError(f"toy folder {str(root)!r} is a file")
@@ -107,9 +105,12 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
                 existing = read_manifest(root)
             except ValueError:
                 raise ValueError(f"{str(root)!r} exists and is not a toy SpiritLM: give a new or empty folder") from None
-            if existing["hash"] == digest and not force:
-                log(f"[toy] {root} is up to date (inputs {digest[:12]})")
-                return root
+    facts, distractors = _choose(config, known)
+    inputs = toy_inputs(config, facts, distractors)
+    digest = inputs_hash(inputs)
+    if existing is not None and existing["hash"] == digest and not force:
+        log(f"[toy] {root} is up to date (inputs {digest[:12]})")
+        return root
     root.parent.mkdir(parents=True, exist_ok=True)
     building = root.parent / f".{root.name}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
