@@ -26,6 +26,7 @@ PROMPTS = ["The Space Needle is located in the city of", "Paris is the capital o
 
 
 def reference_features(x, W_enc, b_enc, b_dec, threshold=None):
+    x, W_enc, b_enc, b_dec = (t.detach() for t in (x, W_enc, b_enc, b_dec))
     pre = (x.double() - b_dec.double()) @ W_enc.double() + b_enc.double()
     if threshold is None:
         return pre.clamp(min=0)
@@ -104,7 +105,7 @@ def test_splicing_swaps_in_the_reconstruction(tiny_model, trained):
     x = clean[HOOK]
     features = reference_features(x, sae.W_enc, sae.b_enc, sae.b_dec)
     assert float((cache[f"{HOOK}.hook_sae_acts_post"].double() - features).abs().max()) <= 1e-4
-    recons = features @ sae.W_dec.double() + sae.b_dec.double()
+    recons = features @ sae.W_dec.detach().double() + sae.b_dec.detach().double()
     assert float((cache[f"{HOOK}.hook_sae_error"].double() - (x.double() - recons)).abs().max()) <= 1e-4
     assert torch.equal(cache[f"{HOOK}.hook_sae_input"], x)
     assert f"{HOOK}.hook_sae_acts_post" not in tiny_model.run_with_cache(prompt)[1].keys()  # splice over
@@ -164,5 +165,5 @@ def test_bad_saes_are_one_line(tmp_path, tiny_model, trained):
     cfg["normalize_activations"] = "expected_average_only_in"
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     (tmp_path / "sae_weights.safetensors").write_bytes((trained / "sae_weights.safetensors").read_bytes())
-    with pytest.raises(ValueError, match=r"normalize_activations 'expected_average_only_in' is not supported"):
+    with pytest.raises(ValueError, match=r"normalize_activations 'expected_average_only_in' needs the dataset statistics"):
         load_sae(tmp_path)
