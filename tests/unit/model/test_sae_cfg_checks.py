@@ -184,3 +184,31 @@ def test_dataset_statistics_that_are_missing_or_wrong(tmp_path):
     refused(folder, r"activation_whitening\.safetensors: weight mean holds 64 NaN/inf")
     (folder / "activation_scaler.json").write_text(json.dumps({"scaling_factor": 3.0, "has_whitening": True}))
     refused(folder, r"activation_scaler\.json: has_whitening True \(scaling_factor 3\.0\) is not what")
+
+
+def test_building_an_sae_by_hand_checks_the_same_things():
+    from spiritlens.model.sae import SAE
+
+    W_enc, b_enc, W_dec, b_dec = torch.zeros(8, 4), torch.zeros(4), torch.zeros(4, 8), torch.zeros(8)
+    hook = "blocks.0.hook_resid_post"
+    cases = [
+        (dict(architecture="topk"), r"^a topk SAE needs k in 1\.\.d_sae=4, got None$"),
+        (dict(architecture="topk", k=2, activation_fn="relu"), r"^a topk SAE needs activation_fn 'topk', got 'relu'$"),
+        (dict(rescale_acts_by_decoder_norm=True), r"^rescale_acts_by_decoder_norm applies to topk SAEs only"),
+        (dict(reshape_activations="hook_z"), r"^reshape_activations 'hook_z' needs a hook_z hook point"),
+        (dict(normalize_activations="expected_average_only_in"), r"is not computed at run time"),
+        (dict(architecture="jumprelu"), r"^jumprelu SAE parameters \(W_enc is \[8, 4\]\): 1 missing \(threshold\)$"),
+        (dict(architecture="gated"), r"^gated SAE parameters .*3 missing \(b_gate, b_mag, r_mag\), 1 unexpected \(b_enc\)"),
+        (dict(activation_fn="gelu"), r"^SAE activation_fn 'gelu' is not supported"),
+    ]
+    for kwargs, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            SAE(W_enc, b_enc, W_dec, b_dec, hook_name=hook, **kwargs)
+    with pytest.raises(ValueError, match=r"one float dtype .*got \['bfloat16', 'float32'\]"):
+        SAE(W_enc.bfloat16(), b_enc, W_dec, b_dec, hook_name=hook)
+    sae = SAE(W_enc, b_enc, W_dec, b_dec, hook_name=hook, normalize_activations="layer_norm")
+    with pytest.raises(ValueError, match=r"decode needs the input x to undo normalize_activations 'layer_norm'"):
+        sae.decode(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"^SAE at blocks\.0\.hook_resid_post has d_in 8 but the activation there "
+                                         r"has width 6$"):
+        sae.encode(torch.zeros(2, 6))
