@@ -115,6 +115,10 @@ class LlamaStack:
         k, v = self.split_heads(k, B, n, self.n_kv_heads), self.split_heads(v, B, n, self.n_kv_heads)
         return apply_rope(k, cos, sin), v.contiguous()
 
+    def attention_logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``(q @ k^T) * head_dim**-0.5``: ``[..., n_q, hd]`` x ``[..., T, hd]`` -> ``[..., n_q, T]`` (no mask)."""
+        return torch.matmul(q, k.transpose(-1, -2)) * self.scaling
+
     def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                mask: torch.Tensor | None) -> torch.Tensor:
         """Attention of queries ``[B, n_heads, n_q, hd]`` over keys and values ``[B, n_kv_heads, T, hd]``
@@ -122,7 +126,7 @@ class LlamaStack:
         concatenated, ``[B, n_q, n_heads * hd]`` (before ``o_proj``)."""
         B, _, n_q, hd = q.shape
         grouped = q.reshape(B, self.n_kv_heads, self.groups * n_q, hd)  # each kv head's query heads
-        scores = torch.matmul(grouped, keys.transpose(2, 3)) * self.scaling
+        scores = self.attention_logits(grouped, keys)
         if mask is not None:
             scores = scores + mask.repeat(self.groups, 1)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)

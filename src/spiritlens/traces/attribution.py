@@ -150,9 +150,8 @@ def qk_terms(kind: str, grads, clean: Sequence[torch.Tensor], layer: int, groups
             for c, positions in enumerate(part):
                 chosen[c, 0, 0, list(positions)] = True
             q_new, k_new = torch.where(chosen, new_q, q), torch.where(chosen, new_k, k)  # [C, S, H, T, hd]
-            new = torch.softmax(torch.matmul(q_new, k_new.transpose(-1, -2)) * stack.scaling + mask, dim=-1)
-            d_logits = (torch.matmul(dq * chosen, k.transpose(-1, -2))
-                        + torch.matmul(q, (dk * chosen).transpose(-1, -2))) * stack.scaling
+            new = torch.softmax(stack.attention_logits(q_new, k_new) + mask, dim=-1)
+            d_logits = stack.attention_logits(dq * chosen, k) + stack.attention_logits(q, dk * chosen)
             d_logits = d_logits.masked_fill(blocked, 0.0)
             linear_change = old * (d_logits - (old * d_logits).sum(dim=-1, keepdim=True))
             correction = ((new - old - linear_change) * g).sum(dim=(2, 3, 4)).mean(dim=1)  # [C]
