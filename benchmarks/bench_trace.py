@@ -45,7 +45,8 @@ from reference_tracing import reference_trace  # noqa: E402
 
 from spiritlens import HookedSpiritLM  # noqa: E402
 from spiritlens.synthetic.tiny import write_tiny_model  # noqa: E402
-from spiritlens.traces import suffix, trace_kinds  # noqa: E402
+from spiritlens.interventions import suffix
+from spiritlens.traces import trace_kinds  # noqa: E402
 
 KINDS = ("hidden", "mlp", "attn")
 TEXT_PROMPT, TEXT_SUBJECT = "MacApp, a product created by", "MacApp"  # Known id 4

@@ -3,7 +3,8 @@
 Written independently of ``spiritlens.traces``: one ``run_with_hooks`` forward of S+1 rows per
 cell, row 0 clean, noise added at ``hook_embed`` on rows 1..S, and each restored state copied
 from row 0 of the same batch, as ROME's ``trace_with_patch`` does. Used by the parity tests and
-by ``benchmarks/bench_trace.py`` as the baseline.
+by ``benchmarks/bench_trace.py`` as the baseline. :func:`linearised_reference` is attribution
+patching's reference: each cell's first-order expansion, by autograd through the hooked model.
 """
 
 from __future__ import annotations
@@ -82,3 +83,62 @@ def reference_trace(model, ids, b, e, kind, *, samples, nu, seed=1, window=10, r
                 hooks = [noise(replace)] + [(HOOK[kind].format(j), from_row0(positions)) for j in layers]
                 table[r, layer] = score(hooks)
     return table, low, high, answer
+
+
+def window_of(layer, window, L):
+    return range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
+
+
+def linearised_reference(model, ids, b, e, kind, rows, *, window, answer, samples, nu, seed=1, pieces=None,
+                         replace=False, drop=None, slope_only=False):
+    """[len(rows), L]: f(0) + f'(0) per cell, f as in the module docstring (one forward and one
+    backward per cell through the bridge). ``pieces``: a whole target t_1..t_K scored instead of
+    ``answer`` (the run is ``ids + t_1..t_{K-1}``, a row's score the product of its K probabilities);
+    ``replace``: the subject's embeddings are overwritten by the noise. ``drop``: block ``drop``'s
+    attention and MLP outputs are detached after the cell's change (GradDrop: no derivative through
+    that layer's residual contributions). ``slope_only``: f'(0) alone."""
+    L, d = model.cfg.n_layers, model.cfg.d_model
+    z = torch.from_numpy(nu * np.random.RandomState(seed).randn(samples, e - b, d))
+    sequence = list(ids) + list(pieces or [None])[:-1]
+    tokens = torch.tensor([sequence] * samples)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(torch.tensor([sequence]))
+
+    def noise(act, hook):
+        if replace:
+            act[:, b:e] = z.to(act.dtype)
+        else:
+            act[:, b:e] += z
+        return act
+
+    def score_of(logits):
+        if pieces is None:
+            return torch.softmax(logits[:, -1].float(), dim=-1)[:, answer].mean()
+        T0 = len(ids)
+        rows = [torch.softmax(logits[:, T0 - 1 + k].float(), dim=-1)[:, piece].double() for k, piece in enumerate(pieces)]
+        return torch.stack(rows, dim=-1).prod(dim=-1).mean()
+
+    def towards_clean(name, positions, eps):
+        clean = cache[name][0, positions]
+
+        def hook(act, hook):
+            act = act.clone()
+            act[:, positions] = act[:, positions] + eps * (clean - act[:, positions].detach())
+            return act
+        return hook
+
+    table = np.zeros((len(rows), L))
+    for r, positions in enumerate(rows):
+        for layer in range(L):
+            layers = [layer] if kind == "hidden" else window_of(layer, window, L)
+            eps = torch.zeros((), requires_grad=True)
+            names = [HOOK[kind].format(j) for j in layers]
+            hooks = [("hook_embed", noise)] + [(name, towards_clean(name, positions, eps)) for name in names]
+            if drop is not None:
+                hooks += [(f"blocks.{drop}.hook_{part}_out", lambda act, hook: act.detach()) for part in ("attn", "mlp")]
+            logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+            score = score_of(logits)
+            (slope,) = torch.autograd.grad(score, eps, allow_unused=True)  # None: nothing depends on eps
+            slope = 0.0 if slope is None else slope
+            table[r, layer] = float(slope) if slope_only else float(score.detach()) + float(slope)
+    return table

@@ -11,10 +11,9 @@
   ``paper``'s rounding).
 - ``PATCH_MODES`` and ``PATCH_DIRECTIONS``: the cross-modal patching analysis's position rule and which
   modality's state is patched into which run.
-- ``TRACE_METHODS``: how a trace's cells are computed: ``exact`` restored runs, or attribution patching's
-  first-order estimate (``attribution``: AtP; ``attribution_qk``: AtP with AtP*'s QK fix);
-  ``SCREENS``: the experiment's screen before exact verification (``none``, or an attribution method);
-  ``VERIFY_RANKS``: how a screen's cells are ranked for verification (``estimate``: the estimated
+- Tracing methods (``exact``, ``attribution``, ``attribution_qk``) and the experiment's screens are a
+  registry: :mod:`spiritlens.traces.methods`.
+- ``VERIFY_RANKS``: how a screen's cells are ranked for verification (``estimate``: the estimated
   indirect effect; ``graddrop``: AtP*'s GradDrop magnitude).
 """
 
@@ -35,6 +34,4 @@ MAPPINGS: tuple[str, ...] = ("exact", "paper")
 PATCH_MODES: tuple[str, ...] = ("last", "groups")
 PATCH_DIRECTIONS: tuple[str, ...] = ("text_to_speech", "speech_to_text")
 
-TRACE_METHODS: tuple[str, ...] = ("exact", "attribution", "attribution_qk")
-SCREENS: tuple[str, ...] = ("none", "attribution", "attribution_qk")
 VERIFY_RANKS: tuple[str, ...] = ("estimate", "graddrop")

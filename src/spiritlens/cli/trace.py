@@ -6,10 +6,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from spiritlens.terms import KINDS, TRACE_METHODS, VERIFY_RANKS
+from spiritlens.terms import KINDS, VERIFY_RANKS
+from spiritlens.traces.methods import TRACE_METHODS, methods_help
 
-METHOD_HELP = ("how the cells are computed: exact (every cell restored, the default), attribution (AtP: a "
-               "first-order estimate of every cell from one backward pass) or attribution_qk (AtP with AtP*'s QK fix)")
+METHOD_HELP = "how the cells are computed (default exact): " + methods_help()
 
 
 KNOWN_HELP = ("known_1000.json, whose subjects give sigma for a Ks noise rule (ROME's rule) (default: "

@@ -21,18 +21,16 @@ from spiritlens.crossmodal.logit_lens import LogitLensResult, speech_logit_lens
 from spiritlens.crossmodal.patching import (
     PATCH_DIRECTIONS,
     PATCH_MODES,
-    Patch,
     PatchCurve,
     PatchingResult,
     cross_modal_patching,
-    run_patches,
 )
 from spiritlens.crossmodal.analyses import ANALYSES, analyze_fact
 from spiritlens.crossmodal.summary import Band, CrossModalSummary, summarize
 
 __all__ = [
     "ANALYSES", "PATCH_DIRECTIONS", "PATCH_MODES", "Band", "CleanRun", "CrossModalFact", "CrossModalSummary", "GeometryResult",
-    "LogitLensResult", "Patch", "PatchCurve", "PatchingResult", "Word", "analyze_fact", "cross_modal_patching",
-    "representation_geometry", "run_patches", "speech_logit_lens",
+    "LogitLensResult", "PatchCurve", "PatchingResult", "Word", "analyze_fact", "cross_modal_patching",
+    "representation_geometry", "speech_logit_lens",
     "summarize",
 ]

@@ -8,7 +8,8 @@ by the speech positions ``speech_positions(i)`` of the spoken run (its aligned s
 when the aligner gave it no speech token). Every cross-modal analysis pairs positions through this
 one table.
 
-Both runs are clean (no noise) forwards; :meth:`CrossModalFact.clean_run` caches the residual
+Both runs are clean (no noise) forwards through the hooked model (hooks attached act, as in every
+run of :mod:`spiritlens.interventions`); :meth:`CrossModalFact.clean_run` caches the residual
 stream ``blocks.{l}.hook_resid_post`` of every layer and the last-position logits.
 
 The answer of a run, when no explicit target id is given, follows the tracer's rule through
@@ -46,10 +47,6 @@ class CleanRun:
     resid_post: torch.Tensor
     last_logits: torch.Tensor
 
-    def probability(self, token_id: int) -> float:
-        """Softmax probability of ``token_id`` at the last position (full vocabulary)."""
-        return float(torch.softmax(self.last_logits, dim=-1)[token_id])
-
 
 def _answer_id(model, run: CleanRun, target: int | None) -> int:
     """The token whose probability the patching scores: ``target`` if given, else the tracer's rule.
@@ -66,14 +63,6 @@ def _answer_id(model, run: CleanRun, target: int | None) -> int:
     rule = resolve_answer(model, None, None if target is None else int(target),
                           output_modality=output_modality_of(model, run.input_ids))
     return rule.choose(model, torch.softmax(run.last_logits.float(), dim=-1))
-
-
-def check_no_hooks(model) -> None:
-    """Refuse a model with forward hooks left attached: they would silently change every run."""
-    attached = [name for name, point in model.hook_dict.items() if getattr(point, "fwd_hooks", None)]
-    if attached:
-        raise ValueError(f"the model has forward hooks attached at {len(attached)} hook point(s) "
-                         f"(e.g. {attached[0]!r}); remove them with model.reset_hooks() first")
 
 
 @dataclass
@@ -225,19 +214,24 @@ class CrossModalFact:
 
     # --------------------------------------------------------------- clean runs
     def clean_run(self, model, modality: str) -> CleanRun:
-        """The clean forward of the text or spoken prompt, cached on this fact (per model)."""
+        """The clean forward of the text or spoken prompt, cached on this fact (per model) while no hook
+        is attached (with hooks it is recomputed: they may change between calls)."""
+        from spiritlens.interventions import user_hooks
+
         _check_modality(modality)
         key = (id(model), modality)
-        if key not in self._runs:
-            check_no_hooks(model)
-            ids = torch.tensor([self.ids(modality)], device=model.device)
-            names = [hook_names.resid_post(l) for l in range(model.cfg.n_layers)]
-            wanted = set(names)
-            with torch.inference_mode():
-                logits, cache = model.run_with_cache(ids, names_filter=lambda n: n in wanted)
-            resid = torch.stack([cache[n][0] for n in names])
-            self._runs[key] = CleanRun(modality, self.ids(modality), resid, logits[0, -1].float())
-        return self._runs[key]
+        if key in self._runs and not user_hooks(model):
+            return self._runs[key]
+        ids = torch.tensor([self.ids(modality)], device=model.device)
+        names = [hook_names.resid_post(l) for l in range(model.cfg.n_layers)]
+        wanted = set(names)
+        with torch.inference_mode():
+            logits, cache = model.run_with_cache(ids, names_filter=lambda n: n in wanted)
+        resid = torch.stack([cache[n][0] for n in names])
+        run = CleanRun(modality, self.ids(modality), resid, logits[0, -1].float())
+        if not user_hooks(model):
+            self._runs[key] = run
+        return run
 
 
 def _default_name(prompt: str) -> str:

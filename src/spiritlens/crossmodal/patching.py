@@ -22,6 +22,11 @@ Modes (which positions are paired):
   at its end, as the last subject token does in text). Subject tokens the aligner gave no speech
   token are left out and listed in ``unmapped_subject_tokens``.
 
+Each curve is a specification over the intervention core (:mod:`spiritlens.interventions`): the
+receiving run is an :class:`~spiritlens.interventions.run.InterventionRun` with ROME's noise, the
+other modality's clean run is added as a source, and each layer's patch is a
+:class:`~spiritlens.interventions.spec.Restore` of ``resid_post`` from that source at the paired
+positions (the core picks the backend; hooks attached to the model act in every run, as in tracing).
 Scores are the tracer's metric: the softmax probability (full vocabulary) of the receiving run's
 answer at its last position, averaged over the noised samples. Baselines as in tracing:
 ``low_score`` is the noised receiving run unpatched, ``high_score`` its clean run. Each curve
@@ -38,10 +43,9 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
 
-from spiritlens.model import hook_names
-from spiritlens.traces.noise import draw_noise, noise_scale, parse_noise
+from spiritlens.interventions import AnswerScore, InterventionRun, Restore
+from spiritlens.traces.noise import embedding_noise, noise_scale, parse_noise
 from spiritlens.crossmodal.fact import (
     SPEECH,
     TEXT,
@@ -49,7 +53,6 @@ from spiritlens.crossmodal.fact import (
     ResultFile,
     _answer_id,
     as_float_array,
-    check_no_hooks,
 )
 
 from spiritlens.terms import PATCH_DIRECTIONS, PATCH_MODES
@@ -57,101 +60,7 @@ RECEIVER = {"text_to_speech": SPEECH, "speech_to_text": TEXT}
 SOURCE = {"text_to_speech": TEXT, "speech_to_text": SPEECH}
 DIRECTION_LABELS = {"text_to_speech": "text state → noised spoken run",
                     "speech_to_text": "speech state → noised text run"}
-DEFAULT_MAX_BATCH_ROWS = 64
-
-
-@dataclass(frozen=True)
-class Patch:
-    """Write ``states`` into ``blocks.{layer}.hook_resid_post`` at ``positions``.
-
-    ``states``: ``[P, d_model]`` (the same states in every noised sample) or
-    ``[samples, P, d_model]`` (one per sample).
-    """
-
-    layer: int
-    positions: tuple[int, ...]
-    states: torch.Tensor
-
-
-def run_patches(model, input_ids: Sequence[int], patches: Sequence[Patch], *, noise: torch.Tensor,
-                noise_range: tuple[int, int], answer_id: int,
-                max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> tuple[np.ndarray, float]:
-    """Noised runs of one prompt, each with one patch; the answer's probability for each.
-
-    Args:
-        input_ids: the prompt's ids ``[T]``.
-        patches: what to write where (:class:`Patch`); one noised run of ``samples`` rows each.
-        noise: ``[samples, e - b, d_model]`` float64, already scaled
-            (:func:`spiritlens.traces.noise.draw_noise`), added in place at ``hook_embed`` on
-            positions ``noise_range = [b, e)`` as the tracer adds it.
-        answer_id: the token scored at the last position.
-        max_batch_rows: rows per forward (patches are batched ``max_batch_rows // samples`` at a
-            time; the numbers do not depend on it beyond float rounding).
-
-    Returns:
-        ``scores`` ``[len(patches)]`` (mean over samples of the full-vocabulary softmax probability
-        of ``answer_id`` at the last position) and ``low`` (the same for the unpatched noised run).
-
-    Raises:
-        ValueError: positions or layers out of range, states of the wrong shape, bad noise shape.
-    """
-    T, L, d = len(input_ids), model.cfg.n_layers, model.cfg.d_model
-    b, e = (int(x) for x in noise_range)
-    if noise.ndim != 3 or noise.shape[1:] != (e - b, d) or not 0 <= b < e <= T:
-        raise ValueError(f"noise {tuple(noise.shape)} does not fit the noised positions [{b}, {e}) of a "
-                         f"{T}-token prompt with d_model {d}")
-    S = int(noise.shape[0])
-    for patch in patches:
-        P = len(patch.positions)
-        if not 0 <= patch.layer < L:
-            raise ValueError(f"patch layer {patch.layer} is outside 0..{L - 1}")
-        if not P or not all(0 <= p < T for p in patch.positions):
-            raise ValueError(f"patch positions {list(patch.positions)} are not positions 0..{T - 1}")
-        if tuple(patch.states.shape) not in ((P, d), (S, P, d)):
-            raise ValueError(f"patch states {tuple(patch.states.shape)} should be [{P}, {d}] or [{S}, {P}, {d}]")
-    if max_batch_rows < 1:
-        raise ValueError(f"max_batch_rows must be >= 1, got {max_batch_rows}")
-    check_no_hooks(model)
-    device = model.device
-    ids = torch.tensor([list(input_ids)], device=device)
-    noise = noise.to(device=device, dtype=torch.float64)
-    runs: list[Patch | None] = [None, *patches]  # None: the unpatched noised run (low_score)
-    per_batch = max(1, max_batch_rows // S)
-    out = []
-    with torch.inference_mode():
-        for first in range(0, len(runs), per_batch):
-            chunk = runs[first:first + per_batch]
-            G = len(chunk)
-            tiled = noise.repeat(G, 1, 1)
-
-            def add_noise(act, hook, tiled=tiled):
-                act[:, b:e] += tiled  # float64 sum, rounded once to act's dtype (as the tracer)
-                return act
-
-            hooks = [(hook_names.EMBED, add_noise)]
-            by_layer: dict[int, list[tuple[int, Patch]]] = {}
-            for g, patch in enumerate(chunk):
-                if patch is not None:
-                    by_layer.setdefault(patch.layer, []).append((g, patch))
-            for layer, entries in by_layer.items():
-                hooks.append((hook_names.resid_post(layer), _writer(entries, S, device)))
-            logits = model.run_with_hooks(ids.expand(G * S, -1), fwd_hooks=hooks)
-            p = torch.softmax(logits[:, -1].float(), dim=-1)[:, answer_id]
-            out.append(p.view(G, S).mean(dim=1).double().cpu())
-    scores = torch.cat(out).numpy()
-    return scores[1:], float(scores[0])
-
-
-def _writer(entries: list[tuple[int, Patch]], S: int, device):
-    prepared = [(slice(g * S, (g + 1) * S), torch.tensor(patch.positions, device=device), patch.states)
-                for g, patch in entries]
-
-    def write(act, hook):
-        for rows, positions, states in prepared:
-            act[rows, positions] = states.to(device=act.device, dtype=act.dtype)
-        return act
-
-    return write
+DEFAULT_MAX_BATCH_ROWS = 64  # rows per forward where the reference backend runs the patches
 
 
 @dataclass
@@ -249,7 +158,7 @@ def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3
         target: an explicit answer token id for both receiving runs, or ``{"text": id, "speech": id}``
             (the experiment passes the first token of each modality's judged generation); None (or a
             missing entry): each run's answer by the tracer's rule.
-        max_batch_rows: rows per batched forward.
+        max_batch_rows: rows per forward where the core runs the patches as full forwards.
 
     Returns:
         :class:`PatchingResult` with one curve ``[n_layers]`` per direction x mode.
@@ -267,18 +176,19 @@ def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3
         answer = _answer_id(model, rrun, target.get(receiver) if isinstance(target, Mapping) else target)
         b, e = fact.subject_range(receiver)
         scale = noise_scale(spec, sigma=sigmas[receiver], model=model, modality=receiver)
-        z = torch.from_numpy(draw_noise(spec, scale, samples, e - b, d, seed))
-        patches, pairs = [], []
+        noise = embedding_noise(spec, scale, samples=samples, seed=seed, subject_range=(b, e), d_model=d)
+        run = InterventionRun(model, rrun.input_ids, noise, AnswerScore((answer,)), max_rows=max_batch_rows)
+        run.add_source(source, activations={"resid_post": list(srun.resid_post)})
+        restores, pairs = [], []
         for mode in modes:
             dest, src = paired_positions(fact, direction, mode)
             pairs.append((mode, dest, src))
             for layer in range(L):
-                patches.append(Patch(layer, tuple(dest), srun.resid_post[layer, src]))
-                patches.append(Patch(layer, tuple(dest), rrun.resid_post[layer, dest]))
-        scores, low = run_patches(model, rrun.input_ids, patches, noise=z, noise_range=(b, e), answer_id=answer,
-                                  max_batch_rows=max_batch_rows)
-        receivers[receiver] = ReceiverRun(receiver, answer, model.tokenizer.decode([answer]),
-                                          rrun.probability(answer), low, scale, sigmas[receiver], [b, e])
+                restores.append(Restore("resid_post", (layer,), tuple(dest), source, tuple(src)))
+                restores.append(Restore("resid_post", (layer,), tuple(dest)))
+        scores = run.scores(restores)
+        receivers[receiver] = ReceiverRun(receiver, answer, model.tokenizer.decode([answer]), run.high_score,
+                                          run.low_score, scale, sigmas[receiver], [b, e])
         for k, (mode, dest, src) in enumerate(pairs):
             block = scores[2 * L * k: 2 * L * (k + 1)]
             curves.append(PatchCurve(direction, mode, dest, src, block[0::2], block[1::2]))

@@ -13,7 +13,8 @@ from pathlib import Path
 from spiritlens import __version__
 from spiritlens.align.aligner import POCKETSPHINX
 from spiritlens.checkpoints.tree import CHECKPOINTS_ENV
-from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS, SCREENS, VERIFY_RANKS
+from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS, VERIFY_RANKS
+from spiritlens.traces.methods import SCREENS
 from spiritlens.traces.tracer import ROW_MODES
 from spiritlens.traces.window import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
 from spiritlens.checkpoints.tree import variant_dir

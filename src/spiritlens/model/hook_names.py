@@ -31,11 +31,4 @@ def mlp_out(layer: int) -> str:
 BY_KIND = {"hidden": resid_post, "mlp": mlp_out, "attn": attn_out}
 
 
-def attached_hooks(bridge) -> list[str]:
-    """Names of the hook points of the bridge's blocks, final norm and unembedding that have forward
-    hooks attached (``add_hook``, or ``hooks()`` still open), sorted. Causal tracing's fast restored
-    runs compute the blocks from the weights, where such hooks would not act, so the tracer runs
-    full forwards while any are attached (:mod:`spiritlens.traces.plain`). (Plain PyTorch hooks on
-    the wrapped modules cannot be told apart from the bridge's own.)"""
-    return sorted(name for name, point in bridge.hook_dict.items()
-                  if name.startswith(("blocks.", "ln_final", "unembed")) and point.fwd_hooks)
+BY_SITE = {"resid_post": resid_post, "mlp_out": mlp_out, "attn_out": attn_out}

@@ -13,11 +13,11 @@ from spiritlens.traces.window import default_window, layer_window
 from spiritlens.traces.noise import NoiseSpec, embedding_std, parse_noise, subject_sigma
 from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.result import TraceResult
-from spiritlens.traces.attribution import METHODS
+from spiritlens.traces.methods import METHODS, TRACE_METHODS, TraceMethod
 
 __all__ = [
     "ANSWER_RULES", "AnswerRule", "TARGET_RULES", "resolve_answer", "sequence_probability",
-    "KINDS", "METHODS", "NoiseSpec", "Row", "TracePrompt", "TraceResult", "Tracer", "default_window", "embedding_std",
+    "KINDS", "METHODS", "TRACE_METHODS", "TraceMethod", "NoiseSpec", "Row", "TracePrompt", "TraceResult", "Tracer", "default_window", "embedding_std",
     "layer_window",
     "parse_noise", "prepare_prompt", "subject_sigma", "trace", "trace_kinds",
 ]

@@ -143,46 +143,25 @@ def target_pieces(model, prompt, target: str) -> tuple[str, tuple[int, ...]]:
     return text, pieces
 
 
-@torch.no_grad()
 def sequence_probability(model, input_ids: Sequence[int], target_ids: Sequence[int], *,
-                         subject_range: tuple[int, int] | None = None, noise: np.ndarray | None = None,
-                         replace: bool = False) -> tuple[float, list[float]]:
+                         corruption=None) -> tuple[float, list[float]]:
     """The whole target's teacher-forced probability after a prompt, and each piece's.
 
     ``p = p(t_0 | prompt) * p(t_1 | prompt, t_0) * ...``: one forward over ``prompt + target[:-1]``
-    (``[1, T + k - 1]``), softmax over the full vocabulary at positions ``T - 1 ..``. With
-    ``noise`` ``[S, e - b, d_model]`` (absolute, float64, as :func:`~spiritlens.traces.noise.draw_noise`
-    returns it) the subject's embeddings ``[b, e)`` of ``S`` rows are noised (added, or replaced
-    with ``replace=True``; positions after the prompt never are), and the probabilities are the
-    means over the rows of each row's product (and of each piece's probability).
+    (``[1, T + k - 1]``), scored by :class:`~spiritlens.interventions.metric.AnswerScore` (softmax over
+    the full vocabulary at positions ``T - 1 ..``). With a ``corruption`` (e.g. the tracer's
+    :class:`~spiritlens.interventions.corruptions.EmbeddingNoise` on the subject's positions) the
+    probabilities are those of its rows: the mean over the rows of each row's product (and of each
+    piece's probability).
     """
-    ids = list(input_ids)
-    target_ids = list(target_ids)
+    from spiritlens.interventions import AnswerScore
+    from spiritlens.interventions.run import forward
+
+    ids, target_ids = list(input_ids), list(target_ids)
     if not target_ids:
         raise ValueError("target_ids is empty")
     sequence = torch.tensor([ids + target_ids[:-1]], device=model.device)
     model.check_token_ids(sequence)
-    hooks = []
-    if noise is not None:
-        if subject_range is None:
-            raise ValueError("noise needs the subject_range it applies to")
-        b, e = subject_range
-        z = torch.as_tensor(noise, device=model.device)
-        if z.dim() != 3 or z.shape[1] != e - b:
-            raise ValueError(f"noise must be [samples, {e - b}, d_model], got {tuple(z.shape)}")
-        sequence = sequence.expand(z.shape[0], -1)
-
-        def corrupt(act, hook):
-            if replace:
-                act[:, b:e] = z.to(act.dtype)
-            else:
-                act[:, b:e] += z  # float64 sum, rounded once to the activation dtype
-            return act
-
-        hooks = [("hook_embed", corrupt)]
-    logits = model.run_with_hooks(sequence, fwd_hooks=hooks)
-    T = len(ids)
-    probs = torch.softmax(logits[:, T - 1:].float(), dim=-1)  # [S, k, V]
-    per_piece = probs[:, torch.arange(len(target_ids)), torch.tensor(target_ids)]  # [S, k]
-    whole = per_piece.double().prod(dim=1).mean().item()
-    return whole, [float(p) for p in per_piece.double().mean(dim=0)]
+    metric = AnswerScore(tuple(target_ids))
+    logits, _ = forward(model, sequence, corruption)
+    return metric.score(logits), metric.piece_probabilities(logits)

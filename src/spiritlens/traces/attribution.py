@@ -23,10 +23,12 @@ Cells the exact engine knows without a run keep those values: rows before the su
 ``baseline`` and, for hidden with a one-token answer, the last layer is ``high_score`` at the last
 position and ``baseline`` elsewhere (:func:`estimated_cells` lists the rest).
 
-**Passes.** The tracer's clean run and corrupted run (through the bridge, as for the exact engine)
-and one corrupted forward with autograd plus one backward (:class:`CorruptedGradients`, computing
-the blocks from the Llama weights with HF's eager arithmetic, :mod:`spiritlens.model.llama`), for
-all kinds at once.
+**Passes.** The tracer's clean run, and one corrupted forward with autograd through the hooked model
+plus one backward (:meth:`InterventionRun.gradients <spiritlens.interventions.run.InterventionRun.gradients>`,
+:mod:`spiritlens.interventions.gradients`), for all kinds at once: the corrupted run's score comes from
+that forward too. Every hook attached to the model (an ablation, a spliced SAE, a plain PyTorch hook)
+acts in it, so the estimate is the linearisation of the hooked model; backward hooks, or a hook that
+cuts the gradient, are refused in one line.
 
 **QK fix** (``method="attribution_qk"``; AtP*'s fix for attention saturation, Kramár et al. 2024): a
 linear estimate cannot follow an attention softmax that the restoration moves into or out of
@@ -44,7 +46,9 @@ logits). The term becomes::
 i.e. the first-order path through block m's softmax is replaced by the exact pattern change, and
 everything after block m stays linear. A term whose j is the last layer has no block m and stays
 plain. Not done: the QK fix at blocks after m (their input change is itself only known to first
-order).
+order). Block m's queries, keys and pattern are recomputed from the weights
+(:class:`~spiritlens.model.llama.LlamaStack`), so the QK fix needs a Llama with no hook attached
+inside its blocks (refused in one line otherwise; plain AtP runs through hooks).
 
 **GradDrop** (AtP*'s second fix, for cancellation between paths): :func:`graddrop_magnitudes`, one
 more backward per layer with that layer's gradient dropped, averaged as unsigned magnitudes. It ranks
@@ -58,189 +62,54 @@ float64 probabilities ``[R, L]`` like the exact engine's scores; they are not cl
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from spiritlens.model.llama import LlamaStack, apply_rope, linear, rms_norm
-from spiritlens.terms import KINDS, SCREENS, TRACE_METHODS, VERIFY_RANKS
+from spiritlens.interventions import KIND_SITE
+from spiritlens.interventions.hooks import blocks_hooks, describe
+from spiritlens.model.llama import LlamaStack, causal_mask
+from spiritlens.terms import KINDS, VERIFY_RANKS
 from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.window import check_window, layer_window
 
-METHODS = TRACE_METHODS
-__all__ = ["CONFIRM_RULE", "METHODS", "SCREENS", "VERIFY_RANKS", "CorruptedGradients", "attribution_scores",
-           "check_cells", "check_method", "check_verify_rank", "check_verify_top", "corrupted_gradients", "estimated_cells", "graddrop_magnitudes",
-           "normalise_cells", "position_terms", "qk_terms", "top_cells", "verification_record"]
+__all__ = ["CONFIRM_RULE", "VERIFY_RANKS", "atp_qk_scores", "atp_scores", "attribution_scores", "check_cells",
+           "check_verify_rank", "check_verify_top", "estimated_cells", "graddrop_magnitudes", "normalise_cells",
+           "position_terms", "qk_terms", "top_cells", "verification_record"]
 # A screened cell counts as confirmed when its exact indirect effect is positive and at least this share
 # of the estimated one.
 CONFIRM_SHARE = 0.5
 CONFIRM_RULE = f"exact IE > 0 and >= {CONFIRM_SHARE} x estimated IE"
 
 
-def check_method(method: str) -> str:
-    """``method`` if it is one of :data:`METHODS`; ValueError naming it otherwise."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    return method
-
-
-class CorruptedGradients:
-    """The corrupted run recomputed with autograd, and the gradient of its score.
-
-    Args:
-        stack: the model's :class:`~spiritlens.model.llama.LlamaStack`.
-        resid_pre0: ``[S, T, d]`` the corrupted run's input to block 0 (noised embeddings).
-        answer_ids: the K ids scored at the last K positions (the tracer's ``answer_ids``).
-
-    Attributes (lists over layers, each ``[S, T, d]`` unless said; ``grad_*`` are gradients of
-    ``sum_s p_s``, in float32):
-        ``attn``, ``mlp``, ``post``: hook_attn_out, hook_mlp_out, hook_resid_post; ``mid``: resid_mid;
-        ``pre``: resid_pre (``pre[L]`` = post[L-1]); ``queries``/``keys``: ``[S, n_heads, T, head_dim]``
-        after rotary (keys repeated to the query heads); ``pattern``: ``[S, n_heads, T, T]``;
-        ``grad_attn``, ``grad_mlp``, ``grad_post``, ``grad_pattern``; ``row_scores`` ``[S]`` (float64).
-    """
-
-    def __init__(self, stack: LlamaStack, resid_pre0: torch.Tensor, answer_ids: Sequence[int], *,
-                 keep_graph: bool = False):
-        self.stack = stack
-        self.answer_ids = tuple(int(a) for a in answer_ids)
-        S, T, _ = resid_pre0.shape
-        self.S, self.T, self.L = S, T, len(stack.layers)
-        x = resid_pre0.detach().clone().requires_grad_(True)
-        self.cos, self.sin = stack.rotary_tables(T, x.detach())
-        self.mask = causal_mask(T, x.dtype, x.device)
-        self.pre, self.attn, self.mid, self.mlp, self.post = [x], [], [], [], []
-        self.queries, self.keys, self.pattern = [], [], []
-        with torch.enable_grad():
-            for layer in range(self.L):
-                a, pattern, q, k = self._attention(layer, self.pre[-1])
-                mid = self.pre[-1] + a
-                m = stack.mlp_out(layer, mid)
-                post = mid + m
-                self.attn.append(a)
-                self.mid.append(mid)
-                self.mlp.append(m)
-                self.post.append(post)
-                self.pattern.append(pattern)
-                self.queries.append(q.detach())
-                self.keys.append(k.detach())
-                self.pre.append(post)
-            K = len(self.answer_ids)
-            final = self.pre[-1][:, T - K:].reshape(S * K, -1)
-            probs = stack.answer_probs(final, self.answer_ids)  # [S, K]
-            self.row_scores = probs[:, 0].double() if K == 1 else probs.double().prod(dim=-1)
-            grads = torch.autograd.grad(self.row_scores.sum(), self.attn + self.mlp + self.post + self.pattern,
-                                        retain_graph=keep_graph)
-        # GradDrop needs more backward passes through the same graph.
-        self._live = (self.row_scores, list(self.attn), list(self.mlp), list(self.post)) if keep_graph else None
-        L = self.L
-        self.grad_attn = [g.float() for g in grads[:L]]
-        self.grad_mlp = [g.float() for g in grads[L:2 * L]]
-        self.grad_post = [g.float() for g in grads[2 * L:3 * L]]
-        self.grad_pattern = [g.float() for g in grads[3 * L:]]
-        for name in ("pre", "attn", "mid", "mlp", "post", "pattern"):
-            setattr(self, name, [t.detach() for t in getattr(self, name)])
-
-    def graddrop_terms(self, kind: str, clean: Sequence[torch.Tensor], n_prompt: int) -> np.ndarray:
-        """AtP terms with GradDrop (Kramár et al. 2024): ``[L, L, T0]``, entry ``[g, l, t]`` the plain
-        term of restoring ``kind`` at layer l and position t with the gradient through layer g's
-        residual contributions (its attention and MLP outputs) set to zero in the backward pass. A
-        node in layer g gets 0 (its own contribution is dropped). Needs ``keep_graph=True``; one
-        backward per layer."""
-        if self._live is None:
-            raise ValueError("GradDrop needs the corrupted run's graph: build CorruptedGradients with keep_graph=True")
-        scores, attn, mlp, post = self._live
-        site = {"hidden": post, "mlp": mlp, "attn": attn}[kind]
-        out = np.zeros((self.L, self.L, n_prompt))
-        for drop in range(self.L):
-            handles = [attn[drop].register_hook(torch.zeros_like), mlp[drop].register_hook(torch.zeros_like)]
-            try:
-                grads = torch.autograd.grad(scores.sum(), site, retain_graph=True)
-            finally:
-                for handle in handles:
-                    handle.remove()
-            for layer, grad in enumerate(grads):
-                if kind != "hidden" and layer == drop:
-                    continue
-                delta = clean[layer][None, :n_prompt].float() - site[layer].detach()[:, :n_prompt].float()
-                out[drop, layer] = (delta * grad[:, :n_prompt].float()).sum(dim=-1).mean(dim=0).cpu().numpy()
-        return out
-
-    @property
-    def score(self) -> float:
-        """The corrupted run's score (mean over the rows), as the tracer computes ``low_score``."""
-        return float(self.row_scores.detach().mean())
-
-    def _attention(self, layer: int, x: torch.Tensor):
-        """hook_attn_out of block ``layer`` for ``x`` ``[S, T, d]`` (HF eager arithmetic), with its
-        pattern ``[S, n_heads, T, T]`` and rotated queries and (repeated) keys."""
-        s = self.stack
-        block = s.layers[layer]
-        attn = block.self_attn
-        S, T, _ = x.shape
-        h = rms_norm(x, block.input_layernorm.weight, s.eps)
-        q = linear(h, attn.q_proj).view(S, T, s.n_heads, s.head_dim).transpose(1, 2)
-        k = linear(h, attn.k_proj).view(S, T, s.n_kv_heads, s.head_dim).transpose(1, 2)
-        v = linear(h, attn.v_proj).view(S, T, s.n_kv_heads, s.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, self.cos, self.sin), apply_rope(k, self.cos, self.sin)
-        k, v = k.repeat_interleave(s.groups, dim=1), v.repeat_interleave(s.groups, dim=1)  # HF's repeat_kv
-        scores = torch.matmul(q, k.transpose(2, 3)) * s.scaling + self.mask
-        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        z = torch.matmul(pattern, v).transpose(1, 2).reshape(S, T, s.n_heads * s.head_dim)
-        return linear(z, attn.o_proj), pattern, q, k
-
-    def query_key(self, layer: int, x: torch.Tensor, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotated queries and keys (repeated to the query heads) of block ``layer`` for residual
-        states ``x`` ``[S, |P|, d]`` at ``positions``: two ``[S, n_heads, |P|, head_dim]``."""
-        s = self.stack
-        block = s.layers[layer]
-        attn = block.self_attn
-        S, n, _ = x.shape
-        h = rms_norm(x, block.input_layernorm.weight, s.eps)
-        q = linear(h, attn.q_proj).view(S, n, s.n_heads, s.head_dim).transpose(1, 2)
-        k = linear(h, attn.k_proj).view(S, n, s.n_kv_heads, s.head_dim).transpose(1, 2)
-        index = list(positions)
-        cos, sin = self.cos[index], self.sin[index]
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin).repeat_interleave(s.groups, dim=1)
-
-
-def causal_mask(T: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """HF's additive causal mask ``[T, T]``: 0 on and below the diagonal, the dtype's minimum above."""
-    return torch.full((T, T), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
-
-
-def _site(kind: str, grads: CorruptedGradients, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The corrupted state and its gradient for one kind and layer: two ``[S, T, d]``."""
-    if kind == "hidden":
-        return grads.post[layer], grads.grad_post[layer]
-    if kind == "mlp":
-        return grads.mlp[layer], grads.grad_mlp[layer]
-    return grads.attn[layer], grads.grad_attn[layer]
-
-
-def position_terms(kind: str, grads: CorruptedGradients, clean: Sequence[torch.Tensor], n_prompt: int
-                   ) -> np.ndarray:
+def position_terms(kind: str, grads, clean: Sequence[torch.Tensor], n_prompt: int) -> np.ndarray:
     """Plain AtP terms ``[L, T0]`` (float64): ``(1/S) sum_s (clean - corrupted) . grad`` of each
-    layer's state at each prompt position (``clean``: the tracer's ``[T, d]`` clean states)."""
+    layer's state at each prompt position (``grads``: the run's
+    :class:`~spiritlens.interventions.gradients.HookedGradients`; ``clean``: the ``[T, d]`` clean states)."""
+    states, gradients = grads.site(KIND_SITE[kind])
     out = np.zeros((grads.L, n_prompt))
     for layer in range(grads.L):
-        state, grad = _site(kind, grads, layer)
-        delta = (clean[layer][None, :n_prompt].float() - state[:, :n_prompt].float())
-        out[layer] = (delta * grad[:, :n_prompt]).sum(dim=-1).mean(dim=0).double().cpu().numpy()
+        delta = (clean[layer][None, :n_prompt].float() - states[layer][:, :n_prompt].float())
+        out[layer] = (delta * gradients[layer][:, :n_prompt]).sum(dim=-1).mean(dim=0).double().cpu().numpy()
     return out
-
-
-def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(logits.float(), dim=-1)
 
 
 # Cells of one layer batched in the QK fix: at most this many logits (cells x S x heads x T x T) at once.
 QK_BATCH_ELEMENTS = 1 << 24
 
 
-def qk_terms(kind: str, grads: CorruptedGradients, clean: Sequence[torch.Tensor], layer: int,
-             groups: Sequence[Sequence[int]]) -> np.ndarray:
+def _queries_keys(stack: LlamaStack, layer: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Rotated queries and keys (repeated to the query heads) of block ``layer`` for residual states
+    ``x`` ``[S, T, d]``: two ``[S, n_heads, T, head_dim]``."""
+    normed = stack.attn_input(layer, x)
+    q = stack.queries(layer, normed, cos, sin)
+    k, _ = stack.keys_values(layer, normed, cos, sin)
+    return q, k.repeat_interleave(stack.groups, dim=1)  # HF's repeat_kv
+
+
+def qk_terms(kind: str, grads, clean: Sequence[torch.Tensor], layer: int, groups: Sequence[Sequence[int]],
+             stack: LlamaStack) -> np.ndarray:
     """Terms of the QK-fixed estimate (module docstring), one per position group: ``kind`` restored
     at ``layer`` and the group's positions, block ``layer + 1``'s attention pattern recomputed
     exactly. ``[len(groups)]`` float64 (means over the S rows). ``layer`` must be below L - 1.
@@ -249,9 +118,9 @@ def qk_terms(kind: str, grads: CorruptedGradients, clean: Sequence[torch.Tensor]
     output plus its exact effect on block ``layer``'s MLP), so it is computed once for every
     position; each group then changes the queries of its positions and the keys they offer.
     """
-    s = grads.stack
     m = layer + 1
     T = grads.T
+    cos, sin = stack.rotary_tables(T, grads.pre[m][:1, :1])
     with torch.no_grad():
         if kind == "hidden":
             delta = clean[layer][None] - grads.post[layer]
@@ -259,19 +128,19 @@ def qk_terms(kind: str, grads: CorruptedGradients, clean: Sequence[torch.Tensor]
             delta = clean[layer][None] - grads.mlp[layer]
         else:
             da = clean[layer][None] - grads.attn[layer]
-            delta = da + s.mlp_out(layer, grads.mid[layer] + da) - grads.mlp[layer]
+            delta = da + stack.mlp_out(layer, grads.mid[layer] + da) - grads.mlp[layer]
         x = grads.pre[m]
         through = (delta.float() * grads.grad_post[layer]).sum(dim=-1).mean(dim=0)  # [T]
-        new_q, new_k = (t.float() for t in grads.query_key(m, x + delta, range(T)))
+        new_q, new_k = (t.float() for t in _queries_keys(stack, m, x + delta, cos, sin))
+        q, k = (t.float() for t in _queries_keys(stack, m, x, cos, sin))  # [S, H, T, hd]
     # First-order change of every position's query and key along delta (per position: exact JVP).
-    _, (dq, dk) = torch.func.jvp(lambda y: grads.query_key(m, y, range(T)), (x,), (delta,))
+    _, (dq, dk) = torch.func.jvp(lambda y: _queries_keys(stack, m, y, cos, sin), (x,), (delta,))
     out = np.zeros(len(groups))
     with torch.no_grad():
         dq, dk = dq.float(), dk.float()
-        q, k = grads.queries[m].float(), grads.keys[m].float()  # [S, H, T, hd]
         old = grads.pattern[m].float()  # [S, H, T, T]
         g = grads.grad_pattern[m]
-        mask = grads.mask.float()
+        mask = causal_mask(T, T, torch.float32, q.device)
         blocked = mask < 0
         S, H = q.shape[:2]
         chunk = max(1, QK_BATCH_ELEMENTS // (S * H * T * T))
@@ -281,9 +150,8 @@ def qk_terms(kind: str, grads: CorruptedGradients, clean: Sequence[torch.Tensor]
             for c, positions in enumerate(part):
                 chosen[c, 0, 0, list(positions)] = True
             q_new, k_new = torch.where(chosen, new_q, q), torch.where(chosen, new_k, k)  # [C, S, H, T, hd]
-            new = torch.softmax(torch.matmul(q_new, k_new.transpose(-1, -2)) * s.scaling + mask, dim=-1)
-            d_logits = (torch.matmul(dq * chosen, k.transpose(-1, -2))
-                        + torch.matmul(q, (dk * chosen).transpose(-1, -2))) * s.scaling
+            new = torch.softmax(stack.attention_logits(q_new, k_new) + mask, dim=-1)
+            d_logits = stack.attention_logits(dq * chosen, k) + stack.attention_logits(q, dk * chosen)
             d_logits = d_logits.masked_fill(blocked, 0.0)
             linear_change = old * (d_logits - (old * d_logits).sum(dim=-1, keepdim=True))
             correction = ((new - old - linear_change) * g).sum(dim=(2, 3, 4)).mean(dim=1)  # [C]
@@ -313,70 +181,84 @@ def attribution_scores(tracer, kind: str, rows: Sequence[Row], *, window: int | 
     ``kind`` and ``rows``: the module docstring's estimate (``qk_fix``: with the QK fix).
 
     The gradient pass is made once per tracer and shared by the kinds. Raises ValueError for an
-    unknown kind, a bad window or rows outside the prompt (as the exact engine).
+    unknown kind, a bad window or rows outside the prompt (as the exact engine), and for the QK fix
+    on a model with hooks inside its blocks.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     window = check_window(window, tracer.n_layers)
     T, L = tracer.n_prompt, tracer.n_layers
-    for row in rows:
-        if not row.positions or not all(0 <= p < T for p in row.positions):
-            raise ValueError(f"row {row.label!r} has positions outside the prompt's 0..{T - 1}: {row.positions}")
-    grads = corrupted_gradients(tracer)
-    clean = tracer._clean[kind]
+    tracer.check_rows(rows)
+    stack = None
+    if qk_fix:
+        hooked = blocks_hooks(tracer.model)
+        if hooked:
+            raise ValueError(f"attribution_qk recomputes attention patterns from the weights, where the hooks attached "
+                             f"({describe(hooked)}) would not act; use method='attribution' (through the hooks) or "
+                             "'exact'")
+        stack = LlamaStack(tracer.model.hf_model)
+    run = tracer.run
+    grads = run.gradients()
+    clean = tracer.clean_states(kind)
     sequence = len(tracer.answer_ids) > 1
-    b = tracer.prompt.subject_range[0]
-    scores = np.full((len(rows), L), tracer._baseline, dtype=np.float64)
+    b = tracer.corruption.first_position
+    baseline = run.baseline
+    scores = np.full((len(rows), L), baseline, dtype=np.float64)
     cells = estimated_cells(kind, rows, b, L, sequence=sequence)
     if kind == "hidden" and not sequence:
         for i, row in enumerate(rows):
             if max(row.positions) >= b:
-                scores[i, L - 1] = tracer.high_score if T - 1 in row.positions else tracer._baseline
+                scores[i, L - 1] = tracer.high_score if T - 1 in row.positions else baseline
     terms = position_terms(kind, grads, clean, T)  # [L, T]
     groups = sorted({tuple(sorted(set(rows[i].positions))) for i, _ in cells})
     # per_layer[j][group]: the term of restoring the group's positions at layer j alone
     per_layer = np.array([[terms[j, list(g)].sum() for g in groups] for j in range(L)]).reshape(L, len(groups))
     if qk_fix and groups:
-        needed = {j for _, layer in cells
-                  for j in ((layer,) if kind == "hidden" else layer_window(layer, window, L)) if j < L - 1}
+        needed = {j for _, layer in cells for j in tracer.cell_layers(kind, layer, window) if j < L - 1}
         for j in sorted(needed):
-            per_layer[j] = qk_terms(kind, grads, clean, j, groups)
+            per_layer[j] = qk_terms(kind, grads, clean, j, groups, stack)
     column = {g: c for c, g in enumerate(groups)}
     for i, layer in cells:
         c = column[tuple(sorted(set(rows[i].positions)))]
-        layers = (layer,) if kind == "hidden" else tuple(layer_window(layer, window, L))
-        scores[i, layer] = tracer._baseline + sum(per_layer[j, c] for j in layers)
+        scores[i, layer] = baseline + sum(per_layer[j, c] for j in tracer.cell_layers(kind, layer, window))
     return scores
 
 
-def corrupted_gradients(tracer, *, keep_graph: bool = False) -> CorruptedGradients:
-    """The tracer's :class:`CorruptedGradients` (computed on first use, then kept on the tracer;
-    recomputed once with ``keep_graph`` when GradDrop asks for it)."""
-    grads = getattr(tracer, "_attribution_gradients", None)
-    if grads is None or (keep_graph and grads._live is None):
-        stack = LlamaStack(tracer.model.hf_model)
-        grads = CorruptedGradients(stack, tracer._corrupted_prefix[0], tracer.answer_ids, keep_graph=keep_graph)
-        tracer._attribution_gradients = grads
-    return grads
+def atp_scores(tracer, kind: str, rows: Sequence[Row], *, window: int, cells=None,
+               progress: Callable | None = None) -> np.ndarray:
+    """The ``attribution`` method (:mod:`spiritlens.traces.methods`)."""
+    scores = attribution_scores(tracer, kind, rows, window=window)
+    for _ in range(tracer.n_layers if progress is not None else 0):
+        progress(1)
+    return scores
+
+
+def atp_qk_scores(tracer, kind: str, rows: Sequence[Row], *, window: int, cells=None,
+                  progress: Callable | None = None) -> np.ndarray:
+    """The ``attribution_qk`` method (:mod:`spiritlens.traces.methods`)."""
+    scores = attribution_scores(tracer, kind, rows, window=window, qk_fix=True)
+    for _ in range(tracer.n_layers if progress is not None else 0):
+        progress(1)
+    return scores
 
 
 def graddrop_magnitudes(tracer, kind: str, rows: Sequence[Row], *, window: int | None = None) -> np.ndarray:
     """AtP* GradDrop's magnitude of every cell, ``[R, L]`` (probability units, >= 0): for each layer g
-    the cell's AtP estimate with layer g's gradient dropped (:meth:`CorruptedGradients.graddrop_terms`,
-    summed over the cell's positions and window), then ``sum_g |estimate_g| / (L - 1)`` (Kramár et
-    al. 2024). A ranking for screens, not a score: it has no sign. Cells that need no run are 0."""
+    the cell's AtP estimate with layer g's gradient dropped (:meth:`HookedGradients.graddrop
+    <spiritlens.interventions.gradients.HookedGradients.graddrop>`, summed over the cell's positions and
+    window), then ``sum_g |estimate_g| / (L - 1)`` (Kramár et al. 2024). A ranking for screens, not a
+    score: it has no sign. Cells that need no run are 0."""
     L = tracer.n_layers
     if L < 2:
         raise ValueError("GradDrop needs at least 2 layers")
     window = check_window(window, L)
-    grads = corrupted_gradients(tracer, keep_graph=True)
-    terms = grads.graddrop_terms(kind, tracer._clean[kind], tracer.n_prompt)  # [L drop, L, T]
+    grads = tracer.run.gradients(keep_graph=True)
+    terms = grads.graddrop(KIND_SITE[kind], tracer.clean_states(kind), tracer.n_prompt)  # [L drop, L, T]
     sequence = len(tracer.answer_ids) > 1
     out = np.zeros((len(rows), L))
-    for i, layer in estimated_cells(kind, rows, tracer.prompt.subject_range[0], L, sequence=sequence):
+    for i, layer in estimated_cells(kind, rows, tracer.corruption.first_position, L, sequence=sequence):
         positions = sorted(set(rows[i].positions))
-        layers = [layer] if kind == "hidden" else list(layer_window(layer, window, L))
-        per_drop = terms[:, layers][:, :, positions].sum(axis=(1, 2))  # [L drop]
+        per_drop = terms[:, list(tracer.cell_layers(kind, layer, window))][:, :, positions].sum(axis=(1, 2))  # [L drop]
         out[i, layer] = np.abs(per_drop).sum() / (L - 1)
     return out
 

@@ -7,9 +7,8 @@ Rules (ROME's ``--noise_level``):
 - ``"3v"``: ``3 * std`` of the modality's embedding rows (:func:`embedding_std`);
 - ``"u0.1"``: uniform ``0.1 * u``, u ~ U(-1, 1).
 
-The draw is ``numpy.random.RandomState(seed).randn(samples, e - b, d_model)`` in float64, once
-per prompt, shared by every cell and kind; it is added in float64 so that the sum is rounded
-once to the activation dtype.
+The draw and where it is added: :class:`~spiritlens.interventions.corruptions.EmbeddingNoise`
+(:func:`embedding_noise` builds it from a rule).
 """
 
 from __future__ import annotations
@@ -71,13 +70,16 @@ def parse_noise(noise: float | int | str) -> NoiseSpec:
     return NoiseSpec("sigma" if rule == "s" else "embedding_std", factor, text)
 
 
-def draw_noise(spec: NoiseSpec, scale: float, samples: int, n_positions: int, d_model: int,
-               seed: int) -> np.ndarray:
-    """``[samples, n_positions, d_model]`` float64 noise, already multiplied by its scale."""
-    rng = np.random.RandomState(seed)
-    if spec.kind == "uniform":
-        return scale * rng.uniform(-1, 1, (samples, n_positions, d_model))
-    return scale * rng.randn(samples, n_positions, d_model)
+def embedding_noise(spec: NoiseSpec, scale: float, *, samples: int, seed: int, subject_range: tuple[int, int],
+                    d_model: int, replace: bool = False, low_score_follows_replace: bool = False):
+    """The corruption of a noise rule: :class:`~spiritlens.interventions.corruptions.EmbeddingNoise` of
+    absolute ``scale`` on the subject's positions ``[b, e)`` (uniform for ``u`` rules)."""
+    from spiritlens.interventions.corruptions import EmbeddingNoise
+
+    b, e = subject_range
+    return EmbeddingNoise(float(scale), samples, seed, int(b), int(e), int(d_model),
+                          distribution="uniform" if spec.kind == "uniform" else "normal", replace=replace,
+                          low_score_follows_replace=low_score_follows_replace, rule=spec.text)
 
 
 def _embedding_matrix(model) -> torch.Tensor:

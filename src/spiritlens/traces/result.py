@@ -136,14 +136,17 @@ class TraceResult:
                     math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ValueError(f"trace result{' ' + self.name if self.name else ''}: {name} {value!r} is not a "
                                  "probability in [0, 1]")
+        from spiritlens.traces.methods import method as trace_method
+
+        estimate = trace_method(self.method).estimate
         scores = np.asarray(self.scores, dtype=np.float64)
         traced = np.ones(scores.shape, dtype=bool)
-        if self.method == "exact" and self.extra.get("cells") is not None:
+        if not estimate and self.extra.get("cells") is not None:
             traced[:] = False
             for row, layer in self.extra["cells"]:
                 if 0 <= row < scores.shape[0] and 0 <= layer < scores.shape[1]:
                     traced[row, layer] = True
-        if self.method == "exact":
+        if not estimate:
             bad = traced & (~np.isfinite(scores) | (scores < 0) | (scores > 1))
             what = "are not probabilities in [0, 1]"
         else:

@@ -19,11 +19,9 @@ from spiritlens.crossmodal import (
     CrossModalFact,
     GeometryResult,
     LogitLensResult,
-    Patch,
     PatchingResult,
     cross_modal_patching,
     representation_geometry,
-    run_patches,
     speech_logit_lens,
 )
 from spiritlens.model import hook_names
@@ -103,21 +101,12 @@ def test_fact_rejects_a_transcript_that_tokenises_differently(tiny_model, fact):
 # ------------------------------------------------------------------------------ patching
 def test_text_into_text_at_the_same_positions_equals_the_tracers_cells(tiny_model, fact, patching):
     traced = trace(tiny_model, SPOKEN_PROMPT, SUBJECT, kind="hidden", noise=NOISE, samples=SAMPLES)
-    run = fact.clean_run(tiny_model, "text")
     b, e = fact.text_subject_range
-    T, L = len(fact.text_ids), tiny_model.cfg.n_layers
-    cells = [(t, layer) for t in range(b, T) for layer in range(L)]
-    patches = [Patch(layer, (t,), run.resid_post[layer, [t]]) for t, layer in cells]
-    scores, low = run_patches(tiny_model, fact.text_ids, patches, noise=_noise(e - b, tiny_model.cfg.d_model),
-                              noise_range=(b, e), answer_id=traced.answer_id, max_batch_rows=3 * SAMPLES)
-    expected = np.array([traced.scores[t, layer] for t, layer in cells])
-    assert np.abs(scores - expected).max() < 1e-6, np.abs(scores - expected).max()
-    assert abs(low - traced.low_score) < 1e-6
-    assert expected.std() > 1e-2  # the cells differ from one another: the comparison has teeth
     # the API's within-modality curve of the last subject token is the tracer's row e - 1
     receiver, curve = patching.receivers["text"], patching.curve("speech_to_text", "last")
     assert curve.positions == [e - 1]
     assert np.abs(curve.self_scores - traced.scores[e - 1]).max() < 1e-6
+    assert traced.scores[e - 1].std() > 1e-2  # the cells differ from one another: the comparison has teeth
     assert abs(receiver.low_score - traced.low_score) < 1e-6 and abs(receiver.high_score - traced.high_score) < 1e-7
     assert receiver.answer_id == traced.answer_id
 
@@ -131,31 +120,6 @@ def test_speech_into_speech_at_the_same_positions_equals_the_tracers_cells(tiny_
     receiver = patching.receivers["speech"]
     assert abs(receiver.low_score - tracer.low_score) < 1e-6 and abs(receiver.high_score - tracer.high_score) < 1e-7
     assert receiver.subject_range == list(fact.speech_subject_range)
-
-
-def test_patching_the_noised_runs_own_states_gives_low_score(tiny_model, fact):
-    ids, (b, e) = fact.speech_ids, fact.speech_subject_range
-    L, d = tiny_model.cfg.n_layers, tiny_model.cfg.d_model
-    z = _noise(e - b, d)
-
-    def corrupt(act, hook):
-        act[:, b:e] += z
-        return act
-
-    names = {hook_names.resid_post(layer) for layer in range(L)}
-    with torch.inference_mode(), tiny_model.hooks(fwd_hooks=[(hook_names.EMBED, corrupt)]):
-        logits, cache = tiny_model.run_with_cache(torch.tensor([ids]).expand(SAMPLES, -1),
-                                                  names_filter=lambda n: n in names)
-    answer = int(fact.clean_run(tiny_model, "speech").last_logits.argmax())
-    subject = tuple(range(b, e))
-    own = [Patch(layer, subject, cache[hook_names.resid_post(layer)][:, b:e]) for layer in range(L)]
-    # another sample's states (rolled by one) must change the score: the check can fail
-    other = [Patch(layer, subject, cache[hook_names.resid_post(layer)][:, b:e].roll(1, dims=0)) for layer in range(L - 1)]
-    scores, low = run_patches(tiny_model, ids, own + other, noise=z, noise_range=(b, e), answer_id=answer)
-    expected_low = float(torch.softmax(logits[:, -1].float(), dim=-1).mean(dim=0)[answer])
-    assert abs(low - expected_low) < 1e-6
-    assert np.abs(scores[:L] - low).max() < 1e-6
-    assert np.abs(scores[L:] - low).max() > 1e-3
 
 
 def _expected_pairs(tiny_model, fact) -> dict[tuple[str, str], tuple[list[int], list[int]]]:
@@ -246,21 +210,45 @@ def test_bad_patching_arguments(tiny_model, fact, kwargs, message):
         cross_modal_patching(tiny_model, fact, **args)
 
 
-def test_bad_patches_and_left_over_hooks_are_refused(tiny_model, fact):
-    d = tiny_model.cfg.d_model
-    z = _noise(2, d)
-    bad = [Patch(0, (3,), torch.zeros(2, d)), Patch(9, (3,), torch.zeros(1, d)), Patch(0, (99,), torch.zeros(1, d))]
-    for patch, message in zip(bad, ["should be", "outside 0..", "not positions"]):
-        with pytest.raises(ValueError, match=message):
-            run_patches(tiny_model, fact.text_ids, [patch], noise=z, noise_range=(3, 5), answer_id=0)
-    with pytest.raises(ValueError, match="does not fit"):
-        run_patches(tiny_model, fact.text_ids, [], noise=z, noise_range=(3, 6), answer_id=0)
-    tiny_model.add_hook(hook_names.resid_post(0), lambda act, hook: act)
+def test_hooks_attached_act_in_every_patched_run(tiny_model, fact):
+    """One rule for hooks (tracing's): they act. Reference: the plain per-layer loop, with the same hook."""
+    L, d = tiny_model.cfg.n_layers, tiny_model.cfg.d_model
+
+    def halve(act, hook):
+        return act * 0.5
+
+    name = hook_names.mlp_out(1)
+    plain = cross_modal_patching(tiny_model, fact, noise=NOISE, samples=SAMPLES, modes=["last"],
+                                 directions=["text_to_speech"])
+    tiny_model.add_hook(name, halve)
     try:
-        with pytest.raises(ValueError, match="reset_hooks"):
-            run_patches(tiny_model, fact.text_ids, [], noise=z, noise_range=(3, 5), answer_id=0)
+        hooked = cross_modal_patching(tiny_model, fact, noise=NOISE, samples=SAMPLES, modes=["last"],
+                                      directions=["text_to_speech"])
+        curve, receiver = hooked.curve("text_to_speech", "last"), hooked.receivers["speech"]
+        with torch.inference_mode():
+            _, text = tiny_model.run_with_cache(torch.tensor([fact.text_ids]))
+        b, e = receiver.subject_range
+        z = _noise(e - b, d)
+
+        def corrupt(act, hook):
+            act[:, b:e] += z
+            return act
+
+        for layer in range(L):
+            source = text[hook_names.resid_post(layer)][0, curve.source_positions]
+
+            def write(act, hook, source=source):
+                act[:, curve.positions] = source
+                return act
+
+            with torch.inference_mode():
+                logits = tiny_model.run_with_hooks(torch.tensor([fact.speech_ids]).expand(SAMPLES, -1), fwd_hooks=[
+                    (hook_names.EMBED, corrupt), (hook_names.resid_post(layer), write)])
+            p = float(torch.softmax(logits[:, -1].float(), dim=-1).mean(dim=0)[receiver.answer_id])
+            assert abs(p - curve.scores[layer]) < 1e-6, (layer, p, curve.scores[layer])
     finally:
         tiny_model.reset_hooks()
+    assert np.abs(plain.curve("text_to_speech", "last").scores - curve.scores).max() > 1e-4  # the hook mattered
 
 
 # ------------------------------------------------------------------------------ geometry

@@ -17,73 +17,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from reference_tracing import reference_trace
+from reference_tracing import linearised_reference as _linearised, reference_trace
 
 from spiritlens.traces import Row, Tracer, TraceResult, prepare_prompt, trace, trace_kinds
-from spiritlens.traces.attribution import attribution_scores, corrupted_gradients
+from spiritlens.model.llama import LlamaStack
+from spiritlens.traces.attribution import attribution_scores
 
 PROMPT, SUBJECT = "The Space Needle is located in the city of", "Space Needle"
 SAMPLES, NU, SEED = 3, 1.0, 1
 HOOK = {"hidden": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", "attn": "blocks.{}.hook_attn_out"}
 
 
-def window_of(layer, window, L):
-    return range(max(0, layer - window // 2), min(L, layer - (-window // 2)))
-
-
-def linearised_reference(model, ids, b, e, kind, rows, *, window, answer, pieces=None, replace=False, drop=None,
-                         slope_only=False):
-    """[len(rows), L]: f(0) + f'(0) per cell, f as in the module docstring (one forward and one
-    backward per cell through the bridge). ``pieces``: a whole target t_1..t_K scored instead of
-    ``answer`` (the run is ``ids + t_1..t_{K-1}``, a row's score the product of its K probabilities);
-    ``replace``: the subject's embeddings are overwritten by the noise. ``drop``: block ``drop``'s
-    attention and MLP outputs are detached after the cell's change (GradDrop: no derivative through
-    that layer's residual contributions). ``slope_only``: f'(0) alone."""
-    L, d = model.cfg.n_layers, model.cfg.d_model
-    z = torch.from_numpy(NU * np.random.RandomState(SEED).randn(SAMPLES, e - b, d))
-    sequence = list(ids) + list(pieces or [None])[:-1]
-    tokens = torch.tensor([sequence] * SAMPLES)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(torch.tensor([sequence]))
-
-    def noise(act, hook):
-        if replace:
-            act[:, b:e] = z.to(act.dtype)
-        else:
-            act[:, b:e] += z
-        return act
-
-    def score_of(logits):
-        if pieces is None:
-            return torch.softmax(logits[:, -1].float(), dim=-1)[:, answer].mean()
-        T0 = len(ids)
-        rows = [torch.softmax(logits[:, T0 - 1 + k].float(), dim=-1)[:, piece].double() for k, piece in enumerate(pieces)]
-        return torch.stack(rows, dim=-1).prod(dim=-1).mean()
-
-    def towards_clean(name, positions, eps):
-        clean = cache[name][0, positions]
-
-        def hook(act, hook):
-            act = act.clone()
-            act[:, positions] = act[:, positions] + eps * (clean - act[:, positions].detach())
-            return act
-        return hook
-
-    table = np.zeros((len(rows), L))
-    for r, positions in enumerate(rows):
-        for layer in range(L):
-            layers = [layer] if kind == "hidden" else window_of(layer, window, L)
-            eps = torch.zeros((), requires_grad=True)
-            names = [HOOK[kind].format(j) for j in layers]
-            hooks = [("hook_embed", noise)] + [(name, towards_clean(name, positions, eps)) for name in names]
-            if drop is not None:
-                hooks += [(f"blocks.{drop}.hook_{part}_out", lambda act, hook: act.detach()) for part in ("attn", "mlp")]
-            logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-            score = score_of(logits)
-            (slope,) = torch.autograd.grad(score, eps, allow_unused=True)  # None: nothing depends on eps
-            slope = 0.0 if slope is None else slope
-            table[r, layer] = float(slope) if slope_only else float(score.detach()) + float(slope)
-    return table
+def linearised_reference(model, ids, b, e, kind, rows, **kwargs):
+    return _linearised(model, ids, b, e, kind, rows, samples=SAMPLES, nu=NU, seed=SEED, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +65,22 @@ def test_group_rows_sum_their_positions_and_windows_their_layers(tiny_model, tra
         np.testing.assert_allclose(estimate, reference, atol=1e-7, rtol=0)
 
 
-def test_gradient_pass_reproduces_the_corrupted_run(tracer):
-    grads = corrupted_gradients(tracer)
-    assert abs(grads.score - tracer.low_score) <= 1e-6
-    for layer in range(tracer.n_layers):  # resid_pre of every block, as the bridge cached it
-        torch.testing.assert_close(grads.pre[layer], tracer._corrupted_prefix[layer], atol=1e-5, rtol=0)
+def test_gradient_pass_reproduces_the_corrupted_run(tiny_model, tracer):
+    grads = tracer.run.gradients()
+    b, e = tracer.prompt.subject_range
+    z = torch.from_numpy(NU * np.random.RandomState(SEED).randn(SAMPLES, e - b, tiny_model.cfg.d_model))
+
+    def noise(act, hook):
+        act[:, b:e] += z
+        return act
+
+    ids = torch.tensor([tracer.prompt.input_ids] * SAMPLES)
+    with torch.no_grad(), tiny_model.hooks(fwd_hooks=[("hook_embed", noise)]):
+        logits, cache = tiny_model.run_with_cache(ids)
+    low = float(torch.softmax(logits[:, -1].float(), dim=-1)[:, tracer.answer_id].mean())
+    assert abs(grads.score - low) <= 1e-6 and abs(tracer.low_score - low) <= 1e-6
+    for layer in range(tracer.n_layers):  # resid_pre of every block, as the bridge caches it
+        torch.testing.assert_close(grads.pre[layer], cache[f"blocks.{layer}.hook_resid_pre"], atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------ QK fix
@@ -139,7 +96,7 @@ def frozen_pattern_reference(hf, tracer, kind, layer, positions):
     S = SAMPLES
     H, hd = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
     KV = cfg.num_key_value_heads
-    pre0 = tracer._corrupted_prefix[0].detach()
+    pre0 = tracer.run.corrupted_states["pre"][0].detach()
     T = pre0.shape[1]
     cos, sin = hf.model.rotary_emb(pre0, torch.arange(T)[None])
     mask = torch.full((T, T), torch.finfo(torch.float32).min).triu(1)
@@ -159,7 +116,7 @@ def frozen_pattern_reference(hf, tracer, kind, layer, positions):
         q, k = q * cos[:, None] + rot(q) * sin[:, None], k * cos[:, None] + rot(k) * sin[:, None]
         return torch.softmax(q @ k.transpose(2, 3) / hd ** 0.5 + mask, dim=-1)
 
-    clean = tracer._clean[kind][layer]
+    clean = tracer.clean_states(kind)[layer]
     P = list(positions)
 
     def run_block(block, x, pattern=None, restore=False):
@@ -205,11 +162,11 @@ def frozen_pattern_reference(hf, tracer, kind, layer, positions):
 def test_qk_fix_terms_equal_a_frozen_pattern_reference(tiny_model, hf_tiny_model, tracer, kind):
     from spiritlens.traces.attribution import qk_terms
 
-    grads = corrupted_gradients(tracer)
+    grads = tracer.run.gradients()
     b, e = tracer.prompt.subject_range
     groups = [[b], [e - 1], [b, e], [b + 1, len(tracer.prompt.input_ids) - 1]]
     for layer in (0, tracer.n_layers - 2):
-        got = qk_terms(kind, grads, tracer._clean[kind], layer, groups)
+        got = qk_terms(kind, grads, tracer.clean_states(kind), layer, groups, LlamaStack(tiny_model.hf_model))
         want = [frozen_pattern_reference(hf_tiny_model, tracer, kind, layer, g) for g in groups]
         np.testing.assert_allclose(got, want, atol=1e-7, rtol=0)
 
@@ -370,9 +327,9 @@ def test_grouped_query_attention(gqa):
     reference = linearised_reference(model, ids, b, e, "attn", [[t] for t in range(len(ids))], window=2,
                                      answer=tracer.answer_id)
     np.testing.assert_allclose(estimate, reference, atol=1e-7, rtol=0)
-    grads = corrupted_gradients(tracer)
+    grads = tracer.run.gradients()
     groups = [[b], [b, e]]
-    got = qk_terms("hidden", grads, tracer._clean["hidden"], 0, groups)
+    got = qk_terms("hidden", grads, tracer.clean_states("hidden"), 0, groups, LlamaStack(model.hf_model))
     want = [frozen_pattern_reference(hf, tracer, "hidden", 0, g) for g in groups]
     np.testing.assert_allclose(got, want, atol=1e-7, rtol=0)
 

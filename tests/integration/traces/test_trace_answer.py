@@ -14,7 +14,7 @@ from spiritlens import trace
 from spiritlens.traces import Tracer, prepare_prompt
 from spiritlens.traces.answer import resolve_answer, sequence_probability
 from spiritlens.tokens.trace_prompt import display_tokens
-from spiritlens.traces.noise import NoiseSpec, draw_noise
+from spiritlens.interventions import EmbeddingNoise
 
 PROMPT = "The Space Needle is located in the city of"
 
@@ -134,8 +134,10 @@ def test_sequence_probability_equals_a_plain_loop(tiny_model):
     assert clean == pytest.approx(float(_plain_sequence_probability(tiny_model, ids, target)), rel=1e-5)
     assert clean == pytest.approx(pieces[0] * pieces[1], rel=1e-9)
     b, e = prompt.subject_range
-    z = draw_noise(NoiseSpec("absolute", 0.7, "0.7"), 0.7, 3, e - b, tiny_model.cfg.d_model, seed=1)
-    low, _ = sequence_probability(tiny_model, ids, target, subject_range=(b, e), noise=z)
+    z = 0.7 * np.random.RandomState(1).randn(3, e - b, tiny_model.cfg.d_model)  # ROME's draw, written out
+    noise = EmbeddingNoise(0.7, 3, 1, b, e, tiny_model.cfg.d_model)
+    assert np.array_equal(noise.draw(), z)
+    low, _ = sequence_probability(tiny_model, ids, target, corruption=noise)
 
     def corrupt_row(row):
         def hook(act, hook):

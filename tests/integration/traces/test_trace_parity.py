@@ -16,9 +16,10 @@ import torch
 
 from spiritlens import HookedSpiritLM, trace
 from spiritlens.synthetic.tiny import write_tiny_model, write_weights
-from spiritlens.traces import Row, TracePrompt, Tracer, prepare_prompt, suffix, trace_kinds
+from spiritlens.interventions import suffix
+from spiritlens.traces import Row, TracePrompt, Tracer, prepare_prompt, trace_kinds
 from spiritlens.traces.answer import resolve_answer, sequence_probability
-from spiritlens.traces.noise import draw_noise, parse_noise
+from spiritlens.interventions import EmbeddingNoise
 
 from reference_tracing import reference_trace
 
@@ -342,8 +343,8 @@ def test_whole_target_scores_are_sequence_probability(tiny_model, prompt_ids, te
                                               "sequence"))
         assert tracer.ids.shape == (1, len(ids) + pieces - 1) and tracer.answer_ids == tuple(target)
         clean, per_piece = sequence_probability(tiny_model, ids, target)
-        z = draw_noise(parse_noise(1.2), 1.2, 5, e - b, tiny_model.cfg.d_model, 3)
-        low, low_pieces = sequence_probability(tiny_model, ids, target, subject_range=(b, e), noise=z)
+        noise = EmbeddingNoise(1.2, 5, 3, b, e, tiny_model.cfg.d_model)
+        low, low_pieces = sequence_probability(tiny_model, ids, target, corruption=noise)
         assert tracer.high_score == pytest.approx(clean, rel=1e-6, abs=0)
         assert tracer.low_score == pytest.approx(low, rel=1e-6, abs=0)
         # a mean of products, not a product of means

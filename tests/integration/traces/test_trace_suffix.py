@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from spiritlens import trace
-from spiritlens.traces import Tracer, prepare_prompt, suffix
+from spiritlens.interventions import suffix
+from spiritlens.traces import Tracer, prepare_prompt
 
 PROMPT = "The Space Needle is located in the city of"
 SUBJECT = "Space Needle"
@@ -31,7 +32,7 @@ def fake_cells(T, L, S, d, seed=0):
 
 
 def test_batches_follow_the_tokens_in_flight_rule(tracer, monkeypatch):
-    runner = tracer._restored_runs()
+    runner = suffix.runner_of(tracer.run)
     S, T, L, d = runner.S, runner.T, runner.L, runner.d
     cells = fake_cells(T, L, S, d)
     monkeypatch.setattr(suffix, "CPU_TOKENS_PER_BATCH", 120)
@@ -49,7 +50,7 @@ def test_batches_follow_the_tokens_in_flight_rule(tracer, monkeypatch):
 
 
 def test_batches_respect_the_free_memory_rule(tracer, monkeypatch):
-    runner = tracer._restored_runs()
+    runner = suffix.runner_of(tracer.run)
     S, T = runner.S, runner.T
     cells = fake_cells(T, runner.L, S, runner.d, seed=1)
     monkeypatch.setattr(suffix, "CPU_TOKENS_PER_BATCH", 10**9)
@@ -80,7 +81,7 @@ def gqa_tracer_parts(tmp_path_factory):
                                  num_key_value_heads=1)
     model = HookedSpiritLM.from_pretrained(directory)
     tracer = Tracer(model, prepare_prompt(model, PROMPT, SUBJECT), samples=2, noise=1.0)
-    return tracer._restored_runs(), model.hf_model.config, 2, tracer.ids.shape[1]
+    return suffix.runner_of(tracer.run), model.hf_model.config, 2, tracer.ids.shape[1]
 
 
 def test_hooks_on_the_blocks_take_the_plain_path_not_skipped(tiny_model):
@@ -117,5 +118,5 @@ def suffix_row(t):
 
 
 def test_only_llama_models():
-    with pytest.raises(ValueError, match="need a Llama model, got model_type 'gpt2'"):
+    with pytest.raises(ValueError, match="computes Llama blocks, got model_type 'gpt2'"):
         suffix.LlamaStack(SimpleNamespace(config=SimpleNamespace(model_type="gpt2")))

@@ -1,6 +1,6 @@
-"""Restored runs over the changed suffix only: the arithmetic a causal-tracing cell really needs.
+"""The suffix backend: restored runs over the changed suffix only, the arithmetic a causal-tracing cell really needs.
 
-A restored cell sets positions ``P`` (first position ``i = min(P)``) to clean values at some
+A restored cell sets positions ``P`` (first position ``i = min(P)``) to a source's values at some
 block and runs the model on. By causality every position before ``i`` keeps the corrupted run's
 state at every layer, and up to the cell's first run block nothing else changes. So a cell runs
 only the positions ``i .. T-1`` through blocks ``start .. L-1``, its queries attending to the
@@ -10,12 +10,14 @@ queries, attention output and MLP of the scored ones), and logits are taken ther
 The work is ``S * sum over cells of (T - i) * (L - start)`` token-blocks instead of ROME's
 ``(S + 1) * T * L`` per cell.
 
-**Scored positions.** The score is the probability of ``answer_ids`` ``t_1..t_K`` at the last
-``K`` positions ``T-K .. T-1`` (float32 softmax over the full vocabulary), multiplied over the K
-positions (in float64) when K > 1, then averaged over the S rows: ROME's metric for K = 1, the
-whole target's teacher-forced probability for a traced sequence ``prompt + t_1..t_{K-1}`` (the
-engine's ``target_rule="sequence"``). Restored positions are the prompt's, all ``<= T-K``, so every
-suffix covers the scored positions.
+**What it runs** (:func:`plan_cell` turns a :class:`~spiritlens.interventions.spec.Restore` into a
+:class:`Cell`): one restore per intervention, of any site, from the clean run or a source run,
+whose first position is at or before the first scored position; the model must be a Llama
+(:class:`~spiritlens.model.llama.LlamaStack`), unprocessed, with no user hook outside ``hook_embed``
+(:mod:`spiritlens.interventions.hooks`). Anything else runs on the reference backend.
+
+**Scored positions.** The run's score (:class:`~spiritlens.interventions.metric.AnswerScore`, the one
+softmax score) at its last ``K`` positions ``T-K .. T-1``.
 
 **Key/value cache.** Keys (after rotary) and values of the corrupted run are computed once per
 prompt for every layer from the cached corrupted ``resid_pre``: ``2 * L * S * T * d_kv`` elements
@@ -29,20 +31,9 @@ cache; 7B bf16, T = 60, S = 10: 162 + 157 + 47 + 315 MB = 0.68 GB. A batch's tem
 24 GB GPU: 13.5 GB of weights + 0.7 GB + 0.3 x (24 - 14.2 - ~0.5 GB CUDA context) = 2.8 GB of batch
 gives a peak near 17 GB (on paper: not yet measured on a GPU).
 
-**Numerics.** The blocks are computed here from the weights of the wrapped
-``transformers.LlamaForCausalLM`` with the operations and rounding points of its eager attention
-(``transformers.models.llama.modeling_llama`` as installed): RMSNorm in float32 then cast back and
-scaled; ``q/k/v/o`` projections; HF's rotary formula with its ``cos``/``sin`` in the model dtype;
-scores ``(q @ k^T) * head_dim**-0.5`` plus an additive causal mask, softmax in float32 cast back
-to the model dtype; grouped-query attention (``num_key_value_heads < num_attention_heads``) by
-grouping each key/value head's queries, which is HF's ``repeat_kv`` without the copy; gated MLP
-``down(act(gate(x)) * up(x))``. The results equal the plain per-cell ``run_with_hooks`` loop to
-float32 rounding (tests/integration/test_trace_parity.py).
-
-**Hooks.** The restored runs do not pass through the TransformerBridge, so hooks that users add
-to the bridge do not fire in them; while any are attached to a decoder block, the final norm or
-the unembedding the tracer scores every cell by a full forward instead (:mod:`spiritlens.traces.plain`;
-a hook on ``hook_embed`` acts in the clean and corrupted runs, which do go through the bridge).
+**Numerics.** The blocks are computed by :mod:`spiritlens.model.llama` (HF's eager arithmetic); the
+results equal the reference backend's full forwards to float32 rounding
+(tests/integration/traces/test_trace_parity.py).
 """
 
 from __future__ import annotations
@@ -53,7 +44,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from spiritlens.model.llama import LlamaStack, linear, rms_norm, apply_rope
+from spiritlens.interventions.metric import AnswerScore
+from spiritlens.model.llama import LlamaStack, apply_rope, causal_mask
 
 # Tokens in flight per batch on a CPU (rows x suffix positions, summed over the batch's cells):
 # the fastest of 512 .. 16384 in benchmarks/bench_trace.py --sweep-batch (8 layers x d 512, T = 60,
@@ -81,7 +73,7 @@ def available_bytes(device: torch.device) -> int:
 
 @dataclass
 class Cell:
-    """One restored run, in ROME's terms one (row, layer) cell of the scores table.
+    """One restored run as the suffix runner computes it.
 
     Attributes:
         slot: the caller's index for the cell's score.
@@ -89,27 +81,16 @@ class Cell:
         start: the first block run, 0 <= start <= L (L: no block, the score comes from ``state``).
         state: ``[S or 1, |P|, d_model]``, the residual stream entering block ``start`` at P;
             every other position enters with the corrupted run's ``resid_pre[start]``.
-        restore: blocks (each >= start) whose output of the restored kind is set at P to its
-            clean value (``hook_attn_out`` / ``hook_mlp_out``: the rest of a window).
+        restore: ``(block, site, values)`` with block >= start: after block ``block`` computes
+            ``site`` (``"attn_out"``, ``"mlp_out"`` or ``"resid_post"``), set it at P to ``values``
+            ``[S or 1, |P|, d_model]`` (the rest of a window).
     """
 
     slot: int
     positions: tuple[int, ...]
     start: int
     state: torch.Tensor
-    restore: tuple[int, ...] = ()
-
-
-def mean_score(probs: torch.Tensor) -> torch.Tensor:
-    """The score of ``[..., S, K]`` probabilities (S rows, K scored positions): ``[...]``, float64.
-
-    K = 1: the mean over the rows (in float32, as ROME's mean probability). K > 1: each row's
-    product over the K positions in float64, then the mean over the rows (a mean of products, not
-    a product of means).
-    """
-    if probs.shape[-1] == 1:
-        return probs[..., 0].mean(dim=-1).double()
-    return probs.double().prod(dim=-1).mean(dim=-1)
+    restore: tuple[tuple[int, str, torch.Tensor], ...] = ()
 
 
 @dataclass
@@ -129,29 +110,26 @@ class SuffixRunner:
         stack: the model's :class:`LlamaStack`.
         corrupted_pre: ``L + 1`` tensors ``[S, T, d]``: the corrupted run's ``resid_pre[l]`` for
             l < L and its last block's output at index L (the restored runs' corrupted run).
-        clean: kind -> ``L`` tensors ``[T, d]`` of the clean run (``attn``, ``mlp`` outputs).
-        answer_ids: ``K >= 1`` token ids scored at the last K positions (module docstring): one
-            answer, or a teacher-forced target's pieces.
+        metric: the :class:`~spiritlens.interventions.metric.AnswerScore` of the run's last K positions.
     """
 
-    def __init__(self, stack: LlamaStack, corrupted_pre: Sequence[torch.Tensor],
-                 clean: dict[str, Sequence[torch.Tensor]], answer_ids: Sequence[int]):
+    def __init__(self, stack: LlamaStack, corrupted_pre: Sequence[torch.Tensor], metric: AnswerScore):
         self.stack = stack
         self.pre = list(corrupted_pre)
-        self.clean = clean
-        self.answer_ids = tuple(int(a) for a in answer_ids)
-        self.K = len(self.answer_ids)
+        self.metric = metric
+        self.K = metric.n_scored
         self.L = len(self.pre) - 1
         self.S, self.T, self.d = self.pre[0].shape
         if not 1 <= self.K <= self.T:
-            raise ValueError(f"answer_ids must hold 1..{self.T} ids (one per scored position), got {self.K}")
+            raise ValueError(f"the metric scores {self.K} positions of a {self.T}-token run")
         self.dtype = self.pre[0].dtype
         self._masks: dict[tuple[int, torch.device], torch.Tensor] = {}
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.keys, self.values = [], []
         with torch.inference_mode():
             for layer in range(self.L):
-                k, v = stack.key_value(layer, self.pre[layer], *self._rotary(self.pre[layer].device))
+                cos, sin = self._rotary(self.pre[layer].device)
+                k, v = stack.keys_values(layer, stack.attn_input(layer, self.pre[layer]), cos, sin)
                 self.keys.append(k)
                 self.values.append(v)
 
@@ -215,28 +193,24 @@ class SuffixRunner:
         return out
 
     # ------------------------------------------------------------------ running
-    def run(self, cells: Sequence[Cell], kind: str, *, max_cells: int | None = None,
+    def run(self, cells: Sequence[Cell], *, max_cells: int | None = None,
             done: Callable[[Sequence[Cell]], None] | None = None) -> dict[int, float]:
-        """Scores of ``cells`` (slot -> mean over the S rows of the score, module docstring).
-
-        ``kind``: "hidden", "mlp" or "attn" (which output ``Cell.restore`` sets); ``done`` is
-        called with each finished batch's cells.
-        """
+        """Scores of ``cells`` (slot -> the run's score, module docstring); ``done`` is called with
+        each finished batch's cells."""
         late = [c.slot for c in cells if c.positions[0] > self.T - self.K]
         if late:
             raise ValueError(f"cells {late[:5]} restore no position <= {self.T - self.K}, the first scored position")
         scores: dict[int, float] = {}
         with torch.inference_mode():
             for batch in self.batches(cells, max_cells):
-                probs = self._run_batch(batch, kind)
-                for cell, p in zip(batch, probs.tolist()):
+                for cell, p in zip(batch, self._run_batch(batch).tolist()):
                     scores[cell.slot] = p
                 if done is not None:
                     done(batch)
         return scores
 
-    def _run_batch(self, cells: list[Cell], kind: str) -> torch.Tensor:
-        """Mean score per cell ``[len(cells)]`` (float64, CPU), in the given order.
+    def _run_batch(self, cells: list[Cell]) -> torch.Tensor:
+        """Score per cell ``[len(cells)]`` (float64, CPU), in the given order.
 
         Token layout: the cells in order of their first block, each S rows x (T - i) positions,
         row-major, so the tokens in flight at block j are a prefix of the batch's tokens and
@@ -266,60 +240,58 @@ class SuffixRunner:
                     joined = joining
                     rows = slice(0, joined * S)
                     groups = self._groups(row_start[rows], row_sample[rows], row_offset[rows], device)
-                plan = restore.get(layer)
-                if plan is not None:
-                    plan = (plan[0].to(device), plan[1].to(device))
+                plan = {site: (tokens.to(device), values.to(device))
+                        for site, (tokens, values) in restore.get(layer, {}).items()}
                 n_tokens = int(offsets[joined])
                 if layer < L - 1:
-                    x[:n_tokens] = self._block(layer, x[:n_tokens], groups, plan, kind)
+                    x[:n_tokens] = self._block(layer, x[:n_tokens], groups, plan)
                 else:
                     # Each row's K scored tokens, row-major: [rows * K].
                     ends = row_offset + (T - row_start)
                     last = torch.as_tensor((ends[:, None] - K + np.arange(K)[None]).ravel(), device=device)
-                    finals.append(self._block(layer, x[:n_tokens], groups, plan, kind, last=last))
+                    finals.append(self._block(layer, x[:n_tokens], groups, plan, last=last))
         for c in order[len(runs):]:  # start == L: no block to run, the state entering is final
             final = self.pre[L][:, T - K:].clone()  # [S, K, d]: corrupted, restored at P
             for j, p in enumerate(cells[c].positions):
                 if p >= T - K:
                     final[:, p - (T - K)] = cells[c].state[:, j]
             finals.append(final.reshape(-1, self.d))
-        device = self.stack.norm.weight.device
-        final = torch.cat([f.to(device) for f in finals])
-        probs = self.stack.answer_probs(final, self.answer_ids).view(len(cells), S, K)
-        probs = mean_score(probs).cpu()
-        result = torch.empty_like(probs)
-        result[torch.as_tensor(order)] = probs
+        final = torch.cat([f.to(self.stack.norm.weight.device) for f in finals])
+        logits = self.stack.logits(final).view(len(cells), S, K, -1)
+        scores = self.metric.reduce(self.metric.probabilities(logits)).cpu()
+        result = torch.empty_like(scores)
+        result[torch.as_tensor(order)] = scores
         return result
 
     def _initial_tokens(self, cell: Cell) -> torch.Tensor:
         """``[S * (T - i), d]``: corrupted ``resid_pre[start]`` over the suffix, P set to ``state``."""
         i = cell.positions[0]
         h = self.pre[cell.start][:, i:].clone()
-        h[:, [p - i for p in cell.positions]] = cell.state.to(h.device)
+        h[:, [p - i for p in cell.positions]] = cell.state.to(h.device, h.dtype)
         return h.reshape(-1, self.d)
 
-    def _restore_plan(self, runs: list[Cell], offsets: np.ndarray) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """block -> (token indices, clean positions) restored there; at the last block, where
-        only the K scored positions are computed, (indices among the rows' scored tokens, clean
-        positions) of the restored positions among the last K."""
+    def _restore_plan(self, runs: list[Cell], offsets: np.ndarray) -> dict[int, dict[str, tuple]]:
+        """block -> site -> (token indices, values ``[n, d]``) set there; at the last block, where only
+        the K scored positions are computed, the indices are among the rows' scored tokens and only
+        restored positions among the last K count."""
         S, T, L, K = self.S, self.T, self.L, self.K
-        plan: dict[int, tuple[list, list]] = {}
+        plan: dict[int, dict[str, tuple[list, list]]] = {}
         for k, cell in enumerate(runs):
             i, n = cell.positions[0], T - cell.positions[0]
-            for block in cell.restore:
-                tokens, positions = plan.setdefault(block, ([], []))
+            for block, site, values in cell.restore:
+                values = values.expand(S, -1, -1)  # [S, P, d]
+                tokens, chosen = plan.setdefault(block, {}).setdefault(site, ([], []))
                 if block == L - 1:
-                    scored = [p for p in cell.positions if p >= T - K]
+                    scored = [j for j, p in enumerate(cell.positions) if p >= T - K]
                     if scored:
-                        rel = ((k * S + np.arange(S))[:, None] * K + (np.array(scored) - (T - K))[None]).ravel()
-                        tokens.append(rel)
-                        positions.append(np.tile(scored, S))
+                        at = np.array([cell.positions[j] for j in scored]) - (T - K)
+                        tokens.append(((k * S + np.arange(S))[:, None] * K + at[None]).ravel())
+                        chosen.append(values[:, scored].reshape(-1, self.d))
                     continue
-                rel = (np.arange(S)[:, None] * n + (np.array(cell.positions) - i)[None]).ravel()
-                tokens.append(offsets[k] + rel)
-                positions.append(np.tile(cell.positions, S))
-        return {block: (torch.as_tensor(np.concatenate(t)), torch.as_tensor(np.concatenate(p)))
-                for block, (t, p) in plan.items() if t}
+                tokens.append(offsets[k] + (np.arange(S)[:, None] * n + (np.array(cell.positions) - i)[None]).ravel())
+                chosen.append(values.reshape(-1, self.d))
+        return {block: {site: (torch.as_tensor(np.concatenate(t)), torch.cat(v)) for site, (t, v) in sites.items() if t}
+                for block, sites in plan.items()}
 
     def _groups(self, row_start, row_sample, row_offset, device) -> list[_Group]:
         """The active rows grouped by suffix start, with their token indices (row-major)."""
@@ -332,59 +304,47 @@ class SuffixRunner:
                                  torch.as_tensor(tokens, device=device)))
         return groups
 
-    def _mask(self, i: int, device: torch.device) -> torch.Tensor:
-        """Additive causal mask ``[groups * (T - i), T]`` for queries at positions i..T-1."""
-        key = (i, device)
+    def _mask(self, n_queries: int, device: torch.device) -> torch.Tensor | None:
+        """The causal mask of the last ``n_queries`` positions (None for one: the last query sees every key)."""
+        if n_queries == 1:
+            return None
+        key = (n_queries, device)
         if key not in self._masks:
-            queries = torch.arange(i, self.T, device=device)[:, None]
-            keys = torch.arange(self.T, device=device)[None]
-            mask = torch.zeros((self.T - i, self.T), dtype=self.dtype, device=device)
-            mask.masked_fill_(keys > queries, torch.finfo(self.dtype).min)
-            self._masks[key] = mask.repeat(self.stack.groups, 1)
+            self._masks[key] = causal_mask(n_queries, self.T, self.dtype, device)
         return self._masks[key]
 
-    def _attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: _Group,
+    def _attend(self, layer: int, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: _Group,
                 last_only: bool) -> torch.Tensor:
         """Attention output (before ``o_proj``) of one group's queries, ``[R_i * n_q, n_heads * head_dim]``.
 
-        ``q``: ``[R_i * n_q, n_heads * head_dim]`` (n_q = T - i, or K with ``last_only``);
-        ``k``, ``v``: ``[R_i * (T - i), d_kv]`` for the group's suffix tokens.
+        ``h``: normalised inputs ``[R_i * n_q, d]`` of the queried tokens (n_q = T - i, or K with
+        ``last_only``); ``k``, ``v``: ``[R_i * (T - i), d_kv]`` for the group's suffix tokens.
         """
         s = self.stack
         i, R = group.start, len(group.rows)
         n = self.T - i
         n_q = self.K if last_only else n
-        cos, sin = self._rotary(q.device)
-        q = apply_rope(q.view(R, n_q, s.n_heads, s.head_dim).transpose(1, 2), cos[self.T - n_q:], sin[self.T - n_q:])
-        k = apply_rope(k.view(R, n, s.n_kv_heads, s.head_dim).transpose(1, 2), cos[i:], sin[i:])
-        v = v.view(R, n, s.n_kv_heads, s.head_dim).transpose(1, 2)
+        cos, sin = self._rotary(h.device)
+        q = s.queries(layer, h.view(R, n_q, -1), cos[self.T - n_q:], sin[self.T - n_q:])
+        k = apply_rope(s.split_heads(k, R, n, s.n_kv_heads), cos[i:], sin[i:])
+        v = s.split_heads(v, R, n, s.n_kv_heads)
         keys = torch.cat([self.keys[layer][group.samples, :, :i], k], dim=2)  # [R, n_kv, T, hd]
         values = torch.cat([self.values[layer][group.samples, :, :i], v], dim=2)
-        # Each key/value head's query heads side by side: HF's repeat_kv, without the copy.
-        q = q.reshape(R, s.n_kv_heads, s.groups * n_q, s.head_dim)
-        scores = torch.matmul(q, keys.transpose(2, 3)) * s.scaling
-        if n_q > 1:  # a single last query sees every key
-            scores = scores + self._mask(self.T - n_q, scores.device)
-        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(weights, values)  # [R, n_kv, groups * n_q, hd]
-        out = out.view(R, s.n_heads, n_q, s.head_dim).transpose(1, 2)
-        return out.reshape(R * n_q, s.n_heads * s.head_dim)
+        return s.attend(q, keys, values, self._mask(n_q, q.device)).reshape(R * n_q, -1)
 
-    def _block(self, layer: int, x: torch.Tensor, groups: list[_Group], restore, kind: str,
+    def _block(self, layer: int, x: torch.Tensor, groups: list[_Group], restore: dict,
                last: torch.Tensor | None = None) -> torch.Tensor:
-        """Block ``layer`` on the batch's suffix tokens ``x`` ``[N, d]``, restoring ``kind`` where
-        planned: ``[N, d]``; with ``last`` (each row's K scored tokens, row-major), the output at
-        those only ``[R * K, d]`` (keys and values of every token, the queries, attention and MLP of
-        the scored ones)."""
+        """Block ``layer`` on the batch's suffix tokens ``x`` ``[N, d]``, setting the planned sites:
+        ``[N, d]``; with ``last`` (each row's K scored tokens, row-major), the output at those only
+        ``[R * K, d]`` (keys and values of every token, the queries, attention and MLP of the scored ones)."""
         s = self.stack
-        block = s.layers[layer]
-        attn = block.self_attn
-        h = rms_norm(x, block.input_layernorm.weight, s.eps)
-        k, v = linear(h, attn.k_proj), linear(h, attn.v_proj)
+        h = s.attn_input(layer, x)
+        k, v = s.kv_projections(layer, h)  # every suffix token's, before rotary
         if last is not None:
-            h, x = h[last], x[last]
-        q = linear(h, attn.q_proj)
-        z = torch.empty_like(q)
+            queried, x = h[last], x[last]
+        else:
+            queried = h
+        z = torch.empty((queried.shape[0], s.n_heads * s.head_dim), dtype=x.dtype, device=x.device)
         for group in groups:
             if last is None:
                 queries = group.tokens
@@ -392,12 +352,128 @@ class SuffixRunner:
                 queries = group.rows
             else:  # the group's rows' K scored tokens, row-major
                 queries = (group.rows[:, None] * self.K + torch.arange(self.K, device=x.device)[None]).reshape(-1)
-            z[queries] = self._attend(layer, q[queries], k[group.tokens], v[group.tokens], group, last is not None)
-        a = linear(z, attn.o_proj)
-        if restore is not None and kind == "attn":
-            a[restore[0]] = self.clean["attn"][layer][restore[1]]
+            z[queries] = self._attend(layer, queried[queries], k[group.tokens], v[group.tokens], group,
+                                      last is not None)
+        a = s.attn_out(layer, z)
+        if "attn_out" in restore:
+            a[restore["attn_out"][0]] = restore["attn_out"][1].to(a.dtype)
         x = x + a
         m = s.mlp_out(layer, x)
-        if restore is not None and kind == "mlp":
-            m[restore[0]] = self.clean["mlp"][layer][restore[1]]
-        return x + m
+        if "mlp_out" in restore:
+            m[restore["mlp_out"][0]] = restore["mlp_out"][1].to(m.dtype)
+        x = x + m
+        if "resid_post" in restore:
+            x[restore["resid_post"][0]] = restore["resid_post"][1].to(x.dtype)
+        return x
+
+
+# --------------------------------------------------------------- the backend
+def unsupported(run, interventions: Sequence, *, hooked: Sequence[str] | None = None) -> str:
+    """Why the suffix backend cannot run ``interventions`` on ``run`` (an
+    :class:`~spiritlens.interventions.run.InterventionRun`), or ``""`` when it can (module docstring)."""
+    from spiritlens.interventions.hooks import blocks_hooks, describe
+
+    hooked = blocks_hooks(run.model) if hooked is None else hooked
+    if hooked:
+        return f"hooks attached ({describe(list(hooked))})"
+    bridge = getattr(run.model, "bridge", None)
+    if bridge is not None and (getattr(bridge, "compatibility_mode", False) or getattr(bridge, "_weights_processed", False)):
+        return "the bridge's weights are processed (folded norms), the suffix backend reads the raw weights"
+    try:
+        _stack(run)
+    except ValueError as error:
+        return str(error)
+    first_scored = run.ids.shape[1] - run.metric.n_scored
+    for item in interventions:
+        if len(item) != 1:
+            return f"an intervention of {len(item)} restores (the suffix backend runs one restore each)"
+        if min(item[0].positions) > first_scored:
+            return f"{item[0].describe()} starts after the first scored position {first_scored}"
+    return ""
+
+
+def _stack(run) -> LlamaStack:
+    if getattr(run, "_stack", None) is None:
+        run._stack = LlamaStack(run.model.hf_model)
+    return run._stack
+
+
+def runner_of(run) -> SuffixRunner:
+    """The suffix runner of an InterventionRun (built on first use: it caches the corrupted keys and values)."""
+    if run._suffix is None:
+        run._suffix = SuffixRunner(_stack(run), run.corrupted_states["pre"], run.metric)
+    return run._suffix
+
+
+def plan_cell(run, slot: int, restore) -> "Cell | float":
+    """The suffix :class:`Cell` of one restore, or its score when it is known without a run: restoring
+    the clean run's states only before the corruption's first position (``baseline``), or the last
+    block's output at every scored position (``high_score``) or at none of them (``baseline``)."""
+    from spiritlens.interventions.spec import CLEAN
+
+    T, L, K = run.ids.shape[1], run.n_layers, run.metric.n_scored
+    order = sorted(range(len(restore.positions)), key=lambda j: restore.positions[j])
+    positions = tuple(restore.positions[j] for j in order)
+    clean = restore.source == CLEAN
+    if clean and positions[-1] < run.corruption.first_position:
+        return run.baseline
+
+    def values(layer: int) -> torch.Tensor:  # [1, P, d] in the order of ``positions``
+        return run.source_values(restore, layer)[order][None]
+
+    first = restore.layers[0]
+    if restore.site == "resid_post" and first == L - 1 and clean:
+        scored = set(range(T - K, T))
+        if scored <= set(positions):
+            return run.high_score
+        if not scored & set(positions):
+            return run.baseline
+    if clean:  # every position restored at once, shared by the layer's cells
+        state = _first_output(run, restore.site, first)[:, list(positions)]
+    else:
+        state = _block_output(run, restore.site, first, list(positions), values(first))
+    rest = tuple((layer, restore.site, values(layer)) for layer in restore.layers[1:])
+    return Cell(slot, positions, first + 1, state, rest)
+
+
+def _block_output(run, site: str, block: int, positions, values: torch.Tensor) -> torch.Tensor:
+    """``resid_post[block]`` at ``positions`` ``[S or 1, P, d]`` when ``site`` is set there to ``values``
+    ``[S or 1, P, d]`` in block ``block`` of the corrupted run (nothing before it changed, and the MLP acts
+    per position)."""
+    prefix = run.corrupted_states
+    if site == "resid_post":
+        return values
+    if site == "mlp_out":
+        return prefix["mid"][block][:, positions] + values
+    mid = prefix["pre"][block][:, positions] + values  # attn_out: the MLP then acts on the restored mid-stream
+    return mid + _stack(run).mlp_out(block, mid)
+
+
+def _first_output(run, site: str, block: int) -> torch.Tensor:
+    """:func:`_block_output` of the clean run's ``site`` at every position ``[S or 1, T, d]`` (cached per run)."""
+    cache = run.__dict__.setdefault("_first_outputs", {})
+    if (site, block) not in cache:
+        T = run.ids.shape[1]
+        cache[(site, block)] = _block_output(run, site, block, slice(None), run.clean[site][block][None, :T])
+    return cache[(site, block)]
+
+
+def suffix_scores(run, interventions: Sequence, *, done: Callable[[Sequence[int]], None] | None = None) -> np.ndarray:
+    """Scores ``[N]`` (float64) of single-restore ``interventions`` on the suffix backend."""
+    values = np.empty(len(interventions), dtype=np.float64)
+    cells, known = [], []
+    with torch.inference_mode():
+        for k, item in enumerate(interventions):
+            planned = plan_cell(run, k, item[0])
+            if isinstance(planned, Cell):
+                cells.append(planned)
+            else:
+                values[k] = planned
+                known.append(k)
+    if done is not None and known:
+        done(known)
+    if cells:
+        finished = None if done is None else (lambda batch: done([c.slot for c in batch]))
+        for slot, score in runner_of(run).run(cells, max_cells=run.max_batch_cells, done=finished).items():
+            values[slot] = score
+    return values
