@@ -43,7 +43,7 @@ def test_espeak_corpus_writes_wavs_manifest_and_reuses_the_cache(tmp_path):
     assert 1.5 < info.frames / info.samplerate < 5.0  # 8 words at 175 words/min: about 2.7 s
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["version"] == 2
+    assert manifest["version"] == 3 and len(manifest["checksum"]) == 64
     entry = manifest["entries"][0]
     assert {k: entry[k] for k in ("item_id", "text", "tts_text", "backend", "voice", "settings", "path", "sample_rate",
                                   "error")} == {
