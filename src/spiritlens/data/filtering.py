@@ -43,7 +43,8 @@ def filter_known(model, records, modality: str, audio: Mapping[int, str] | None 
 
     path = None if out_path is None else Path(out_path)
     base = fingerprint if fingerprint is not None else model_fingerprint(model)
-    key = run_key({k: v for k, v in base.items() if modality == "s2t" or k != "speech_tokenizer"},
+    wanted = ("weights", "dtype", "device", "speech_tokenizer") if modality == "s2t" else ("weights", "dtype", "device")
+    key = run_key({k: v for k, v in base.items() if k in wanted},
                   method="greedy generation", options={"max_new_tokens": max_new_tokens, "direction": modality})
     previous, untrusted = _previous_generations(path, key)
     generations: dict[str, dict] = {}

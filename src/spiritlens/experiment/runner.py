@@ -245,11 +245,13 @@ class Experiment:
             audio = prep.audio.get(str(known_id))
             rows.update(audio_sha256=file_digest(audio) if audio and Path(audio).is_file() else None,
                         mapping=config.mapping, row_mode=config.row_mode)
-        sigma_source = "text subjects" if not spoken or config.speech_sigma == "text" else "speech subjects"
+        spec = parse_noise(config.noise)
+        sigma_source = None if not spec.needs_sigma else \
+            "text subjects" if not spoken or config.speech_sigma == "text" else "speech subjects"
+        sigma = None if sigma_source is None else prep.sigma.get("text" if sigma_source == "text subjects" else "speech")
         options = None if config.screen == "none" else {"verify_top": config.verify_top,
                                                          "verify_rank": config.verify_rank}
-        return run_key(base, method=self.trace_method, noise=parse_noise(config.noise).text, sigma_source=sigma_source,
-                       sigma=prep.sigma.get("text" if sigma_source == "text subjects" else "speech"),
+        return run_key(base, method=self.trace_method, noise=spec.text, sigma_source=sigma_source, sigma=sigma,
                        samples=config.samples, seed=config.seed, window=prep.window, rows=rows,
                        **({} if options is None else {"options": options}))
 
