@@ -41,11 +41,13 @@ def filter_known(model, records, modality: str, audio: Mapping[int, str] | None 
     Returns the ``FilterResult``."""
     from spiritlens.data import filter_prompts
 
-    path = None if out_path is None else Path(out_path)
-    base = fingerprint if fingerprint is not None else model_fingerprint(model)
-    wanted = ("weights", "dtype", "device", "speech_tokenizer") if modality == "s2t" else ("weights", "dtype", "device")
-    key = run_key({k: v for k, v in base.items() if k in wanted},
-                  method="greedy generation", options={"max_new_tokens": max_new_tokens, "direction": modality})
+    path, key = None if out_path is None else Path(out_path), None
+    if path is not None:  # the manifest's run key (without a manifest there is nothing to reuse)
+        base = fingerprint if fingerprint is not None else model_fingerprint(model)
+        wanted = ("weights", "dtype", "device", "speech_tokenizer") if modality == "s2t" else ("weights", "dtype",
+                                                                                              "device")
+        key = run_key({k: v for k, v in base.items() if k in wanted}, method="greedy generation",
+                      options={"max_new_tokens": max_new_tokens, "direction": modality})
     previous, untrusted = _previous_generations(path, key)
     generations: dict[str, dict] = {}
     recomputed: list[str] = []
@@ -55,7 +57,7 @@ def filter_known(model, records, modality: str, audio: Mapping[int, str] | None 
 
     def generate(record):
         row = {"prompt": record.prompt}
-        if modality == "s2t":
+        if modality == "s2t" and path is not None:
             row["audio_sha256"] = file_digest((audio or {})[record.known_id])
         old = previous.get(str(record.known_id))
         if old is not None and old.get("row") == row and isinstance(old.get("generated"), str) and \
