@@ -121,7 +121,8 @@ class PreparedRun:
 
         Raises:
             FileNotFoundError: ``run_dir`` has no ``prepare.json``. ValueError: it is not one written by
-            ``spiritlens experiment`` (a field missing or of the wrong type).
+            ``spiritlens experiment`` (a field missing or of the wrong type), or an audio path lies outside
+            ``run_dir`` (named with its entry).
         """
         run_dir = Path(run_dir)
         path = run_dir / PREPARE_FILE
@@ -135,6 +136,10 @@ class PreparedRun:
         if prep.aligner != POCKETSPHINX:  # a backend name, not a path
             prep.aligner = _rebase(prep.aligner, old_out, run_dir)
         prep.audio = {k: _rebase(v, old_out, run_dir) for k, v in prep.audio.items()}
+        for known_id, audio in prep.audio.items():  # written by the experiment into <out>/speech, nowhere else
+            if not isinstance(audio, str) or not _inside(Path(audio), run_dir):
+                raise ValueError(f"{path}: audio[{known_id!r}] {audio!r} is outside the run folder {run_dir} (the "
+                                 "experiment writes its audio into speech/ there; not read)")
         return prep
 
 
@@ -149,6 +154,15 @@ def run_fingerprint(prep: PreparedRun, device_kind: str) -> dict:
     return {"weights": folder_digest(prep.model_dir),
             "speech_tokenizer": folder_digest(speech) if speech and Path(speech).is_dir() else None,
             "aligner": aligner_digest(prep.aligner), "dtype": prep.dtype, "device": device_kind}
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (links followed) lies inside ``folder``."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _rebase(value: str | None, old_out: Path, run_dir: Path) -> str | None:
