@@ -1,7 +1,7 @@
 """File helpers shared by every stage: atomic writes, JSON reads with one-line errors, checksums.
 
-Every file spiritlens writes goes through :func:`write_atomic` (JSON, arrays, WAVs, figures): a
-temporary file in the same folder, then ``os.replace``, so a reader never sees a half-written file
+Every file the pipeline's stages write (results and their arrays, manifests, WAVs, figures, reports)
+goes through :func:`write_atomic`: a temporary file in the same folder, then ``os.replace``, so a reader never sees a half-written file
 and an interrupted write leaves the previous file intact. **The one temporary-file rule**: the
 temporary of ``<name>`` is ``.<name>.<random>-<pid>.tmp`` (the writer's process id last), and
 :func:`sweep_temporaries` is the one sweep: it removes the temporaries under a folder whose process
