@@ -69,6 +69,19 @@ def make_result(
     return result
 
 
+def write_result(path, document: dict) -> Path:
+    """Write a hand-made result document as ``spiritlens aggregate`` accepts one: with its ``checksum``
+    (the SHA-256 of its canonical JSON, computed here: sorted keys, no spaces, UTF-8)."""
+    import hashlib
+    import json
+
+    body = {k: v for k, v in document.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    path = Path(path)
+    path.write_text(json.dumps({**body, "checksum": hashlib.sha256(text.encode("utf-8")).hexdigest()}))
+    return path
+
+
 def assert_drawn_png(path, *, min_width: int = 200, min_height: int = 100, min_colours: int = 8) -> "np.ndarray":
     """``path`` is a PNG of at least ``min_width`` x ``min_height`` pixels with at least ``min_colours``
     distinct colours (text, axes and cells drawn, not a blank or one-colour canvas); its pixels."""

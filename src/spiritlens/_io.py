@@ -1,10 +1,16 @@
 """File helpers shared by every stage: atomic writes, JSON reads with one-line errors, checksums.
 
-Every finished result goes through :func:`write_atomic`: a temporary file in the same folder,
-then ``os.replace``, so a reader never sees a half-written file and an interrupted write leaves
-the previous file intact. The file gets the mode ``open()`` would give it: a new file
-``0o666 & ~umask``, a replaced file its previous mode (``tempfile.mkstemp`` alone makes 0600,
+Every file the pipeline's stages write (results and their arrays, manifests, WAVs, figures, reports)
+goes through :func:`write_atomic`: a temporary file in the same folder, then ``os.replace``, so a reader never sees a half-written file
+and an interrupted write leaves the previous file intact. **The one temporary-file rule**: the
+temporary of ``<name>`` is ``.<name>.<random>-<pid>.tmp`` (the writer's process id last), and
+:func:`sweep_temporaries` is the one sweep: it removes the temporaries under a folder whose process
+is gone (and the names older versions used). The file gets the mode ``open()`` would give it: a new
+file ``0o666 & ~umask``, a replaced file its previous mode (``tempfile.mkstemp`` alone makes 0600,
 which other users of a shared results folder could not read).
+
+:func:`content_checksum` is the checksum every result and manifest carries in its ``checksum`` field
+(SHA-256 of its canonical JSON without that field).
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+TEMPORARY_SUFFIX = ".tmp"
+CHECKSUM_FIELD = "checksum"
+# What a killed writer leaves: write_atomic's temporaries, and the names of older versions
+# (TraceResult.save's ``<name>.npz.tmp.npz``, the speech corpus's ``.<item>.tmp-<pid>.<random>.wav``).
+TEMPORARY_PATTERNS = (f".*{TEMPORARY_SUFFIX}", "*.tmp.npz", ".*.tmp-*.wav")
 
 
 def current_umask() -> int:
@@ -46,7 +59,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"-{os.getpid()}{TEMPORARY_SUFFIX}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), _open_mode(path))
@@ -87,10 +100,51 @@ def json_digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def remove_orphans(directory: str | os.PathLike, pattern: str) -> list[Path]:
+def content_checksum(document: dict) -> str:
+    """SHA-256 of a document without its ``checksum`` field, as canonical JSON (sorted keys, no spaces,
+    UTF-8; NaN as ``NaN``): a value changed by hand changes it."""
+    body = {k: v for k, v in document.items() if k != CHECKSUM_FIELD}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def checksum_problem(document: dict) -> str | None:
+    """Why a document fails its checksum (none recorded, or a mismatch), or None."""
+    recorded = document.get(CHECKSUM_FIELD)
+    if not isinstance(recorded, str):
+        return "no checksum recorded (written before checksums, or edited)"
+    if recorded != content_checksum(document):
+        return "content does not match its checksum (edited or damaged after it was written)"
+    return None
+
+
+def with_checksum(document: dict) -> dict:
+    """A copy of ``document`` with its ``checksum`` field (re)computed, last."""
+    body = {k: v for k, v in document.items() if k != CHECKSUM_FIELD}
+    body[CHECKSUM_FIELD] = content_checksum(body)
+    return body
+
+
+def sweep_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries a killed writer left anywhere under ``folder`` (the module's rule, and the
+    names of older versions): those whose process (the id after the last ``-``) is gone on this
+    machine, and those without a process id. A live writer's temporary is kept. Returns the removed paths."""
+    removed: list[Path] = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for directory in [root, *(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        for pattern in TEMPORARY_PATTERNS:
+            removed += remove_orphans(directory, pattern, keep_without_pid=False)
+    return removed
+
+
+def remove_orphans(directory: str | os.PathLike, pattern: str, *, keep_without_pid: bool = True) -> list[Path]:
     """Remove what a killed process left in ``directory``: entries matching the glob ``pattern``
     whose name carries the id of the process that made them after a ``-`` (``.toy.building-1234``,
-    ``.12_prompt.tmp-1234.wav``) and whose process is gone on this machine. Returns the removed paths. Entries of live processes are kept."""
+    ``.r.json.k2x9-1234.tmp``) and whose process is gone on this machine (and, unless
+    ``keep_without_pid``, entries without a process id). Returns the removed paths. Entries of live
+    processes are kept."""
     import re
     import shutil
 
@@ -100,7 +154,7 @@ def remove_orphans(directory: str | os.PathLike, pattern: str) -> list[Path]:
         return removed
     for entry in directory.glob(pattern):
         pids = re.findall(r"-(\d+)(?=\.|$)", entry.name)
-        if not pids or _alive(int(pids[-1])):
+        if (not pids and keep_without_pid) or (pids and _alive(int(pids[-1]))):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

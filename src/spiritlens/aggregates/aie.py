@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from spiritlens.terms import KINDS, MODALITIES, MODALITY_LABELS  # noqa: F401 (re-exported)
-from spiritlens.traces.result import CHECKSUM_FIELD, checksum_problem
+from spiritlens.traces.result import result_problem
 CATEGORIES: tuple[str, ...] = (
     "first_subject",
     "middle_subject",
@@ -388,8 +388,9 @@ def load_results(
     JSON that is not a trace result (no ``scores``/``kind``: ``aie.json``, manifests, ROME's
     ``{"correct_prediction": false}`` stubs) is skipped silently. A file that cannot be read, is not
     valid JSON, is a malformed result (see ``check_result``, including a subject that ends the
-    prompt) or a result whose content no longer matches its recorded ``checksum`` (edited by hand;
-    :func:`spiritlens.traces.result.checksum_problem`) is not fatal: one line ``"<path>: <what is wrong>"`` is appended to ``problems``, or
+    prompt) or a result that is not as it was written (no ``checksum``, content that no longer matches
+    it, or a ``.npz`` that differs from the JSON: :func:`spiritlens.traces.result.result_problem`) is
+    not used: one line ``"<path>: <what is wrong>"`` is appended to ``problems``, or
     given as a warning when ``problems`` is None. A result without ``name`` gets the file's stem.
     Raises FileNotFoundError for a source path that does not exist.
     """
@@ -403,10 +404,9 @@ def load_results(
             if not isinstance(document, dict) or "scores" not in document or "kind" not in document:
                 continue
             try:
-                if CHECKSUM_FIELD in document:  # written by TraceResult.save: must be as it was written
-                    problem = checksum_problem(document)
-                    if problem:
-                        raise ValueError(problem)
+                problem = result_problem(path, document)  # as TraceResult.save wrote it, or not used
+                if problem:
+                    raise ValueError(problem)
                 document.setdefault("name", path.stem)
                 check_result(document)
             except ValueError as error:

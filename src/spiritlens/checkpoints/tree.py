@@ -33,6 +33,10 @@ DTYPES = {
 }
 
 
+AUTO_DTYPE_MIN_PARAMETERS = 1_000_000_000  # the dtype rule: bfloat16 from here (SpiritLM's 7B), float32 below
+DTYPE_RULE = ("auto: bfloat16 for a model of 1B parameters or more (SpiritLM's 7B checkpoints: 13.5 GB of "
+              "weights instead of 27), float32 below (the embedded toy and tiny models)")
+
 MODEL_FOLDER = "spiritlm_model"  # <root>/spiritlm_model/<variant>/: config.json, weights, tokenizer files
 SPEECH_TOKENIZER_FOLDER = "speech_tokenizer"  # <root>/speech_tokenizer/: hubert_25hz/ and its quantizer
 
@@ -138,5 +142,46 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
     if key not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16 (or auto where a model directory is given)")
     return DTYPES[key]
+
+
+def config_parameters(config: dict) -> int:
+    """Parameters of a Llama ``config.json`` (embeddings, attention with its key/value heads, MLP,
+    unembedding unless tied; norms left out): 6.74e9 for SpiritLM's 7B. ValueError for a config
+    lacking a size field."""
+    try:
+        d, layers, ff, vocab = (int(config[k]) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                            "vocab_size"))
+        heads = int(config.get("num_attention_heads") or 1)
+        kv = int(config.get("num_key_value_heads") or heads)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"config.json lacks a size field ({error})") from None
+    embeddings = vocab * d * (1 if config.get("tie_word_embeddings") else 2)
+    return embeddings + layers * (2 * d * d + 2 * d * (d * kv // max(heads, 1)) + 3 * d * ff)
+
+
+def resolve_dtype(dtype: str | torch.dtype, model_dir: str | os.PathLike) -> torch.dtype:
+    """The one dtype rule of every entry point (``HookedSpiritLM.from_pretrained``, ``spiritlens trace``,
+    ``spiritlens crossmodal fact``, ``spiritlens experiment``): a dtype or its name is :func:`parse_dtype`'d;
+    ``"auto"`` is bfloat16 for a model of at least ``AUTO_DTYPE_MIN_PARAMETERS`` parameters (counted from
+    ``model_dir/config.json`` by :func:`config_parameters`: SpiritLM's 7B checkpoints) and float32 below
+    (the embedded toy and tiny models). ValueError for an unknown name or an unreadable config."""
+    if not (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        return parse_dtype(dtype)
+    from spiritlens._io import read_json
+
+    config = read_json(Path(model_dir) / "config.json", "model config")
+    if not isinstance(config, dict):
+        raise ValueError(f"model config {Path(model_dir) / 'config.json'} is not a JSON object")
+    try:
+        parameters = config_parameters(config)
+    except ValueError as error:
+        raise ValueError(f"{Path(model_dir) / 'config.json'}: {error}") from None
+    return torch.bfloat16 if parameters >= AUTO_DTYPE_MIN_PARAMETERS else torch.float32
+
+
+def check_dtype_name(dtype: str | torch.dtype) -> None:
+    """ValueError unless ``dtype`` is ``"auto"`` or a dtype :func:`parse_dtype` takes."""
+    if not (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        parse_dtype(dtype)

@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from spiritlens.checkpoints.tree import DTYPE_RULE
+
 ANALYSIS_NAMES = {"patching": "patching", "geometry": "geometry", "logit-lens": "logit_lens",
                   "logit_lens": "logit_lens", "lens": "logit_lens"}
 DIRECTION_NAMES = {"text-to-speech": "text_to_speech", "text_to_speech": "text_to_speech", "t2s": "text_to_speech",
@@ -92,7 +94,8 @@ def add_parser(subparsers) -> None:
     fact.add_argument("--samples", type=int, default=10, help="noised samples per run (default 10)")
     fact.add_argument("--seed", type=int, default=1, help="numpy seed of the noise draw (default 1)")
     fact.add_argument("--target-id", type=int, help="answer token id (default: each run's top-1, the tracer's rule)")
-    fact.add_argument("--dtype", default="float32")
+    fact.add_argument("--dtype", default="auto", help=f"model dtype: {DTYPE_RULE}; or float32, bfloat16, float16 "
+                                                        "(default: auto)")
     fact.add_argument("--out", required=True, help="output folder")
     _common(fact)
     fact.set_defaults(func=run_fact)

@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from spiritlens.checkpoints.tree import DTYPE_RULE
 from spiritlens.terms import KINDS, VERIFY_RANKS
 from spiritlens.traces.methods import TRACE_METHODS, methods_help
 
@@ -70,7 +71,8 @@ def add_parser(subparsers) -> None:
                              "target's teacher-forced probability: the product of its pieces' probabilities)")
     target.add_argument("--target-id", type=int, help="target token id, instead of --target")
     parser.add_argument("--attribute", help="expected answer; sets correct_prediction")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--dtype", default="auto", help=f"model dtype: {DTYPE_RULE}; or float32, bfloat16, float16 "
+                                                          "(default: auto)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--max-batch-cells", type=int, help="cap on cells per batched forward")
     parser.add_argument("--method", choices=TRACE_METHODS, default="exact", help=METHOD_HELP)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from spiritlens._io import read_json, write_json_atomic
+from spiritlens.runkey import UntrustedFile, stamp, verify
 from spiritlens.model import hook_names
 
 TEXT, SPEECH = "text", "speech"
@@ -276,7 +277,12 @@ def as_float_array(values: Any) -> np.ndarray:
 
 
 class ResultFile:
-    """``to_json``/``save``/``load`` for the analysis results (dataclasses with an ``ANALYSIS`` name)."""
+    """``to_json``/``save``/``load``/``validate`` for the analysis results (dataclasses with an ``ANALYSIS`` name).
+
+    One schema for every cross-modal file (``patching.json``, ``geometry.json``, ``logit_lens.json``, the
+    summary): the fields, ``analysis``, ``version``, the ``run_key`` it was computed under
+    (:mod:`spiritlens.runkey`; when given) and a ``checksum`` over all of it. :meth:`load` refuses a
+    file whose checksum fails, whose key is not the expected one, or whose numbers do not validate."""
 
     ANALYSIS: ClassVar[str] = ""
 
@@ -285,6 +291,10 @@ class ResultFile:
         data = plain(self)
         data.update(analysis=self.ANALYSIS, version=RESULT_VERSION)
         return data
+
+    def validate(self) -> None:
+        """ValueError (one line) when the numbers are impossible (subclasses check theirs); run before
+        saving and after loading."""
 
     @classmethod
     def from_json(cls, data: dict):
@@ -296,15 +306,50 @@ class ResultFile:
             raise ValueError(f"{cls.ANALYSIS} result lacks the fields {sorted(missing)}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON atomically (a reader never sees half a file); returns the path."""
-        return write_json_atomic(path, self.to_json())
+    def save(self, path: str | os.PathLike, *, run_key: dict | None = None) -> Path:
+        """:meth:`validate`, then write the JSON with its ``run_key`` (when given) and ``checksum``
+        atomically (a reader never sees half a file); returns the path."""
+        self.validate()
+        return write_json_atomic(path, stamp(self.to_json(), run_key))
 
     @classmethod
-    def load(cls, path: str | os.PathLike):
-        """Read a result file; ValueError naming the file if it is not a readable result."""
-        data = read_json(path, f"{cls.ANALYSIS} result")
+    def load(cls, path: str | os.PathLike, *, run_key: dict | None = None):
+        """Read a result file: a :class:`~spiritlens.runkey.UntrustedFile` (a ValueError) naming the file
+        and why when it is unreadable, its checksum fails, its run key differs from ``run_key`` (when
+        given), its fields are malformed or its numbers do not validate."""
+        what = f"{cls.ANALYSIS} result"
         try:
-            return cls.from_json(data)
+            data = verify(read_json(path, what), run_key, what=what, path=path)
+        except UntrustedFile:
+            raise
+        except ValueError as error:
+            raise UntrustedFile(what, path, f"unreadable ({error})") from None
+        try:
+            result = cls.from_json(data)
+            result.validate()
         except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise ValueError(f"{cls.ANALYSIS} result {str(path)!r} is malformed: {error}") from None
+            raise UntrustedFile(what, path, f"malformed ({error})") from None
+        return result
+
+
+def check_values(where: str, name: str, values: Any, *, low: float | None = None, high: float | None = None,
+                 allow_nan: bool = False, shape: tuple | None = None) -> None:
+    """ValueError (one line naming ``where`` and ``name``) unless ``values`` has ``shape`` (when given; None
+    entries match any size) and every entry is finite (NaN too when ``allow_nan``) and within
+    [``low``, ``high``]: the checks of :meth:`ResultFile.validate`."""
+    array = np.asarray(values, dtype=np.float64)
+    if shape is not None and (array.ndim != len(shape) or any(n is not None and n != m
+                                                                 for n, m in zip(shape, array.shape))):
+        raise ValueError(f"{where}: {name} has shape {list(array.shape)}, expected "
+                         f"{['*' if n is None else n for n in shape]}")
+    bad = np.isinf(array) | (np.isnan(array) if not allow_nan else False)
+    with np.errstate(invalid="ignore"):
+        if low is not None:
+            bad |= array < low
+        if high is not None:
+            bad |= array > high
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        bounds = f" in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ValueError(f"{where}: {name}{list(index)} = {float(array[index])!r} is not a finite number"
+                         f"{bounds if low is not None or high is not None else ''}")

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from spiritlens.crossmodal.fact import SPEECH, TEXT, CrossModalFact, ResultFile, as_float_array
+from spiritlens.crossmodal.fact import SPEECH, TEXT, CrossModalFact, ResultFile, as_float_array, check_values
 
 QUANTITIES = ("cosine", "distance", "text_norm", "speech_norm")
 
@@ -100,6 +100,20 @@ class GeometryResult(ResultFile):
             value = getattr(self, name)
             if value.size == 0:
                 setattr(self, name, value.reshape(0, self.n_layers))
+
+    def validate(self) -> None:
+        """Shapes ``[W, L]`` (``W`` words) and ``[L]``; cosines in [-1, 1] (NaN for a zero state); distances and
+        norms finite and >= 0; the baselines NaN only when there is no other word."""
+        where, W, L = f"geometry result {self.name}", len(self.words), self.n_layers
+        if len(self.text_positions) != W or len(self.speech_positions) != W:
+            raise ValueError(f"{where}: {W} words but {len(self.text_positions)} text and "
+                             f"{len(self.speech_positions)} speech position lists")
+        check_values(where, "cosine", self.cosine, low=-1 - 1e-6, high=1 + 1e-6, allow_nan=True, shape=(W, L))
+        for name in ("distance", "text_norm", "speech_norm"):
+            check_values(where, name, getattr(self, name), low=0.0, shape=(W, L))
+        check_values(where, "mismatched_cosine", self.mismatched_cosine, low=-1 - 1e-6, high=1 + 1e-6,
+                     allow_nan=True, shape=(L,))
+        check_values(where, "mismatched_distance", self.mismatched_distance, low=0.0, allow_nan=True, shape=(L,))
 
     def word_mean(self, quantity: str) -> np.ndarray:
         """``[L]`` mean over the fact's words of one of ``cosine``, ``distance``, ``text_norm``, ``speech_norm``."""

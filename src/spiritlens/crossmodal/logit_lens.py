@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from spiritlens.crossmodal.fact import SPEECH, TEXT, CrossModalFact, ResultFile
+from spiritlens.crossmodal.fact import SPEECH, TEXT, CrossModalFact, ResultFile, check_values
 
 _RANK_CHUNK = 1 << 24  # comparisons per block when counting ranks (bounds memory)
 
@@ -109,6 +109,18 @@ class LogitLensResult(ResultFile):
                                                                               self.n_layers, K)
         self.log_probs = np.asarray(self.log_probs, dtype=np.float64).reshape(self.ranks.shape)
         self.text_log_probs = np.asarray(self.text_log_probs, dtype=np.float64).reshape(self.text_ranks.shape)
+
+    def validate(self) -> None:
+        """One label and aligned token per speech position, one label per subject token id; ranks integers in
+        [1, ``n_text_tokens``]; log-probabilities finite and <= 0."""
+        where, P, K = f"logit_lens result {self.name}", len(self.positions), len(self.subject_token_ids)
+        if len(self.position_labels) != P or len(self.aligned_tokens) != P or len(self.subject_tokens) != K:
+            raise ValueError(f"{where}: {P} positions with {len(self.position_labels)} labels and "
+                             f"{len(self.aligned_tokens)} aligned tokens; {K} subject ids with "
+                             f"{len(self.subject_tokens)} labels")
+        for prefix in ("", "text_"):
+            check_values(where, f"{prefix}ranks", getattr(self, f"{prefix}ranks"), low=1, high=self.n_text_tokens)
+            check_values(where, f"{prefix}log_probs", getattr(self, f"{prefix}log_probs"), high=1e-6)
 
     @property
     def best_rank(self) -> np.ndarray:

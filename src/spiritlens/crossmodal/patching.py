@@ -53,6 +53,7 @@ from spiritlens.crossmodal.fact import (
     ResultFile,
     _answer_id,
     as_float_array,
+    check_values,
 )
 
 from spiritlens.terms import PATCH_DIRECTIONS, PATCH_MODES
@@ -114,6 +115,21 @@ class PatchingResult(ResultFile):
     def __post_init__(self):
         self.receivers = {k: v if isinstance(v, ReceiverRun) else ReceiverRun(**v) for k, v in self.receivers.items()}
         self.curves = [c if isinstance(c, PatchCurve) else PatchCurve(**c) for c in self.curves]
+
+    def validate(self) -> None:
+        """Receivers' ``high_score``/``low_score`` and every curve's ``scores``/``self_scores`` ``[n_layers]``
+        are probabilities in [0, 1]; noise scales finite and >= 0; one source position per patched one."""
+        where = f"patching result {self.name}"
+        for name, run in self.receivers.items():
+            check_values(where, f"receivers[{name!r}] scores", [run.high_score, run.low_score], low=0.0, high=1.0)
+            check_values(where, f"receivers[{name!r}] noise", run.noise, low=0.0)
+        for curve in self.curves:
+            label = f"{curve.direction}/{curve.mode}"
+            if len(curve.positions) != len(curve.source_positions):
+                raise ValueError(f"{where}: {label}: {len(curve.positions)} positions but "
+                                 f"{len(curve.source_positions)} source positions")
+            for name in ("scores", "self_scores"):
+                check_values(where, f"{label} {name}", getattr(curve, name), low=0.0, high=1.0, shape=(self.n_layers,))
 
     def curve(self, direction: str, mode: str) -> PatchCurve:
         for curve in self.curves:

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from spiritlens.crossmodal.fact import ResultFile, as_float_array
+from spiritlens.crossmodal.fact import ResultFile, as_float_array, check_values
 from spiritlens.crossmodal.geometry import GeometryResult
 from spiritlens.crossmodal.logit_lens import LogitLensResult
 from spiritlens.crossmodal.patching import DIRECTION_LABELS, PATCH_DIRECTIONS, PATCH_MODES, PatchingResult
@@ -93,6 +93,20 @@ class CrossModalSummary(ResultFile):
         self.patching = {key: {k: band(v) for k, v in curves.items()} for key, curves in self.patching.items()}
         self.geometry = {key: band(v) for key, v in self.geometry.items()}
         self.logit_lens = {key: (band(v) if isinstance(v, (dict, Band)) else v) for key, v in self.logit_lens.items()}
+
+    def validate(self) -> None:
+        """Every band ``[n_layers]`` (``[1]`` for a total effect; NaN where no fact counts; no inf); ``chance``
+        a probability."""
+        where, L = "crossmodal summary", self.n_layers
+        bands = [(f"patching {key} {name}", band) for key, curves in self.patching.items() for name, band in curves.items()]
+        bands += [(f"geometry {key}", band) for key, band in self.geometry.items()]
+        bands += [(f"logit_lens {key}", band) for key, band in self.logit_lens.items() if isinstance(band, Band)]
+        for name, band in bands:
+            shape = (1,) if name.endswith("total_effect") else (L,)
+            check_values(where, f"{name} mean", band.mean, allow_nan=True, shape=shape)
+            check_values(where, f"{name} ci", band.ci, low=0.0, allow_nan=True, shape=shape)
+        if "chance" in self.logit_lens:
+            check_values(where, "logit_lens chance", self.logit_lens["chance"], low=0.0, high=1.0)
 
     # ----------------------------------------------------------------- reading
     def findings(self) -> list[str]:

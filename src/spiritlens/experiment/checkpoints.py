@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from spiritlens._io import read_json
+from spiritlens._io import read_json, write_atomic
 from spiritlens.align.aligner import POCKETSPHINX
 from spiritlens.checkpoints.tree import CHECKPOINTS_ENV, speech_tokenizer_folder, variant_dir
 
@@ -40,7 +40,7 @@ def resolve_checkpoints(config, out: Path, *, progress: bool = True,
             if not (root / ".complete").is_file():
                 log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
                 make_tiny_checkpoints(root, force=True)  # its own folder, perhaps half-written by a killed run
-                (root / ".complete").write_text("tiny random weights\n")
+                write_atomic(root / ".complete", "tiny random weights\n")
         else:
             from spiritlens.synthetic.toy.build import toy_checkpoints
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from spiritlens import __version__
 from spiritlens.align.aligner import POCKETSPHINX
-from spiritlens.checkpoints.tree import CHECKPOINTS_ENV
+from spiritlens.checkpoints.tree import CHECKPOINTS_ENV, DTYPE_RULE
 from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS, VERIFY_RANKS
 from spiritlens.traces.methods import SCREENS
 from spiritlens.traces.tracer import ROW_MODES
@@ -75,9 +75,7 @@ class ExperimentConfig:
                                                             "(always so with --random-weights)"})
     accept: tuple[str, ...] = field(default=("exact",), metadata={"help": "judgements counted correct: exact,partial"})
     max_new_tokens: int = field(default=8, metadata={"help": "greedy tokens generated to judge an answer"})
-    dtype: str = field(default="auto", metadata={
-        "help": "model dtype: auto (bfloat16 for SpiritLM checkpoints, float32 for the embedded toy and tiny "
-                "models), bfloat16, float32, float16"})
+    dtype: str = field(default="auto", metadata={"help": f"model dtype: {DTYPE_RULE}; or bfloat16, float32, float16"})
     device: str | None = field(default=None, metadata={"help": "torch device (default: cuda:$LOCAL_RANK if "
                                                                  "available, else cpu)"})
     max_batch_cells: int | None = field(default=None, metadata={
@@ -119,13 +117,6 @@ class ExperimentConfig:
         """Every prompt is traced: ``--keep-all``, or random weights (which answer nothing)."""
         return self.keep_all or self.random_weights
 
-    @property
-    def model_dtype(self) -> str:
-        """``dtype``, with ``auto`` resolved: float32 for the embedded models, bfloat16 for SpiritLM's."""
-        if self.dtype != "auto":
-            return self.dtype
-        return "float32" if self.embedded else "bfloat16"
-
     @classmethod
     def from_dict(cls, data: dict) -> "ExperimentConfig":
         """The configuration a ``to_dict()`` (e.g. ``prepare.json``'s ``config``) recorded; unknown
@@ -159,7 +150,7 @@ def _subset(values: tuple, allowed: tuple, flag: str) -> None:
 
 def check_settings(config: ExperimentConfig) -> None:
     """Checks that need nothing but the values; ValueError naming the command-line flag."""
-    from spiritlens.checkpoints.tree import parse_dtype
+    from spiritlens.checkpoints.tree import check_dtype_name
     from spiritlens.data.asr import ASR_BACKENDS
     from spiritlens.data.judge import LABELS
     from spiritlens.data.tts.registry import BACKENDS
@@ -203,7 +194,7 @@ def check_settings(config: ExperimentConfig) -> None:
     except (ValueError, TypeError) as error:
         raise ValueError(f"--noise {config.noise!r}: {error}") from None
     try:
-        parse_dtype(config.model_dtype)
+        check_dtype_name(config.dtype)  # "auto" is resolved on the model directory (checkpoints.tree.resolve_dtype)
     except (ValueError, TypeError) as error:
         raise ValueError(f"--dtype: {error}") from None
     if config.random_weights and config.toy is not None:

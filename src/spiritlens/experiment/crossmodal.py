@@ -4,10 +4,14 @@
 :func:`spiritlens.figures.crossmodal.write_fact_outputs`.) An experiment directory (:func:`run_experiment_dir`), as written by ``spiritlens experiment``:
 ``prepare.json`` gives the model, speech tokenizer, aligner, audio, noise settings and sigmas;
 the facts are those kept in both Known-t2t and Known-s2t. Per fact, each analysis is written
-atomically to ``crossmodal/facts/<known_id>/<analysis>.json``; a rerun keeps every readable
-result whose settings are unchanged and recomputes the rest (a fact that fails is recorded in
-``crossmodal/status.json`` and the run goes on). The summary covers every finished analysis,
-including those not requested in this run. Then ``crossmodal/summary.json`` (means and 95%
+atomically to ``crossmodal/facts/<known_id>/<analysis>.json`` with its run key
+(:mod:`spiritlens.runkey`: the model, speech-tokenizer and aligner files, dtype, device, the analysis,
+for patching the noise rule, sigmas, samples, seed, judged answers, modes and directions, and the
+fact's prompt, subject, audio and mapping) and a checksum. A rerun keeps a result only when it
+verifies under this run's key and recomputes the rest, saying why in ``status.json``'s
+``recomputed`` (a fact that fails is recorded in ``crossmodal/status.json`` and the run goes on).
+The summary covers every finished analysis of this run's key, including those not requested in
+this run. Then ``crossmodal/summary.json`` (means and 95%
 CIs over facts) and the figures ``crossmodal/patching.png``, ``geometry.png``,
 ``logit_lens_mrr.png`` and one sample heatmap ``logit_lens_<known_id>.png``.
 """
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from spiritlens._io import write_json_atomic
+from spiritlens.runkey import file_digest, reason_counts, run_key
 from spiritlens.traces.noise import parse_noise
 from spiritlens.crossmodal.fact import CrossModalFact, ResultFile, plain
 from spiritlens.crossmodal.patching import (
@@ -34,12 +39,31 @@ from spiritlens.figures.crossmodal import write_figures
 from spiritlens.experiment.prepared import PreparedRun, RunModels
 
 
-def _load_existing(path: Path, analysis: str, settings: dict) -> ResultFile | None:
-    try:
-        result = RESULT_TYPES[analysis].load(path)
-    except (OSError, ValueError):
+def _load_existing(path: Path, analysis: str, key: dict, recomputed: list[str]) -> ResultFile | None:
+    """The result at ``path`` if it verifies under ``key``; else None, and why into ``recomputed``."""
+    if not path.exists():
         return None
-    return result if analysis != "patching" or result.settings == settings else None
+    try:
+        return RESULT_TYPES[analysis].load(path, run_key=key)
+    except (OSError, ValueError) as error:
+        recomputed.append(getattr(error, "reason", f"{type(error).__name__}: {error}".splitlines()[0]))
+        return None
+
+
+def fact_keys(prep: PreparedRun, fingerprint: dict, known_id: int, settings: dict) -> dict[str, dict]:
+    """The run key of each analysis of one fact (module doc); ``settings`` are the patching settings."""
+    record = prep.record(known_id)
+    audio = prep.audio.get(str(known_id))
+    rows = {"prompt": record["prompt"], "subject": record["subject"],
+            "audio_sha256": file_digest(audio) if audio and Path(audio).is_file() else None,
+            "mapping": prep.config.get("mapping", "exact")}
+    keys = {analysis: run_key(fingerprint, method=analysis, rows=rows) for analysis in ANALYSES}
+    keys["patching"] = run_key(fingerprint, method="patching", noise=settings["noise_rule"],
+                               sigma_source="the experiment's text and speech sigmas", sigma=settings["sigma"],
+                               samples=settings["samples"], seed=settings["seed"],
+                               rows={**rows, "answers": settings["target"]},
+                               options={"modes": settings["modes"], "directions": settings["directions"]})
+    return keys
 
 
 def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = ANALYSES,
@@ -53,7 +77,8 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
     :class:`~spiritlens.experiment.prepared.RunModels` of this directory, whose loaded model and
     aligner are reused (the experiment passes its own); by default they are loaded from
     ``prepare.json`` with the experiment's dtype and mapping. Returns the status dict (also ``crossmodal/status.json``): ``facts``,
-    ``computed``, ``reused``, ``failed``, ``written``.
+    ``computed``, ``reused``, ``failed``, ``written`` and ``recomputed`` (``{reason: results}`` of the
+    results not reused).
 
     Raises:
         FileNotFoundError: no ``prepare.json``. ValueError: no fact kept in both modalities, or
@@ -79,6 +104,8 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
     if models is None:
         models = RunModels(prep, dtype=prep.dtype, device=device,
                            mapping=config.get("mapping", "exact"))
+    fingerprint = models.fingerprint()  # the files' digests (hashed once per process), dtype, device
+    recomputed: list[str] = []
     status: dict[str, Any] = {"facts": facts, "analyses": list(analyses), "computed": [], "reused": [], "failed": []}
     collected: dict[str, list[ResultFile]] = {a: [] for a in ANALYSES}
     for kid in tqdm(facts, desc="cross-modal analyses", unit="fact", disable=not progress, dynamic_ncols=True):
@@ -86,9 +113,12 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
         # finished results of every analysis go into the summary; only the requested ones are computed
         judged = {"text": answers.get("t2t", {}).get(str(kid)), "speech": answers.get("s2t", {}).get(str(kid))}
         fact_settings = dict(settings, target=judged if any(v is not None for v in judged.values()) else None)
-        done = {a: _load_existing(folder / f"{a}.json", a, fact_settings) for a in ANALYSES}
-        missing = [a for a in analyses if done[a] is None]
+        done: dict[str, ResultFile | None] = {}
         try:
+            keys = fact_keys(prep, fingerprint, kid, fact_settings)
+            done = {a: _load_existing(folder / f"{a}.json", a, keys[a], recomputed if a in analyses else [])
+                    for a in ANALYSES}
+            missing = [a for a in analyses if done[a] is None]
             if missing:
                 model = models.model()
                 record = prep.record(kid)
@@ -99,7 +129,7 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
                                      modes=modes, directions=directions, target=fact_settings["target"],
                                      max_batch_rows=max_batch_rows)
                 for analysis, result in fresh.items():
-                    result.save(folder / f"{analysis}.json")
+                    result.save(folder / f"{analysis}.json", run_key=keys[analysis])
                     done[analysis] = result
                 status["computed"].append({"fact": kid, "analyses": missing})
             else:
@@ -113,6 +143,7 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
         for analysis, result in done.items():
             if result is not None:
                 collected[analysis].append(result)
+    status["recomputed"] = reason_counts(recomputed)
     if not any(collected.values()):
         write_json_atomic(out / "status.json", status)
         raise ValueError(f"no fact of {str(run_dir)!r} could be analysed: "

@@ -30,6 +30,8 @@ class PreparedRun:
     ``records``, ``audio``, ``reference_words`` and each direction's ``answers`` are keyed by Known id
     as a string (JSON object keys); ``kept`` maps a direction (``t2t``/``s2t``) to Known ids; ``sigma``
     maps a modality (``text``/``speech``) to the noise scale sigma (None when not needed).
+    ``fingerprint``: the model part of this run's run keys (:func:`run_fingerprint`), computed by the
+    prepare stage of this invocation; ``recomputed``: what prepare did not reuse, and why (one line each).
     """
 
     config: dict
@@ -56,6 +58,8 @@ class PreparedRun:
     filter: dict[str, dict] = field(default_factory=dict)
     answers: dict[str, dict[str, int]] = field(default_factory=dict)
     sigma: dict[str, float | None] = field(default_factory=lambda: {"text": None, "speech": None})
+    fingerprint: dict = field(default_factory=dict)
+    recomputed: list[str] = field(default_factory=list)
     prepare_seconds: float | None = None
 
     def to_dict(self) -> dict:
@@ -84,7 +88,8 @@ class PreparedRun:
             raise ValueError(f"{source} lacks {missing}: not a prepare.json of `spiritlens experiment`")
         expected = {"config": dict, "model_dir": str, "records": dict, "skipped": list, "reference_words": dict,
                     "wer": dict, "audio": dict, "kept": dict, "filter": dict, "answers": dict, "sigma": dict,
-                    "embedded": bool, "weights": str, "dtype": str, "known_source": str, "window_rule": str}
+                    "embedded": bool, "weights": str, "dtype": str, "known_source": str, "window_rule": str,
+                    "fingerprint": dict, "recomputed": list}
         for name, kind in expected.items():
             if name in data and not isinstance(data[name], kind):
                 raise ValueError(f"{source}: field {name!r} must be a JSON {kind.__name__}, "
@@ -116,7 +121,8 @@ class PreparedRun:
 
         Raises:
             FileNotFoundError: ``run_dir`` has no ``prepare.json``. ValueError: it is not one written by
-            ``spiritlens experiment`` (a field missing or of the wrong type).
+            ``spiritlens experiment`` (a field missing or of the wrong type), or an audio path lies outside
+            ``run_dir`` (named with its entry).
         """
         run_dir = Path(run_dir)
         path = run_dir / PREPARE_FILE
@@ -130,7 +136,33 @@ class PreparedRun:
         if prep.aligner != POCKETSPHINX:  # a backend name, not a path
             prep.aligner = _rebase(prep.aligner, old_out, run_dir)
         prep.audio = {k: _rebase(v, old_out, run_dir) for k, v in prep.audio.items()}
+        for known_id, audio in prep.audio.items():  # written by the experiment into <out>/speech, nowhere else
+            if not isinstance(audio, str) or not _inside(Path(audio), run_dir):
+                raise ValueError(f"{path}: audio[{known_id!r}] {audio!r} is outside the run folder {run_dir} (the "
+                                 "experiment writes its audio into speech/ there; not read)")
         return prep
+
+
+def run_fingerprint(prep: PreparedRun, device_kind: str) -> dict:
+    """The model part of a run's run keys (:mod:`spiritlens.runkey`): digests of the model directory's
+    files (``weights``), of the speech tokenizer's (``speech_tokenizer``, None without one) and of the
+    aligner (``aligner``: a CTC directory's files, or the backend's name and version), ``dtype`` and
+    ``device`` (its kind). Hashing costs one read of every file per process (see :mod:`spiritlens.runkey`)."""
+    from spiritlens.runkey import aligner_digest, folder_digest
+
+    speech = prep.speech_tokenizer
+    return {"weights": folder_digest(prep.model_dir),
+            "speech_tokenizer": folder_digest(speech) if speech and Path(speech).is_dir() else None,
+            "aligner": aligner_digest(prep.aligner), "dtype": prep.dtype, "device": device_kind}
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (links followed) lies inside ``folder``."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _rebase(value: str | None, old_out: Path, run_dir: Path) -> str | None:
@@ -162,16 +194,26 @@ class RunModels:
         self._model = None
         self._aligner = None
 
+    def resolved_device(self) -> str:
+        """``device``, or ``cuda:$LOCAL_RANK`` when CUDA is available, else ``"cpu"`` (without loading)."""
+        import torch
+
+        if self.device is not None:
+            return str(self.device)
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+
+    def fingerprint(self) -> dict:
+        """:func:`run_fingerprint` of this run on this device."""
+        from spiritlens.runkey import device_kind
+
+        return run_fingerprint(self.prep, device_kind(self.resolved_device()))
+
     def model(self):
         if self._model is None:
-            import torch
-
             from spiritlens.model import HookedSpiritLM
 
-            device = self.device
-            if device is None and torch.cuda.is_available():
-                device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            self._model = HookedSpiritLM.from_pretrained(Path(self.prep.model_dir), dtype=self.dtype, device=device,
+            self._model = HookedSpiritLM.from_pretrained(Path(self.prep.model_dir), dtype=self.dtype,
+                                                         device=self.resolved_device(),
                                                          speech_tokenizer=self.prep.speech_tokenizer)
         return self._model
 

@@ -58,8 +58,8 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
     from spiritlens.figures.outputs import write_aggregate_outputs
 
     out, config = experiment.out, experiment.config
-    problems: list[str] = []
-    results = load_results(experiment.results_dir, problems) if experiment.results_dir.is_dir() else []
+    paths, problems = experiment.current_results(prep)  # this run's results, verified under its run keys
+    results = load_results(paths, problems)
     lines = ["# spiritlens: factual recall in SpiritLM, text → text and speech → text", ""]
     lines += _model_section(prep, config)
     sigma = (prep.sigma or {})
@@ -100,6 +100,10 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
               f"{md_text(s['reason'])}"
               for s in summary["skipped"][:30]]
     lines += [f"  - unreadable result skipped: {md_text(p)}" for p in problems[:10]]
+    recomputed = recomputed_lines(summary.get("recomputed"))
+    if recomputed:
+        lines += ["- computed again instead of reused (resume trusts only what it can verify: README, \"Resuming\"):"]
+        lines += [f"  - {md_text(line)}" for line in recomputed[:30]]
     lines += screen_section(summary.get("screen"))
     lines += [""] + DEFINITIONS
     lines += alignment_section(results)
@@ -400,3 +404,15 @@ def _circuits_view(out: Path, modality: str, kid: int, results: dict[str, dict])
 
 def _num(value) -> str:
     return "–" if value is None or value != value else f"{value:.4g}"
+
+
+def recomputed_lines(recomputed: dict | None) -> list[str]:
+    """What this run computed again instead of reusing, and why, one line each (summary and report):
+    ``"12 trace results recomputed: model weights changed"``."""
+    if not recomputed:
+        return []
+    lines = list(recomputed.get("prepare", []))
+    for what, counts in (("trace result", recomputed.get("traces", {})),
+                         ("cross-modal result", recomputed.get("crossmodal", {}))):
+        lines += [f"{n} {what}{'s' if n != 1 else ''} recomputed: {reason}" for reason, n in counts.items()]
+    return lines

@@ -8,8 +8,10 @@ Stages, all writing under ``config.out``:
    tokens of the Known-s2t prompts). Written to ``prepare.json``.
 2. **trace** (every rank): the work items (modality, prompt) in a fixed order, rank ``r`` of
    ``w`` taking items ``r, r+w, ...``; each kind's result is written atomically to
-   ``results/<modality>/<known_id>_<kind>.json``. A rerun skips finished results and recomputes
-   missing or unreadable ones; a failure on one item is recorded and the run goes on.
+   ``results/<modality>/<known_id>_<kind>.json``. A rerun keeps a finished result only when it verifies
+   under this run's run key (:mod:`spiritlens.runkey`: checksum, arrays, validation, and the key of
+   the model files, dtype, device, method, noise, sigma, samples, seed, window and the row); anything
+   else is recomputed and the summary says why. A failure on one item is recorded and the run goes on.
 3. **merge** (rank 0): AIE tables and figures, sample heatmaps and alignment figures, a
    circuitsvis view, ``report.md``, and the summary.
 
@@ -27,7 +29,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from spiritlens._io import read_json, sha256_file, write_json_atomic
+from spiritlens._io import read_json, sweep_temporaries, write_json_atomic
+from spiritlens.runkey import dtype_name, file_digest, reason_counts, run_key
+from spiritlens.checkpoints.tree import resolve_dtype
 from spiritlens.experiment import distributed
 from spiritlens.experiment.checkpoints import resolve_checkpoints, toy_info, weights_kind
 from spiritlens.experiment.config import (
@@ -40,6 +44,7 @@ from spiritlens.data.filtering import filter_known, known_prompt
 from spiritlens.experiment.crossmodal import run_experiment_dir
 from spiritlens.traces.attribution import CONFIRM_RULE
 from spiritlens.experiment.prepared import PreparedRun, RunModels
+from spiritlens.traces.noise import parse_noise
 from spiritlens.traces.window import check_window
 
 EMBEDDED_PROMPTS = 6
@@ -98,13 +103,14 @@ class Experiment:
     def prepare(self) -> PreparedRun:
         """Stage 1 (rank 0): everything before tracing; writes ``prepare.json`` and returns it."""
         from spiritlens.data import KnownRecord, get_backend, load_known, select, synthesize_corpus, wer_check
-        from spiritlens.traces import parse_noise, subject_sigma
+        from spiritlens.traces import subject_sigma
 
         config, out = self.config, self.out
         _check_writable(out)
-        _remove_stale_temporaries(self.results_dir)
+        sweep_temporaries(out)  # what a run killed mid-write left (no rank is writing during prepare)
         started = time.time()
         model_dir, speech_dir, aligner_dir = resolve_checkpoints(self.config, self.out, progress=self.progress, log=self.log)
+        dtype = dtype_name(resolve_dtype(config.dtype, model_dir))  # the one dtype rule
         dataset = load_known(config.known)  # spiritlens.data.known's lookup rule when None
         skipped: list[dict] = [{"stage": "data", "known_id": kid, "reason": reason}
                                for kid, reason in dataset.problems]
@@ -117,11 +123,12 @@ class Experiment:
         self.log(f"[prepare] {len(records)} Known prompts ({len(dataset.problems)} records with problems), "
                  f"model {model_dir}{weights}")
         prep = PreparedRun(
-            config=config.to_dict(), dtype=config.model_dtype, embedded=config.embedded, weights=self.weights, model_dir=str(model_dir),
+            config=config.to_dict(), dtype=dtype, embedded=config.embedded, weights=self.weights, model_dir=str(model_dir),
             speech_tokenizer=None if speech_dir is None else str(speech_dir),
             aligner=None if aligner_dir is None else str(aligner_dir), known_source=str(dataset.source),
             n_known=len(dataset.records), records={str(r.known_id): r.to_dict() for r in records},
             skipped=skipped, toy=toy)
+        prep.fingerprint = self.models(prep).fingerprint()  # the model part of every run key of this run
         model = self.models(prep).model()
         prep.tokenization = model.tokenization.to_dict()  # how prompt strings became ids
         if "s2t" in config.modalities:
@@ -152,6 +159,8 @@ class Experiment:
             prep.tts = {"backend": backend.name, "voice": getattr(backend, "voice", None),
                            "synthesized": len(synthesis.synthesized), "reused": len(synthesis.reused),
                            "failed": [list(f) for f in synthesis.failed]}
+            prep.recomputed += [f"speech/{synthesis.manifest_path.name}: {n} item(s) synthesised again: {reason}"
+                                for reason, n in reason_counts([r for _, r in synthesis.recomputed]).items()]
             if config.asr != "none":
                 prompts = [(i, t, p) for i, t, p in synthesis.ok_items() if i.endswith("_prompt")]
                 check = wer_check(prompts, config.asr, out_path=out / "wer.json")
@@ -169,14 +178,15 @@ class Experiment:
             candidates = records if modality == "t2t" else [r for r in records if r.known_id in audio]
             result = filter_known(model, candidates, modality, audio, keep_all=config.keeps_all, accept=config.accept,
                                   max_new_tokens=config.max_new_tokens, answers=answers[modality],
-                                  out_path=out / "filter" / f"known-{modality}.json", progress=self.progress)
+                                  out_path=out / "filter" / f"known-{modality}.json", progress=self.progress,
+                                  fingerprint=prep.fingerprint, notes=prep.recomputed)
             kept[modality] = [r.known_id for r in result.kept]
             counts[modality] = dict(result.counts)
             for entry in result.entries:
                 if entry.error:
                     skipped.append({"stage": "filter", "modality": modality, "known_id": entry.known_id,
                                     "reason": entry.error})
-        for modality, ids in kept.items():  # generations reused from a manifest: their first token again
+        for modality, ids in kept.items():  # a kept record without a generated token (never, but cheap to be sure)
             for known_id in ids:
                 if str(known_id) not in answers[modality]:
                     record = next(r for r in records if r.known_id == known_id)
@@ -188,7 +198,7 @@ class Experiment:
         sigma: dict[str, float | None] = {"text": None, "speech": None}
         if spec.needs_sigma:
             sigma["text"] = subject_sigma(model, [r.subject for r in dataset.records], modality="text",
-                                          cache_dir=out / "sigma")
+                                          cache_dir=out / "sigma", notes=prep.recomputed)
             if "s2t" in kept:
                 sigma["speech"] = sigma["text"] if config.speech_sigma == "text" else \
                     self._speech_sigma(prep, kept, skipped, cache_dir=out / "sigma")
@@ -212,47 +222,78 @@ class Experiment:
             lists.append(prompt.input_ids[b:e])
             good.append(known_id)
         kept["s2t"] = good
-        return subject_sigma(model, lists, modality="speech", cache_dir=cache_dir) if lists else None
+        return subject_sigma(model, lists, modality="speech", cache_dir=cache_dir,
+                             notes=prep.recomputed) if lists else None
 
     def work_items(self, prep: PreparedRun) -> list[tuple[str, int]]:
         """Every (modality, known_id) to trace, in a fixed order shared by all ranks."""
         return [(modality, kid) for modality in self.config.modalities for kid in prep.kept.get(modality, [])]
 
-    def result_settings(self, prep: PreparedRun, modality: str, known_id: int) -> dict:
-        """What a result of ``(modality, known_id)`` depends on besides its kind: model and dtype, the
-        noise rule and sigma, samples, seed, window, the prompt, subject and judged answer, and for
-        S->T the audio's SHA-256, the aligner, mapping, rows and sigma rule. Recorded as ``settings``
-        in each result; a result whose settings differ is recomputed (JSON-normalised for comparing)."""
+    def result_key(self, prep: PreparedRun, modality: str, known_id: int) -> dict:
+        """The run key (:mod:`spiritlens.runkey`) of the results of ``(modality, known_id)``, whatever
+        their kind: the model files, dtype and device (for S->T also the speech tokenizer and the
+        aligner), the method (with ``--verify-top``/``--verify-rank`` as options), the noise rule, the
+        sigma and where it came from, samples, seed, window, and the row: prompt, subject and judged
+        answer, and for S->T the audio's SHA-256, mapping and row mode. Recorded in each result; a
+        result of another key is recomputed."""
         config, record = self.config, prep.records[str(known_id)]
-        settings = {"model_dir": prep.model_dir, "dtype": prep.dtype, "noise": config.noise,
-                    "sigma": prep.sigma.get("text" if modality == "t2t" else "speech"), "samples": config.samples,
-                    "seed": config.seed, "window": prep.window, "prompt": record["prompt"],
-                    "subject": record["subject"], "answer": prep.answers.get(modality, {}).get(str(known_id))}
-        if modality != "t2t":
+        spoken = modality != "t2t"
+        base = {k: v for k, v in prep.fingerprint.items() if spoken or k not in ("speech_tokenizer", "aligner")}
+        rows = {"prompt": record["prompt"], "subject": record["subject"],
+                "answer": prep.answers.get(modality, {}).get(str(known_id))}
+        if spoken:
             audio = prep.audio.get(str(known_id))
-            settings.update(audio_sha256=sha256_file(audio) if audio and Path(audio).is_file() else None,
-                            aligner=prep.aligner, mapping=config.mapping, row_mode=config.row_mode,
-                            speech_sigma=config.speech_sigma)
-        return json.loads(json.dumps(settings))
+            rows.update(audio_sha256=file_digest(audio) if audio and Path(audio).is_file() else None,
+                        mapping=config.mapping, row_mode=config.row_mode)
+        spec = parse_noise(config.noise)
+        sigma_source = None if not spec.needs_sigma else \
+            "text subjects" if not spoken or config.speech_sigma == "text" else "speech subjects"
+        sigma = None if sigma_source is None else prep.sigma.get("text" if sigma_source == "text subjects" else "speech")
+        options = None if config.screen == "none" else {"verify_top": config.verify_top,
+                                                         "verify_rank": config.verify_rank}
+        return run_key(base, method=self.trace_method, noise=spec.text, sigma_source=sigma_source, sigma=sigma,
+                       samples=config.samples, seed=config.seed, window=prep.window, rows=rows,
+                       **({} if options is None else {"options": options}))
 
-    def missing_kinds(self, modality: str, known_id: int, settings: dict | None = None) -> list[str]:
-        """Kinds whose result must be (re)computed: absent, unreadable, failing its checksum (edited
-        or damaged, its ``.npz`` included) or its validation, computed with other ``settings``, or traced
-        by another method than ``--screen`` asks."""
+    def stale_kinds(self, modality: str, known_id: int, key: dict | None = None) -> dict[str, str | None]:
+        """Kinds whose result must be (re)computed, with why: None when there is none yet, else the
+        reason it is not reused: unreadable, failing its checksum (edited or damaged, its ``.npz``
+        included), its validation, or its run ``key`` (the key's changes, e.g. "model weights changed"),
+        or traced by another method than ``--screen`` asks."""
         from spiritlens.traces import TraceResult
 
-        missing = []
+        stale: dict[str, str | None] = {}
         for kind in self.config.kinds:
             path = self.result_path(modality, known_id, kind)
-            try:
-                result = TraceResult.load(path)
-            except (ValueError, OSError, TypeError, KeyError):
-                missing.append(kind)
+            if not path.exists() and not path.with_suffix(".npz").exists():
+                stale[kind] = None
                 continue
-            if result.method != self.trace_method or (settings is not None
-                                                     and result.extra.get("settings") != settings):
-                missing.append(kind)
-        return missing
+            try:
+                result = TraceResult.load(path, run_key=key)
+            except (ValueError, OSError, TypeError, KeyError) as error:
+                stale[kind] = getattr(error, "reason", f"{type(error).__name__}: {error}".splitlines()[0])
+                continue
+            if result.method != self.trace_method:
+                stale[kind] = f"method {result.method} → {self.trace_method}"
+        return stale
+
+    def missing_kinds(self, modality: str, known_id: int, key: dict | None = None) -> list[str]:
+        """The kinds of :meth:`stale_kinds`."""
+        return list(self.stale_kinds(modality, known_id, key))
+
+    def current_results(self, prep: PreparedRun) -> tuple[list[Path], list[str]]:
+        """The result files of this run's work items and kinds that verify under this run's keys (what the
+        report aggregates), and one line ``"<path>: <why>"`` per file there that does not."""
+        paths, problems = [], []
+        for modality, known_id in self.work_items(prep):
+            stale = self.stale_kinds(modality, known_id, self.result_key(prep, modality, known_id))
+            for kind in self.config.kinds:
+                path = self.result_path(modality, known_id, kind)
+                if kind not in stale:
+                    paths.append(path)
+                elif stale[kind] is not None:
+                    problems.append(f"{path}: {stale[kind]}")
+        return paths, problems
 
     @property
     def trace_method(self) -> str:
@@ -265,15 +306,17 @@ class Experiment:
 
         items = self.work_items(prep)[self.rank::self.world]
         status: dict[str, Any] = {"rank": self.rank, "world_size": self.world, "items": len(items),
-                                  "traced": [], "already_done": [], "failed": []}
+                                  "traced": [], "already_done": [], "failed": [], "recomputed": []}
         bar = tqdm(items, desc=f"tracing (rank {self.rank}/{self.world})", unit="prompt", position=self.rank,
                    disable=not self.progress, dynamic_ncols=True)
         for modality, known_id in bar:
             name = f"{modality}/{known_id}"
-            missing = self.missing_kinds(modality, known_id, self.result_settings(prep, modality, known_id))
+            stale = self.stale_kinds(modality, known_id, self.result_key(prep, modality, known_id))
+            missing = list(stale)
             if not missing:
                 status["already_done"].append(name)
                 continue
+            status["recomputed"] += [reason for reason in stale.values() if reason is not None]
             try:
                 self._trace_item(prep, modality, known_id, missing)
                 status["traced"].append({"item": name, "kinds": missing})
@@ -307,9 +350,8 @@ class Experiment:
         for kind, result in results.items():
             result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
                                 experiment_modality=modality, sigma_modality=DIRECTION_MODALITY[modality]
-                                if modality == "t2t" or config.speech_sigma == "speech" else "text",
-                                settings=self.result_settings(prep, modality, known_id))
-            result.save(self.result_path(modality, known_id, kind))
+                                if modality == "t2t" or config.speech_sigma == "speech" else "text")
+            result.save(self.result_path(modality, known_id, kind), run_key=self.result_key(prep, modality, known_id))
 
     def merge(self, prep: PreparedRun) -> dict:
         """Stage 3 (rank 0): aggregate, figures, report, summary."""
@@ -330,6 +372,9 @@ class Experiment:
         }
         summary["screen"] = self._screen_summary(prep)
         summary["crossmodal"] = self._crossmodal(prep)
+        summary["recomputed"] = {"prepare": list(prep.recomputed),
+                                 "traces": reason_counts([r for s in statuses for r in s.get("recomputed", [])]),
+                                 "crossmodal": (summary["crossmodal"] or {}).get("recomputed", {})}
         summary["report"] = str(write_report(self, prep, summary))
         write_json_atomic(self.out / "summary.json", summary)
         return summary
@@ -368,7 +413,7 @@ class Experiment:
             reason = f"{type(error).__name__}: {error}".splitlines()[0]
             self.log(f"[crossmodal] not written: {reason}")
             return {"error": reason}
-        return {k: status[k] for k in ("facts", "computed", "reused", "failed")}
+        return {k: status[k] for k in ("facts", "computed", "reused", "failed", "recomputed")}
 
     @property
     def weights(self) -> str:
@@ -383,13 +428,6 @@ def _check_writable(out: Path) -> None:
         (out / ".write_test").unlink()
     except OSError as error:
         raise PermissionError(f"output directory {str(out)!r} is not writable: {error.strerror or error}") from None
-
-
-def _remove_stale_temporaries(results: Path) -> None:
-    """Temporary files left by a run killed mid-write (no rank is writing during prepare)."""
-    if results.is_dir():
-        for stale in results.rglob(".*.tmp"):
-            stale.unlink(missing_ok=True)
 
 
 def run_experiment(config: ExperimentConfig, *, progress: bool = True) -> dict | None:
@@ -416,6 +454,10 @@ def print_summary(summary: dict) -> None:
     print(f"kept prompts: {json.dumps(summary['kept'])}; filter judgements: {json.dumps(summary['filter'])}")
     print(f"traced {summary['traced']} prompts, {summary['already_done']} already done, "
           f"{len(summary['failed'])} failed, {len(summary['skipped'])} skipped")
+    from spiritlens.experiment.report import recomputed_lines
+
+    for line in recomputed_lines(summary.get("recomputed")):
+        print(f"  {line}")
     for item in summary["skipped"][:20]:
         print(f"  skipped [{item['stage']}] {item.get('modality', '')} {item['known_id']}: {item['reason']}")
     for item in summary["failed"][:20]:
@@ -431,3 +473,4 @@ def print_summary(summary: dict) -> None:
               f"cross-modal analyses: {len(crossmodal['facts'])} facts, {len(crossmodal['computed'])} computed, "
               f"{len(crossmodal['reused'])} reused, {len(crossmodal['failed'])} failed")
     print(f"report: {summary['report']}")
+

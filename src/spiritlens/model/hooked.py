@@ -41,7 +41,7 @@ import torch
 from spiritlens.checkpoints.tree import (
     check_device,
     check_model_dir,
-    parse_dtype,
+    resolve_dtype,
     resolve_model_dir,
     speech_tokenizer_dir,
 )
@@ -105,7 +105,7 @@ class HookedSpiritLM:
         name_or_path: str | os.PathLike,
         *,
         device: str | torch.device | None = None,
-        dtype: str | torch.dtype = torch.float32,
+        dtype: str | torch.dtype = "auto",
         speech_tokenizer: Any = None,
         device_map: str | dict | None = None,
         n_devices: int | None = None,
@@ -127,7 +127,8 @@ class HookedSpiritLM:
         or mis-shaped tensor, a malformed config, an unreadable weight file or ``tokenizer.model`` is one
         ValueError naming the file; after loading, a weight holding NaN or inf is one too.
 
-        ``dtype``: float32 (default), bfloat16 or float16; weights are loaded straight into it
+        ``dtype``: "auto" (default: bfloat16 for SpiritLM's 7B, float32 for the toy and tiny models;
+        :func:`spiritlens.checkpoints.tree.resolve_dtype`), float32, bfloat16 or float16; weights are loaded straight into it
         (a bf16 checkpoint never passes through a float32 copy). ``device``: "cpu", "cuda", ...;
         or ``device_map``/``n_devices``/``max_memory`` for the bridge's multi-GPU placement.
         ``speech_tokenizer``: a speech-tokenizer folder, a :class:`spiritlens.units.SpeechTokenizer`,
@@ -142,7 +143,7 @@ class HookedSpiritLM:
         check_model_dir(model_dir)
         # config.json against the weight files' tensor names and shapes (headers only), before anything is built
         config = check_model_dir_weights(model_dir)
-        torch_dtype = parse_dtype(dtype)
+        torch_dtype = resolve_dtype(dtype, model_dir)  # the one dtype rule (checkpoints.tree)
         if device is not None and (device_map is not None or n_devices is not None):
             raise ValueError("pass either device or device_map/n_devices, not both")
         try:

@@ -13,7 +13,6 @@ The draw and where it is added: :class:`~spiritlens.interventions.corruptions.Em
 
 from __future__ import annotations
 
-import json
 import os
 import math
 import re
@@ -24,8 +23,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from spiritlens._io import write_json_atomic
-from spiritlens._io import json_digest
+from spiritlens._io import json_digest, read_json, write_json_atomic
+from spiritlens.runkey import model_fingerprint, run_key, stamp, verify
 
 _RULE = re.compile(r"^(?:(?P<k1>\d*\.?\d*)(?P<r1>[sv])|(?P<r2>[sv])(?P<k2>\d*\.?\d*)|u(?P<u>\d*\.?\d+))$")
 
@@ -98,12 +97,17 @@ def _token_lists(model, subjects: Iterable[str | Sequence[int]]) -> list[list[in
 
 
 def subject_sigma(model, subjects: Iterable[str | Sequence[int]], *, modality: str = "text",
-                  cache_dir: str | os.PathLike | None = None) -> float:
+                  cache_dir: str | os.PathLike | None = None, notes: list[str] | None = None) -> float:
     """ROME's sigma: ``torch.std`` (unbiased) of all entries of the subjects' embedding rows.
 
     ``subjects``: strings (text; each tokenised on its own without BOS, duplicates kept) or
-    lists of token ids (e.g. the subject's speech tokens of each spoken prompt). Cached per
-    model, modality and subject list in memory, and in ``cache_dir`` as JSON when given.
+    lists of token ids (e.g. the subject's speech tokens of each spoken prompt). Sigma is computed on
+    every call: one embedding lookup over the subjects' ids, which their tokenisation (or the spoken
+    prompts' alignment) before it dwarfs, so no stored value is ever trusted. With ``cache_dir`` the
+    value is also recorded there as ``sigma_<modality>_<digest of the subjects' ids>.json``, with the run
+    key it was computed under (:mod:`spiritlens.runkey`: the model's weights, dtype and device, and the
+    subjects) and a checksum; a record that fails its checksum, has another key or holds another value
+    is rewritten, and ``notes`` (when given) receives one line saying why.
     Raises ValueError for a bare string (a list of subjects is needed) or no non-empty subject.
     """
     if isinstance(subjects, (str, bytes)):
@@ -112,22 +116,29 @@ def subject_sigma(model, subjects: Iterable[str | Sequence[int]], *, modality: s
     lists = _token_lists(model, subjects)
     if not lists or not any(lists):
         raise ValueError("subject_sigma needs at least one non-empty subject")
-    digest = json_digest([modality, lists])[:16]
-    key = (str(model.model_dir), str(model.dtype), modality, digest)
-    memory = model.__dict__.setdefault("_sigma_cache", {})
-    path = None if cache_dir is None else Path(cache_dir) / f"sigma_{model.variant}_{modality}_{digest}.json"
-    if key not in memory and path is not None and path.is_file():
-        memory[key] = float(json.loads(path.read_text())["sigma"])
-    n_tokens = sum(len(ids) for ids in lists)
-    if key not in memory:
-        ids = torch.tensor([i for ids in lists for i in ids], device=model.device)
-        with torch.no_grad():
-            memory[key] = float(_embedding_matrix(model)[ids].float().std())
-    sigma = memory[key]
-    if path is not None and not path.is_file():  # also when the value came from memory: cache_dir asked for it
-        record = {"sigma": sigma, "modality": modality, "subjects": len(lists), "tokens": n_tokens,
-                  "model": str(model.model_dir), "dtype": str(model.dtype)}
-        write_json_atomic(path, record)
+    ids = torch.tensor([i for ids in lists for i in ids], device=model.device)
+    with torch.no_grad():
+        sigma = float(_embedding_matrix(model)[ids].float().std())
+    if cache_dir is not None:
+        digest = json_digest([modality, lists])
+        path = Path(cache_dir) / f"sigma_{modality}_{digest[:16]}.json"
+        key = run_key(model_fingerprint(model), method="subject sigma",
+                      rows={"modality": modality, "subjects_sha256": digest, "subjects": len(lists),
+                            "tokens": len(ids)})
+        problem = None
+        if path.is_file():
+            try:
+                record = verify(read_json(path, "sigma cache"), key, what="sigma cache", path=path)
+                if record.get("sigma") != sigma:
+                    problem = f"it held sigma {record.get('sigma')!r}, not the {sigma!r} computed now"
+            except ValueError as error:
+                problem = getattr(error, "reason", str(error))
+        if problem is not None and notes is not None:
+            notes.append(f"sigma ({modality}) recomputed, record {path.name} rewritten: {problem}")
+        if problem is not None or not path.is_file():
+            record = {"sigma": sigma, "modality": modality, "subjects": len(lists), "tokens": len(ids),
+                      "model": str(model.model_dir), "dtype": str(model.dtype)}
+            write_json_atomic(path, stamp(record, key))
     return sigma
 
 

@@ -20,7 +20,7 @@ chosen cells only (``trace(..., cells=...)``) is exact there and NaN elsewhere, 
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import math
 import os
@@ -29,11 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from spiritlens._io import sha256_file, write_json_atomic
+from spiritlens._io import (  # noqa: F401 - content_checksum, checksum_problem: re-exported
+    CHECKSUM_FIELD,
+    checksum_problem,
+    content_checksum,
+    sha256_file,
+    write_atomic,
+    write_json_atomic,
+)
+from spiritlens.runkey import RUN_KEY_FIELD, UntrustedFile, stamp
+from spiritlens.runkey import verify as check_key
 from spiritlens.tokens.trace_prompt import Row
 
 RESULT_VERSION = 1
-CHECKSUM_FIELD = "checksum"
 ANSWER_FIELDS = ("answer_rule", "target", "target_ids", "target_tokens")
 
 
@@ -130,7 +138,10 @@ class TraceResult:
         [0, 1] and so is every score of an exact result (a NaN sigma or NaN weights give NaN scores),
         except the cells a ``cells=`` trace left untraced (NaN by design, the traced ones listed in
         ``extra["cells"]``). Attribution estimates are first-order and may leave [0, 1]; they must be
-        finite. Checked before saving and after loading."""
+        finite. The shapes must agree: ``scores`` ``[len(rows), n_layers]``, one token per input id, the
+        subject range and every row's positions inside the prompt, the subject rows inside the rows.
+        Checked before saving and after loading."""
+        self._validate_shapes()
         for name, value in (("high_score", self.high_score), ("low_score", self.low_score)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -157,47 +168,69 @@ class TraceResult:
             raise ValueError(f"trace result{' ' + self.name if self.name else ''}: {int(bad.sum())} score(s) {what} "
                              f"(first: row {r}, layer {l}: {float(scores[r, l])!r})")
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path`` (JSON) and a sibling ``.npz`` with the arrays, each atomically, after
-        :meth:`validate` (nothing is written for an invalid result). The JSON records the ``.npz``'s
-        SHA-256 (``npz_sha256``) and a ``checksum`` of its own content (:func:`content_checksum`),
-        which :meth:`load` checks."""
+    def _validate_shapes(self) -> None:
+        where = f"trace result{' ' + self.name if self.name else ''}"
+        scores, n = np.asarray(self.scores), len(self.input_ids)
+        problem = None
+        if scores.ndim != 2 or scores.shape[0] != len(self.rows):
+            problem = f"scores of shape {list(scores.shape)} for {len(self.rows)} rows"
+        elif len(self.tokens) != n:
+            problem = f"{len(self.tokens)} tokens for {n} input ids"
+        elif not 0 <= self.subject_range[0] <= self.subject_range[1] <= n:
+            problem = f"subject_range {list(self.subject_range)} outside the prompt's {n} positions"
+        elif not 0 <= self.subject_rows[0] <= self.subject_rows[1] <= len(self.rows):
+            problem = f"subject_rows {list(self.subject_rows)} outside its {len(self.rows)} rows"
+        else:
+            outside = [p for row in self.rows for p in row.positions if not 0 <= p < n]
+            if outside:
+                problem = f"row position {outside[0]} outside the prompt's {n} positions"
+        if problem:
+            raise ValueError(f"{where}: {problem}")
+
+    def save(self, path: str | os.PathLike, *, run_key: dict | None = None) -> Path:
+        """Write ``path`` (JSON) and a sibling ``.npz`` with the arrays, each atomically
+        (:func:`spiritlens._io.write_atomic`), after :meth:`validate` (nothing is written for an invalid
+        result). The JSON records the ``.npz``'s SHA-256 (``npz_sha256``), the ``run_key`` it was
+        computed under (:mod:`spiritlens.runkey`; when given) and a ``checksum`` over all of it, so
+        the checksum covers the arrays too; :meth:`load` checks them."""
         self.validate()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         npz = path.with_suffix(".npz")
-        tmp_npz = npz.with_name(npz.name + ".tmp.npz")
-        np.savez(tmp_npz, scores=self.scores, input_ids=np.asarray(self.input_ids, dtype=np.int64))
-        os.replace(tmp_npz, npz)
+        arrays = io.BytesIO()
+        np.savez(arrays, scores=self.scores, input_ids=np.asarray(self.input_ids, dtype=np.int64))
+        write_atomic(npz, arrays.getvalue())
         data = self.to_json()
         data["npz_sha256"] = sha256_file(npz)
-        data[CHECKSUM_FIELD] = content_checksum(data)
-        write_json_atomic(path, data)
+        write_json_atomic(path, stamp(data, run_key if run_key is not None else data.get(RUN_KEY_FIELD)))
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, verify: bool = True) -> "TraceResult":
-        """Read a result written by :meth:`save`. With ``verify`` (default) a result whose content
-        does not match its ``checksum`` (or has none), or whose ``.npz`` does not match
-        ``npz_sha256``, is a ValueError naming the file: it was edited or damaged after it was
-        written. A result of invalid probabilities is a ValueError too."""
+    def load(cls, path: str | os.PathLike, *, verify: bool = True, run_key: dict | None = None) -> "TraceResult":
+        """Read a result written by :meth:`save`.
+
+        With ``verify`` (default) the file must be as it was written (:func:`result_problem`): its
+        ``checksum`` holds, its ``.npz`` matches ``npz_sha256`` and holds the JSON's scores and ids.
+        With ``run_key``, the recorded run key must equal it. Any of these failing is a
+        :class:`~spiritlens.runkey.UntrustedFile` (a ValueError) naming the file and why; a result of
+        invalid probabilities or inconsistent shapes (:meth:`validate`) is a ValueError too."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"trace result {str(path)!r} is unreadable: {error}") from None
+            raise UntrustedFile("trace result", path, f"unreadable ({error})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"trace result {str(path)!r} is not a JSON object")
+            raise UntrustedFile("trace result", path, "not a JSON object")
         if verify:
-            problem = checksum_problem(data)
-            if problem is None and "npz_sha256" in data:
-                npz = path.with_suffix(".npz")
-                if not npz.is_file() or sha256_file(npz) != data["npz_sha256"]:
-                    problem = f"its arrays file {npz.name} is missing or does not match npz_sha256"
+            problem = result_problem(path, data)
             if problem:
-                raise ValueError(f"trace result {str(path)!r}: {problem}")
-        result = cls.from_json({k: v for k, v in data.items() if k not in (CHECKSUM_FIELD, "npz_sha256")})
-        result.validate()
+                raise UntrustedFile("trace result", path, problem)
+            if run_key is not None:
+                check_key(data, run_key, what="trace result", path=path)
+        try:
+            result = cls.from_json({k: v for k, v in data.items() if k not in (CHECKSUM_FIELD, "npz_sha256")})
+            result.validate()
+        except (ValueError, TypeError) as error:
+            raise UntrustedFile("trace result", path, f"invalid ({error})") from None
         return result
 
     def grouped(self, groups: list[Row], *, subject_rows: tuple[int, int],
@@ -215,19 +248,24 @@ class TraceResult:
 
 
 
-def content_checksum(document: dict) -> str:
-    """SHA-256 of a result document without its ``checksum`` field, as canonical JSON (sorted keys,
-    no spaces, UTF-8): a value changed by hand changes it."""
-    body = {k: v for k, v in document.items() if k != CHECKSUM_FIELD}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def checksum_problem(document: dict) -> str | None:
-    """Why a result document fails its checksum (none recorded, or a mismatch), or None."""
-    recorded = document.get(CHECKSUM_FIELD)
-    if not isinstance(recorded, str):
-        return "no checksum recorded (written before checksums, or edited)"
-    if recorded != content_checksum(document):
-        return "content does not match its checksum (edited or damaged after it was written)"
+def result_problem(path: str | os.PathLike, document: dict) -> str | None:
+    """Why a trace result file is not as :meth:`TraceResult.save` wrote it, or None: no checksum or a
+    mismatch (:func:`spiritlens._io.checksum_problem`), or, when it records ``npz_sha256``, a missing or
+    different ``.npz``, or one whose scores or ids differ from the JSON's (a number edited and the
+    checksum recomputed). The one check behind :meth:`TraceResult.load` and ``spiritlens aggregate``."""
+    problem = checksum_problem(document)
+    if problem or "npz_sha256" not in document:
+        return problem
+    npz = Path(path).with_suffix(".npz")
+    if not npz.is_file() or sha256_file(npz) != document["npz_sha256"]:
+        return f"its arrays file {npz.name} is missing or does not match npz_sha256"
+    try:
+        with np.load(npz, allow_pickle=False) as arrays:
+            scores, ids = arrays["scores"], arrays["input_ids"]
+        same = (np.array_equal(np.asarray(document.get("scores"), dtype=np.float64), scores, equal_nan=True)
+                and np.array_equal(np.asarray(document.get("input_ids"), dtype=np.int64), ids))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its arrays file {npz.name} is unreadable ({error})"
+    if not same:
+        return f"its scores or input_ids differ from its arrays file {npz.name} (edited after it was written)"
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import assert_drawn_png, make_result, run_cli
+from helpers import assert_drawn_png, make_result, run_cli, write_result
 
 
 def spiritlens(*args: str):
@@ -22,8 +22,8 @@ def results_dir(tmp_path):
     wrong = make_result(5, (2, 3), low=0.0, high=0.1, set_rows={4: [9.0, 9.0]}, correct_prediction=False, name="w")
     mlp = make_result(5, (2, 3), kind="mlp", low=0.2, high=0.5, set_rows={2: [0.25, 0.2]}, name="m")
     for name, result in {"a": a, "b": b, "w": wrong}.items():
-        (folder / "hidden" / f"{name}.json").write_text(json.dumps(result))
-    (folder / "m.json").write_text(json.dumps(mlp))
+        write_result(folder / "hidden" / f"{name}.json", result)
+    write_result(folder / "m.json", mlp)
     (folder / "manifest.json").write_text(json.dumps({"prompts": 4}))
     (folder / "broken.json").write_text("{not json")
     return folder
@@ -68,7 +68,7 @@ def test_aggregate_command_without_usable_results_exits_2(tmp_path):
 
 
 def test_aggregate_command_all_wrong_predictions_exits_2(tmp_path):
-    (tmp_path / "w.json").write_text(json.dumps(make_result(5, (2, 3), correct_prediction=False)))
+    write_result(tmp_path / "w.json", make_result(5, (2, 3), correct_prediction=False))
     proc = spiritlens("aggregate", str(tmp_path), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "wrong predictions" in proc.stderr
 

@@ -1,4 +1,4 @@
-"""Resume trusts nothing it did not write: results carry a checksum and their settings; a rerun
+"""Resume trusts nothing it did not write: results carry a checksum and their run key; a rerun
 recomputes any result that fails either, cleans what a killed run left, and keeps everything else.
 
 The faults are made here: a number changed by hand in a finished result (still valid JSON), a
@@ -47,15 +47,24 @@ def finished(tiny_root, known_path, tiny_ctc_dir, tmp_path_factory):
     return out, args
 
 
-def test_results_record_checksum_and_settings(finished):
+def test_results_record_checksum_and_run_key(finished, tiny_root):
+    import hashlib
+
     out, _ = finished
+    model_dir = tiny_root / "spiritlm_model" / "spirit-lm-base-7b"
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file())  # the digest, computed here from the files
+    weights = hashlib.sha256(json.dumps([[p.relative_to(model_dir).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest()]
+                                         for p in files], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     for path in sorted((out / "results" / "t2t").glob("*.json")):
         data = json.loads(path.read_text())
         assert len(data["checksum"]) == 64 and len(data["npz_sha256"]) == 64
-        settings = data["settings"]
-        assert settings["samples"] == 2 and settings["noise"] == "3s" and settings["seed"] == 1
-        assert settings["sigma"] == data["sigma"] and settings["window"] == data["window"]
-        TraceResult.load(path)
+        key = data["run_key"]
+        assert key["samples"] == 2 and key["noise"] == "3s" and key["seed"] == 1 and key["method"] == "exact"
+        assert key["sigma"] == data["sigma"] and key["window"] == data["window"]
+        assert (key["weights"], key["dtype"], key["device"]) == (weights, "float32", "cpu")
+        assert key["rows"]["prompt"] == data["prompt"] and key["rows"]["answer"] == data["answer_id"]
+        assert "speech_tokenizer" not in key and "aligner" not in key  # T->T depends on neither
+        TraceResult.load(path, run_key=key)
 
 
 def test_edited_garbage_and_stale_results_are_recomputed(finished):
@@ -86,7 +95,7 @@ def test_other_settings_are_recomputed(finished):
     out, args = finished
     result = sorted((out / "results" / "t2t").glob("*.json"))[0]
     data = json.loads(result.read_text())
-    data["settings"]["samples"] = 3  # as if traced with other settings; checksum made consistent again
+    data["run_key"]["samples"] = 3  # as if traced with other settings; checksum made consistent again
     from spiritlens.traces.result import content_checksum
 
     data["checksum"] = content_checksum(data)
@@ -96,7 +105,11 @@ def test_other_settings_are_recomputed(finished):
     assert done.returncode == 0, done.stderr[-3000:]
     status = json.loads((out / "status" / "rank0.json").read_text())
     assert [t["item"] for t in status["traced"]] == [f"t2t/{result.stem.split('_')[0]}"]  # ...of other settings
-    assert json.loads(result.read_text())["settings"]["samples"] == 2
+    assert status["recomputed"] == ["samples 3 → 2"]
+    assert json.loads(result.read_text())["run_key"]["samples"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recomputed"]["traces"] == {"samples 3 → 2": 1}
+    assert "  - 1 trace result recomputed\\: samples 3 → 2" in (out / "report.md").read_text().splitlines()
 
 
 def test_orphan_wavs_are_removed_and_wavs_follow_the_umask(tmp_path):
@@ -140,8 +153,7 @@ def test_killed_make_toy_leftovers_are_removed(tmp_path):
 
 def test_save_refuses_invalid_results_and_aggregate_reports_edited_ones(tmp_path):
     """NaN or out-of-range probabilities are never written; ``spiritlens aggregate`` (load_results)
-    lists a result edited after it was written instead of averaging it; results without a checksum
-    (hand-made, older) are read as before."""
+    lists a result edited after it was written, and one without a checksum, instead of averaging them."""
     from helpers import make_result
 
     from spiritlens.aggregates import load_results
@@ -155,12 +167,12 @@ def test_save_refuses_invalid_results_and_aggregate_reports_edited_ones(tmp_path
         assert not (tmp_path / f"bad_{field}.json").exists() and not (tmp_path / f"bad_{field}.npz").exists()
     good.save(tmp_path / "a.json")
     good.save(tmp_path / "b.json")
-    (tmp_path / "c.json").write_text(json.dumps(make_result(5, (1, 3))))  # no checksum: read as before
+    (tmp_path / "c.json").write_text(json.dumps(make_result(5, (1, 3))))  # no checksum: not trusted
     data = json.loads((tmp_path / "b.json").read_text())
     data["scores"][4][1] = 0.99
     (tmp_path / "b.json").write_text(json.dumps(data))
     problems: list[str] = []
     results = load_results(tmp_path, problems)
-    assert len(results) == 2  # a.json and c.json
+    assert len(results) == 1  # a.json
     assert problems == [f"{tmp_path / 'b.json'}: content does not match its checksum (edited or damaged after it "
-                        "was written)"]
+                        "was written)", f"{tmp_path / 'c.json'}: no checksum recorded (written before checksums, or edited)"]

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from helpers import make_result
+from helpers import make_result, write_result
 from spiritlens.aggregates import (
     CATEGORIES,
     aggregate,
@@ -211,17 +211,19 @@ def test_modalities_split_and_json_format():
 
 def test_load_results_skips_non_results_and_reports_bad_files(tmp_path):
     (tmp_path / "sub").mkdir()
-    (tmp_path / "a.json").write_text(json.dumps(make_result(5, (2, 3))))
-    (tmp_path / "sub" / "b.json").write_text(json.dumps(make_result(5, (2, 3), kind="mlp")))
+    write_result(tmp_path / "a.json", make_result(5, (2, 3)))
+    write_result(tmp_path / "sub" / "b.json", make_result(5, (2, 3), kind="mlp"))
     (tmp_path / "aie.json").write_text(json.dumps({"hidden": {"count": 1, "aie": {}}}))
     (tmp_path / "manifest.json").write_text(json.dumps([{"id": 1}]))
     (tmp_path / "rejected.json").write_text(json.dumps({"correct_prediction": False}))
     (tmp_path / "corrupt.json").write_text('{"scores": [[0.1')
-    (tmp_path / "at_end.json").write_text(json.dumps(make_result(5, (2, 5))))
+    write_result(tmp_path / "at_end.json", make_result(5, (2, 5)))
+    (tmp_path / "unstamped.json").write_text(json.dumps(make_result(5, (2, 3))))  # no checksum: not trusted
     problems: list[str] = []
     results = load_results(tmp_path, problems)
     assert sorted(r["name"] for r in results) == ["a", "b"]
-    assert len(problems) == 2
+    assert len(problems) == 3
+    assert f"{tmp_path / 'unstamped.json'}: no checksum recorded (written before checksums, or edited)" in problems
     assert any(str(tmp_path / "corrupt.json") in p and "JSON" in p for p in problems)
     assert any(str(tmp_path / "at_end.json") in p and "ends the prompt" in p for p in problems)
     with pytest.warns(UserWarning, match="corrupt.json"):

@@ -43,7 +43,7 @@ def test_espeak_corpus_writes_wavs_manifest_and_reuses_the_cache(tmp_path):
     assert 1.5 < info.frames / info.samplerate < 5.0  # 8 words at 175 words/min: about 2.7 s
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["version"] == 2
+    assert manifest["version"] == 3 and len(manifest["checksum"]) == 64
     entry = manifest["entries"][0]
     assert {k: entry[k] for k in ("item_id", "text", "tts_text", "backend", "voice", "settings", "path", "sample_rate",
                                   "error")} == {
@@ -230,3 +230,53 @@ def test_flite_synthesis_is_the_same_every_time_and_as_the_program(voice, tmp_pa
     if shutil.which("flite"):
         subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(tmp_path / "cli.wav")], check=True)
         assert np.array_equal(sf.read(str(tmp_path / "cli.wav"), dtype="int16")[0], first)
+
+
+def _restamp(document: dict) -> dict:
+    """A hand-editor's manifest with its checksum recomputed by the rule (SHA-256 of the canonical JSON)."""
+    import hashlib
+
+    body = {k: v for k, v in document.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {**body, "checksum": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
+@pytest.mark.parametrize("path", ["../victim.wav", "/abs/victim.wav", "link.wav"])
+def test_a_manifest_path_out_of_the_folder_is_never_read(tmp_path, path):
+    import hashlib
+
+    from spiritlens.data import load_manifest
+
+    out = tmp_path / "speech"
+    synthesize_corpus(ITEMS[:2], EspeakTTS(), out)
+    victim = tmp_path / "victim.wav"
+    victim.write_bytes((out / "0.wav").read_bytes())  # a file outside, with the hash the entry records
+    if path == "link.wav":
+        (out / "link.wav").symlink_to(victim)
+    data = json.loads((out / "manifest.json").read_text())
+    data["entries"][0]["path"] = str(victim) if path.startswith("/") else path
+    data["entries"][0]["sha256"] = hashlib.sha256(victim.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(_restamp(data)))
+    with pytest.raises(ValueError, match=r"^speech manifest .*manifest\.json: entry '0': path .* (is not a file name "
+                                         r"inside|leads out of) "):
+        load_manifest(out)
+    again = synthesize_corpus(ITEMS[:2], EspeakTTS(), out)
+    assert again.synthesized == ["0"] and again.reused == ["1"]
+    assert again.recomputed[0][0] == "0" and "never read; re-synthesised" in again.recomputed[0][1]
+    assert again.audio_path("0") == out / "0.wav" and load_manifest(out)["0"].path == "0.wav"
+
+
+def test_an_edited_manifest_is_not_trusted(tmp_path):
+    from spiritlens.data import load_manifest
+
+    synthesize_corpus(ITEMS[:2], EspeakTTS(), tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["entries"][1]["words"][0]["start_s"] = 0.5  # a ground-truth time moved by hand
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="content does not match its checksum"):
+        load_manifest(tmp_path)
+    again = synthesize_corpus(ITEMS[:2], EspeakTTS(), tmp_path)
+    assert again.synthesized == ["0", "1"] and again.reused == []
+    assert [r for _, r in again.recomputed] == ["content does not match its checksum (edited or damaged after it was "
+                                                "written)"] * 2
+    assert load_manifest(tmp_path)["1"].words[0]["start_s"] != 0.5

@@ -31,9 +31,9 @@ def test_defaults_come_from_the_config_alone(tmp_path, monkeypatch):
     args = _experiment_parser().parse_args(["--out", str(tmp_path)])
     config = config_from_args(ExperimentConfig, args)
     assert config == ExperimentConfig(out=tmp_path)
-    assert config.dtype == "auto" and config.model_dtype == "float32" and config.embedded  # toy: float32
+    assert config.dtype == "auto" and config.embedded  # resolved on the model directory (test_dtype_rule.py)
     real = ExperimentConfig(out=tmp_path, checkpoints=tmp_path)
-    assert not real.embedded and real.model_dtype == "bfloat16"  # SpiritLM's checkpoints: bfloat16
+    assert not real.embedded and real.dtype == "auto"
     help_text = _experiment_parser().format_help()
     for field in dataclasses.fields(ExperimentConfig):
         if field.init and field.metadata.get("cli", True) and field.default not in (None, False, True,
@@ -47,7 +47,7 @@ def test_options_reach_the_config_and_bad_values_name_the_flag(tmp_path):
     args = parser.parse_args(["--out", str(tmp_path), "--prompts", "4", "--kinds", "mlp,attn", "--no-crossmodal",
                               "--keep-all", "--dtype", "bfloat16"])
     config = config_from_args(ExperimentConfig, args)
-    assert (config.n_prompts, config.kinds, config.crossmodal, config.keep_all, config.model_dtype) == \
+    assert (config.n_prompts, config.kinds, config.crossmodal, config.keep_all, config.dtype) == \
         (4, ("mlp", "attn"), False, True, "bfloat16")
     with pytest.raises(ValueError, match="^--kinds must be a comma-separated list of hidden, mlp, attn"):
         config_from_args(ExperimentConfig, parser.parse_args(["--out", str(tmp_path), "--kinds", "mlpp"]))

@@ -53,3 +53,17 @@ def test_read_json_names_the_file(tmp_path, content, reason):
     (tmp_path / "prepare.json").write_bytes(content)
     with pytest.raises(ValueError, match=r"^prepare manifest .*prepare\.json "):
         PreparedRun.load(tmp_path)
+
+
+@pytest.mark.parametrize("audio", ["../victim.wav", "/etc/victim.wav", "speech/../../victim.wav"])
+def test_audio_outside_the_run_folder_is_refused(tmp_path, audio):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "prepare.json").write_text(json.dumps({**GOOD, "config": {"out": str(run)}, "audio": {"1": audio}}))
+    with pytest.raises(ValueError) as error:
+        PreparedRun.load(run)
+    assert str(error.value).startswith(f"{run / 'prepare.json'}: audio['1'] ") and \
+        f"is outside the run folder {run} " in str(error.value)
+    (run / "prepare.json").write_text(json.dumps({**GOOD, "config": {"out": str(run)},
+                                                  "audio": {"1": str(run / "speech" / "1_prompt.wav")}}))
+    assert PreparedRun.load(run).audio == {"1": str(run / "speech" / "1_prompt.wav")}

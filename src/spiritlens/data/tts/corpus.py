@@ -20,15 +20,18 @@ abbreviations spelled out), so what is said is what the aligners align. Backends
 path)`` writes the WAV of ``spoken_form(text)`` and returns its path.
 
 :func:`synthesize_corpus` writes ``<out_dir>/<item_id>.wav`` and ``<out_dir>/manifest.json`` (each
-entry with its TTS text and word times) and re-synthesises an item only when its text, TTS text,
-backend, voice or settings changed or its file is missing or does not match the recorded checksum.
+entry with its TTS text and word times). Synthesis does not depend on the model, so an entry's key is
+what it does depend on: its text, TTS text, backend, voice and settings. An item is reused only when
+the manifest's ``checksum`` holds (:func:`spiritlens._io.content_checksum`), its entry has the same key,
+its ``path`` is its own file name inside ``out_dir`` (a path leading elsewhere, ``../../victim.wav`` or
+a link out of the folder, is never read: the item is re-synthesised and the reason recorded) and the
+file matches the recorded SHA-256; otherwise it is re-synthesised.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -38,15 +41,15 @@ from typing import Any
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from spiritlens._io import read_json, remove_orphans, sha256_file, umask_mode
-from spiritlens._io import write_json_atomic
+from spiritlens._io import read_json, sha256_file, sweep_temporaries, write_json_atomic
+from spiritlens.runkey import stamp, verify
 from spiritlens.spoken.form import SpokenForm, spoken_form
 from spiritlens.data.tts.backend import TTSBackend, TTSError, TTSUnavailable, WordTime
 from spiritlens.data.tts.registry import _describe_backends
 
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: a checksum over the whole manifest
 _ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -87,13 +90,15 @@ class SpeechEntry:
 
 @dataclass
 class SynthesisResult:
-    """Outcome of :func:`synthesize_corpus`: entries in input order and what was done."""
+    """Outcome of :func:`synthesize_corpus`: entries in input order and what was done. ``recomputed``:
+    ``(item_id, reason)`` of each item the manifest held but that was not reused (synthesised again)."""
 
     entries: list[SpeechEntry]
     manifest_path: Path
     synthesized: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    recomputed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     def ok_items(self) -> list[tuple[str, str, Path]]:
@@ -109,50 +114,87 @@ class SynthesisResult:
         raise KeyError(f"no synthesised audio for item {item_id!r}")
 
 
-def load_manifest(out_dir: str | os.PathLike) -> dict[str, SpeechEntry]:
-    """Entries of ``out_dir/manifest.json`` by item id (empty if there is none)."""
+def load_manifest(out_dir: str | os.PathLike,
+                  untrusted: list[tuple[str, str]] | None = None) -> dict[str, SpeechEntry]:
+    """Entries of ``out_dir/manifest.json`` by item id (empty if there is none) that may be used: the
+    manifest's checksum holds and each entry's ``path`` is its own file name inside ``out_dir``.
+
+    Without ``untrusted`` a manifest or entry that fails is a ValueError naming the manifest (and the
+    entry); with it, nothing is raised: ``("manifest.json", reason)`` or ``(item_id, reason)`` is
+    appended and the manifest's entries (or that entry) are left out."""
     path = Path(out_dir) / MANIFEST_NAME
     if not path.is_file():
         return {}
-    data = read_json(path, "speech manifest")
-    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
-        raise ValueError(f"speech manifest {path} has no 'entries' list")
     try:
-        return {e["item_id"]: SpeechEntry(**e) for e in data["entries"]}
-    except (TypeError, KeyError) as e:
-        raise ValueError(f"speech manifest {path} has a malformed entry ({e})") from None
+        data = verify(read_json(path, "speech manifest"), None, what="speech manifest", path=path)
+        if not isinstance(data.get("entries"), list):
+            raise ValueError(f"speech manifest {path} has no 'entries' list")
+        try:
+            entries = {e["item_id"]: SpeechEntry(**e) for e in data["entries"]}
+        except (TypeError, KeyError) as e:
+            raise ValueError(f"speech manifest {path} has a malformed entry ({e})") from None
+    except ValueError as error:
+        if untrusted is None:
+            raise
+        untrusted.append((MANIFEST_NAME, getattr(error, "reason", str(error))))
+        return {}
+    trusted = {}
+    for item_id, entry in entries.items():
+        problem = _path_problem(entry, Path(out_dir))
+        if problem is None:
+            trusted[item_id] = entry
+        elif untrusted is None:
+            raise ValueError(f"speech manifest {path}: entry {item_id!r}: {problem}")
+        else:
+            untrusted.append((item_id, problem))
+    return trusted
+
+
+def _path_problem(entry: SpeechEntry, out_dir: Path) -> str | None:
+    """Why an entry's ``path`` may not be read (not a plain file name, or leading out of ``out_dir``), or None."""
+    if entry.path is None:
+        return None
+    name = Path(str(entry.path))
+    if not isinstance(entry.path, str) or name.is_absolute() or len(name.parts) != 1 or name.name in (".", ".."):
+        return f"path {entry.path!r} is not a file name inside {out_dir} (never read; re-synthesised)"
+    target = (out_dir / name).resolve()
+    if target.parent != out_dir.resolve():
+        return f"path {entry.path!r} leads out of {out_dir}, to {target} (never read; re-synthesised)"
+    return None
 
 
 def _write_manifest(path: Path, entries: dict[str, SpeechEntry]) -> None:
-    write_json_atomic(path, {"version": MANIFEST_VERSION, "entries": [asdict(e) for e in entries.values()]})
+    document = {"version": MANIFEST_VERSION, "entries": [asdict(e) for e in entries.values()]}
+    write_json_atomic(path, stamp(document, None))
 
 
-def _cached(entry: SpeechEntry | None, request: SpeechEntry, out_dir: Path) -> bool:
-    if entry is None or not entry.ok or not entry.same_request(request):
-        return False
+def _reuse_problem(entry: SpeechEntry, request: SpeechEntry, out_dir: Path) -> str | None:
+    """Why a manifest entry is not reused for ``request``, or None (it is)."""
+    if not entry.ok:
+        return "failed before"
+    if not entry.same_request(request):
+        changed = [k for k in ("text", "tts_text", "backend", "voice", "settings")
+                   if getattr(entry, k) != getattr(request, k)]
+        return f"request changed ({', '.join(changed)})"
     audio = out_dir / entry.path
-    return audio.is_file() and sha256_file(audio) == entry.sha256
+    if not audio.is_file() or sha256_file(audio) != entry.sha256:
+        return "its WAV is missing or does not match its sha256"
+    return None
 
 
 def _synthesize_one(backend: TTSBackend, request: SpeechEntry, form: SpokenForm, out_dir: Path) -> SpeechEntry:
-    """Synthesise into a temporary file, then move it into place; failures become ``error``."""
+    """Synthesise ``<item_id>.wav`` (the backends write it atomically: :func:`spiritlens._io.write_atomic`);
+    failures become ``error``."""
     final = out_dir / f"{request.item_id}.wav"
-    # The process id in the name lets a later run remove what a killed one left (remove_orphans).
-    fd, tmp = tempfile.mkstemp(prefix=f".{request.item_id}.tmp-{os.getpid()}.", suffix=".wav", dir=out_dir)
-    os.close(fd)
     try:
-        synthesis = backend.synthesize_spoken(form, tmp)
-        info = sf.info(tmp)
+        synthesis = backend.synthesize_spoken(form, final)
+        info = sf.info(str(final))
         if info.frames == 0:
             raise TTSError(f"{backend.name}: wrote an empty WAV")
-        digest = sha256_file(tmp)
-        os.chmod(tmp, umask_mode())  # mkstemp made it 0600; a WAV gets the mode open() would give
-        os.replace(tmp, final)
+        digest = sha256_file(final)
     except TTSUnavailable:
-        Path(tmp).unlink(missing_ok=True)
         raise
     except Exception as e:  # noqa: BLE001 - one failing item must not stop the corpus
-        Path(tmp).unlink(missing_ok=True)
         final.unlink(missing_ok=True)
         return SpeechEntry(**{**asdict(request), "error": f"{type(e).__name__}: {e}"})
     words = None if synthesis.words is None else [None if w is None else w.to_dict() for w in synthesis.words]
@@ -179,7 +221,11 @@ def synthesize_corpus(
     included) is recorded in its entry's ``error`` and the rest continue (a later run retries it); a
     backend that cannot run raises TTSUnavailable. The manifest keeps entries of items
     not passed this time; it is written atomically every ``save_every`` synthesised items and at
-    the end. ``progress``: tqdm bar (None: only for more than 20 items on a terminal).
+    the end (with its checksum). An item the manifest held but that is not reused (its request changed,
+    its WAV changed, its entry or the whole manifest failed the checks of :func:`load_manifest`) is
+    listed in ``recomputed`` with the reason. Temporaries of a run killed mid-write are swept first
+    (:func:`spiritlens._io.sweep_temporaries`). ``progress``: tqdm bar (None: only for more than 20 items
+    on a terminal).
     """
     items = list(items)
     ids = [item_id for item_id, _ in items]
@@ -192,9 +238,11 @@ def synthesize_corpus(
         raise TTSUnavailable(f"TTS backend {backend.name!r} cannot run here; available: {_describe_backends()}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_orphans(out_dir, ".*.tmp-*.wav")  # temporary WAVs of a run killed mid-synthesis
+    sweep_temporaries(out_dir)  # what a run killed mid-write left
     manifest_path = out_dir / MANIFEST_NAME
-    manifest = load_manifest(out_dir)
+    untrusted: list[tuple[str, str]] = []
+    manifest = load_manifest(out_dir, untrusted)
+    distrust = dict(untrusted)
     result = SynthesisResult(entries=[], manifest_path=manifest_path)
     settings = dict(backend.settings)
     start = time.perf_counter()
@@ -212,10 +260,15 @@ def synthesize_corpus(
             else:
                 request.tts_text = form.tts_text
                 old = manifest.get(item_id)
-                if _cached(old, request, out_dir):
-                    result.entries.append(old)
-                    result.reused.append(item_id)
-                    continue
+                problem = distrust.get(item_id, distrust.get(MANIFEST_NAME))
+                if old is not None:
+                    problem = _reuse_problem(old, request, out_dir)
+                    if problem is None:
+                        result.entries.append(old)
+                        result.reused.append(item_id)
+                        continue
+                if problem is not None and problem != "failed before":
+                    result.recomputed.append((item_id, problem))
                 entry = _synthesize_one(backend, request, form, out_dir)
             manifest[item_id] = entry
             result.entries.append(entry)
