@@ -95,3 +95,23 @@ def space_needle_prompt(model, wav, aligner):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LowAlignmentConfidence)
         return SpeechPrompt.from_audio(model, wav, transcript=SPOKEN_PROMPT, subject="Space Needle", aligner=aligner)
+
+
+def assert_legends_outside_the_data(fig, axes) -> None:
+    """Every legend of ``fig`` (figure-level and per-axes), as drawn, lies outside the data area of every
+    axes in ``axes``: no pixel of its box is inside an axes' frame."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # draws as save_png does (Agg), constrained layout applied
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends, "the figure has no legend"
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in axes:
+            frame = ax.get_window_extent(renderer)
+            overlap = min(box.x1, frame.x1) - max(box.x0, frame.x0), min(box.y1, frame.y1) - max(box.y0, frame.y0)
+            assert overlap[0] <= 0 or overlap[1] <= 0, (
+                f"legend {[t.get_text() for t in legend.get_texts()][:2]} at {box.bounds} overlaps the data area "
+                f"{frame.bounds} of {ax.get_title()!r}")

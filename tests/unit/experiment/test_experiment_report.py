@@ -87,7 +87,7 @@ def test_findings_compare_sites_by_each_rows_own_ie_and_name_romes_shift():
     assert ("In layers 0-1 the largest at a subject token is 0.300 at the last subject token, layer 0, larger than "
             "the largest after the subject (0.000 at the first subsequent token, layer 0") in text
     assert ("ROME's AIE for the further tokens is 0.200 at layer 0, where their rows' own IE is 0.000") in text
-    assert text.endswith("the table and figures show ROME's AIE.")
+    assert text.endswith("(aie.json also keeps ROME's pooled AIE).")
 
 
 def test_sample_prompts_are_those_with_the_largest_total_effect():
