@@ -115,3 +115,11 @@ def assert_legends_outside_the_data(fig, axes) -> None:
             assert overlap[0] <= 0 or overlap[1] <= 0, (
                 f"legend {[t.get_text() for t in legend.get_texts()][:2]} at {box.bounds} overlaps the data area "
                 f"{frame.bounds} of {ax.get_title()!r}")
+
+
+def tqdm_bar_updates(stderr: str) -> int:
+    """How many tqdm text-bar states (``" 40%|████      | 2/5 [...]"``) ``stderr`` holds: tqdm writes one per
+    refresh, separated by carriage returns, so 0 means no bar was drawn at all."""
+    import re
+
+    return sum(1 for part in re.split(r"[\r\n]", stderr) if re.search(r"\d+%\|", part))

@@ -14,12 +14,13 @@ def known_prompt(record, modality: str, audio: Mapping[int, str]):
 
 def filter_known(model, records, modality: str, audio: Mapping[int, str] | None = None, *, keep_all: bool = False,
                  accept: Sequence[str] = ("exact",), max_new_tokens: int = 8, answers: dict[str, int] | None = None,
-                 out_path: str | os.PathLike | None = None, progress: bool | None = False):
+                 out_path: str | os.PathLike | None = None, progress: bool | None = None):
     """Known-t2t / Known-s2t: the model's greedy continuation of each record's prompt (SpiritLM's
     text-output rule, :meth:`HookedSpiritLM.generate`), judged by :func:`spiritlens.data.filter_prompts`.
     ``audio`` maps known_id to the WAV of its prompt (S->T). ``answers``, if given, receives each
     generated record's first token id under ``str(known_id)`` (the token its traces measure).
-    Returns the ``FilterResult``."""
+    ``progress``: a bar; None (default) as :func:`~spiritlens.data.filter_prompts` (more than 20
+    records, on a terminal). Returns the ``FilterResult``."""
     from spiritlens.data import filter_prompts
 
     def generate(record):
