@@ -5,6 +5,8 @@
 - :func:`run_cli`: ``python -m spiritlens ARGS`` in a subprocess, as a user runs it (one thread,
   ``$SPIRITLM_CHECKPOINTS_DIR`` unset unless given).
 - :func:`make_result`: a trace result dict with chosen scores, for aggregate, figure and report tests.
+- :func:`assert_drawn_png`, :func:`assert_legends_outside_the_data`, :func:`band_pixel_columns`: what a
+  figure drew (its pixels, its legends' boxes against the axes); :func:`tqdm_bar_updates`: bars in stderr.
 """
 
 from __future__ import annotations
@@ -123,3 +125,25 @@ def tqdm_bar_updates(stderr: str) -> int:
     import re
 
     return sum(1 for part in re.split(r"[\r\n]", stderr) if re.search(r"\d+%\|", part))
+
+
+def band_pixel_columns(pixels: "np.ndarray", alpha: float = 0.3, run: int = 5) -> int:
+    """Columns of an AIE line plot's pixels holding a vertical run of at least ``run`` pixels of a
+    category's band colour (its tab10 line colour at ``alpha`` over white): a band, not the
+    anti-aliased edge of a line (which is one pixel thick)."""
+    from matplotlib import colormaps
+
+    from spiritlens.figures.grid import LINE_COLORS
+
+    rgb = pixels[..., :3]
+    tab10 = colormaps["tab10"].colors
+    found = np.zeros(rgb.shape[:2], dtype=bool)
+    for index in LINE_COLORS:
+        band = alpha * np.asarray(tab10[index]) + (1 - alpha)
+        found |= np.abs(rgb - band).max(axis=-1) < 2.5 / 255
+    columns = 0
+    for column in found.T:
+        padded = np.concatenate([[0], column.astype(int), [0]])
+        starts, ends = np.flatnonzero(np.diff(padded) == 1), np.flatnonzero(np.diff(padded) == -1)
+        columns += bool(((ends - starts) >= run).any())
+    return columns

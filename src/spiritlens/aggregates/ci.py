@@ -71,7 +71,8 @@ def t_quantile(df: int, level: float = CI_LEVEL) -> float:
 def mean_ci(values, *, level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray, int]:
     """``(mean, half_width, n)`` of ``values`` ``[n, ...]`` (one row per unit: prompt or fact) by the
     module's t-interval. Rows holding NaN are left out and counted out of ``n``; ``half_width`` is NaN
-    for n < 2, and exactly 0 where every unit has the same value. ``mean`` is NaN for n = 0."""
+    for n < 2, and exactly 0 where every unit has the same value (up to float64 rounding, a spread
+    within 1e-12 of the largest value). ``mean`` is NaN for n = 0."""
     array = np.asarray(values, dtype=np.float64)
     if array.ndim == 0:
         raise ValueError("mean_ci needs one value per unit (an array [n, ...])")
@@ -84,5 +85,6 @@ def mean_ci(values, *, level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray,
     if n < 2:
         return mean, np.full(shape, np.nan), 1
     spread = array.std(axis=0, ddof=1)
-    spread = np.where(np.all(array == array[0], axis=0), 0.0, spread)  # equal units: exactly no width
+    # units equal up to float64 rounding (0.5 - 0.1 against 0.7 - 0.3): exactly no width
+    spread = np.where(spread <= 1e-12 * np.abs(array).max(axis=0), 0.0, spread)
     return mean, t_quantile(n - 1, level) * spread / math.sqrt(n), n

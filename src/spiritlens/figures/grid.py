@@ -51,7 +51,7 @@ Groups = Mapping[str, Mapping[str, KindAggregate]]
 DEFAULT_EPSILON = 1e-4
 SCALES = ("log", "linear")
 # ROME's line-plot colours: tab10 indices per category, in CATEGORIES order.
-_LINE_COLORS = (0, 1, 2, 4, 5, 3)
+LINE_COLORS = (0, 1, 2, 4, 5, 3)
 _KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP (window)", "attn": "Attn (window)"}
 BAND_LABEL = f"shaded: {ci_formula('prompts')}, per-prompt effects"
 NO_EFFECT = "no effect (every |IE| within the numerical floor)"
@@ -167,7 +167,7 @@ def aie_lines_figure(groups: Groups) -> Figure:
             if agg is None:
                 continue
             layers = np.arange(agg.n_layers)
-            for category, color_index in zip(CATEGORIES, _LINE_COLORS):
+            for category, color_index in zip(CATEGORIES, LINE_COLORS):
                 if agg.row_counts[category] == 0:
                     continue
                 y, err = agg.effect[category], agg.ci[category]

@@ -64,4 +64,5 @@ def test_mean_ci_edge_cases():
     assert n == 2 and mean.tolist() == pytest.approx([0.6, 0.15])
     assert np.isnan(mean_ci([[0.4, 0.2]])[1]).all()  # one unit: no interval
     assert mean_ci([[0.25], [0.25], [0.25]])[1].tolist() == [0.0]  # equal units: exactly no width
+    assert mean_ci([[0.5 - 0.1], [0.7 - 0.3]])[1].tolist() == [0.0]  # equal up to float64 rounding
     assert mean_ci(np.zeros((0, 3)))[2] == 0

@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import assert_drawn_png, assert_legends_outside_the_data, make_result
+from helpers import assert_drawn_png, assert_legends_outside_the_data, band_pixel_columns, make_result
 
 from spiritlens.aggregates import aggregate_by_modality
 from spiritlens.aggregates.aie import FLOOR_ULPS
@@ -22,7 +22,6 @@ from spiritlens.figures import (
     trace_heatmap_figure,
     write_trace_tokens_html,
 )
-from spiritlens.figures.grid import _LINE_COLORS
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -53,25 +52,6 @@ def effect_results() -> list[dict]:
         result["scores"] = scores.tolist()
         result["high_score"] = result["low_score"] + 0.5
     return results
-
-
-def band_pixel_columns(pixels: np.ndarray, alpha: float = 0.3, run: int = 5) -> int:
-    """Image columns holding a vertical run of at least ``run`` pixels of a category's band colour
-    (its tab10 colour at ``alpha`` over white): a band, not the anti-aliased edge of a line."""
-    from matplotlib import colormaps
-
-    rgb = pixels[..., :3]
-    tab10 = colormaps["tab10"].colors
-    found = np.zeros(rgb.shape[:2], dtype=bool)
-    for index in _LINE_COLORS:
-        band = alpha * np.asarray(tab10[index]) + (1 - alpha)
-        found |= np.abs(rgb - band).max(axis=-1) < 2.5 / 255
-    columns = 0
-    for column in found.T:
-        padded = np.concatenate([[0], column.astype(int), [0]])
-        starts, ends = np.flatnonzero(np.diff(padded) == 1), np.flatnonzero(np.diff(padded) == -1)
-        columns += bool(((ends - starts) >= run).any())
-    return columns
 
 
 def test_a_kind_without_effect_draws_flat_at_zero_with_no_band(tmp_path):
