@@ -25,7 +25,7 @@ CI_LEVEL = 0.95
 
 def ci_formula(unit: str = "prompts") -> str:
     """The formula in words, for legends and reports: ``unit`` names what n counts (prompts, facts)."""
-    return f"95% CI: mean ± t(0.975, n−1)·s/√n over the n {unit} (Student's t)"
+    return f"mean ± t(0.975, n−1)·s/√n over the n {unit} (Student's t)"
 
 
 def _two_sided_t_cdf(t: float, df: int) -> float:

@@ -125,7 +125,8 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
                       "![AIE lines](aggregate/aie_lines.png)", "",
                       "The figures draw each category's AIE as the mean over prompts of the prompt's own effect "
                       "(its category rows against its own corrupted score); in the line plots the shaded band is the "
-                      f"{ci_formula('prompts')}, drawn where it has a width.", ""]
+                      f"95% confidence interval of that mean, {ci_formula('prompts')}, drawn where it has a width.",
+                      ""]
     else:
         lines.append("No results to aggregate.")
     if summary.get("crossmodal") is not None:

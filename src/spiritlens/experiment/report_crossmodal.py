@@ -69,7 +69,7 @@ def report_section(run_dir: str | os.PathLike, heading: str = "##") -> list[str]
         "",
         f"Facts: {len(summary.facts)} analysed"
         + (f", {len(status.get('failed', []))} failed" if status.get("failed") else "")
-        + f". Bands and ± are {ci_formula('facts')}.",
+        + f". Bands and ± are 95% confidence intervals, {ci_formula('facts')}.",
         "",
         "**Findings (computed from the numbers).** " + " ".join(summary.findings()),
         "",

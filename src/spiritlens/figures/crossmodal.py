@@ -75,7 +75,7 @@ def _legend(fig, handles: list, fontsize: float = 7, ncol: int = 2) -> None:
     for handle, label in handles:
         seen.setdefault(label, handle)
     if any(isinstance(handle, tuple) for handle in seen.values()):
-        seen[f"shaded: {ci_formula('facts')}"] = Patch(color="0.6", alpha=0.2, linewidth=0)
+        seen[f"shaded: 95% CI, {ci_formula('facts')}"] = Patch(color="0.6", alpha=0.2, linewidth=0)
     fig.legend(list(seen.values()), [plain_label(label) for label in seen], fontsize=fontsize, frameon=False,
                handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, loc="outside lower center",
                ncol=min(ncol, len(seen)))

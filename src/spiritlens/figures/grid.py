@@ -53,7 +53,7 @@ SCALES = ("log", "linear")
 # ROME's line-plot colours: tab10 indices per category, in CATEGORIES order.
 LINE_COLORS = (0, 1, 2, 4, 5, 3)
 _KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP (window)", "attn": "Attn (window)"}
-BAND_LABEL = f"shaded: {ci_formula('prompts')}, per-prompt effects"
+BAND_LABEL = f"shaded: 95% CI, {ci_formula('prompts')}"
 NO_EFFECT = "no effect (every |IE| within the numerical floor)"
 
 
