@@ -99,3 +99,13 @@ def test_sample_prompts_are_those_with_the_largest_total_effect():
     assert sample_ids([3, 17, 40, 41], results, 3) == [17, 40, 41]
     assert sample_ids([3, 17, 41, 40], results, 2) == [17, 41]
     assert sample_ids([3], results, 3) == [3]
+
+
+def test_findings_say_no_effect_instead_of_a_peak():
+    # every restored cell equals its prompt's corrupted score up to float32 rounding (a trace with noise 1e-9);
+    # the prompts with further tokens are corrupted to a higher score, so ROME's pooled AIE is 0.1 there
+    results = [make_result(8, (2, 4), low=0.3, high=0.3 + 1e-7, n_layers=4, set_rows={5: [0.3 + 2e-7] * 4}),
+               make_result(6, (2, 4), low=0.1, high=0.1, n_layers=4)]
+    text = findings(aggregate_by_modality(results))[0]
+    assert "Hidden states: no effect; every restored cell's indirect effect is within float32 rounding of 0" in text
+    assert "largest" not in text and "ROME's AIE" not in text
