@@ -40,9 +40,10 @@ DEFINITIONS = [
     "- **IE** (indirect effect) of row t at layer l = p(answer) with that state restored − `low_score`. "
     "Hidden states restore `blocks.l.hook_resid_post` at t; MLP and attention restore `hook_mlp_out` / "
     "`hook_attn_out` at t for a window of layers centred on l.",
-    "- **AIE** (average indirect effect) of a token category c at layer l = mean of the restored p(answer) over "
-    "every row of category c in every kept prompt − mean `low_score` over the prompts (ROME's rollup; "
-    "categories with several rows per prompt count each row). **ATE** = mean `high_score` − mean `low_score`.",
+    "- **AIE** (average indirect effect) of a token category c at layer l = the mean, over the kept prompts "
+    "that have category c, of each prompt's mean IE over its rows of c (each against its own `low_score`; an IE "
+    "within float32 rounding counts as 0). ROME's rollup (every row of c pooled, minus the mean `low_score`) "
+    "is `aie` in `aie.json`. **ATE** = mean `high_score` − mean `low_score`.",
     "- The **six token categories** (rows before the subject, such as `<s>` and `[Text]`, and S→T rows in "
     "silence belong to none): *first subject token*; *middle subject tokens* (between first and last); "
     "*last subject token*; *first subsequent token* (right after the subject); *further tokens* (after that, "
