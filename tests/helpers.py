@@ -5,6 +5,8 @@
 - :func:`run_cli`: ``python -m spiritlens ARGS`` in a subprocess, as a user runs it (one thread,
   ``$SPIRITLM_CHECKPOINTS_DIR`` unset unless given).
 - :func:`make_result`: a trace result dict with chosen scores, for aggregate, figure and report tests.
+- :func:`assert_drawn_png`, :func:`assert_legends_outside_the_data`, :func:`band_pixel_columns`: what a
+  figure drew (its pixels, its legends' boxes against the axes); :func:`tqdm_bar_updates`: bars in stderr.
 """
 
 from __future__ import annotations
@@ -108,3 +110,53 @@ def space_needle_prompt(model, wav, aligner):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LowAlignmentConfidence)
         return SpeechPrompt.from_audio(model, wav, transcript=SPOKEN_PROMPT, subject="Space Needle", aligner=aligner)
+
+
+def assert_legends_outside_the_data(fig, axes) -> None:
+    """Every legend of ``fig`` (figure-level and per-axes), as drawn, lies outside the data area of every
+    axes in ``axes``: no pixel of its box is inside an axes' frame."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # draws as save_png does (Agg), constrained layout applied
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends, "the figure has no legend"
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in axes:
+            frame = ax.get_window_extent(renderer)
+            overlap = min(box.x1, frame.x1) - max(box.x0, frame.x0), min(box.y1, frame.y1) - max(box.y0, frame.y0)
+            assert overlap[0] <= 0 or overlap[1] <= 0, (
+                f"legend {[t.get_text() for t in legend.get_texts()][:2]} at {box.bounds} overlaps the data area "
+                f"{frame.bounds} of {ax.get_title()!r}")
+
+
+def tqdm_bar_updates(stderr: str) -> int:
+    """How many tqdm text-bar states (``" 40%|████      | 2/5 [...]"``) ``stderr`` holds: tqdm writes one per
+    refresh, separated by carriage returns, so 0 means no bar was drawn at all."""
+    import re
+
+    return sum(1 for part in re.split(r"[\r\n]", stderr) if re.search(r"\d+%\|", part))
+
+
+def band_pixel_columns(pixels: "np.ndarray", alpha: float = 0.3, run: int = 5) -> int:
+    """Columns of an AIE line plot's pixels holding a vertical run of at least ``run`` pixels of a
+    category's band colour (its tab10 line colour at ``alpha`` over white): a band, not the
+    anti-aliased edge of a line (which is one pixel thick)."""
+    from matplotlib import colormaps
+
+    from spiritlens.figures.grid import LINE_COLORS
+
+    rgb = pixels[..., :3]
+    tab10 = colormaps["tab10"].colors
+    found = np.zeros(rgb.shape[:2], dtype=bool)
+    for index in LINE_COLORS:
+        band = alpha * np.asarray(tab10[index]) + (1 - alpha)
+        found |= np.abs(rgb - band).max(axis=-1) < 2.5 / 255
+    columns = 0
+    for column in found.T:
+        padded = np.concatenate([[0], column.astype(int), [0]])
+        starts, ends = np.flatnonzero(np.diff(padded) == 1), np.flatnonzero(np.diff(padded) == -1)
+        columns += bool(((ends - starts) >= run).any())
+    return columns

@@ -1,13 +1,14 @@
 """spiritlens: TransformerLens-style interpretability for SpiritLM, text and speech.
 
-Public API: :class:`HookedSpiritLM` (the model), :func:`trace` and :class:`TraceResult`
-(causal tracing). Heavy imports happen on first use.
+Public API: :class:`HookedSpiritLM` (the model), :func:`trace`, :func:`trace_kinds` and
+:class:`TraceResult` (causal tracing), :class:`SpeechPrompt` (a spoken prompt, aligned, to trace).
+Heavy imports happen on first use.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["HookedSpiritLM", "trace", "TraceResult", "__version__"]
+__all__ = ["HookedSpiritLM", "SpeechPrompt", "trace", "trace_kinds", "TraceResult", "__version__"]
 
 
 def __getattr__(name: str):
@@ -15,8 +16,12 @@ def __getattr__(name: str):
         from spiritlens.model import HookedSpiritLM
 
         return HookedSpiritLM
-    if name in ("trace", "TraceResult"):
+    if name in ("trace", "trace_kinds", "TraceResult"):
         from spiritlens import traces
 
         return getattr(traces, name)
+    if name == "SpeechPrompt":
+        from spiritlens.align.speech_prompt import SpeechPrompt
+
+        return SpeechPrompt
     raise AttributeError(f"module 'spiritlens' has no attribute {name!r}")

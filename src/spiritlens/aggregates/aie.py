@@ -24,11 +24,28 @@ first_subject and last_subject; ``e = R-1`` puts the same row in first_subsequen
 ``e = R`` (the subject ends the prompt) is an error, where ROME raised IndexError.
 
 For one kind, over the kept prompts P (``correct_prediction`` not False; null or absent counts as
-kept, as ROME's notebook does): ``mean_c[l]`` is the mean of row ``l`` over the multiset of all
-category-c rows of all of P, so middle and further are *token-weighted* (a prompt with 4 middle
-rows counts 4 times); ``AIE_c = mean_c - mean(low_score)``; ``ATE = mean(high) - mean(low)``.
-The 95% half-width is ROME's line-plot band, ``1.96 * std(rows) / sqrt(len(P))`` with numpy's
-population std. An empty category has NaN means and a row count of 0 (``null`` in JSON).
+kept, as ROME's notebook does), two averages:
+
+- ROME's rollup (``aie``, ``aie.json``'s ``aie`` and the CSV tables): ``mean_c[l]`` is the mean of
+  row ``l`` over the multiset of all category-c rows of all of P, so middle and further are
+  *token-weighted* (a prompt with 4 middle rows counts 4 times); ``AIE_c = mean_c - mean(low_score)``;
+  ``ATE = mean(high) - mean(low)``. A category only some prompts have inherits the difference
+  between their corrupted scores and everyone's (``row_ie`` removes that, still token-weighted).
+- The per-prompt AIE (``effect``, drawn by every figure and stated by every summary), with its 95%
+  CI (``ci``): each prompt's effect in category c at layer l is the mean over its category-c rows
+  of ``IE = scores[r, l] - low_score`` against **its own** corrupted score, an IE within the
+  prompt's numerical floor counting as 0; ``effect_c`` is the mean of these per-prompt effects over
+  the ``prompt_counts[c]`` prompts that have category-c rows, and ``ci`` the half-width of
+  :mod:`spiritlens.aggregates.ci` (``t_{0.975,n-1} * s / sqrt(n)`` over those per-prompt effects).
+  For the one-row categories of prompts that all have them it equals ROME's AIE.
+
+The numerical floor: scores are float32 softmax probabilities, so a restored cell and the
+corrupted run that compute the same thing by different paths differ by rounding (up to about 60
+float32 ulps of p measured on the tiny model, noise 1e-9). An IE with ``|IE| <=``
+``FLOOR_ULPS * eps(float32) * p_max`` (:func:`numerical_floor`: 1024 ulps of the prompt's largest
+probability, 1.2e-4 * p_max) is no effect; a kind whose every IE is within it has ``no_effect`` and
+its summaries say "no effect" instead of naming a peak. An empty category has NaN means and a row
+count of 0 (``null`` in JSON).
 """
 
 from __future__ import annotations
@@ -43,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spiritlens.aggregates.ci import mean_ci
 from spiritlens.terms import KINDS, MODALITIES, MODALITY_LABELS  # noqa: F401 (re-exported)
 from spiritlens.traces.result import result_problem
 CATEGORIES: tuple[str, ...] = (
@@ -61,7 +79,7 @@ CATEGORY_LABELS: dict[str, str] = {
     "further": "Further tokens",
     "last": "Last token",
 }
-CI_Z = 1.96
+FLOOR_ULPS = 1024  # float32 ulps of the prompt's largest probability under which an IE is rounding (module doc)
 # A JSON dict with these keys is a trace result; any other JSON (aie.json, manifests, ROME's
 # ``{"correct_prediction": false}`` stubs) is skipped by ``load_results``.
 RESULT_KEYS: tuple[str, ...] = ("scores", "kind", "low_score", "high_score")
@@ -159,6 +177,21 @@ def check_result(result: Mapping) -> None:
     parse_result(result)
 
 
+def numerical_floor(parsed: ParsedResult) -> float:
+    """The |IE| at or below which a cell of this result is no effect: ``FLOOR_ULPS * eps(float32) * p_max``,
+    ``p_max`` the largest of its high score, low score and scores (module doc)."""
+    finite = parsed.scores[np.isfinite(parsed.scores)]
+    p_max = max(abs(parsed.high), abs(parsed.low), float(np.abs(finite).max()) if finite.size else 0.0)
+    return FLOOR_ULPS * float(np.finfo(np.float32).eps) * p_max
+
+
+def row_effects(parsed: ParsedResult, rows) -> np.ndarray:
+    """``scores[rows] - low_score`` ([len(rows), L]) with every IE within :func:`numerical_floor` set to 0."""
+    effects = parsed.scores[list(rows)] - parsed.low
+    effects[np.abs(effects) <= numerical_floor(parsed)] = 0.0
+    return effects
+
+
 def _category_rows(n_rows: int, b: int, e: int, ignored: frozenset[int]) -> dict[str, list[int]]:
     """Row indices per category for R = ``n_rows`` rows and subject rows [b, e), with e < R."""
     spans = {
@@ -192,6 +225,11 @@ class KindAggregate:
     ``excluded`` the number left out because ``correct_prediction`` is False.
     ``modality`` is "text", "speech" or "mixed".
 
+    ``effect``: per category, the per-prompt AIE (module doc), [L]; ``ci`` its 95% half-width (NaN
+    with fewer than two prompts in the category, 0 where every prompt's effect is equal);
+    ``prompt_counts``: the prompts with rows in each category; ``no_effect``: every IE of every
+    kept prompt's category rows is within its numerical floor (then ``effect`` is exactly 0).
+
     ``row_ie``: per category, the mean over the same pooled rows of each row's IE against **its own
     prompt's** ``low_score``. ROME's ``aie`` subtracts the mean ``low_score`` over *all* prompts, so a
     category that only some prompts have (middle subject tokens, further tokens) inherits the
@@ -210,6 +248,9 @@ class KindAggregate:
     ci: dict[str, np.ndarray] = field(repr=False)
     row_counts: dict[str, int]
     row_ie: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    effect: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    prompt_counts: dict[str, int] = field(default_factory=dict)
+    no_effect: bool = False
 
     @property
     def ate(self) -> float:
@@ -226,13 +267,30 @@ class KindAggregate:
         aie = self.aie
         return np.stack([aie[name] for name in CATEGORIES])
 
+    def effect_matrix(self) -> np.ndarray:
+        """The per-prompt AIE (``effect``) as a [6, L] array, rows in ``CATEGORIES`` order."""
+        return np.stack([self.effect[name] for name in CATEGORIES])
+
     def peak(self) -> tuple[str, int, float] | None:
-        """(category, layer, AIE) of the largest AIE, or None if every category is empty."""
-        matrix = self.aie_matrix()
-        if np.isnan(matrix).all():
+        """(category, layer, per-prompt AIE) of the largest ``effect``; None if every category is empty
+        or the kind has no effect (``no_effect``)."""
+        matrix = self.effect_matrix()
+        if self.no_effect or np.isnan(matrix).all():
             return None
         row, layer = np.unravel_index(np.nanargmax(matrix), matrix.shape)
         return CATEGORIES[row], int(layer), float(matrix[row, layer])
+
+    def describe_peak(self) -> str:
+        """One phrase for summaries: ``"no rows"``, ``"no effect (every |IE| within the numerical floor)"``,
+        or ``"peak AIE 0.24 ± 0.05 at last, layer 3"`` (the per-prompt AIE and its 95% CI)."""
+        if self.no_effect:
+            return f"no effect (every |IE| within the numerical floor, {FLOOR_ULPS} float32 ulps of p)"
+        peak = self.peak()
+        if peak is None:
+            return "no rows"
+        category, layer, value = peak
+        ci = self.ci[category][layer]
+        return f"peak AIE {value:.4g}{f' ± {ci:.2g}' if np.isfinite(ci) else ''} at {category}, layer {layer}"
 
 
 def _mean_or_nan(values: Sequence[float]) -> float:
@@ -262,21 +320,25 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
     kept = [parsed for _, parsed in chosen if parsed.kept]
     pooled: dict[str, list[np.ndarray]] = {name: [] for name in CATEGORIES}
     lows: dict[str, list[float]] = {name: [] for name in CATEGORIES}  # each pooled row's own low_score
+    per_prompt: dict[str, list[np.ndarray]] = {name: [] for name in CATEGORIES}  # one [L] effect per prompt
+    no_effect = True
     for parsed in kept:
         for name, rows in _category_rows(parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored).items():
             pooled[name].extend(parsed.scores[r] for r in rows)
             lows[name].extend(parsed.low for _ in rows)
-    mean, ci, row_ie = {}, {}, {}
+            if rows:
+                effects = row_effects(parsed, rows)  # [|rows|, L], rounding-level IE set to 0
+                no_effect = no_effect and not effects.any()
+                per_prompt[name].append(effects.mean(axis=0))
+    mean, ci, row_ie, effect = {}, {}, {}, {}
     for name, rows in pooled.items():
         if rows:
             stacked = np.stack(rows)  # [|R_c|, L]
             mean[name] = stacked.mean(axis=0)
-            ci[name] = CI_Z * stacked.std(axis=0) / math.sqrt(len(kept))
             row_ie[name] = (stacked - np.asarray(lows[name])[:, None]).mean(axis=0)
+            effect[name], ci[name], _ = mean_ci(np.stack(per_prompt[name]))
         else:
-            mean[name] = np.full(n_layers, np.nan)
-            ci[name] = np.full(n_layers, np.nan)
-            row_ie[name] = np.full(n_layers, np.nan)
+            mean[name], ci[name], row_ie[name], effect[name] = (np.full(n_layers, np.nan) for _ in range(4))
     return KindAggregate(
         kind=kind,
         modality=modalities.pop() if len(modalities) == 1 else "mixed",
@@ -289,6 +351,9 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
         ci=ci,
         row_counts={name: len(rows) for name, rows in pooled.items()},
         row_ie=row_ie,
+        effect=effect,
+        prompt_counts={name: len(values) for name, values in per_prompt.items()},
+        no_effect=no_effect and bool(kept),
     )
 
 
@@ -333,7 +398,10 @@ def _kind_entry(agg: KindAggregate) -> dict:
         "aie": {name: _json_floats(aie[name]) for name in CATEGORIES},
         "ate": _json_floats(agg.ate),
         "row_counts": dict(agg.row_counts),
+        "effect": {name: _json_floats(agg.effect[name]) for name in CATEGORIES if name in agg.effect},
         "ci95": {name: _json_floats(agg.ci[name]) for name in CATEGORIES},
+        "prompt_counts": dict(agg.prompt_counts),
+        "no_effect": agg.no_effect,
         "row_ie": {name: _json_floats(agg.row_ie[name]) for name in CATEGORIES if name in agg.row_ie},
         "excluded": agg.excluded,
         "n_layers": agg.n_layers,
@@ -348,7 +416,9 @@ def to_aie_json(
     """The ``aie.json`` document of DESIGN.md: ``{kind: {count, low_score_mean, high_score_mean, aie}}``.
 
     ``aie`` maps each category to one unclipped float per layer, ``null`` where the category has
-    no rows. Extra fields per kind: ``ate``, ``row_counts``, ``ci95`` (half-widths), ``row_ie``
+    no rows. Extra fields per kind: ``ate``, ``row_counts``, ``effect`` (the per-prompt AIE the figures
+    draw), ``ci95`` (its 95% half-widths, :mod:`spiritlens.aggregates.ci`), ``prompt_counts`` (prompts per
+    category), ``no_effect`` (every IE within the numerical floor), ``row_ie``
     (each row's IE against its own prompt's low score, :class:`KindAggregate`), ``excluded``,
     ``n_layers``, ``modality``; and, when ``by_modality`` holds more than one modality,
     ``by_modality: {modality: <the same fields for that modality alone>}``.

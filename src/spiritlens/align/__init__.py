@@ -1,6 +1,6 @@
 """Cross-modal position mapping: forced alignment of a spoken prompt's transcript (the paper's CTC path,
 or pocketsphinx offline), and the mapping of aligned words / LM text tokens to SpiritLM's deduplicated
-speech-token positions."""
+speech-token positions, and :class:`SpeechPrompt` (a spoken prompt aligned and mapped, ready to trace)."""
 
 from spiritlens.align.ctc import (
     DEFAULT_MIN_CONFIDENCE,
@@ -29,6 +29,7 @@ from spiritlens.align.mapping import (
 )
 from spiritlens.align.normalize import NormalizedText, SpokenWord, normalize_transcript
 from spiritlens.align.pocketsphinx import PocketsphinxAligner, ipa_to_arpabet
+from spiritlens.align.speech_prompt import SpeechPrompt
 
 __all__ = [
     "DEFAULT_MIN_CONFIDENCE",
@@ -40,6 +41,7 @@ __all__ = [
     "LowAlignmentConfidence",
     "NormalizedText",
     "PocketsphinxAligner",
+    "SpeechPrompt",
     "SpeechTokenMap",
     "SpeechTokenRange",
     "SpokenWord",

@@ -35,19 +35,11 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from spiritlens.align import (
-    Alignment,
-    CTCAligner,
-    Emissions,
-    PocketsphinxAligner,
-    SpeechTokenMap,
-    TokenFrameMap,
-    align_with_emissions,
-    get_aligner,
-    group_overlapping_tokens,
-    map_frames_to_speech_tokens,
-    map_words_to_text_tokens,
-)
+from spiritlens.align.aligner import get_aligner
+from spiritlens.align.ctc import Alignment, TokenFrameMap, map_words_to_text_tokens
+from spiritlens.align.emissions import CTCAligner, Emissions, align_with_emissions
+from spiritlens.align.mapping import SpeechTokenMap, group_overlapping_tokens, map_frames_to_speech_tokens
+from spiritlens.align.pocketsphinx import PocketsphinxAligner
 from spiritlens.audio.waveform import Waveform, load_audio
 from spiritlens.tokens.prompt import find_span
 from spiritlens.tokens.trace_prompt import TracePrompt, display_tokens

@@ -7,6 +7,10 @@ Writes, atomically, into DIR:
 - ``aie_grid_log.png`` (log colour scale, AIE clipped at ``--epsilon``), ``aie_grid_linear.png``
   (ROME's clip at 0, hidden-kind maximum) and ``aie_lines.png`` (ROME's line plots with 95% bands).
 
+The figures and the summary printed here show the per-prompt AIE (each prompt's rows against its own
+corrupted score, then the mean over prompts) with its 95% t-interval over prompts; a kind whose every
+indirect effect is within float32 rounding says "no effect" instead of a peak.
+
 Result files that cannot be used are listed on stderr and skipped; no usable result is an error.
 """
 
@@ -75,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for modality, kinds in by_modality.items():
         for kind, agg in kinds.items():
-            peak = agg.peak()
-            where = "no rows" if peak is None else f"peak AIE {peak[2]:.4g} at {peak[0]}, layer {peak[1]}"
             ate = "n/a" if agg.count == 0 else f"{agg.ate:.4g}"
-            print(f"  {MODALITY_LABELS.get(modality, modality)} {kind:<6} n={agg.count:<5} ATE {ate:<8} {where}")
+            print(f"  {MODALITY_LABELS.get(modality, modality)} {kind:<6} n={agg.count:<5} ATE {ate:<8} "
+                  f"{agg.describe_peak()}")
     return 0

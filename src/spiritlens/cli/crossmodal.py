@@ -134,26 +134,13 @@ def _sigmas(model, args, needs_sigma: bool) -> tuple[dict, dict]:
     return {"text": text, "speech": speech}, {"text": source, "speech": "--speech-sigma"}
 
 
-def _check_out_dir(path: Path, option: str) -> None:
-    """ValueError unless ``path`` is, or can be made, a writable folder: the nearest existing one of
-    it and its parents must be a folder we may write in (a file there is named)."""
-    import os
-
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                where = "is a file" if candidate == path else f"cannot be made: {str(candidate)!r} is a file"
-                raise ValueError(f"{option} {str(path)!r} {where}, expected a folder for the results")
-            if not os.access(candidate, os.W_OK | os.X_OK):
-                raise ValueError(f"{option} {str(path)!r}: {str(candidate)!r} is not writable")
-            return
-
-
 def run_fact(args) -> int:
     import warnings
 
     from spiritlens import HookedSpiritLM
     from spiritlens.align import LowAlignmentConfidence
+    from spiritlens.audio.waveform import load_audio
+    from spiritlens.cli.paths import check_aligner, check_output_dir
     from spiritlens.crossmodal import CrossModalFact, CrossModalSummary, analyze_fact
     from spiritlens.figures.crossmodal import write_fact_outputs
     from spiritlens.traces import parse_noise
@@ -163,7 +150,10 @@ def run_fact(args) -> int:
     _at_least_one(args.samples, "--samples")
     spec = parse_noise(args.noise)
     check_sigma(args.sigma, "--sigma")
-    _check_out_dir(Path(args.out), "--out")  # before the model loads, not after the analyses
+    # every path before the model loads, not after the analyses (spiritlens.cli.paths)
+    check_output_dir(args.out, "--out")
+    check_aligner(args.aligner)
+    load_audio(args.audio)  # a missing, unreadable or empty audio file is refused here
     model = HookedSpiritLM.from_pretrained(args.model, dtype=args.dtype, device=args.device,
                                            speech_tokenizer=args.speech_tokenizer)
     sigma, sources = _sigmas(model, args, spec.needs_sigma and "patching" in args.analyses)

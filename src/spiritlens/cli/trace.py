@@ -120,6 +120,7 @@ def run(args) -> int:
             raise ValueError(f"--verify-top must be an integer >= 1, got {args.verify_top}")
     spec = parse_noise(args.noise)
     check_sigma(args.sigma, "--sigma")
+    _check_paths(args)  # every path before the model loads: a minute of loading, or a finished trace, is not lost
     sigma = args.sigma
     records = _known_for_sigma(args) if spec.needs_sigma and sigma is None else None  # read before the model
     model = HookedSpiritLM.from_pretrained(args.model, dtype=args.dtype, device=args.device,
@@ -162,6 +163,29 @@ def run(args) -> int:
     return 0
 
 
+def _check_paths(args) -> None:
+    """The outputs can be written, and for a spoken prompt the audio reads and the aligner exists
+    (one-line ValueError naming the option; :mod:`spiritlens.cli.paths`)."""
+    from spiritlens.cli.paths import check_aligner, check_output_file
+
+    json_path = Path(args.json)
+    check_output_file(json_path, "--json")
+    check_output_file(args.png or json_path.with_suffix(".png"), "--png")
+    if args.audio is not None:
+        if not args.transcript:
+            raise ValueError("--audio needs --transcript (what the audio says)")
+        if not args.aligner:
+            raise ValueError("--audio needs --aligner (a CTC model directory, or 'pocketsphinx')")
+        if args.subject is None:
+            raise ValueError("--audio needs --subject (the subject's text in the transcript)")
+        check_aligner(args.aligner)
+        from spiritlens.audio.waveform import load_audio
+
+        load_audio(args.audio)  # a missing, unreadable or empty audio file is refused here, not after loading
+        check_output_file(args.alignment_png or json_path.with_name(json_path.stem + "_alignment.png"),
+                          "--alignment-png")
+
+
 def _known_for_sigma(args):
     """Known's records by the one lookup rule (spiritlens.data.known), or a one-line error."""
     from spiritlens.data import KnownDataUnavailable, load_known
@@ -185,12 +209,6 @@ def _speech_prompt(model, args, json_path: Path):
     from spiritlens.align.speech_prompt import SpeechPrompt
     from spiritlens.figures.alignment import plot_speech_prompt
 
-    if not args.transcript:
-        raise ValueError("--audio needs --transcript (what the audio says)")
-    if not args.aligner:
-        raise ValueError("--audio needs --aligner (a CTC model directory, or 'pocketsphinx')")
-    if args.subject is None:
-        raise ValueError("--audio needs --subject (the subject's text in the transcript)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prompt = SpeechPrompt.from_audio(model, args.audio, transcript=args.transcript, subject=args.subject,

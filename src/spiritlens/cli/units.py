@@ -30,8 +30,10 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from spiritlens._io import write_json_atomic
     from spiritlens.audio.waveform import load_audio
+    from spiritlens.cli.paths import check_output_file
     from spiritlens.units import SpeechTokenizer, default_speech_tokenizer_dir
 
+    check_output_file(args.json_out, "--json")  # before any model loads (spiritlens.cli.paths)
     directory = default_speech_tokenizer_dir(args.speech_tokenizer)
     wave = load_audio(args.audio)  # bad audio fails before the model is loaded
     if args.expressive:

@@ -1,9 +1,10 @@
 """The three analyses over facts: per-layer means with 95% confidence intervals, and their reading.
 
 Every per-layer quantity is first computed per fact, then averaged over facts (each fact counts
-once): ``mean[l]`` and the half-width ``ci[l] = 1.96 * std(ddof=1) / sqrt(n)`` (normal
-approximation of a 95% CI of the mean; undefined, NaN, for one fact). A fact whose value is NaN
-(e.g. a mismatched baseline with a single word) is left out of that quantity's average.
+once): ``mean[l]`` and the 95% half-width ``ci[l] = t_{0.975,n-1} * s / sqrt(n)`` over the n facts,
+the project's one CI formula (:mod:`spiritlens.aggregates.ci`; undefined, NaN, for one fact). A
+fact whose value is NaN (e.g. a mismatched baseline with a single word) is left out of that
+quantity's average.
 
 - patching, per direction x mode: indirect effects ``cross = scores - low_score`` and
   ``self = self_scores - low_score`` (the tracer's IE of the same cells) and the total effect
@@ -18,18 +19,17 @@ README states for evidence of a shared mechanism (no sentence is written by hand
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from spiritlens.aggregates.ci import mean_ci as unit_mean_ci
 from spiritlens.crossmodal.fact import ResultFile, as_float_array, check_values
 from spiritlens.crossmodal.geometry import GeometryResult
 from spiritlens.crossmodal.logit_lens import LogitLensResult
 from spiritlens.crossmodal.patching import DIRECTION_LABELS, PATCH_DIRECTIONS, PATCH_MODES, PatchingResult
 
-CI_Z = 1.96
 RECOVERY_THRESHOLD = 0.5  # cross-modal restoration reaching half the within-modality one (README)
 MIN_SELF_SHARE = 0.1  # the within-modality restoration must recover this share of the total effect (README)
 GEOMETRY_QUANTITIES = ("cosine", "mismatched_cosine", "distance", "mismatched_distance", "text_norm",
@@ -57,19 +57,15 @@ class Band:
 
 
 def mean_ci(rows: Sequence[Sequence[float]] | np.ndarray, n_layers: int | None = None) -> Band:
-    """Mean and 95% CI half-width over facts of ``rows`` ``[n_facts, L]`` (rows with NaN left out)."""
+    """Mean and 95% CI half-width over facts of ``rows`` ``[n_facts, L]`` (rows with NaN left out), by
+    :func:`spiritlens.aggregates.ci.mean_ci`."""
     array = np.asarray(rows, dtype=np.float64)
     if array.ndim == 1:
         array = array[:, None]
     if array.size == 0:
         width = n_layers or 0
         return Band(np.full(width, np.nan), np.full(width, np.nan), 0)
-    array = array[np.isfinite(array).all(axis=1)]
-    n = len(array)
-    if n == 0:
-        return Band(np.full(array.shape[1], np.nan), np.full(array.shape[1], np.nan), 0)
-    ci = CI_Z * array.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full(array.shape[1], np.nan)
-    return Band(array.mean(axis=0), ci, n)
+    return Band(*unit_mean_ci(array))
 
 
 @dataclass

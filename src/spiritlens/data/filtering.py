@@ -27,7 +27,7 @@ def known_prompt(record, modality: str, audio: Mapping[int, str]):
 
 def filter_known(model, records, modality: str, audio: Mapping[int, str] | None = None, *, keep_all: bool = False,
                  accept: Sequence[str] = ("exact",), max_new_tokens: int = 8, answers: dict[str, int] | None = None,
-                 out_path: str | os.PathLike | None = None, progress: bool | None = False,
+                 out_path: str | os.PathLike | None = None, progress: bool | None = None,
                  fingerprint: dict | None = None, notes: list[str] | None = None, save_every: int = 25):
     """Known-t2t / Known-s2t: the model's greedy continuation of each record's prompt (SpiritLM's
     text-output rule, :meth:`HookedSpiritLM.generate`), judged by :func:`spiritlens.data.filter_prompts`.
@@ -38,7 +38,8 @@ def filter_known(model, records, modality: str, audio: Mapping[int, str] | None 
     generations and at the end). ``fingerprint``: the model part of the run key (default:
     :func:`spiritlens.runkey.model_fingerprint` of ``model``; the experiment passes its own, with the
     speech tokenizer's digest). ``notes`` receives one line per reason generations were not reused.
-    Returns the ``FilterResult``."""
+    ``progress``: a bar; None (default) as :func:`~spiritlens.data.filter_prompts` (more than 20
+    records, on a terminal). Returns the ``FilterResult``."""
     from spiritlens.data import filter_prompts
 
     path, key = None if out_path is None else Path(out_path), None

@@ -69,7 +69,7 @@ def fact_keys(prep: PreparedRun, fingerprint: dict, known_id: int, settings: dic
 def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = ANALYSES,
                        modes: Sequence[str] = PATCH_MODES, directions: Sequence[str] = PATCH_DIRECTIONS,
                        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS, device: str | None = None,
-                       progress: bool = True, log: Callable = print, models: RunModels | None = None) -> dict:
+                       progress: bool | None = None, log: Callable = print, models: RunModels | None = None) -> dict:
     """The analyses for every fact kept in both Known-t2t and Known-s2t of an experiment directory.
 
     Patching uses the experiment's noise rule, samples, seed and sigmas (text sigma for the text
@@ -78,13 +78,16 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
     aligner are reused (the experiment passes its own); by default they are loaded from
     ``prepare.json`` with the experiment's dtype and mapping. Returns the status dict (also ``crossmodal/status.json``): ``facts``,
     ``computed``, ``reused``, ``failed``, ``written`` and ``recomputed`` (``{reason: results}`` of the
-    results not reused).
+    results not reused). ``progress``: a bar over facts; None (default) only when stderr is a terminal
+    (:mod:`spiritlens.progress`).
 
     Raises:
         FileNotFoundError: no ``prepare.json``. ValueError: no fact kept in both modalities, or
         no fact could be analysed.
     """
     from tqdm.auto import tqdm
+
+    from spiritlens.progress import tqdm_disable
 
     analyses = check_choices("analyses", analyses, ANALYSES)
     modes, directions = check_choices("modes", modes, PATCH_MODES), check_choices("directions", directions, PATCH_DIRECTIONS)
@@ -108,7 +111,7 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
     recomputed: list[str] = []
     status: dict[str, Any] = {"facts": facts, "analyses": list(analyses), "computed": [], "reused": [], "failed": []}
     collected: dict[str, list[ResultFile]] = {a: [] for a in ANALYSES}
-    for kid in tqdm(facts, desc="cross-modal analyses", unit="fact", disable=not progress, dynamic_ncols=True):
+    for kid in tqdm(facts, desc="cross-modal analyses", unit="fact", disable=tqdm_disable(progress), dynamic_ncols=True):
         folder = out / "facts" / str(kid)
         # finished results of every analysis go into the summary; only the requested ones are computed
         judged = {"text": answers.get("t2t", {}).get(str(kid)), "speech": answers.get("s2t", {}).get(str(kid))}

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from spiritlens.aggregates.ci import ci_formula
 from spiritlens.figures.escape import md_quoted, md_text
 from spiritlens._io import write_atomic
 from spiritlens.experiment.prepared import PreparedRun
@@ -39,9 +40,10 @@ DEFINITIONS = [
     "- **IE** (indirect effect) of row t at layer l = p(answer) with that state restored − `low_score`. "
     "Hidden states restore `blocks.l.hook_resid_post` at t; MLP and attention restore `hook_mlp_out` / "
     "`hook_attn_out` at t for a window of layers centred on l.",
-    "- **AIE** (average indirect effect) of a token category c at layer l = mean of the restored p(answer) over "
-    "every row of category c in every kept prompt − mean `low_score` over the prompts (ROME's rollup; "
-    "categories with several rows per prompt count each row). **ATE** = mean `high_score` − mean `low_score`.",
+    "- **AIE** (average indirect effect) of a token category c at layer l = the mean, over the kept prompts "
+    "that have category c, of each prompt's mean IE over its rows of c (each against its own `low_score`; an IE "
+    "within float32 rounding counts as 0). ROME's rollup (every row of c pooled, minus the mean `low_score`) "
+    "is `aie` in `aie.json`. **ATE** = mean `high_score` − mean `low_score`.",
     "- The **six token categories** (rows before the subject, such as `<s>` and `[Text]`, and S→T rows in "
     "silence belong to none): *first subject token*; *middle subject tokens* (between first and last); "
     "*last subject token*; *first subsequent token* (right after the subject); *further tokens* (after that, "
@@ -117,19 +119,19 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
             lines += ["### What the traces show", ""]
             for paragraph in findings(outputs.by_modality):
                 lines += [paragraph, ""]
-            lines += ["| modality | kind | prompts | ATE | peak AIE (category, layer) |", "|---|---|---|---|---|"]
+            lines += ["| modality | kind | prompts | ATE | AIE (per-prompt effects, 95% CI) |", "|---|---|---|---|---|"]
             for modality, kinds in outputs.by_modality.items():
                 for kind, agg in kinds.items():
-                    peak = agg.peak()
-                    where = "–" if peak is None else f"{peak[2]:.4g} ({peak[0]}, {peak[1]})"
                     label = MODALITY_LABELS.get(modality, modality)
-                    lines.append(f"| {label} | {kind} | {agg.count} | {_num(agg.ate)} | {where} |")
+                    lines.append(f"| {label} | {kind} | {agg.count} | {_num(agg.ate)} | {agg.describe_peak()} |")
             lines += ["", "Tables: " + ", ".join(f"[`{n}`](aggregate/{n})" for n in outputs.written if not n.endswith(".png")),
                       "", "![AIE, log scale](aggregate/aie_grid_log.png)", "",
                       "![AIE, linear](aggregate/aie_grid_linear.png)", "",
                       "![AIE lines](aggregate/aie_lines.png)", "",
-                      "In the line plots the shaded band around each curve is ROME's 95% confidence interval of "
-                      "the mean, ±1.96·std(rows)/√(number of prompts), over the category's rows at that layer.", ""]
+                      "The figures draw each category's AIE as the mean over prompts of the prompt's own effect "
+                      "(its category rows against its own corrupted score); in the line plots the shaded band is the "
+                      f"95% confidence interval of that mean, {ci_formula('prompts')}, drawn where it has a width.",
+                      ""]
     else:
         lines.append("No results to aggregate.")
     if summary.get("crossmodal") is not None:
@@ -249,9 +251,9 @@ def _sort_key(text: str):
     return (0, int(text), "") if text.isdigit() else (1, 0, text)
 
 
-def _peak(agg, categories, layers: range | None = None, values_of: str = "aie") -> tuple[str, int, float] | None:
-    """(category, layer, value) of the largest ``agg.aie`` (or ``agg.row_ie``) among ``categories``
-    (and ``layers``), or None."""
+def _peak(agg, categories, layers: range | None = None, values_of: str = "effect") -> tuple[str, int, float] | None:
+    """(category, layer, value) of the largest ``agg.effect`` (the per-prompt AIE; or another per-category
+    field) among ``categories`` (and ``layers``), or None."""
     best = None
     aie = getattr(agg, values_of)
     for category in categories:
@@ -276,6 +278,8 @@ def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
     from spiritlens.aggregates import CATEGORIES, MODALITY_LABELS
 
     paragraphs = []
+    from spiritlens.aggregates.aie import FLOOR_ULPS
+
     for modality, kinds in by_modality.items():
         sentences: list[str] = []
         paragraphs.append(sentences)
@@ -289,16 +293,20 @@ def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
         sentences.append(f"{label} ({first.count} prompt{'' if first.count == 1 else 's'}): corrupting the subject lowers p(answer) from "
                          f"{first.high_score_mean:.3f} to {first.low_score_mean:.3f} on average (ATE {first.ate:.3f}).")
         for kind, agg in kinds.items():
+            if agg.no_effect:  # nothing to locate: no peak is named
+                sentences.append(f"{_KIND_WORDS.get(kind, kind)}: no effect; every restored cell's indirect effect "
+                                 f"is within float32 rounding of 0 ({FLOOR_ULPS} ulps of p(answer)).")
+                continue
             overall = _peak(agg, CATEGORIES)
             if overall is None:
                 continue
             early = range(0, max(1, math.ceil(agg.n_layers / 2)))
-            # Site comparisons use each row's IE against its own prompt's corrupted score (row_ie), so
-            # a category only some prompts have does not inherit their low-score difference.
-            subject = _peak(agg, SUBJECT_CATEGORIES, early, "row_ie")
-            after = _peak(agg, AFTER_CATEGORIES, early, "row_ie")
+            # Every value is the per-prompt AIE (each prompt against its own corrupted score), so a
+            # category only some prompts have does not inherit their low-score difference.
+            subject = _peak(agg, SUBJECT_CATEGORIES, early)
+            after = _peak(agg, AFTER_CATEGORIES, early)
             text = f"{_KIND_WORDS.get(kind, kind)}: the largest AIE is {_where(overall)}"
-            values = agg.aie[overall[0]]
+            values = agg.effect[overall[0]]
             onset = next(layer for layer, v in enumerate(values) if v >= 0.9 * overall[2])
             text += f" (90% of it from layer {onset})." if onset < overall[1] else "."
             if subject is not None:
@@ -314,20 +322,21 @@ def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
                 category, layer, aie, own = shifted
                 text += (f" (ROME's AIE for the {category.replace('_', ' ')} tokens is {aie:.3f} at layer {layer}, "
                          f"where their rows' own IE is {own:.3f}: the prompts that have them are corrupted to a "
-                         "different score than the average that AIE subtracts.)")
+                         "different score than the average that ROME's AIE subtracts.)")
             sentences.append(text)
     if any(paragraphs):
-        paragraphs[-1].append("Comparisons between sites use each row's IE against its own prompt's corrupted "
-                              "score; the table and figures show ROME's AIE.")
+        paragraphs[-1].append("Every AIE here, in the table and in the figures is the mean over prompts of each "
+                              "prompt's effect against its own corrupted score (aie.json also keeps ROME's pooled AIE).")
     return [" ".join(p) for p in paragraphs if p]
 
 
 def _baseline_shift(agg, threshold: float = 0.02) -> tuple[str, int, float, float] | None:
-    """(category, layer, AIE, row IE) where ROME's AIE differs most from the rows' own IE, if by more
-    than ``threshold`` (absolute p(answer)); None otherwise."""
+    """(category, layer, ROME's AIE, per-prompt AIE) where ROME's AIE differs most from the per-prompt AIE
+    (each prompt's rows against its own corrupted score), if by more than ``threshold`` (absolute
+    p(answer)); None otherwise."""
     worst = None
     for category, values in agg.aie.items():
-        own = agg.row_ie.get(category)
+        own = agg.effect.get(category)
         if own is None:
             continue
         for layer, (a, r) in enumerate(zip(values, own)):

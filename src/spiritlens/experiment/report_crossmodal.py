@@ -18,7 +18,8 @@ from spiritlens.figures.escape import md_code, md_text
 from spiritlens._io import read_json
 from spiritlens.crossmodal.logit_lens import LogitLensResult
 from spiritlens.figures.crossmodal import SUMMARY_FIGURES, write_figures
-from spiritlens.crossmodal.summary import CI_Z, CrossModalSummary
+from spiritlens.aggregates.ci import ci_formula
+from spiritlens.crossmodal.summary import CrossModalSummary
 
 _FIGURE_CAPTIONS = {
     "patching": "Cross-modal patching: indirect effect on p(answer) per layer, the other modality's state "
@@ -68,7 +69,7 @@ def report_section(run_dir: str | os.PathLike, heading: str = "##") -> list[str]
         "",
         f"Facts: {len(summary.facts)} analysed"
         + (f", {len(status.get('failed', []))} failed" if status.get("failed") else "")
-        + f". Bands and ± are 95% CIs over facts ({CI_Z} standard errors).",
+        + f". Bands and ± are 95% confidence intervals, {ci_formula('facts')}.",
         "",
         "**Findings (computed from the numbers).** " + " ".join(summary.findings()),
         "",

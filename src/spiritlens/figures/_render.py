@@ -46,3 +46,34 @@ def save_png(fig: Figure, path: str | os.PathLike, metadata: dict[str, str] | No
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": "spiritlens", **(metadata or {})})
     return write_atomic(path, buffer.getvalue())
+
+
+def distinct_labels(values, digits: int = 2) -> list[str]:
+    """Labels of ``values`` with the fewest significant digits (at least ``digits``, at most 10) that
+    tell every two different values apart: no colour bar shows "0.99" six times."""
+    values = [float(v) for v in values]
+    wanted = len(set(values))
+    for width in range(digits, 11):
+        labels = [f"{v:.{width}g}" for v in values]
+        if len(set(labels)) == wanted:
+            return labels
+    return labels
+
+
+def one_value_colorbar(colorbar, value: float, text: str) -> None:
+    """A colour bar of a flat map at the norm's lower end ``value``: only that colour is shown, with one
+    tick labelled ``text`` (not a gradient with a range of equal labels)."""
+    norm = colorbar.mappable.norm
+    top = value * (norm.vmax / value) ** 1e-3 if getattr(colorbar, "_scale", None) == "log" or norm.__class__.__name__ == "LogNorm" \
+        else value + 1e-3 * (norm.vmax - value)
+    colorbar.ax.set_ylim(value, top)
+    colorbar.set_ticks([value], labels=[text])
+    colorbar.ax.minorticks_off()
+
+
+def outside_legend(ax, handles, labels, *, fontsize: float = 6.5, **kwargs):
+    """The legend of ``ax`` below its axes (below the x label), never over the data; handles may be tuples."""
+    from matplotlib.legend_handler import HandlerTuple
+
+    return ax.legend(handles, labels, fontsize=fontsize, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)},
+                     loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, borderaxespad=0.0, **kwargs)

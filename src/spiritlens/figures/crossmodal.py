@@ -9,9 +9,10 @@
 - :func:`plot_mrr`: the mean reciprocal rank per layer over facts, with its text reference and chance
   (log axis: a band reaching zero is drawn down to half the smallest value shown).
 
-Curves are means over facts; the shaded band around each is its 95% CI (1.96 standard errors,
-``spiritlens.crossmodal.summary``), named in the legend with the fact count. With one fact
-there is no band. Layers are ticked on whole numbers.
+Curves are means over facts; the shaded band around each is its 95% CI (the project's one formula,
+``t_{0.975,n-1}·s/√n`` over facts, :mod:`spiritlens.aggregates.ci`), named in the legend with the
+fact count. With one fact there is no band. Legends sit below the panels, outside every axes, so
+they never cover a curve or a band. Layers are ticked on whole numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from spiritlens.aggregates.ci import ci_formula
 from spiritlens.figures._render import new_figure, plain_label, save_png
 from spiritlens.crossmodal.analyses import ANALYSES
 from spiritlens.crossmodal.analyses import summarize_results
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 _TITLES = {"text_to_speech": "text state → noised spoken run", "speech_to_text": "speech state → noised text run"}
 _MODES = {"last": "last subject position", "groups": "subject tokens ↔ aligned speech groups"}
-_SOURCE = {"text_to_speech": ("text", "spoken"), "speech_to_text": ("speech", "text")}
 
 
 def _tab10() -> tuple:
@@ -64,11 +65,20 @@ def _band(ax, band: Band, label: str, color, style: str = "-", floor: float | No
     return line, f"{label} ({'one fact' if band.n == 1 else f'mean of {band.n}'}, no CI)"
 
 
-def _legend(ax, handles: list, fontsize: float = 6.5) -> None:
+def _legend(fig, handles: list, fontsize: float = 7, ncol: int = 2) -> None:
+    """One legend for the figure, below its panels (constrained layout makes room): entries in order,
+    each label once, and the band's formula when a band is drawn."""
     from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.patches import Patch
 
-    ax.legend([h for h, _ in handles], [plain_label(label) for _, label in handles], fontsize=fontsize,
-              handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, loc="best", framealpha=0.85)
+    seen: dict[str, object] = {}
+    for handle, label in handles:
+        seen.setdefault(label, handle)
+    if any(isinstance(handle, tuple) for handle in seen.values()):
+        seen[f"shaded: 95% CI, {ci_formula('facts')}"] = Patch(color="0.6", alpha=0.2, linewidth=0)
+    fig.legend(list(seen.values()), [plain_label(label) for label in seen], fontsize=fontsize, frameon=False,
+               handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, loc="outside lower center",
+               ncol=min(ncol, len(seen)))
 
 
 def patching_figure(summary: CrossModalSummary) -> Figure:
@@ -79,18 +89,18 @@ def patching_figure(summary: CrossModalSummary) -> Figure:
     directions = list(dict.fromkeys(k.split("/")[0] for k in keys))
     modes = list(dict.fromkeys(k.split("/")[1] for k in keys))
     colors = _tab10()
-    fig = new_figure(4.6 * len(modes), 3.2 * len(directions), layout="constrained")
+    fig = new_figure(4.6 * len(modes), 3.2 * len(directions) + 0.5, layout="constrained")
     axes = fig.subplots(len(directions), len(modes), squeeze=False)
+    handles = []
     for i, direction in enumerate(directions):
-        source, receiver = _SOURCE[direction]
         for j, mode in enumerate(modes):
             ax = axes[i, j]
             bands = summary.patching.get(f"{direction}/{mode}")
             if bands is None:
                 ax.set_axis_off()
                 continue
-            handles = [_band(ax, bands["cross"], f"{source} state patched in (cross-modal)", colors[0]),
-                       _band(ax, bands["self"], f"{receiver} run's own state (within-modality)", colors[1], "--")]
+            handles += [_band(ax, bands["cross"], "the other modality's state patched in (cross-modal)", colors[0]),
+                        _band(ax, bands["self"], "the run's own state restored (within-modality)", colors[1], "--")]
             total = bands["total_effect"]
             ci = total.ci[0] if abs(total.ci[0]) > 1e-12 else 0.0  # rounding noise of equal effects
             ax.set_title(f"{_TITLES[direction]}, {_MODES[mode]}\ntotal effect (high − low) "
@@ -98,7 +108,7 @@ def patching_figure(summary: CrossModalSummary) -> Figure:
             ax.axhline(0, color="0.7", linewidth=0.6)
             _layer_axis(ax, summary.n_layers)
             ax.set_ylabel("indirect effect on p(answer)", fontsize=8)
-            _legend(ax, handles)
+    _legend(fig, handles)
     fig.suptitle("Cross-modal patching: restoring a noised run with the other modality's hidden state", fontsize=9)
     return fig
 
@@ -109,8 +119,9 @@ def geometry_figure(summary: CrossModalSummary) -> Figure:
     if not geometry:
         raise ValueError("the summary has no geometry to plot")
     colors = _tab10()
-    fig = new_figure(13.5, 3.4, layout="constrained")
+    fig = new_figure(13.5, 3.8, layout="constrained")
     axes = fig.subplots(1, 3)
+    handles = []
     panels = [
         ("cosine similarity", [("cosine", "same word: text vs speech", colors[0], "-"),
                                ("mismatched_cosine", "different words (baseline)", colors[7], "--")]),
@@ -120,11 +131,11 @@ def geometry_figure(summary: CrossModalSummary) -> Figure:
                                     ("speech_norm", "aligned speech tokens", colors[3], "-")]),
     ]
     for ax, (title, lines) in zip(axes, panels):
-        handles = [_band(ax, geometry[name], label, color, style) for name, label, color, style in lines]
+        handles += [_band(ax, geometry[name], label, color, style) for name, label, color, style in lines]
         ax.set_title(title, fontsize=9)
         ax.set_ylabel(title, fontsize=8)
         _layer_axis(ax, summary.n_layers)
-        _legend(ax, handles)
+    _legend(fig, handles, ncol=3)
     n = geometry["cosine"].n
     fig.suptitle(f"Text vs speech representations of the same word, per layer ({n} fact{'s' * (n != 1)})",
                  fontsize=9)
@@ -171,7 +182,7 @@ def mrr_figure(summary: CrossModalSummary) -> Figure:
     if not lens:
         raise ValueError("the summary has no logit-lens numbers to plot")
     colors = _tab10()
-    fig = new_figure(5.2, 3.4, layout="constrained")
+    fig = new_figure(5.6, 4.2, layout="constrained")
     ax = fig.add_subplot()
     values = np.concatenate([lens["speech"].mean, lens["text"].mean, [lens["chance"]]])
     floor = 0.5 * values[np.isfinite(values) & (values > 0)].min()  # a band reaching 0 ends at the axis floor
@@ -182,7 +193,7 @@ def mrr_figure(summary: CrossModalSummary) -> Figure:
     ax.set_yscale("log")
     ax.set_ylabel("mean reciprocal rank of the subject's text tokens", fontsize=8)
     _layer_axis(ax, summary.n_layers)
-    _legend(ax, handles)
+    _legend(fig, handles, ncol=1)
     ax.set_title("Logit lens: do speech positions decode to the subject's text tokens?", fontsize=9)
     return fig
 

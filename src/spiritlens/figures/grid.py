@@ -4,7 +4,13 @@ Input everywhere is ``groups = {modality: {kind: KindAggregate}}`` as returned b
 ``spiritlens.aggregates.aggregate_by_modality``; columns follow its modality order (T→T, S→T),
 rows follow ``KINDS`` (hidden, mlp, attn).
 
-Two colour scales:
+What is drawn is the per-prompt AIE (``KindAggregate.effect``: each prompt's rows against its own
+corrupted score, IE within the numerical floor counted as 0, then the mean over prompts;
+:mod:`spiritlens.aggregates.aie`), so a kind without effect draws as zero, marked "no effect".
+The line plots' bands are its 95% CI over prompts (:mod:`spiritlens.aggregates.ci`), drawn only
+where they have a width, and their legend sits below the panels.
+
+Two colour scales for the grids:
 
 - ``"log"`` (the SpiritLM factual-recall paper): a log colour norm from ε to the largest AIE of all
   panels, on ``max(AIE, ε)``; AIE ≤ ε shows as the lightest colour. ε is written in the suptitle
@@ -12,7 +18,8 @@ Two colour scales:
 - ``"linear"`` (ROME's rollup): ``clip(AIE, 0)`` from 0 to the largest hidden-kind AIE (over all
   modalities), shared by mlp and attn, so those saturate where they exceed it.
 
-Empty categories (no rows in any prompt) are NaN: grey cells marked "no rows".
+A colour bar whose panels have no effect anywhere shows one tick, "0: no effect". Empty categories
+(no rows in any prompt) are NaN: grey cells marked "no rows".
 """
 
 from __future__ import annotations
@@ -26,7 +33,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spiritlens.aggregates.aie import CATEGORIES, CATEGORY_LABELS, KINDS, MODALITY_LABELS, KindAggregate
-from spiritlens.figures._render import KIND_CMAPS, KIND_NAMES, new_figure, save_png, set_layer_ticks
+from spiritlens.aggregates.ci import ci_formula
+from spiritlens.figures._render import (
+    KIND_CMAPS,
+    KIND_NAMES,
+    distinct_labels,
+    new_figure,
+    one_value_colorbar,
+    save_png,
+    set_layer_ticks,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,9 +51,10 @@ Groups = Mapping[str, Mapping[str, KindAggregate]]
 DEFAULT_EPSILON = 1e-4
 SCALES = ("log", "linear")
 # ROME's line-plot colours: tab10 indices per category, in CATEGORIES order.
-_LINE_COLORS = (0, 1, 2, 4, 5, 3)
+LINE_COLORS = (0, 1, 2, 4, 5, 3)
 _KIND_TITLES = {"hidden": "hidden states", "mlp": "MLP (window)", "attn": "Attn (window)"}
-BAND_LABEL = "shaded: 95% CI of the mean, ±1.96·std(rows)/√prompts (ROME)"
+BAND_LABEL = f"shaded: 95% CI, {ci_formula('prompts')}"
+NO_EFFECT = "no effect (every |IE| within the numerical floor)"
 
 
 def _kinds_in(groups: Groups) -> list[str]:
@@ -61,25 +78,25 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
     from matplotlib.colors import LogNorm, Normalize
 
     kinds, modalities = _kinds_in(groups), list(groups)
-    matrices = {(k, m): groups[m][k].aie_matrix() for m in modalities for k in kinds if k in groups[m]}
+    matrices = {(k, m): groups[m][k].effect_matrix() for m in modalities for k in kinds if k in groups[m]}
     if scale == "log":
         vmax = _finite_max(list(matrices.values()))
         vmax = vmax if vmax > epsilon else 10 * epsilon
         norm = LogNorm(vmin=epsilon, vmax=vmax)
         shown = {key: np.where(np.isnan(a), np.nan, np.maximum(a, epsilon)) for key, a in matrices.items()}
-        title = f"Average indirect effect, log colour scale (AIE clipped at ε = {epsilon:g})"
+        title = f"Average indirect effect over per-prompt effects, log colour scale (AIE clipped at ε = {epsilon:g})"
     else:
         hidden = [a for (k, _), a in matrices.items() if k == "hidden"]
         vmax = _finite_max(hidden or list(matrices.values()))
         vmax = vmax if vmax > 0 else 1.0
         norm = Normalize(vmin=0.0, vmax=vmax)
         shown = {key: np.where(np.isnan(a), np.nan, np.clip(a, 0, None)) for key, a in matrices.items()}
-        title = "Average indirect effect, clip(AIE, 0); colour max = hidden-state max"
+        title = "Average indirect effect over per-prompt effects, clip(AIE, 0); colour max = hidden-state max"
 
-    fig = new_figure(3.4 * len(modalities) + 2.2, 1.9 * len(kinds) + 0.7)
+    fig = new_figure(3.4 * len(modalities) + 2.2, 1.9 * len(kinds) + 0.7, layout="constrained")
     axes = fig.subplots(len(kinds), len(modalities), squeeze=False, sharex=True)
     for i, kind in enumerate(kinds):
-        mesh = None
+        mesh, flat = None, True
         for j, modality in enumerate(modalities):
             ax = axes[i, j]
             ax.set_facecolor("0.85")  # NaN (empty category) cells stay grey
@@ -91,6 +108,10 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
                 continue
             data = shown[(kind, modality)]
             mesh = ax.pcolormesh(data, cmap=KIND_CMAPS[kind], norm=norm)
+            flat = flat and agg.no_effect
+            if agg.no_effect:
+                ax.text(data.shape[1] / 2, len(CATEGORIES) / 2, NO_EFFECT, ha="center", va="center", fontsize=7,
+                        color="0.25")
             for row in np.flatnonzero(np.isnan(data).all(axis=1)):
                 ax.text(data.shape[1] / 2, row + 0.5, "no rows", ha="center", va="center", fontsize=6, color="0.3")
             ax.invert_yaxis()
@@ -104,6 +125,11 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
             colorbar = fig.colorbar(mesh, ax=list(axes[i]), fraction=0.04, pad=0.02)
             colorbar.ax.tick_params(labelsize=6)
             colorbar.set_label(f"AIE ({KIND_NAMES[kind]})", fontsize=7)
+            if flat:  # every panel of the row is exactly 0: one value, not a range
+                one_value_colorbar(colorbar, mesh.norm.vmin, "0: no effect" if scale == "linear" else "≤ ε: no effect")
+            elif scale == "linear":  # (a log bar's decades are distinct already)
+                ticks = [t for t in colorbar.get_ticks() if mesh.norm.vmin <= t <= mesh.norm.vmax]
+                colorbar.set_ticks(ticks, labels=distinct_labels(ticks))
     fig.suptitle(title, fontsize=9)
     return fig
 
@@ -122,11 +148,13 @@ def plot_aie_grid(
 def aie_lines_figure(groups: Groups) -> Figure:
     """ROME's line plots: AIE per layer for each category with a 95% band, rows = modalities, columns = kinds.
 
-    Unclipped, band ±``KindAggregate.ci`` (1.96·std(rows)/√prompts, labelled in the legend as
-    :data:`BAND_LABEL`); x ticks on whole layers; empty categories are left out.
+    The per-prompt AIE (``KindAggregate.effect``), unclipped, band ±``KindAggregate.ci`` (the t-interval
+    over per-prompt effects, labelled in the legend as :data:`BAND_LABEL`), drawn only where it has a
+    width; a kind without effect draws flat at 0, marked "no effect", with no band. x ticks on whole
+    layers; empty categories are left out; the legend is below the panels, outside every axes.
     """
     kinds, modalities = _kinds_in(groups), list(groups)
-    fig = new_figure(4.2 * len(kinds), 2.9 * len(modalities))
+    fig = new_figure(4.2 * len(kinds), 2.9 * len(modalities) + 0.6, layout="constrained")
     axes = fig.subplots(len(modalities), len(kinds), squeeze=False, sharey="row")
     from matplotlib import colormaps
 
@@ -139,15 +167,20 @@ def aie_lines_figure(groups: Groups) -> Figure:
             if agg is None:
                 continue
             layers = np.arange(agg.n_layers)
-            aie = agg.aie
-            for category, color_index in zip(CATEGORIES, _LINE_COLORS):
+            for category, color_index in zip(CATEGORIES, LINE_COLORS):
                 if agg.row_counts[category] == 0:
                     continue
-                y, err = aie[category], agg.ci[category]
+                y, err = agg.effect[category], agg.ci[category]
                 color = colors[color_index]
-                ax.fill_between(layers, y - err, y + err, alpha=0.3, color=color, linewidth=0)
+                width = np.isfinite(err) & (err > 0)
+                if width.any():
+                    ax.fill_between(layers, y - err, y + err, where=width, interpolate=True, alpha=0.3, color=color,
+                                    linewidth=0, label="_band")
                 ax.plot(layers, y, color=color, label=CATEGORY_LABELS[category], linewidth=1.2)
             ax.axhline(0.0, color="0.5", linewidth=0.6)
+            if agg.no_effect:
+                ax.text(0.5, 0.62, NO_EFFECT, transform=ax.transAxes, ha="center", va="center", fontsize=7,
+                        color="0.25")
             step = 5 if agg.n_layers > 12 else 1  # whole layers only (ROME ticks every 5th of 48)
             ax.set_xticks(np.arange(0, agg.n_layers, step))
             ax.set_xlim(-0.2, agg.n_layers - 0.8)
@@ -164,10 +197,10 @@ def aie_lines_figure(groups: Groups) -> Figure:
     if handles:
         from matplotlib.patches import Patch
 
-        handles.append(Patch(color="0.6", alpha=0.3, linewidth=0))
-        labels.append(BAND_LABEL)
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False, fontsize=7)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+        if any(collection.get_label() == "_band" for ax in axes.flat for collection in ax.collections):
+            handles.append(Patch(color="0.6", alpha=0.3, linewidth=0))
+            labels.append(BAND_LABEL)
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False, fontsize=7)
     return fig
 
 

@@ -2,7 +2,10 @@
 
 Rows are the result's rows (tokens, or for speech the listed position groups) with the subject
 rows marked ``*``; columns are layers; the colour is p(answer) after restoring that (row, layer)
-cell, on ROME's scale: the colour bar starts at the corrupted run's ``low_score``.
+cell, on ROME's scale: the colour bar starts at the corrupted run's ``low_score``. A cell within the
+result's numerical floor of ``low_score`` (:func:`spiritlens.aggregates.aie.numerical_floor`, float32
+rounding) is drawn as ``low_score``; a map with no other cell is flat: its colour bar shows that one
+value, "no effect", and the tick labels of any other bar carry the digits that tell them apart.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spiritlens.aggregates.aie import MODALITY_LABELS, parse_result, describe
+from spiritlens.aggregates.aie import MODALITY_LABELS, describe, numerical_floor, parse_result
 from spiritlens.figures._render import (
     KIND_CMAPS,
     KIND_NAMES,
+    distinct_labels,
     new_figure,
+    one_value_colorbar,
     plain_label,
     save_png,
     set_layer_ticks,
@@ -49,9 +54,12 @@ def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figur
     kind, window = parsed.kind, result.get("window", 10)
     fig = new_figure(3.8 + 0.03 * max(0, n_layers - 32), max(2.4, 0.17 * n_rows + 1.3), layout="constrained")
     ax = fig.add_subplot()
-    vmax = max(float(np.nanmax(scores)), parsed.low + 1e-12)
+    floor = numerical_floor(parsed)
+    shown = np.where(np.abs(scores - parsed.low) <= floor, parsed.low, scores)  # rounding is no effect
+    flat = not np.any(np.abs(shown[np.isfinite(shown)] - parsed.low) > 0)
+    vmax = max(float(np.nanmax(shown)) if np.isfinite(shown).any() else parsed.low, parsed.low + max(floor, 1e-12))
     # cells a cells= trace left untraced are NaN: drawn blank
-    mesh = ax.pcolormesh(np.ma.masked_invalid(scores), cmap=KIND_CMAPS[kind], vmin=parsed.low, vmax=vmax)
+    mesh = ax.pcolormesh(np.ma.masked_invalid(shown), cmap=KIND_CMAPS[kind], vmin=parsed.low, vmax=vmax)
     ax.invert_yaxis()
     ax.set_yticks(np.arange(n_rows) + 0.5)
     ax.set_yticklabels([plain_label(label) for label in row_labels(result)], fontsize=7)
@@ -71,9 +79,12 @@ def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figur
         fontsize=7,
     )
     colorbar = fig.colorbar(mesh, ax=ax)
-    # The bar starts at low_score (ROME's vmin); label that end explicitly.
-    ticks = [t for t in colorbar.get_ticks() if parsed.low + 0.08 * (vmax - parsed.low) < t <= vmax]
-    colorbar.set_ticks([parsed.low, *ticks], labels=[f"{parsed.low:.2g} low", *(f"{t:.2g}" for t in ticks)])
+    if flat:  # one value everywhere: say so once
+        one_value_colorbar(colorbar, parsed.low, f"{parsed.low:.3g} = low\nevery cell:\nno effect")
+    else:  # the bar starts at low_score (ROME's vmin); label that end explicitly
+        ticks = [t for t in colorbar.get_ticks() if parsed.low + 0.08 * (vmax - parsed.low) < t <= vmax]
+        labels = distinct_labels([parsed.low, *ticks])
+        colorbar.set_ticks([parsed.low, *ticks], labels=[f"{labels[0]} low", *labels[1:]])
     colorbar.ax.tick_params(labelsize=7)
     colorbar.set_label(plain_label(f"p({answer})"), fontsize=8)
     return fig

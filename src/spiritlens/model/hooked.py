@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from spiritlens.progress import transformers_progress
 from spiritlens.checkpoints.tree import (
     check_device,
     check_model_dir,
@@ -112,6 +113,7 @@ class HookedSpiritLM:
         max_memory: dict | None = None,
         process_weights: bool = False,
         tokenization: str = "spiritlm",
+        progress: bool | None = None,
     ) -> "HookedSpiritLM":
         """Load a SpiritLM model directory (or variant name under ``$SPIRITLM_CHECKPOINTS_DIR``).
 
@@ -134,6 +136,8 @@ class HookedSpiritLM:
         ``speech_tokenizer``: a speech-tokenizer folder, a :class:`spiritlens.units.SpeechTokenizer`,
         or SpiritLM's own speech tokenizer object; by default the ``speech_tokenizer/`` folder of
         ``$SPIRITLM_CHECKPOINTS_DIR`` (or next to the model's ``spiritlm_model/``), loaded on first use.
+        ``progress``: transformers' loading bar and warnings; None (default) only when stderr is a
+        terminal (tqdm's rule, :mod:`spiritlens.progress`), so a notebook stays quiet.
         """
         from transformer_lens.model_bridge import TransformerBridge
         from transformers import LlamaTokenizer
@@ -165,15 +169,16 @@ class HookedSpiritLM:
             )
         if device is None and device_map is None and n_devices is None:
             device = "cpu"
-        bridge = TransformerBridge.boot_transformers(
-            str(model_dir),
-            device=device,
-            dtype=torch_dtype,
-            tokenizer=bridge_tokenizer,
-            device_map=device_map,
-            n_devices=n_devices,
-            max_memory=max_memory,
-        )
+        with transformers_progress(progress):
+            bridge = TransformerBridge.boot_transformers(
+                str(model_dir),
+                device=device,
+                dtype=torch_dtype,
+                tokenizer=bridge_tokenizer,
+                device_map=device_map,
+                n_devices=n_devices,
+                max_memory=max_memory,
+            )
         embed_rows = bridge.original_model.get_input_embeddings().weight.shape[0]
         if embed_rows < len(tokenizer):
             raise ValueError(f"{model_dir}: the embedding has {embed_rows} rows, fewer than the "

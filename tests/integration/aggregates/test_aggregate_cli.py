@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import assert_drawn_png, make_result, run_cli, write_result
+from helpers import assert_drawn_png, band_pixel_columns, make_result, run_cli, write_result
 
 
 def spiritlens(*args: str):
@@ -35,6 +35,8 @@ def test_aggregate_command_writes_contract_csv_and_figures(results_dir, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "broken.json" in proc.stderr
     assert "ATE" in proc.stdout and "peak AIE" in proc.stdout
+    # the summary line: the per-prompt AIE's peak with its CI (both prompts' effects are 0.4: no width)
+    assert "T→T hidden n=2     ATE 0.5      peak AIE 0.4 ± 0 at last, layer 0" in proc.stdout, proc.stdout
 
     document = json.loads((out / "aie.json").read_text())
     assert list(document) == ["hidden", "mlp"]
@@ -78,3 +80,33 @@ def test_aggregate_command_missing_folder_and_bad_epsilon(tmp_path):
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
     proc = spiritlens("aggregate", str(tmp_path), "--out", str(tmp_path / "out"), "--epsilon", "-1")
     assert proc.returncode == 2 and "epsilon" in proc.stderr
+
+
+PROMPTS = [("The Space Needle is located in the city of", "Space Needle"), ("The Eiffel Tower is in", "Eiffel Tower"),
+           ("Tim Cook works for", "Tim Cook"), ("Autonomous University of Madrid is located in",
+                                                 "Autonomous University of Madrid")]
+
+
+def test_traces_without_effect_aggregate_to_no_effect(tiny_model, tmp_path):
+    """Real traces with noise 1e-9 (every IE float32 rounding, at most a few 1e-7): ROME's pooled AIE of the
+    further tokens is the prompts' corrupted-score difference, yet the command says "no effect" and the line
+    plot has no band."""
+    import numpy as np
+    from matplotlib import image
+
+    from spiritlens import trace
+
+    folder = tmp_path / "results"
+    for i, (prompt, subject) in enumerate(PROMPTS):
+        result = trace(tiny_model, prompt, subject, noise=1e-9, samples=2)
+        assert np.abs(result.scores - result.low_score).max() < 5e-6
+        result.save(folder / f"p{i}.json")
+    out = tmp_path / "out"
+    proc = spiritlens("aggregate", str(folder), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "no effect (every |IE| within the numerical floor" in proc.stdout and "peak" not in proc.stdout
+    document = json.loads((out / "aie.json").read_text())["hidden"]
+    assert document["no_effect"] is True
+    assert abs(document["aie"]["further"][0]) > 1e-3  # ROME's rollup, kept for parity: not an effect
+    assert all(v == 0.0 for values in document["effect"].values() if values for v in values)
+    assert band_pixel_columns(image.imread(out / "aie_lines.png")) == 0

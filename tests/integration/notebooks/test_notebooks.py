@@ -2,7 +2,11 @@
 
 Every ``notebooks/*.ipynb`` is executed with nbclient on the ``python3`` kernel of this interpreter
 (the ``.venv``), with the notebooks folder as working directory. A notebook must not raise, must
-show at least one image, and must not write into the repository (they work in temporary folders).
+show at least one image, must not write into the repository (they work in temporary folders), and
+must not fill its cells with progress bars or warnings: spiritlens' ``progress=None`` default draws
+none outside a terminal, transformers' loading bar follows it, and TransformerLens' patching helper
+(which has no switch) is run with its stderr set aside. A first run, which trains a toy, is as
+quiet (``test_first_toy_build_is_quiet``).
 The notebooks run on the small toy SpiritLM: the session's copy, found through
 ``$SPIRITLENS_CACHE_DIR`` as a user's notebook finds its cached toy (nothing is trained twice).
 """
@@ -16,7 +20,7 @@ import sys
 
 import pytest
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, tqdm_bar_updates
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -114,6 +118,43 @@ def test_notebook_runs(path, venv_kernel, toy_environment):
     assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     assert images, f"{path.name} displayed no image"
+    stderr = "".join(out.get("text", "") for out in outputs if out.get("output_type") == "stream"
+                     and out.get("name") == "stderr")
+    widgets = [out for out in outputs if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]
+    assert tqdm_bar_updates(stderr) == 0 and not widgets, f"{path.name} drew progress bars: {stderr[-600:]!r}"
+    assert "warn" not in stderr.lower(), f"{path.name} printed warnings: {stderr[-600:]!r}"
     assert _repo_state() == before, f"{path.name} wrote into the repository"
     cache = sorted(p.name for p in toy_environment.parent.iterdir() if p.name.startswith("toy-"))
     assert cache == [toy_environment.name], f"{path.name} trained another toy: {cache}"
+
+
+
+FIRST_RUN = """
+import sys
+from spiritlens.synthetic.toy import ToyConfig, toy_checkpoints
+config = ToyConfig(relations=1, facts_per_relation=2, paraphrases=1, distractors=1, n_layers=2, d_model=32,
+                   n_heads=2, d_mlp=64, local_layers=1, distractors_per_step=2, max_steps=3, min_steps=0,
+                   interleaved=False)
+toy_checkpoints(config, cache_dir=sys.argv[1], **eval(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("progress", ["default", "True"])
+def test_first_toy_build_is_quiet(tmp_path, known_path, progress):
+    """A notebook's first cell on a fresh cache builds the toy (speech synthesis, training, evaluation, two
+    model loads), here a tiny one: with the default ``progress=None`` and stderr not a terminal (as in a
+    notebook) no bar is drawn; the old default drew 8 bars (21 bar states); ``progress=True`` draws them."""
+    import os
+
+    kwargs = "{}" if progress == "default" else "{'progress': True}"
+    environment = dict(os.environ, SPIRITLENS_KNOWN_PATH=str(known_path), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", FIRST_RUN, str(tmp_path / "cache"), kwargs], capture_output=True,
+                          text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if progress == "default":
+        assert tqdm_bar_updates(done.stderr) == 0, done.stderr[-1000:]
+        assert [line.split(" ")[0] for line in done.stderr.splitlines()] == ["[toy]"] * 4  # its log lines only
+    else:
+        assert tqdm_bar_updates(done.stderr) >= 8
+        for name in ("TTS espeak", "training toy SpiritLM", "Loading weights", "Known-t2t", "Known-s2t"):
+            assert f"{name}:" in done.stderr, name

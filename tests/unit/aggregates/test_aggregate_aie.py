@@ -120,10 +120,13 @@ def test_middle_and_further_are_token_weighted():
     np.testing.assert_allclose(agg.aie["last"], [(0.7 + 0.5) / 2 - 0.1, (0.6 + 0.2) / 2 - 0.1])
     # First subject rows hold each prompt's low score: mean (0.05+0.15)/2 = 0.1, AIE 0.
     np.testing.assert_allclose(agg.aie["first_subject"], [0.0, 0.0], atol=1e-15)
-    # ROME's band: 1.96 * population std over the 5 rows / sqrt(2 prompts).
-    # Layer 0 deviations from 0.38: -.28 -.18 -.08 .02 .52, squares sum to 0.388.
-    assert agg.ci["middle_subject"][0] == pytest.approx(1.96 * math.sqrt(0.388 / 5) / math.sqrt(2))
-    assert agg.peak() == ("last", 0, pytest.approx(0.5))
+    # The drawn AIE and its CI are over per-prompt effects, each prompt against its own low score:
+    # A's middle rows 3..6 give IE (.05 .15 .25 .35 | .15 .35 .55 .75), mean (.2, .45); B's row 3 (.75, -.15).
+    np.testing.assert_allclose(agg.effect["middle_subject"], [(0.2 + 0.75) / 2, (0.45 - 0.15) / 2])
+    assert agg.prompt_counts["middle_subject"] == 2 and agg.prompt_counts["further"] == 2
+    # t-interval over the two prompts: t(0.975, 1) = 12.7062 (scipy.stats.t.ppf) * sample std / sqrt(2)
+    assert agg.ci["middle_subject"][0] == pytest.approx(12.706204736174694 * np.std([0.2, 0.75], ddof=1) / math.sqrt(2))
+    assert agg.peak() == ("last", 0, pytest.approx(0.5))  # last: (.65 + .35) / 2
 
 
 def test_one_token_subject_row_counts_as_first_and_last():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import assert_drawn_png
+from helpers import assert_drawn_png, assert_legends_outside_the_data
 
 from spiritlens.crossmodal import summarize
 from spiritlens.figures.crossmodal import (
@@ -32,8 +32,9 @@ def summary():
     return summarize(patching, geometry, lens)
 
 
-def _legend_texts(ax) -> list[str]:
-    return [t.get_text() for t in ax.get_legend().get_texts()]
+def _legend_texts(fig) -> list[str]:
+    (legend,) = fig.legends  # one legend for the whole figure
+    return [t.get_text() for t in legend.get_texts()]
 
 
 def _whole_layer_ticks(ax) -> bool:
@@ -43,28 +44,33 @@ def _whole_layer_ticks(ax) -> bool:
 
 def test_patching_figure_labels_its_bands(summary):
     fig = patching_figure(summary)
-    axes = [ax for ax in fig.axes if ax.get_legend() is not None]
+    texts = _legend_texts(fig)
+    assert any("cross-modal" in t and "95% CI band" in t and "mean of 3" in t for t in texts)
+    assert any("within-modality" in t and "95% CI band" in t for t in texts)
+    assert any("t(0.975, n−1)·s/√n" in t and "facts" in t for t in texts)  # the one CI formula, named
+    axes = [ax for ax in fig.axes if ax.get_title()]
     assert len(axes) == 2  # two directions x one mode
     for ax in axes:
-        texts = _legend_texts(ax)
-        assert any("cross-modal" in t and "95% CI band" in t and "mean of 3" in t for t in texts)
-        assert any("within-modality" in t and "95% CI band" in t for t in texts)
         assert _whole_layer_ticks(ax) and "total effect" in ax.get_title()
         assert len(ax.collections) >= 2  # the shaded bands
+    assert_legends_outside_the_data(fig, axes)
 
 
 def test_geometry_figure_has_three_panels_with_baselines(summary):
     fig = geometry_figure(summary)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["cosine similarity", "Euclidean distance", "norm of the mean state"]
-    assert any("different words (baseline)" in t for t in _legend_texts(fig.axes[0]))
+    assert any("different words (baseline)" in t for t in _legend_texts(fig))
     assert all(_whole_layer_ticks(ax) for ax in fig.axes)
+    assert_legends_outside_the_data(fig, fig.axes)
 
 
 def test_mrr_figure_shows_chance_on_a_log_axis(summary):
-    ax = mrr_figure(summary).axes[0]
-    assert ax.get_yscale() == "log" and any(t.startswith("chance") for t in _legend_texts(ax))
+    fig = mrr_figure(summary)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and any(t.startswith("chance") for t in _legend_texts(fig))
     assert _whole_layer_ticks(ax)
+    assert_legends_outside_the_data(fig, [ax])
 
 
 def test_logit_lens_heatmap_rows_are_labelled_and_cells_carry_ranks():

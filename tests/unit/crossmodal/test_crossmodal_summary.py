@@ -41,13 +41,14 @@ def _lens(name: str, best_ranks) -> LogitLensResult:
                            [0] * len(positions), ranks, np.zeros(ranks.shape), [2], ranks[:1], np.zeros(ranks[:1].shape))
 
 
-def test_mean_ci_is_the_normal_95_percent_interval_of_the_mean():
+def test_mean_ci_is_the_t_interval_of_the_mean():
     rows = [[0.1, 0.5], [0.3, 0.2], [0.2, 0.9], [0.6, 0.4]]
     band = mean_ci(rows)
     for layer in range(2):
         column = [r[layer] for r in rows]
         assert band.mean[layer] == pytest.approx(statistics.fmean(column))
-        assert band.ci[layer] == pytest.approx(1.96 * statistics.stdev(column) / math.sqrt(4))
+        # t(0.975, 3) = 3.18245 (scipy.stats.t.ppf(0.975, 3))
+        assert band.ci[layer] == pytest.approx(3.1824463052837078 * statistics.stdev(column) / math.sqrt(4))
     assert band.n == 4
 
 
@@ -65,7 +66,7 @@ def test_summarize_averages_indirect_effects_over_facts():
     assert np.allclose(bands["cross"].mean, [0.3, 0.2, 0.05, 0.0])
     assert np.allclose(bands["self"].mean, [0.4, 0.2, 0.1, 0.0])
     assert bands["total_effect"].mean[0] == pytest.approx(0.6)
-    assert bands["cross"].ci[0] == pytest.approx(1.96 * statistics.stdev([0.4, 0.2]) / math.sqrt(2))
+    assert bands["cross"].ci[0] == pytest.approx(12.706204736174694 * statistics.stdev([0.4, 0.2]) / math.sqrt(2))
     assert set(summary.patching) == {"text_to_speech/last", "speech_to_text/last"}
     assert summary.facts == ["a", "b"]
 

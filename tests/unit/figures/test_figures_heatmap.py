@@ -76,7 +76,7 @@ def test_circuitsvis_view_is_a_standalone_page(tmp_path):
 
 
 def test_circuitsvis_missing_names_the_extra(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "circuitsvis.tokens", None)
+    monkeypatch.setitem(sys.modules, "circuitsvis.utils.render", None)
     with pytest.raises(ImportError, match=r"spiritlens\[plots\]"):
         write_trace_tokens_html(speech_result(), tmp_path / "view.html")
 

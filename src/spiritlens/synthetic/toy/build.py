@@ -81,13 +81,15 @@ from spiritlens.checkpoints.tree import speech_tokenizer_folder
 
 
 def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
-             progress: bool = True, log: Callable[[str], None] | None = None, force: bool = False) -> Path:
+             progress: bool | None = None, log: Callable[[str], None] | None = None, force: bool = False) -> Path:
     """Build (or reuse) a toy SpiritLM tree at ``root``; returns ``root``.
 
     ``root`` is reused as it is when its manifest records the same inputs hash (unless ``force``);
     a previous toy with other inputs is replaced; any other non-empty folder is an error. The tree
     is built in a temporary sibling folder and moved into place, so ``root`` is never half-written.
-    ``known``: ROME's ``known_1000.json`` (default: the project's Known lookup). Raises ValueError
+    ``known``: ROME's ``known_1000.json`` (default: the project's Known lookup). ``progress``: bars of
+    synthesis, training, evaluation and model loading; None (default) only when stderr is a terminal
+    (:mod:`spiritlens.progress`), so a notebook's first run is quiet. Raises ValueError
     for unusable inputs, :class:`~spiritlens.data.TTSUnavailable` when the speech synthesiser is missing.
     """
     config = config or ToyConfig()
@@ -143,7 +145,7 @@ def cached_toy(config: ToyConfig | None = None, *, known: str | os.PathLike | No
 
 
 def toy_checkpoints(config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
-                    cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                    cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
                     log: Callable[[str], None] | None = None) -> Path:
     """The toy tree for ``config`` under ``<cache_dir>/toy-<hash12>``, built on first use (see :func:`make_toy`)."""
     target, ready = cached_toy(config, known=known, cache_dir=cache_dir)
@@ -194,7 +196,7 @@ def _write_model_files(directory: Path, config: ToyConfig, facts: Sequence[ToyFa
 
 
 def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: list[Distractor], inputs: dict,
-           digest: str, *, progress: bool, log: Callable[[str], None]) -> None:
+           digest: str, *, progress: bool | None, log: Callable[[str], None]) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -212,7 +214,7 @@ def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: lis
         layer.self_attn.o_proj.weight.data.zero_()
         layer.self_attn.o_proj.weight.requires_grad_(False)
     write_weights({k: v.detach().clone() for k, v in hf.state_dict().items()}, directory)
-    encoder = HookedSpiritLM.from_pretrained(directory, speech_tokenizer=speech_dir)
+    encoder = HookedSpiritLM.from_pretrained(directory, speech_tokenizer=speech_dir, progress=progress)
     audio = _synthesise(root / "speech", config, facts, progress=progress) if config.speech else {}
     sequences, pool = _sequences(encoder, config, facts, distractors, audio)
     counts = collections.Counter(s.form for s in sequences)
@@ -238,7 +240,7 @@ def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: lis
         log(f"[toy] WARNING: accuracy below the targets {TARGETS}")
 
 
-def _synthesise(out: Path, config: ToyConfig, facts: Sequence[ToyFact], *, progress: bool) -> dict[str, Path]:
+def _synthesise(out: Path, config: ToyConfig, facts: Sequence[ToyFact], *, progress: bool | None) -> dict[str, Path]:
     """Speech for every fact's prompt (and subject, for interleaved sequences): ``{item_id: wav}``."""
     from spiritlens.data import get_backend, synthesize_corpus
 

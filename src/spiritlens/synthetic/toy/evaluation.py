@@ -12,7 +12,7 @@ from spiritlens.checkpoints.tree import speech_tokenizer_folder
 
 
 def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[str, Path], *,
-                 speech_dir: str | os.PathLike | None = None, progress: bool = False) -> dict:
+                 speech_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict:
     """Greedy answers of the toy under SpiritLM's text rule, judged by spiritlens' Known-t2t /
     Known-s2t filter (:func:`spiritlens.data.filtering.filter_known`); a JSON-ready report."""
     from spiritlens.data import KnownRecord
@@ -20,7 +20,8 @@ def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[
     from spiritlens.model import HookedSpiritLM
 
     root = Path(root)
-    model = HookedSpiritLM.from_pretrained(model_dir(root), speech_tokenizer=speech_dir or speech_tokenizer_folder(root))
+    model = HookedSpiritLM.from_pretrained(model_dir(root), speech_tokenizer=speech_dir or speech_tokenizer_folder(root),
+                                           progress=progress)
     records = [KnownRecord(f.known_id, f.prompt, f.subject, f.attribute, f.relation_id) for f in facts]
     modalities = {"t2t": records}
     if audio:

@@ -93,10 +93,12 @@ def _batches(sequences: list[_Sequence], max_tokens: int) -> list[list[_Sequence
 
 
 def _train(hf, sequences: list[_Sequence], pool: list[list[_Sequence]], config: ToyConfig, *, eos_id: int,
-           progress: bool) -> dict:
+           progress: bool | None) -> dict:
     """Train ``hf`` in place; returns a summary (steps, stop reason, final loss and accuracy)."""
     import torch
     from tqdm.auto import tqdm
+
+    from spiritlens.progress import tqdm_disable
 
     generator = torch.Generator().manual_seed(config.seed)
     trained = [p for p in hf.parameters() if p.requires_grad]
@@ -111,7 +113,7 @@ def _train(hf, sequences: list[_Sequence], pool: list[list[_Sequence]], config: 
     history: list[dict] = []
     streak, stop, step = 0, "max_steps", 0
     hf.train()
-    bar = tqdm(range(config.max_steps), desc="training toy SpiritLM", unit="step", disable=not progress,
+    bar = tqdm(range(config.max_steps), desc="training toy SpiritLM", unit="step", disable=tqdm_disable(progress),
                dynamic_ncols=True)
     for step in bar:
         chosen = []
