@@ -251,6 +251,7 @@ class KindAggregate:
     effect: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     prompt_counts: dict[str, int] = field(default_factory=dict)
     no_effect: bool = False
+    methods: tuple[str, ...] = ("exact",)  # how the results' scores were computed (spiritlens.traces.methods)
 
     @property
     def ate(self) -> float:
@@ -354,6 +355,7 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
         effect=effect,
         prompt_counts={name: len(values) for name, values in per_prompt.items()},
         no_effect=no_effect and bool(kept),
+        methods=tuple(sorted({str(result.get("method", "exact")) for result, _ in chosen})),
     )
 
 
@@ -406,6 +408,7 @@ def _kind_entry(agg: KindAggregate) -> dict:
         "excluded": agg.excluded,
         "n_layers": agg.n_layers,
         "modality": agg.modality,
+        "methods": list(agg.methods),
     }
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from spiritlens.aggregates.aie import CATEGORIES, CATEGORY_LABELS, KINDS, MODALITY_LABELS, KindAggregate
 from spiritlens.aggregates.ci import ci_formula
+from spiritlens.traces.methods import estimate_note
 from spiritlens.figures._render import (
     KIND_CMAPS,
     KIND_NAMES,
@@ -130,7 +131,8 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
             elif scale == "linear":  # (a log bar's decades are distinct already)
                 ticks = [t for t in colorbar.get_ticks() if mesh.norm.vmin <= t <= mesh.norm.vmax]
                 colorbar.set_ticks(ticks, labels=distinct_labels(ticks))
-    fig.suptitle(title, fontsize=9)
+    note = _estimate_note(groups)
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
     return fig
 
 
@@ -143,6 +145,11 @@ def plot_aie_grid(
     if scale == "log":
         metadata["epsilon"] = repr(float(epsilon))
     return save_png(fig, path, metadata)
+
+
+def _estimate_note(groups: Groups) -> str:
+    """What the panels show when any aggregate holds attribution estimates (:mod:`spiritlens.traces.methods`)."""
+    return estimate_note({m for kinds in groups.values() for agg in kinds.values() for m in agg.methods})
 
 
 def aie_lines_figure(groups: Groups) -> Figure:
@@ -201,6 +208,9 @@ def aie_lines_figure(groups: Groups) -> Figure:
             handles.append(Patch(color="0.6", alpha=0.3, linewidth=0))
             labels.append(BAND_LABEL)
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False, fontsize=7)
+    note = _estimate_note(groups)
+    if note:
+        fig.suptitle(note, fontsize=8)
     return fig
 
 

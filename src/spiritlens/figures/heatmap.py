@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spiritlens.aggregates.aie import MODALITY_LABELS, describe, numerical_floor, parse_result
+from spiritlens.traces.methods import estimate_note, value_label
 from spiritlens.figures._render import (
     KIND_CMAPS,
     KIND_NAMES,
@@ -66,16 +67,20 @@ def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figur
     for row in parsed.ignored:  # rows in no category (e.g. silence): greyed out
         ax.get_yticklabels()[row].set_color("0.6")
     set_layer_ticks(ax, n_layers)
+    method = str(result.get("method", "exact"))
+    estimate = estimate_note([method])  # an attribution screen's heatmap says so in its title
+    impact = "Estimated impact" if estimate else "Impact"
     if kind == "hidden":
-        ax.set_title("Impact of restoring state after corrupted input", fontsize=9)
+        ax.set_title(f"{impact} of restoring state after corrupted input", fontsize=9)
         ax.set_xlabel(f"single restored layer within {model_name}", fontsize=8)
     else:
-        ax.set_title(f"Impact of restoring {KIND_NAMES[kind]} after corrupted input", fontsize=9)
+        ax.set_title(f"{impact} of restoring {KIND_NAMES[kind]} after corrupted input", fontsize=9)
         ax.set_xlabel(f"center of interval of {window} restored {KIND_NAMES[kind]} layers", fontsize=8)
     answer = str(result.get("answer", "")).strip() or f"id {result.get('answer_id')}"
     modality = MODALITY_LABELS.get(parsed.modality, parsed.modality)
     fig.suptitle(
-        plain_label(f"{modality}: answer {answer!r}; p clean {parsed.high:.3g}, corrupted (low) {parsed.low:.3g}"),
+        plain_label(f"{modality}: answer {answer!r}; p clean {parsed.high:.3g}, corrupted (low) {parsed.low:.3g}"
+                    + (f"\n{estimate}" if estimate else "")),
         fontsize=7,
     )
     colorbar = fig.colorbar(mesh, ax=ax)
@@ -86,7 +91,7 @@ def trace_heatmap_figure(result: Mapping, model_name: str = "SpiritLM") -> Figur
         labels = distinct_labels([parsed.low, *ticks])
         colorbar.set_ticks([parsed.low, *ticks], labels=[f"{labels[0]} low", *labels[1:]])
     colorbar.ax.tick_params(labelsize=7)
-    colorbar.set_label(plain_label(f"p({answer})"), fontsize=8)
+    colorbar.set_label(plain_label(value_label(method).replace("p(answer)", f"p({answer})")), fontsize=8)
     return fig
 
 

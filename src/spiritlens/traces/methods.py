@@ -70,6 +70,15 @@ def value_label(name: str) -> str:
     return METHODS[name].value_label if name in METHODS else "score"
 
 
+def estimate_note(names) -> str:
+    """``""`` when every name is an exact method, else what figures and reports must say of the values:
+    ``"attribution estimate (AtP), not exact restoration"`` (the estimating methods among ``names``)."""
+    estimates = sorted({n for n in names if n in METHODS and METHODS[n].estimate} | {n for n in names if n not in METHODS})
+    if not estimates:
+        return ""
+    return " and ".join(method_label(n) for n in estimates) + ", not exact restoration"
+
+
 def methods_help() -> str:
     """One line per method, for ``--help``."""
     return "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())

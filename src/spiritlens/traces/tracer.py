@@ -39,6 +39,7 @@ from spiritlens.traces.noise import NoiseSpec, embedding_noise, noise_scale, par
 from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.result import TraceResult
 from spiritlens.traces.expected import warn_if_unexpected
+from spiritlens.progress import shows_progress
 from spiritlens.traces.methods import METHODS, method as trace_method
 from spiritlens.tokens.trace_prompt import TracePrompt, prepare_prompt
 from spiritlens.traces.window import check_window, layer_window
@@ -252,7 +253,7 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
                 target: int | str | None = None, target_rule: str | None = None,
                 subject_range: tuple[int, int] | None = None,
                 occurrence: str = "unique", row_mode: str = "auto", attribute: str | None = None,
-                max_batch_cells: int | None = None, progress: bool = False, name: str = "",
+                max_batch_cells: int | None = None, progress: bool | None = None, name: str = "",
                 method: str = "exact", cells: Any = None, verify_top: int | None = None,
                 verify_rank: str = "estimate") -> dict[str, TraceResult]:
     """Trace several kinds of one prompt, sharing its clean and corrupted runs; see :func:`trace`."""
@@ -283,7 +284,7 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
                     low_score_follows_replace=low_score_follows_replace, target=answer,
                     max_batch_cells=max_batch_cells)
     bar = None
-    if progress:
+    if shows_progress(progress):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(kinds) * model.cfg.n_layers, desc="tracing", unit="layer")
@@ -341,7 +342,7 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
             ``occurrence``; ``row_mode`` (default ``"auto"``: text-token groups for a spoken prompt
             with groups, one row per position otherwise; or ``"positions"``, ``"groups"``,
             ``"mean"``); ``attribute`` (sets ``correct_prediction``), ``max_batch_cells``,
-            ``progress``, ``name``; ``method`` (``"exact"``, the default; ``"attribution"``: AtP's
+            ``progress`` (a bar per layer: True, False, or None: only on a terminal, :mod:`spiritlens.progress`), ``name``; ``method`` (``"exact"``, the default; ``"attribution"``: AtP's
             first-order estimate of every cell from one backward pass; ``"attribution_qk"``: with
             AtP*'s QK fix; :mod:`spiritlens.traces.attribution`), recorded in the result;
             ``cells`` (exact method): ``(row, layer)`` pairs, or a dict kind -> pairs, to trace only
