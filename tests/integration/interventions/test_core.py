@@ -274,3 +274,39 @@ def test_suffix_backend_says_why_it_cannot(tiny_model, prompt):
     with Attached(tiny_model, "pytorch"):
         with pytest.raises(ValueError, match="hooks attached"):
             run.scores([Restore("resid_post", (0,), (3,))], backend="suffix")
+
+
+def test_noise_on_scattered_positions_equals_a_plain_loop(tiny_model, prompt):
+    """EmbeddingNoise on positions that are not one range (a stream's tokens of a spoken subject)."""
+    ids, b, e = prompt
+    where = (b, e - 1, e + 1)
+    noise = EmbeddingNoise(0.5, SAMPLES, SEED, b, e + 2, tiny_model.cfg.d_model, positions=where)
+    assert noise.draw().shape == (SAMPLES, 3, tiny_model.cfg.d_model)
+    run = InterventionRun(tiny_model, ids, noise, lambda probs: AnswerScore((int(probs.argmax()),)))
+    restores = [Restore("resid_post", (layer,), (t,)) for t in range(b, len(ids)) for layer in range(3)]
+    got = run.scores(restores)
+    z = torch.from_numpy(0.5 * np.random.RandomState(SEED).randn(SAMPLES, 3, tiny_model.cfg.d_model))
+
+    def corrupt(act, hook):
+        act[:, list(where)] += z
+        return act
+
+    with torch.inference_mode():
+        _, clean = tiny_model.run_with_cache(torch.tensor([ids]))
+        rows = torch.tensor([ids] * SAMPLES)
+        answer = run.metric.answer_ids[0]
+        low = float(torch.softmax(tiny_model.run_with_hooks(rows, fwd_hooks=[("hook_embed", corrupt)])[:, -1], -1)
+                    [:, answer].mean())
+        expected = []
+        for restore in restores:
+            name = f"blocks.{restore.layers[0]}.hook_resid_post"
+
+            def put(act, hook, t=restore.positions[0], name=name):
+                act[:, t] = clean[name][0, t]
+                return act
+            logits = tiny_model.run_with_hooks(rows, fwd_hooks=[("hook_embed", corrupt), (name, put)])
+            expected.append(float(torch.softmax(logits[:, -1], -1)[:, answer].mean()))
+    assert abs(run.low_score - low) <= 1e-6
+    assert np.abs(got - np.array(expected)).max() <= 1e-6
+    with pytest.raises(ValueError, match="must be non-negative and span"):
+        EmbeddingNoise(0.5, 2, 1, b, e, tiny_model.cfg.d_model, positions=(b, e + 3))

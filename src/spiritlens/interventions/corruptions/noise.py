@@ -26,7 +26,10 @@ DISTRIBUTIONS = ("normal", "uniform")
 class EmbeddingNoise(Corruption):
     """Noise of absolute ``scale`` at positions ``[start, end)`` of ``samples`` rows (module docstring).
 
-    ``distribution``: ``"normal"`` (z ~ N(0, 1)) or ``"uniform"`` (u ~ U(-1, 1)); ``rule``: the noise
+    ``positions``: the noised positions when they are not one range (e.g. a spoken subject's tokens of
+    one Expressive stream), sorted and unique; the draw is then ``[samples, len(positions), d_model]`` in
+    that order (for a range, the same draw as ``[start, end)``); ``start``/``end`` are their first and
+    one past their last. ``distribution``: ``"normal"`` (z ~ N(0, 1)) or ``"uniform"`` (u ~ U(-1, 1)); ``rule``: the noise
     rule as given (``"3s"``, ``"0.1"``...), recorded. Raises ValueError for samples < 1, an empty or
     negative range, a negative or non-finite scale, or replace with uniform noise.
     """
@@ -42,11 +45,18 @@ class EmbeddingNoise(Corruption):
     replace: bool = False
     low_score_follows_replace: bool = False
     rule: str = ""
+    positions: tuple[int, ...] | None = None
     _draw: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
             raise ValueError(f"samples must be an integer >= 1, got {self.samples!r}")
+        if self.positions is not None:
+            positions = tuple(sorted({int(p) for p in self.positions}))
+            if not positions or positions[0] < 0 or (self.start, self.end) != (positions[0], positions[-1] + 1):
+                raise ValueError(f"noised positions {list(self.positions)} must be non-negative and span "
+                                 f"[start, end) = [{self.start}, {self.end})")
+            object.__setattr__(self, "positions", positions)
         if not 0 <= self.start < self.end:
             raise ValueError(f"noised positions [{self.start}, {self.end}) are empty or negative")
         if not np.isfinite(self.scale) or self.scale < 0:
@@ -64,13 +74,19 @@ class EmbeddingNoise(Corruption):
         """``[samples, end - start, d_model]`` float64, already scaled (drawn once, then kept)."""
         if not self._draw:
             rng = np.random.RandomState(self.seed)
-            shape = (self.samples, self.end - self.start, self.d_model)
+            shape = (self.samples, len(self.noised), self.d_model)
             z = rng.uniform(-1, 1, shape) if self.distribution == "uniform" else rng.randn(*shape)
             self._draw.append(self.scale * z)
         return self._draw[0]
 
+    @property
+    def noised(self) -> tuple[int, ...] | range:
+        """The noised positions, in the draw's order."""
+        return self.positions if self.positions is not None else range(self.start, self.end)
+
     def embed_hook(self, copies: int = 1) -> Callable:
-        b, e, replace = self.start, self.end, self.replace
+        where = slice(self.start, self.end) if self.positions is None else list(self.positions)
+        replace = self.replace
         z = torch.from_numpy(self.draw())
         if copies > 1:
             z = z.repeat(copies, 1, 1)  # every intervention's S rows get the same draw
@@ -81,9 +97,9 @@ class EmbeddingNoise(Corruption):
             if noise is None:
                 noise = on_device[act.device] = z.to(act.device)
             if replace:
-                act[:, b:e] = noise.to(act.dtype)
+                act[:, where] = noise.to(act.dtype)
             else:
-                act[:, b:e] += noise  # float64 sum, rounded once to act's dtype
+                act[:, where] += noise  # float64 sum, rounded once to act's dtype
             return act
 
         return corrupt
@@ -96,4 +112,5 @@ class EmbeddingNoise(Corruption):
     def record(self) -> dict:
         return {"corruption": self.name, "noise": self.scale, "noise_rule": self.rule, "samples": self.samples,
                 "seed": self.seed, "distribution": self.distribution, "replace": self.replace,
-                "low_score_follows_replace": self.low_score_follows_replace, "positions": [self.start, self.end]}
+                "low_score_follows_replace": self.low_score_follows_replace,
+                "positions": list(self.positions) if self.positions is not None else [self.start, self.end]}
