@@ -310,6 +310,23 @@ def write_tiny_model(directory: str | Path, *, expressive: bool = False, seed: i
     return directory
 
 
+def check_nothing_to_overwrite(root: str | Path, *, speech: bool = True,
+                               hint: str = "pass force=True, or --force on the command line") -> None:
+    """FileExistsError naming the first folder :func:`make_tiny_checkpoints` would write under ``root``
+    (both models; with ``speech``, ``hubert_25hz/``, ``vqvae_f0_quantizer/``, ``style_encoder_w2v2/``)
+    that already holds files; ``hint`` says how to go on."""
+    from spiritlens.units.pitch import F0_QUANTIZER_DIR
+    from spiritlens.units.style import STYLE_DIR
+
+    root = Path(root)
+    targets = [variant_dir(root, BASE), variant_dir(root, EXPRESSIVE)]
+    if speech:
+        targets += [speech_tokenizer_folder(root) / name for name in ("hubert_25hz", F0_QUANTIZER_DIR, STYLE_DIR)]
+    for target in targets:
+        if target.is_dir() and any(target.iterdir()):
+            raise FileExistsError(f"{target} already holds files: refusing to overwrite them ({hint})")
+
+
 def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = True, force: bool = False,
                           **tokenizer_options) -> Path:
     """Write a complete tiny ``$SPIRITLM_CHECKPOINTS_DIR`` tree under ``root``; returns ``root``.
@@ -321,12 +338,7 @@ def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = Tru
     """
     root = Path(root)
     if not force:
-        targets = [variant_dir(root, BASE), variant_dir(root, EXPRESSIVE)]
-        targets += [speech_tokenizer_folder(root) / "hubert_25hz"] if speech else []
-        for target in targets:
-            if target.is_dir() and any(target.iterdir()):
-                raise FileExistsError(f"{target} already holds files: refusing to overwrite them "
-                                      "(pass force=True, or --force on the command line)")
+        check_nothing_to_overwrite(root, speech=speech)
     write_tiny_model(variant_dir(root, BASE), expressive=False, seed=seed, **tokenizer_options)
     write_tiny_model(variant_dir(root, EXPRESSIVE), expressive=True, seed=seed + 1, **tokenizer_options)
     if speech:
