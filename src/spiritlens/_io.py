@@ -142,6 +142,18 @@ def save_or_rescue(save: Callable[[Path], Any], path: str | os.PathLike, what: s
     raise OutputError(path, first, f"the finished {what} was saved to {rescue} instead") from None
 
 
+def save_torch(obj: Any, path: str | os.PathLike, **kwargs) -> Path:
+    """``torch.save(obj)`` written atomically through :func:`write_atomic` (an output fault is an
+    :class:`OutputError` naming ``path``, not torch's ``PytorchStreamWriter failed``); for small files."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, **kwargs)
+    return write_atomic(path, buffer.getvalue())
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 1) -> Path:
     """``obj`` as JSON (UTF-8, trailing newline), written atomically. Characters a terminal acts on
     (:data:`spiritlens.figures.escape.UNSAFE`: DEL, C1 controls, bidirectional overrides; ``json``

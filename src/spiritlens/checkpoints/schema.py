@@ -72,8 +72,13 @@ class Field:
             text = ("one of " + ", ".join(repr(c) for c in self.choices)) if self.choices else \
                 "a string" + (f" of at most {int(self.high)} characters" if self.high is not None else "")
         elif self.kind == "list":
-            count = _range(self.low, self.high, False).replace(" in ", " of ").replace(" equal to ", " of ")
-            text = f"a list{count}" + (f" of {_plural(self.items.allowed())}" if self.items else "")
+            if self.high is None:
+                count = ""
+            elif self.low is None:
+                count = f" of at most {_num(self.high)}"
+            else:
+                count = f" of {_num(self.low)}" + ("" if self.low == self.high else f"..{_num(self.high)}")
+            text = f"a list{count} " + (_plural(self.items.allowed()) if self.items else "items")
         else:
             text = "a mapping"
         return text + (" or null" if self.nullable else "")
@@ -423,7 +428,21 @@ def check_tokenizer_file(document: Any, name: str, source: str) -> Any:
     return document
 
 
-__all__ = ["Field", "check", "check_value", "check_token", "check_tokenizer_file", "fail", "short",
+# ------------------------------------------------------------------------------------ arguments
+#: Noise samples per traced prompt: ROME and the paper use 10; each sample is one more copy of the
+#: prompt in every corrupted and restored forward (200000 samples of a 7B model's prompt are ~16 GB).
+MAX_SAMPLES = 1000
+
+
+def check_samples(samples: int, name: str = "samples") -> int:
+    """ValueError unless ``samples`` is at most :data:`MAX_SAMPLES` (the lower bound, >= 1, is the
+    caller's own check); returns it."""
+    if isinstance(samples, int) and samples > MAX_SAMPLES:
+        raise ValueError(f"{name} must be at most {MAX_SAMPLES} (ROME uses 10), got {samples}")
+    return samples
+
+
+__all__ = ["MAX_SAMPLES", "check_samples", "Field", "check", "check_value", "check_token", "check_tokenizer_file", "fail", "short",
            "LLAMA_CONFIG", "HUBERT_MODEL_CFG", "HUBERT_TASK_CFG", "QUANTIZER_CFG", "KMEANS", "F0_VQVAE_CONFIG",
            "STYLE_CONFIG", "WAV2VEC2_CONFIG", "KNOWN_RECORD", "TOKENIZER_CONFIG", "SPECIAL_TOKENS_MAP", "GENERATION_CONFIG",
            "TOKENIZER_FILES", "MAX_CONV_LAYERS", "MAX_CONV_DIM", "MAX_CONV_KERNEL", "MAX_CONV_STRIDE",

@@ -165,19 +165,31 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Names and shapes of one weight file without reading its data (safetensors header, or a
-    memory-mapped allow-listed ``torch.load``); one-line ValueError naming the file if unreadable."""
+    memory-mapped allow-listed ``torch.load``); one-line ValueError naming the file if unreadable
+    or if a tensor is not floating point (an int64 or bool weight would be cast silently)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as handle:
-                return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+                found = {name: handle.get_slice(name) for name in handle.keys()}
+                shapes = {name: tuple(part.get_shape()) for name, part in found.items()}
+                dtypes = {name: part.get_dtype() for name, part in found.items()}
         except Exception as error:  # noqa: BLE001 - SafetensorError and OSError for truncated files
             raise ValueError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+        bad = next((name for name, dtype in dtypes.items() if dtype not in ("F64", "F32", "F16", "BF16")), None)
+        if bad is not None:
+            raise ValueError(f"{path}: weight {bad} is {dtypes[bad]}, expected floating point")
+        return shapes
     state = load_weights(path, "model weights", mmap=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise ValueError(f"{path}: not a state dict of tensors (got {type(state).__name__})")
+    bad = next((name for name, tensor in state.items() if not tensor.is_floating_point()), None)
+    if bad is not None:
+        raise ValueError(f"{path}: weight {bad} is {str(state[bad].dtype).removeprefix('torch.')}, "
+                         "expected floating point")
     return {name: tuple(tensor.shape) for name, tensor in state.items()}
 
 

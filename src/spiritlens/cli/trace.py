@@ -101,6 +101,7 @@ def _subject_range(text: str | None) -> tuple[int, int] | None:
 def run(args) -> int:
     from spiritlens import HookedSpiritLM
     from spiritlens._io import save_or_rescue
+    from spiritlens.checkpoints.schema import check_samples
     from spiritlens.figures.heatmap import plot_trace_heatmap
     from spiritlens.traces import parse_noise, subject_sigma, trace
     from spiritlens.traces.noise import check_sigma
@@ -117,6 +118,7 @@ def run(args) -> int:
             raise ValueError("--verify-top checks a screen: give --method attribution or attribution_qk")
         if args.verify_top < 1:
             raise ValueError(f"--verify-top must be an integer >= 1, got {args.verify_top}")
+    check_samples(args.samples, "--samples")
     spec = parse_noise(args.noise)
     check_sigma(args.sigma, "--sigma")
     sigma = args.sigma

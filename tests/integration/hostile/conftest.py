@@ -144,11 +144,6 @@ class Outcome:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
-    @property
-    def error_lines(self) -> list[str]:
-        """stderr without transformers' "Loading weights" progress bar."""
-        return [line for line in self.stderr.strip().splitlines() if line and not line.startswith("Loading weights")]
-
     def describe(self) -> str:
         return (f"{self.kind} {self.type} status={self.status} {self.maxrss_mb:.0f} MB {self.seconds:.1f} s\n"
                 f"message: {self.message[:1500]}\nstderr: {self.stderr[-1500:]}\n{self.traceback[-3000:]}")
@@ -163,11 +158,10 @@ class Outcome:
         ``expected``; for a command line, exit status 2 and one stderr line ``spiritlens <cmd>:
         error: …`` matching it. Bounded in time and memory. Returns the line."""
         self.bounded()
-        if self.kind == "exit":
-            lines = self.error_lines
-            assert self.status == 2 and len(lines) == 1, self.describe()
+        if self.kind == "exit":  # progress bars and "[prepare]" lines may come before the one error line
+            lines = [line for line in self.stderr.splitlines() if re.match(r"spiritlens [\w-]+: error: ", line)]
+            assert self.status == 2 and len(lines) == 1 and "Traceback" not in self.stderr, self.describe()
             line = lines[0]
-            assert re.match(r"spiritlens [\w-]+: error: ", line), line
         else:
             assert self.kind == "raised" and self.type == error, self.describe()
             line = self.message
