@@ -165,3 +165,27 @@ def chain(*edits: Edit) -> Edit:
         for one in edits:
             one(directory)
     return edit
+
+
+def known_problems(path: str) -> list:
+    """What ``load_known(path)`` kept and dropped: ``[kept, reason, reason, …]`` (run in a case's child)."""
+    from spiritlens.data.known import load_known
+
+    dataset = load_known(path)
+    return [len(dataset)] + [reason for _, reason in dataset.problems]
+
+
+def wav_declaring(path: Path, rate: int, samples=None) -> Path:
+    """A 16-bit PCM WAV whose header declares ``rate`` Hz (written at 16 kHz, then the two rate
+    fields of the ``fmt `` chunk patched: sample rate and byte rate)."""
+    import numpy as np
+    import soundfile
+
+    samples = np.zeros(1600, np.float32) if samples is None else samples
+    soundfile.write(path, samples, 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    fmt = data.index(b"fmt ")
+    data[fmt + 12:fmt + 16] = struct.pack("<I", rate)
+    data[fmt + 16:fmt + 20] = struct.pack("<I", (rate * 2) % 2**32)
+    path.write_bytes(bytes(data))
+    return path

@@ -3,6 +3,8 @@ spans; with ``--expressive`` also pitch and style codes and the merged Expressiv
 
 from __future__ import annotations
 
+import math
+
 from spiritlens.audio.waveform import MAX_SECONDS
 
 
@@ -24,21 +26,19 @@ def add_parser(subparsers) -> None:
                         help="also pitch [Pi…] (FCPE + F0 VQ-VAE, 12.5 Hz) and style [St…] (1 Hz) tokens, merged with "
                              "the HuBERT units as SpiritLM Expressive writes them (needs vqvae_f0_quantizer/ and "
                              "style_encoder_w2v2/ in the folder, and torchfcpe installed)")
-    parser.add_argument("--max-audio-seconds", type=_seconds, default=MAX_SECONDS, metavar="S",
-                        help="refuse audio longer than S seconds; 0 lifts the limit")
+    parser.add_argument("--max-audio-seconds", default=f"{MAX_SECONDS:g}", metavar="S",
+                        help="refuse audio longer than S seconds (0: no limit)")
     parser.set_defaults(func=run)
 
 
 def _seconds(text: str) -> float | None:
-    import argparse
-    import math
-
+    """``--max-audio-seconds``: a number of seconds >= 0, 0 meaning no limit (None); one-line ValueError."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        value = float("nan")
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+        raise ValueError(f"--max-audio-seconds must be a number of seconds >= 0 (0: no limit), got {text!r}")
     return value or None
 
 
@@ -48,8 +48,9 @@ def run(args) -> int:
     from spiritlens.cli import print_json_last_resort
     from spiritlens.units import SpeechTokenizer, default_speech_tokenizer_dir
 
+    max_seconds = _seconds(args.max_audio_seconds)
     directory = default_speech_tokenizer_dir(args.speech_tokenizer)
-    wave = load_audio(args.audio, max_seconds=args.max_audio_seconds)  # bad audio fails before the model loads
+    wave = load_audio(args.audio, max_seconds=max_seconds)  # bad audio fails before the model loads
 
     def save(data: dict) -> None:
         save_or_rescue(lambda path: write_json_atomic(path, data), args.json_out, "units",

@@ -175,7 +175,8 @@ class Runner:
     """The session's case server (module docstring)."""
 
     def __init__(self, log: Path):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        paths = [str(REPO_ROOT / "src"), str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths),
                "OMP_NUM_THREADS": "1"}
         env.pop("SPIRITLM_CHECKPOINTS_DIR", None)
         self._log = open(log, "w")
