@@ -33,7 +33,6 @@ population std. An empty category has NaN means and a row count of 0 (``null`` i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spiritlens._io import loads_json
 from spiritlens.terms import KINDS, MODALITIES, MODALITY_LABELS  # noqa: F401 (re-exported)
 from spiritlens.traces.result import CHECKSUM_FIELD, checksum_problem
 CATEGORIES: tuple[str, ...] = (
@@ -396,8 +396,8 @@ def load_results(
     results = []
     for path in _result_files(source):
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            document = loads_json(path.read_text(encoding="utf-8"), "the file")  # nesting bounded before parsing
+        except (OSError, UnicodeDecodeError, ValueError) as error:
             message = f"{path}: cannot read JSON ({error})"
         else:
             if not isinstance(document, dict) or "scores" not in document or "kind" not in document:

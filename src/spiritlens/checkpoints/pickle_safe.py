@@ -398,7 +398,7 @@ def _check_file(path: Path, what: str) -> None:
 def _wo_reason(error: Exception) -> str:
     """The reason inside torch's long ``Weights only load failed`` message."""
     text = str(error)
-    match = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
     return match.group(1).strip() if match else _first_line(error)
 
 

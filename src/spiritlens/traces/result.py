@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spiritlens._io import sha256_file, write_json_atomic
+from spiritlens._io import loads_json, sha256_file, write_json_atomic
 from spiritlens.tokens.trace_prompt import Row
 
 RESULT_VERSION = 1
@@ -180,8 +180,8 @@ class TraceResult:
         written. A result of invalid probabilities is a ValueError too."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            data = loads_json(path.read_text(encoding="utf-8"), "the file")  # nesting bounded before parsing
+        except (OSError, UnicodeDecodeError, ValueError) as error:
             raise ValueError(f"trace result {str(path)!r} is unreadable: {error}") from None
         if not isinstance(data, dict):
             raise ValueError(f"trace result {str(path)!r} is not a JSON object")

@@ -77,6 +77,7 @@ def run_case(request):
                 result = {"kind": "returned", "value": repr(value)[:2000]}
     except BaseException as error:  # what escapes is the finding
         result = {"kind": "raised", "type": type(error).__name__, "message": str(error)[:4000],
+                  "types": [cls.__name__ for cls in type(error).__mro__],
                   "traceback": "".join(traceback.format_exception(error))[-6000:]}
     result["stdout"], result["stderr"] = out.getvalue()[-20000:], err.getvalue()[-20000:]
     return result
@@ -154,7 +155,7 @@ class Outcome:
         assert self.maxrss_mb < MAX_RSS_MB, f"peak RSS {self.maxrss_mb:.0f} MB\n{self.describe()}"
 
     def refused(self, expected: str, *, error: str = "ValueError") -> str:
-        """A clear refusal: for an API call, one ``error`` whose one-line message matches the regex
+        """A clear refusal: for an API call, one ``error`` (or a subclass) whose one-line message matches the regex
         ``expected``; for a command line, exit status 2 and one stderr line ``spiritlens <cmd>:
         error: …`` matching it. Bounded in time and memory. Returns the line."""
         self.bounded()
@@ -163,7 +164,7 @@ class Outcome:
             assert self.status == 2 and len(lines) == 1 and "Traceback" not in self.stderr, self.describe()
             line = lines[0]
         else:
-            assert self.kind == "raised" and self.type == error, self.describe()
+            assert self.kind == "raised" and error in self.extra.get("types", [self.type]), self.describe()
             line = self.message
             assert "\n" not in line, line
         assert re.search(expected, line), f"{expected!r} not in\n{line}"
