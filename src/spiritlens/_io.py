@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -143,15 +144,39 @@ def save_or_rescue(save: Callable[[Path], Any], path: str | os.PathLike, what: s
 
 
 def save_torch(obj: Any, path: str | os.PathLike, **kwargs) -> Path:
-    """``torch.save(obj)`` written atomically through :func:`write_atomic` (an output fault is an
-    :class:`OutputError` naming ``path``, not torch's ``PytorchStreamWriter failed``); for small files."""
+    """``torch.save(obj, path)``, atomically: saved under its own name in a temporary folder beside
+    ``path`` (torch names the archive's root folder after the file, so the bytes are exactly those of
+    a plain ``torch.save``), then moved into place. A storage fault is an :class:`OutputError` naming
+    ``path`` (torch's C++ writer says only "PytorchStreamWriter failed writing file …: file write
+    failed": the errno is read back by writing the same bytes with Python)."""
     import io
 
     import torch
 
-    buffer = io.BytesIO()
-    torch.save(obj, buffer, **kwargs)
-    return write_atomic(path, buffer.getvalue())
+    path = Path(path)
+    folder = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            torch.save(obj, folder / path.name, **kwargs)
+        except RuntimeError as error:
+            if "write failed" not in str(error):
+                raise
+            buffer = io.BytesIO()
+            torch.save(obj, buffer, **kwargs)
+            with open(folder / path.name, "wb") as handle:  # the same size through Python: its OSError
+                handle.write(buffer.getvalue())
+            raise
+        os.replace(folder / path.name, path)
+    except OSError as error:
+        if is_output_error(error) and not isinstance(error, OutputError):
+            raise OutputError(path, error) from None
+        raise
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return path
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 1) -> Path:
@@ -306,9 +331,6 @@ def remove_orphans(directory: str | os.PathLike, pattern: str) -> list[Path]:
     """Remove what a killed process left in ``directory``: entries matching the glob ``pattern``
     whose name carries the id of the process that made them after a ``-`` (``.toy.building-1234``,
     ``.12_prompt.tmp-1234.wav``) and whose process is gone on this machine. Returns the removed paths. Entries of live processes are kept."""
-    import re
-    import shutil
-
     removed = []
     directory = Path(directory)
     if not directory.is_dir():

@@ -92,13 +92,15 @@ class CTCAligner:
         if not config_path.is_file():
             raise ValueError(f"CTC model path {str(path)!r} has no config.json")
         config = read_json(config_path, "CTC model config", max_bytes=MAX_CONFIG_BYTES)
-        schema.check(config, schema.WAV2VEC2_CONFIG, f"CTC model config {config_path}")  # sizes before building
+        if not isinstance(config, dict):
+            raise ValueError(f"CTC model config {config_path} is not a JSON object")
         arch = [a for a in config.get("architectures") or [] if a in _CTC_ARCHITECTURES]
         if not arch:
             raise ValueError(
                 f"{str(path)!r} is not a CTC model: config.json architectures {config.get('architectures')} "
                 f"(expected one of {sorted(_CTC_ARCHITECTURES)})"
             )
+        schema.check(config, schema.WAV2VEC2_CONFIG, f"CTC model config {config_path}")  # sizes before building
         if config.get("add_adapter"):
             raise ValueError(f"{str(path)!r}: wav2vec2 adapter layers change the frame rate; not supported")
         vocab_path = path / "vocab.json"
