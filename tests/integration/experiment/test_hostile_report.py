@@ -64,7 +64,7 @@ def hostile_run(tiny_root, tiny_ctc_dir, tmp_path_factory):
     done = subprocess.run(
         [sys.executable, "-m", "spiritlens", "experiment", "--out", str(out), "--checkpoints", str(tiny_root),
          "--known", str(known), "--aligner", str(tiny_ctc_dir), "--dtype", "float32", "--keep-all", "--asr", "none",
-         "--modalities", "t2t", "--kinds", "hidden", "--samples", "2", "--quiet"],
+         "--modalities", "t2t", "--kinds", "hidden", "--samples", "2", "--sample-figures", "4", "--quiet"],
         capture_output=True, text=True, timeout=600, env={**env, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -77,7 +77,7 @@ def test_report_md_shows_hostile_data_as_text(hostile_run):
     for raw in RAW:
         assert raw not in report, raw
     assert report.count("### T→T") == 4  # the four traced prompts, each a heading of one line
-    assert not UNSAFE.search(report)  # `cat report.md` moves no cursor, rings no bell
+    assert not UNSAFE.search(report.replace("\n", ""))  # `cat report.md` moves no cursor, rings no bell
     rendered = MarkdownIt("commonmark").enable("table").render(report)
     for tag, attrs in _tags(rendered):
         assert tag not in ("script", "iframe", "object", "embed", "b"), tag
@@ -117,7 +117,7 @@ def test_circuits_pages_hold_no_markup_from_the_data(hostile_run):
         ours = source.replace(bundle, "").replace('<script crossorigin type="module">', "", 1)
         for raw in RAW:
             assert raw not in ours, (page.name, raw)
-        assert not UNSAFE.search(ours), page.name
+        assert not UNSAFE.search(ours.replace("\n", "")), page.name
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")
