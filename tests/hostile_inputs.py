@@ -35,26 +35,23 @@ def set_path(document: dict, dotted: str, value: Any) -> None:
 DELETE = object()
 
 
-def edit_yaml(relative: str, **changes) -> Edit:
-    """Set dotted keys (``encoder_params__width`` for ``encoder_params.width``) of a YAML file."""
+def edit_document(relative: str, load: Callable[[str], Any], dump: Callable[[Any], str], **changes) -> Edit:
+    """Set dotted keys (``encoder_params__width`` for ``encoder_params.width``) of a text document."""
     def edit(directory: Path) -> None:
         path = directory / relative
-        document = yaml.safe_load(path.read_text())
+        document = load(path.read_text())
         for key, value in changes.items():
             set_path(document, key.replace("__", "."), value)
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        path.write_text(dump(document))
     return edit
+
+
+def edit_yaml(relative: str, **changes) -> Edit:
+    return edit_document(relative, yaml.safe_load, lambda d: yaml.safe_dump(d, sort_keys=False), **changes)
 
 
 def edit_json(relative: str, **changes) -> Edit:
-    """Set dotted keys of a JSON file (as :func:`edit_yaml`)."""
-    def edit(directory: Path) -> None:
-        path = directory / relative
-        document = json.loads(path.read_text())
-        for key, value in changes.items():
-            set_path(document, key.replace("__", "."), value)
-        path.write_text(json.dumps(document))
-    return edit
+    return edit_document(relative, json.loads, json.dumps, **changes)
 
 
 def write(relative: str, content: str | bytes) -> Edit:

@@ -174,8 +174,13 @@ def test_style_encoder_files(hostile, copy, case):
 
 
 # ----------------------------------------------------------------------------------------- mHuBERT
+def model_cfg(relative: str, **changes):
+    """An edit of the ``model_cfg`` dict of a converted mHuBERT or quantizer checkpoint."""
+    return edit_torch(relative, in_dict("model_cfg", lambda c: c.update(changes)))
+
+
 def cfg(**changes):
-    return edit_torch(HUBERT, in_dict("model_cfg", lambda c: c.update(changes)))
+    return model_cfg(HUBERT, **changes)
 
 
 HUBERT_CASES = {
@@ -227,7 +232,7 @@ def test_mhubert_files(hostile, copy, case):
 
 # --------------------------------------------------------------------------------------- quantizer
 def qcfg(**changes):
-    return edit_torch(QUANT, in_dict("model_cfg", lambda c: c.update(changes)))
+    return model_cfg(QUANT, **changes)
 
 
 def kmeans(centers, **extra):
