@@ -69,7 +69,8 @@ def load_audio(source, sample_rate: float | None = None, *, target_sample_rate: 
     ``[N, C]`` with ``C <= 2`` (the shorter axis is taken as channels); or a :class:`Waveform`
     (returned as is when already at the target rate). ``sample_rate``: the rate of an array or
     tensor (default 16 kHz); for a file, the file's own rate is used and a different
-    ``sample_rate`` is an error. ``max_seconds``: the longest audio accepted (None: no limit).
+    ``sample_rate`` is an error. ``max_seconds``: the longest audio accepted (None: no limit; a
+    :class:`Waveform` passes, its duration was checked when it was loaded).
     Raises ``FileNotFoundError`` for a missing file and a one-line ``ValueError`` naming the input for
     unreadable or empty files, zero-length audio, NaN/Inf samples, samples beyond ``MAX_AMPLITUDE``,
     more than two channels, a sample rate outside 4 kHz..768 kHz or audio longer than ``max_seconds``
@@ -78,8 +79,8 @@ def load_audio(source, sample_rate: float | None = None, *, target_sample_rate: 
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and not isinstance(max_seconds, bool)
                                         and max_seconds > 0):
         raise ValueError(f"max_seconds must be a number > 0 or None, got {max_seconds!r}")
-    if isinstance(source, Waveform):
-        name, data, rate = source.source, source.samples, source.sample_rate
+    if isinstance(source, Waveform):  # its duration was checked when it was loaded (perhaps with the limit lifted)
+        name, data, rate, max_seconds = source.source, source.samples, source.sample_rate, None
         if sample_rate is not None and sample_rate != rate:
             raise ValueError(f"{name}: sample_rate={sample_rate} given for a Waveform at {rate} Hz")
     elif isinstance(source, (str, os.PathLike)):
