@@ -231,7 +231,7 @@ LLAMA_CONFIG: dict[str, Field] = {
     "mlp_bias": Bool(),
     "pretraining_tp": Int(1, 8),
     "bos_token_id": Int(0, 262144, nullable=True),
-    "eos_token_id": Int(0, 262144, nullable=True),
+    "eos_token_id": Int(0, 262144, nullable=True, listable=True),  # Llama 3: a list of ids
     "pad_token_id": Int(0, 262144, nullable=True),
     "torch_dtype": Str("float32", "float16", "bfloat16", nullable=True),
     "dtype": Str("float32", "float16", "bfloat16", nullable=True),
