@@ -9,9 +9,13 @@ difference is one ``ValueError`` naming the file and the first offending tensors
   shapes of ``model.safetensors`` / ``pytorch_model.bin`` (sharded or not; read from the
   safetensors headers or a memory-mapped, allow-listed ``torch.load``, no tensor data read)
   against ``LlamaForCausalLM(config)`` built on the meta device (no memory);
-- :func:`check_state_dict` (called by the mHuBERT and quantizer loaders): names and shapes of a
-  loaded state dict against a module's;
-- :func:`check_finite`: the first parameter holding NaN or inf, after loading.
+- :func:`read_config`: ``config.json`` against its schema (:mod:`spiritlens.checkpoints.schema`:
+  types, the largest Llama's sizes, no ``quantization_config``) before anything is built from it;
+- :func:`check_state_dict` (called by the mHuBERT, quantizer, F0 VQ-VAE and style-encoder loaders):
+  names, shapes and floating-point dtypes of a loaded state dict against a module's (built on the
+  meta device: no memory);
+- :func:`check_finite`: the first tensor holding NaN or inf (the model after loading; the speech
+  tokenizer's state dicts before they are assigned).
 
 Malformed files (bad JSON, a truncated safetensors file or one with a bad header, a truncated or
 random-byte ``pytorch_model.bin``) are one-line errors naming the file, not tracebacks.

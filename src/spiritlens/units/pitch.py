@@ -19,10 +19,12 @@ Pipeline (SPEECH.md section 11; the behaviour of SpiritLM's ``spiritlm_expressiv
    then the nearest codebook vector (squared Euclidean distance) gives one code per 80 ms frame.
 
 Files: ``speech_tokenizer/vqvae_f0_quantizer/{config.yaml, model.pt}``. ``config.yaml`` is read with
-``yaml.safe_load`` (SpiritLM: OmegaConf); its ``encoder_params``/``vq_params`` build the encoder
-and codebook; ``model.pt`` holds ``{"model": state_dict}`` and is read through spiritlens' safe loading
+``yaml.safe_load`` (SpiritLM: OmegaConf), aliases refused and size and depth bounded, and checked
+against :data:`spiritlens.checkpoints.schema.F0_VQVAE_CONFIG` (:func:`check_f0_config`); its
+``encoder_params``/``vq_params`` build the encoder and codebook on the meta device; ``model.pt`` holds ``{"model": state_dict}`` and is read through spiritlens' safe loading
 (tensors and plain containers only; upstream unpickles it unrestricted): keys ``encoder.*`` and ``vq.*`` load strictly, ``decoder.*``
-(the F0 reconstruction half, unused for tokenising) is checked to be the only other prefix.
+(the F0 reconstruction half, unused for tokenising) is checked to be the only other prefix; the
+weights must be floating point and finite.
 
 **Where SpiritLM crashes** (spiritlm issue #17) spiritlens gives a defined result or a one-line
 error: a waveform with no voiced frame (silence, noise) has nothing to interpolate from (torchfcpe
