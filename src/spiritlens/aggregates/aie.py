@@ -50,7 +50,6 @@ count of 0 (``null`` in JSON).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -60,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spiritlens._io import loads_json
 from spiritlens.aggregates.ci import mean_ci
 from spiritlens.terms import KINDS, MODALITIES, MODALITY_LABELS  # noqa: F401 (re-exported)
 from spiritlens.traces.result import result_problem
@@ -470,8 +470,8 @@ def load_results(
     results = []
     for path in _result_files(source):
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            document = loads_json(path.read_text(encoding="utf-8"), "the file")  # nesting bounded before parsing
+        except (OSError, UnicodeDecodeError, ValueError) as error:
             message = f"{path}: cannot read JSON ({error})"
         else:
             if not isinstance(document, dict) or "scores" not in document or "kind" not in document:

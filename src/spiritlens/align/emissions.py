@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spiritlens._io import MAX_CONFIG_BYTES, read_json
+from spiritlens.checkpoints import schema
 from spiritlens.units.hubert import conv_hop_samples, conv_num_frames, conv_receptive_field
 from spiritlens.align.ctc import DEFAULT_MIN_CONFIDENCE, Alignment, align_emissions, label_index
 from spiritlens.align.normalize import WORD_SEPARATOR
@@ -89,19 +91,24 @@ class CTCAligner:
         config_path = path / "config.json"
         if not config_path.is_file():
             raise ValueError(f"CTC model path {str(path)!r} has no config.json")
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path, "CTC model config", max_bytes=MAX_CONFIG_BYTES)
+        if not isinstance(config, dict):
+            raise ValueError(f"CTC model config {config_path} is not a JSON object")
         arch = [a for a in config.get("architectures") or [] if a in _CTC_ARCHITECTURES]
         if not arch:
             raise ValueError(
                 f"{str(path)!r} is not a CTC model: config.json architectures {config.get('architectures')} "
                 f"(expected one of {sorted(_CTC_ARCHITECTURES)})"
             )
+        schema.check(config, schema.WAV2VEC2_CONFIG, f"CTC model config {config_path}")  # sizes before building
         if config.get("add_adapter"):
             raise ValueError(f"{str(path)!r}: wav2vec2 adapter layers change the frame rate; not supported")
         vocab_path = path / "vocab.json"
         if not vocab_path.is_file():
             raise ValueError(f"CTC model {str(path)!r} has no vocab.json (character vocabulary)")
-        ids = json.loads(vocab_path.read_text())
+        ids = read_json(vocab_path, "CTC vocabulary", max_bytes=MAX_CONFIG_BYTES)
+        if not isinstance(ids, dict) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids.values()):
+            raise ValueError(f"{vocab_path}: not a mapping of label -> integer id")
         vocab = [label for label, _ in sorted(ids.items(), key=lambda item: item[1])]
         if [ids[label] for label in vocab] != list(range(len(vocab))):
             raise ValueError(f"{vocab_path}: ids are not 0..{len(vocab) - 1}")
@@ -181,7 +188,8 @@ def _tokenizer_settings(path: Path) -> dict:
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         file = path / name
         if file.is_file():
-            data = json.loads(file.read_text())
+            data = schema.check_tokenizer_file(read_json(file, "tokenizer file", max_bytes=MAX_CONFIG_BYTES), name,
+                                               f"tokenizer file {file}")
             for key in ("pad_token", "word_delimiter_token", "do_lower_case"):
                 value = data.get(key)
                 if isinstance(value, dict):

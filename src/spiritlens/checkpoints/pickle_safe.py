@@ -44,6 +44,7 @@ import argparse
 import codecs
 import dataclasses
 import io
+import math
 import pickle
 import pickletools
 import re
@@ -114,8 +115,9 @@ class _ArraySpec(PickledStub):
         if not isinstance(raw, (bytes, bytearray)):
             raise ValueError(f"{source}: pickled numpy array holds Python objects, not numbers (refused)")
         dtype = dtype_spec.dtype(source)
-        shape = tuple(int(n) for n in shape)
-        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(raw):
+        if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise ValueError(f"{source}: malformed pickled numpy array shape {str(shape)[:80]}")
+        if math.prod(shape) * dtype.itemsize != len(raw):  # Python ints: a declared 10**30 rows cannot overflow
             raise ValueError(f"{source}: pickled numpy array of shape {list(shape)} has {len(raw)} bytes")
         flat = np.frombuffer(bytes(raw), dtype=dtype)
         return flat.reshape(shape, order="F" if fortran else "C").copy()
@@ -137,6 +139,13 @@ class _NumpyScalar:
 def _empty_dict(*_args):
     """``collections.defaultdict(factory)`` as a plain (empty) dict: omegaconf's resolver cache."""
     return {}
+
+
+#: Bounds on what a pickle may describe (a torch.save file's ``data.pkl`` holds the structure, not the
+#: tensors: a 7B model's is ~30 KB, a fairseq checkpoint's with its optimizer state a few MB; no
+#: real checkpoint nests deeper than ~20 levels, omegaconf configs included).
+MAX_PICKLE_BYTES = 64 << 20
+MAX_PICKLE_DEPTH = 100
 
 
 _STUBBED = (
@@ -204,7 +213,13 @@ def _pickles_of(path: Path) -> list[bytes]:
     if head == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as archive:
-                return [archive.read(name) for name in archive.namelist() if name.endswith("data.pkl")]
+                names = [info for info in archive.infolist() if info.filename.endswith("data.pkl")]
+                for info in names:  # declared sizes first: a deflated data.pkl can expand 1000-fold
+                    if info.file_size > MAX_PICKLE_BYTES:
+                        raise ValueError(f"its pickle {info.filename} declares {info.file_size} bytes, more than the "
+                                         f"{MAX_PICKLE_BYTES >> 20} MiB limit (tensors are stored beside it, "
+                                         "not in it)")
+                return [archive.read(info) for info in names]
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise ValueError(f"truncated or damaged torch.save archive: {_first_line(error)}") from None
     pickles: list[bytes] = []
@@ -300,8 +315,14 @@ NUMPY_GLOBALS = {"_codecs.encode": codecs.encode,
                  **{k: v for k, v in CHECKPOINT_GLOBALS.items() if k.startswith("numpy")}}
 
 
-def _materialise(value: Any, source: str) -> Any:
-    """Numpy stand-ins -> arrays and scalars, through dicts, lists and tuples."""
+def _materialise(value: Any, source: str, _depth: int = 0, _done: dict | None = None) -> Any:
+    """Numpy stand-ins -> arrays and scalars, through dicts, lists, tuples and stubs.
+
+    Each container is visited once (a pickle may share objects, or hold a list that contains itself:
+    omegaconf nodes point back at their parent); nesting deeper than :data:`MAX_PICKLE_DEPTH` is a
+    one-line ValueError naming ``source`` (Python would end in RecursionError)."""
+    if _done is None:
+        _done = {}
     if isinstance(value, _ArraySpec):
         return value.array(source)
     if isinstance(value, _NumpyScalar):
@@ -311,39 +332,57 @@ def _materialise(value: Any, source: str) -> Any:
         if len(value.raw) != dtype.itemsize:
             raise ValueError(f"{source}: pickled numpy scalar has {len(value.raw)} bytes for {dtype}")
         return np.frombuffer(bytes(value.raw), dtype=dtype)[0]
+    container = isinstance(value, (dict, list, tuple, PickledStub)) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type))
+    if not container:
+        return value
+    if id(value) in _done:
+        return _done[id(value)][1]
+    if _depth >= MAX_PICKLE_DEPTH:
+        raise ValueError(f"{source}: pickled data nested deeper than {MAX_PICKLE_DEPTH} levels (refused)")
+    _done[id(value)] = (value, value)  # the original is kept alive, so that its id is not reused
+    deeper = _depth + 1
     if isinstance(value, dict):
         for key in list(value):
-            value[key] = _materialise(value[key], source)
-        return value
-    if isinstance(value, list):
-        value[:] = [_materialise(v, source) for v in value]
-        return value
-    if isinstance(value, tuple):
-        return type(value)(_materialise(v, source) for v in value) if type(value) is tuple else value
-    if isinstance(value, PickledStub) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            value[key] = _materialise(value[key], source, deeper, _done)
+    elif isinstance(value, list):
+        value[:] = [_materialise(v, source, deeper, _done) for v in value]
+    elif isinstance(value, tuple):
+        if type(value) is tuple:
+            rebuilt = tuple(_materialise(v, source, deeper, _done) for v in value)
+            _done[id(value)] = (value, rebuilt)
+            return rebuilt
+    else:
         for key, item in list(vars(value).items()):
-            object.__setattr__(value, key, _materialise(item, source))  # frozen dataclasses too
+            object.__setattr__(value, key, _materialise(item, source, deeper, _done))  # frozen dataclasses too
     return value
 
 
-def to_plain(value: Any) -> Any:
+def to_plain(value: Any, *, source: str = "checkpoint", _path: tuple = ()) -> Any:
     """Config values as plain Python: Namespaces and stubs become dicts, enum stubs their value,
-    omegaconf containers their content, omegaconf nodes their value."""
+    omegaconf containers their content, omegaconf nodes their value. A value that contains itself
+    (through the parts kept) or nests deeper than :data:`MAX_PICKLE_DEPTH` is a ValueError naming ``source``."""
+    if isinstance(value, (PickledStub, types.SimpleNamespace, argparse.Namespace, dict, list, tuple)):
+        if id(value) in _path:
+            raise ValueError(f"{source}: a pickled config value contains itself (refused)")
+        if len(_path) >= MAX_PICKLE_DEPTH:
+            raise ValueError(f"{source}: pickled data nested deeper than {MAX_PICKLE_DEPTH} levels (refused)")
+        _path = _path + (id(value),)
     if isinstance(value, PickledStub):
         state = {k: v for k, v in vars(value).items() if k not in ("args", "kwargs")}
         if "_content" in state:  # omegaconf DictConfig / ListConfig
-            return to_plain(state["_content"])
+            return to_plain(state["_content"], source=source, _path=_path)
         if "_val" in state:  # omegaconf value node
-            return to_plain(state["_val"])
+            return to_plain(state["_val"], source=source, _path=_path)
         if not state and len(value.args) == 1 and not value.kwargs:
-            return to_plain(value.args[0])  # an enum member pickled as Cls(value)
-        return {k: to_plain(v) for k, v in state.items()}
+            return to_plain(value.args[0], source=source, _path=_path)  # an enum member pickled as Cls(value)
+        return {k: to_plain(v, source=source, _path=_path) for k, v in state.items()}
     if isinstance(value, (types.SimpleNamespace, argparse.Namespace)):
-        return {k: to_plain(v) for k, v in vars(value).items()}
+        return {k: to_plain(v, source=source, _path=_path) for k, v in vars(value).items()}
     if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
+        return {k: to_plain(v, source=source, _path=_path) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(to_plain(v) for v in value)
+        return type(value)(to_plain(v, source=source, _path=_path) for v in value)
     return value
 
 
@@ -359,7 +398,7 @@ def _check_file(path: Path, what: str) -> None:
 def _wo_reason(error: Exception) -> str:
     """The reason inside torch's long ``Weights only load failed`` message."""
     text = str(error)
-    match = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
     return match.group(1).strip() if match else _first_line(error)
 
 

@@ -104,6 +104,23 @@ def check_model_dir(path: Path) -> None:
         )
     if not any((path / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
         raise FileNotFoundError(f"model directory {str(path)!r} has no tokenizer.model")
+    check_tokenizer_files(path)
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """The model directory's tokenizer and generation JSONs (those present of ``tokenizer_config.json``,
+    ``special_tokens_map.json``, ``added_tokens.json``, ``generation_config.json``) read with the size
+    and depth limits of :func:`spiritlens._io.read_json` and checked against their shapes
+    (:func:`spiritlens.checkpoints.schema.check_tokenizer_file`) before transformers reads them:
+    one-line ValueError naming the file and the field."""
+    from spiritlens._io import MAX_CONFIG_BYTES, read_json
+    from spiritlens.checkpoints.schema import TOKENIZER_FILES, check_tokenizer_file
+
+    for name in TOKENIZER_FILES:
+        file = Path(path) / name
+        if file.is_file():
+            check_tokenizer_file(read_json(file, "tokenizer file", max_bytes=MAX_CONFIG_BYTES), name,
+                                 f"tokenizer file {file}")
 
 
 def speech_tokenizer_dir(model_dir: Path | None = None) -> Path | None:
@@ -122,16 +139,23 @@ def speech_tokenizer_dir(model_dir: Path | None = None) -> Path | None:
 
 
 def check_device(device) -> None:
-    """Raise ValueError (``"'<device>': <reason>"``) for a device string torch cannot parse or a CUDA
-    device on a machine without CUDA; None passes."""
+    """Raise ValueError (``"'<device>': <reason>"``) for a device string torch cannot parse, a device
+    type spiritlens does not run on (only ``cpu``, ``cuda`` and ``mps``: ``meta`` tensors hold no
+    data, others are untested), or a CUDA/MPS device this machine does not have; None passes."""
     if device is None:
         return
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError, TypeError) as error:
-        raise ValueError(f"{str(device)!r}: {error}") from None
+        raise ValueError(f"{str(device)[:60]!r}: {error}") from None
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{str(device)!r}: spiritlens runs on cpu, cuda or mps, not {parsed.type}")
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{str(device)!r}: CUDA is not available here")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"{str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{str(device)!r}: MPS is not available here")
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -9,9 +9,13 @@ difference is one ``ValueError`` naming the file and the first offending tensors
   shapes of ``model.safetensors`` / ``pytorch_model.bin`` (sharded or not; read from the
   safetensors headers or a memory-mapped, allow-listed ``torch.load``, no tensor data read)
   against ``LlamaForCausalLM(config)`` built on the meta device (no memory);
-- :func:`check_state_dict` (called by the mHuBERT and quantizer loaders): names and shapes of a
-  loaded state dict against a module's;
-- :func:`check_finite`: the first parameter holding NaN or inf, after loading.
+- :func:`read_config`: ``config.json`` against its schema (:mod:`spiritlens.checkpoints.schema`:
+  types, the largest Llama's sizes, no ``quantization_config``) before anything is built from it;
+- :func:`check_state_dict` (called by the mHuBERT, quantizer, F0 VQ-VAE and style-encoder loaders):
+  names, shapes and floating-point dtypes of a loaded state dict against a module's (built on the
+  meta device: no memory);
+- :func:`check_finite`: the first tensor holding NaN or inf (the model after loading; the speech
+  tokenizer's state dicts before they are assigned).
 
 Malformed files (bad JSON, a truncated safetensors file or one with a bad header, a truncated or
 random-byte ``pytorch_model.bin``) are one-line errors naming the file, not tracebacks.
@@ -26,7 +30,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from spiritlens._io import read_json
+from spiritlens._io import MAX_CONFIG_BYTES, read_json
+from spiritlens.checkpoints import schema
 from spiritlens.checkpoints.pickle_safe import load_weights
 
 #: Buffers older transformers versions saved and current ones recompute (never an error).
@@ -76,31 +81,51 @@ def compare_shapes(expected: Mapping[str, Iterable[int]], found: Mapping[str, It
     return result
 
 
-def check_state_dict(expected: Mapping[str, Iterable[int]], found: Mapping[str, Any], *, source: str,
+def check_state_dict(expected: Mapping[str, Any], found: Mapping[str, Any], *, source: str,
                      what: str = "checkpoint", label: Callable[[str], str] = str) -> None:
     """Raise one ValueError naming ``source`` and the first offending tensors if the state dict
-    ``found`` (tensors or shapes) differs from ``expected`` (shapes) in names or shapes."""
+    ``found`` (tensors or shapes) differs from ``expected`` (tensors, e.g. on the meta device, or
+    shapes) in names or shapes, or holds a tensor that is not floating point where ``expected``'s is
+    (int64 or bool weights would be cast silently by ``load_state_dict``, or break the forward)."""
+    if not all(isinstance(k, str) for k in found):
+        bad = next(k for k in found if not isinstance(k, str))
+        raise ValueError(f"{source}: {what} weights: key {schema.short(bad)} is not a tensor name")
     shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in found.items()}
-    mismatch = compare_shapes(expected, shapes, ignored=None)
+    wanted = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in expected.items()}
+    mismatch = compare_shapes(wanted, shapes, ignored=None)
     if mismatch:
         raise ValueError(f"{source}: {what} weights do not match its config: {mismatch.describe(label)}")
+    for name, tensor in found.items():
+        reference = expected.get(name)
+        if isinstance(tensor, torch.Tensor) and isinstance(reference, torch.Tensor) and \
+                reference.is_floating_point() and not tensor.is_floating_point():
+            raise ValueError(f"{source}: {what} weight {label(name)} is {str(tensor.dtype).removeprefix('torch.')}, "
+                             "expected floating point")
 
 
 # ---------------------------------------------------------------------------- model directories
 def read_config(model_dir: Path) -> dict:
-    """``config.json`` as a dict; one-line ValueError naming the file when it is not a JSON object or
-    a size field is not a positive integer."""
+    """``config.json`` as a dict, checked against :data:`spiritlens.checkpoints.schema.LLAMA_CONFIG`
+    (types and the size limits of the largest Llama) before anything is built from it; one-line
+    ValueError naming the file, the field and the value otherwise. A ``quantization_config`` is
+    refused (spiritlens loads plain float weights; transformers would ask for bitsandbytes or the like)."""
     path = Path(model_dir) / "config.json"
-    try:
-        config = read_json(path, "model config")
-    except UnicodeDecodeError:
-        raise ValueError(f"model config {path} is not UTF-8 text") from None
+    config = read_json(path, "model config", max_bytes=MAX_CONFIG_BYTES)
     if not isinstance(config, dict):
         raise ValueError(f"model config {path} is not a JSON object (got {type(config).__name__})")
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
-        value = config.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise ValueError(f"model config {path}: {key} must be a positive integer, got {value!r}")
+    source = f"model config {path}"
+    if config.get("quantization_config") is not None:
+        method = config["quantization_config"].get("quant_method") if isinstance(
+            config["quantization_config"], dict) else None
+        raise ValueError(f"{source}: quantization_config ({schema.short(method or config['quantization_config'])}) "
+                         "is not supported: spiritlens loads unquantized float weights (a SpiritLM checkpoint "
+                         "has none)")
+    schema.check(config, schema.LLAMA_CONFIG, source)
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    if config.get("head_dim") is None and config["hidden_size"] % heads:
+        schema.fail(source, "num_attention_heads", heads, f"a divisor of hidden_size {config['hidden_size']}")
+    if heads % kv_heads:
+        schema.fail(source, "num_key_value_heads", kv_heads, f"a divisor of num_attention_heads {heads}")
     return config
 
 
@@ -144,19 +169,31 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Names and shapes of one weight file without reading its data (safetensors header, or a
-    memory-mapped allow-listed ``torch.load``); one-line ValueError naming the file if unreadable."""
+    memory-mapped allow-listed ``torch.load``); one-line ValueError naming the file if unreadable
+    or if a tensor is not floating point (an int64 or bool weight would be cast silently)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as handle:
-                return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+                found = {name: handle.get_slice(name) for name in handle.keys()}
+                shapes = {name: tuple(part.get_shape()) for name, part in found.items()}
+                dtypes = {name: part.get_dtype() for name, part in found.items()}
         except Exception as error:  # noqa: BLE001 - SafetensorError and OSError for truncated files
             raise ValueError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+        bad = next((name for name, dtype in dtypes.items() if dtype not in ("F64", "F32", "F16", "BF16")), None)
+        if bad is not None:
+            raise ValueError(f"{path}: weight {bad} is {dtypes[bad]}, expected floating point")
+        return shapes
     state = load_weights(path, "model weights", mmap=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise ValueError(f"{path}: not a state dict of tensors (got {type(state).__name__})")
+    bad = next((name for name, tensor in state.items() if not tensor.is_floating_point()), None)
+    if bad is not None:
+        raise ValueError(f"{path}: weight {bad} is {str(state[bad].dtype).removeprefix('torch.')}, "
+                         "expected floating point")
     return {name: tuple(tensor.shape) for name, tensor in state.items()}
 
 

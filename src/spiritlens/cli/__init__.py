@@ -3,7 +3,12 @@
 Each subcommand lives in its own module with ``add_parser(subparsers)``, which registers the
 parser and sets ``func`` (a callable taking the parsed namespace and returning an exit code).
 Errors about user input (ValueError, FileNotFoundError) become one line on stderr and exit 2, and so
-does a missing optional extra (an ImportError whose message gives its ``pip install`` line).
+do a missing optional extra (an ImportError whose message gives its ``pip install`` line) and an
+output the storage refuses (disk full, file too large, read-only or permission denied:
+:func:`spiritlens._io.is_output_error`; :func:`spiritlens._io.save_or_rescue` has already put a
+finished result elsewhere and the line says where). Every error line is printed with terminal
+control characters in a visible form (:func:`spiritlens.figures.escape.terminal_text`): a file
+name or a prompt holding ESC sequences cannot move the cursor.
 ``--help`` of every command shows every option's default; ``spiritlens --version`` prints the version.
 """
 
@@ -12,6 +17,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from spiritlens._io import OutputError, is_output_error
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions as written, and ``(default: …)`` after the help of every option that has a
@@ -77,16 +84,39 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
             NotImplementedError) as error:
-        print(f"spiritlens {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _error_line(args.command, error)
+    except OSError as error:
+        if not is_output_error(error):  # not the storage refusing a write: keep the traceback
+            raise
+        return _error_line(args.command, error)
     except ImportError as error:
         if "pip install" not in str(error):  # not a missing optional extra: a bug, keep its traceback
             raise
-        print(f"spiritlens {args.command}: error: {error}", file=sys.stderr)  # the extra's install line
-        return 2
+        return _error_line(args.command, error)  # the extra's install line
     except KeyboardInterrupt:
         print(f"spiritlens {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def print_json_last_resort(data) -> str:
+    """Print a finished result's JSON on standard output when no file could hold it (the last resort
+    of :func:`spiritlens._io.save_or_rescue`); returns what was done, for the error line."""
+    from spiritlens._io import json_text
+
+    print(json_text(data), flush=True)
+    return "it is printed on standard output above"
+
+
+def _error_line(command: str, error: BaseException) -> int:
+    """Print ``spiritlens <command>: error: <message>`` (one line, control characters visible); return 2."""
+    from spiritlens.figures.escape import terminal_text
+
+    message = str(error)
+    if isinstance(error, OSError) and not isinstance(error, OutputError) and error.strerror and error.filename:
+        verb = "cannot write " if is_output_error(error) and not isinstance(error, PermissionError) else ""
+        message = f"{verb}{error.filename}: {error.strerror}"  # not "[Errno 28] No space left on device: '…'"
+    print(f"spiritlens {command}: error: {terminal_text(message)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -145,9 +145,10 @@ def run_fact(args) -> int:
     from spiritlens.figures.crossmodal import write_fact_outputs
     from spiritlens.traces import parse_noise
     from spiritlens.traces.noise import check_sigma
+    from spiritlens.checkpoints.schema import check_samples
 
     _choices(args)
-    _at_least_one(args.samples, "--samples")
+    check_samples(_at_least_one(args.samples, "--samples"), "--samples")
     spec = parse_noise(args.noise)
     check_sigma(args.sigma, "--sigma")
     # every path before the model loads, not after the analyses (spiritlens.cli.paths)

@@ -102,6 +102,8 @@ def _subject_range(text: str | None) -> tuple[int, int] | None:
 
 def run(args) -> int:
     from spiritlens import HookedSpiritLM
+    from spiritlens._io import save_or_rescue
+    from spiritlens.checkpoints.schema import check_samples
     from spiritlens.figures.heatmap import plot_trace_heatmap
     from spiritlens.traces import parse_noise, subject_sigma, trace
     from spiritlens.traces.noise import check_sigma
@@ -118,6 +120,7 @@ def run(args) -> int:
             raise ValueError("--verify-top checks a screen: give --method attribution or attribution_qk")
         if args.verify_top < 1:
             raise ValueError(f"--verify-top must be an integer >= 1, got {args.verify_top}")
+    check_samples(args.samples, "--samples")
     spec = parse_noise(args.noise)
     check_sigma(args.sigma, "--sigma")
     _check_paths(args)  # every path before the model loads: a minute of loading, or a finished trace, is not lost
@@ -145,7 +148,8 @@ def run(args) -> int:
         name=json_path.stem, method=args.method, verify_top=args.verify_top, verify_rank=args.verify_rank,
     )
     result.extra.update(extra, **sigma_record, tokenization=model.tokenization.to_dict())
-    result.save(json_path)
+    from spiritlens.cli import print_json_last_resort  # a finished trace is never lost to an output error
+    save_or_rescue(result.save, json_path, "trace", last_resort=lambda: print_json_last_resort(result.to_json()))
     png = Path(args.png) if args.png else json_path.with_suffix(".png")
     plot_trace_heatmap(result, png)
     print(f"answer {result.answer!r} ({result.answer_rule}): high {result.high_score:.4f}, "

@@ -3,7 +3,9 @@ spans; with ``--expressive`` also pitch and style codes and the merged Expressiv
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+
+from spiritlens.audio.waveform import MAX_SECONDS
 
 
 def add_parser(subparsers) -> None:
@@ -24,18 +26,38 @@ def add_parser(subparsers) -> None:
                         help="also pitch [Pi…] (FCPE + F0 VQ-VAE, 12.5 Hz) and style [St…] (1 Hz) tokens, merged with "
                              "the HuBERT units as SpiritLM Expressive writes them (needs vqvae_f0_quantizer/ and "
                              "style_encoder_w2v2/ in the folder, and torchfcpe installed)")
+    parser.add_argument("--max-audio-seconds", default=f"{MAX_SECONDS:g}", metavar="S",
+                        help="refuse audio longer than S seconds (0: no limit)")
     parser.set_defaults(func=run)
 
 
+def _seconds(text: str) -> float | None:
+    """``--max-audio-seconds``: a number of seconds >= 0, 0 meaning no limit (None); one-line ValueError."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"--max-audio-seconds must be a number of seconds >= 0 (0: no limit), got {text!r}")
+    return value or None
+
+
 def run(args) -> int:
-    from spiritlens._io import write_json_atomic
+    from spiritlens._io import save_or_rescue, write_json_atomic
     from spiritlens.audio.waveform import load_audio
+    from spiritlens.cli import print_json_last_resort
     from spiritlens.cli.paths import check_output_file
     from spiritlens.units import SpeechTokenizer, default_speech_tokenizer_dir
 
     check_output_file(args.json_out, "--json")  # before any model loads (spiritlens.cli.paths)
+    max_seconds = _seconds(args.max_audio_seconds)
     directory = default_speech_tokenizer_dir(args.speech_tokenizer)
-    wave = load_audio(args.audio)  # bad audio fails before the model is loaded
+    wave = load_audio(args.audio, max_seconds=max_seconds)  # bad audio fails before the model loads
+
+    def save(data: dict) -> None:
+        save_or_rescue(lambda path: write_json_atomic(path, data), args.json_out, "units",
+                       last_resort=lambda: print_json_last_resort(data))
+
     if args.expressive:
         from spiritlens.units.expressive import ExpressiveTokenizer
 
@@ -44,11 +66,11 @@ def run(args) -> int:
         except ImportError as error:  # torchfcpe (or its einops/local-attention) missing: one line, exit 2
             raise ValueError(str(error)) from None
         units = tokenizer.encode(wave)
-        write_json_atomic(Path(args.json_out), units.to_json())
+        save(units.to_json())
         print(f"{args.audio}: {len(units.hubert.units)} HuBERT frames, {len(units.pitch)} pitch codes, "
               f"{len(units.style)} style codes -> {len(units.tokens)} tokens -> {args.json_out}")
         return 0
     units = SpeechTokenizer.from_dir(directory).encode(wave)
-    write_json_atomic(Path(args.json_out), units.to_json())
+    save(units.to_json())
     print(f"{args.audio}: {len(units.units)} frames, {len(units.tokens)} tokens -> {args.json_out}")
     return 0

@@ -44,6 +44,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from spiritlens.checkpoints.schema import check_samples
 from spiritlens.interventions import AnswerScore, InterventionRun, Restore
 from spiritlens.traces.noise import embedding_noise, noise_scale, parse_noise
 from spiritlens.crossmodal.fact import (
@@ -181,6 +182,7 @@ def cross_modal_patching(model, fact: CrossModalFact, *, noise: float | str = "3
     """
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    check_samples(samples)
     modes, directions = check_choices("modes", modes, PATCH_MODES), check_choices("directions", directions, PATCH_DIRECTIONS)
     spec = parse_noise(noise)
     L, d = model.cfg.n_layers, model.cfg.d_model

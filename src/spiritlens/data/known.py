@@ -4,13 +4,13 @@ Where the file comes from: one rule for every command (``spiritlens trace``, ``s
 experiment``) and the Python API, :func:`find_known`, in order: the ``path`` argument (``--known``);
 ``$SPIRITLENS_KNOWN_PATH``; the cache (``cache_dir``, default ``~/.cache/spiritlens/known_1000.json``);
 ``../shared/data/known_1000.json`` next to a source checkout; else it is downloaded into the cache
-from ROME's site. A record that cannot be used (a missing field, a subject that does not occur in its prompt, a
+from ROME's site. A record that cannot be used (a missing field, a field of the wrong type or beyond the limits of
+:data:`spiritlens.checkpoints.schema.KNOWN_RECORD`, a subject that does not occur in its prompt, a
 repeated ``known_id``) is left out and reported in :attr:`KnownDataset.problems`; the rest load.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import urllib.error
@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spiritlens._io import read_json, write_atomic
+from spiritlens._io import MAX_JSON_BYTES, loads_json, read_json, write_atomic
+from spiritlens.checkpoints import schema
 
 __all__ = [
     "KNOWN_URL",
@@ -123,11 +124,19 @@ def _record_problem(index: int, raw: Any, seen: set[int]) -> tuple[int | None, s
         return None, f"record #{index} is a {type(raw).__name__}, not an object"
     known_id = raw.get("known_id")
     if isinstance(known_id, bool) or not isinstance(known_id, int):
-        return None, f"record #{index} has no integer known_id (got {known_id!r})"
+        return None, f"record #{index} has no integer known_id (got {schema.short(known_id)})"
+    try:
+        schema.check_value(known_id, schema.KNOWN_RECORD["known_id"], f"record #{index}", "known_id")
+    except ValueError as error:  # an id of 260 digits would name a result file no file system accepts
+        return None, str(error)
     for key in _REQUIRED_TEXT:
         value = raw.get(key)
         if not isinstance(value, str) or not value.strip():
             return known_id, f"missing or empty {key}"
+    try:
+        schema.check(raw, schema.KNOWN_RECORD, f"record #{index}")
+    except ValueError as error:
+        return known_id, str(error)
     if raw["subject"] not in raw["prompt"]:
         return known_id, f"subject {raw['subject']!r} not in prompt {raw['prompt']!r}"
     if known_id in seen:
@@ -157,12 +166,14 @@ def _download(url: str, dest: Path, timeout: float) -> None:
     hint = f"pass a local copy with load_known(path=...) or set ${ENV_KNOWN_PATH}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            payload = response.read()
+            payload = response.read(MAX_JSON_BYTES + 1)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise KnownDataUnavailable(f"cannot download the Known dataset from {url} ({reason}); {hint}") from None
     try:
-        json.loads(payload)
+        if len(payload) > MAX_JSON_BYTES:
+            raise ValueError("too large")
+        loads_json(payload.decode("utf-8"), url)
     except ValueError:
         raise KnownDataUnavailable(f"the file downloaded from {url} is not valid JSON; {hint}") from None
     write_atomic(dest, payload)

@@ -34,12 +34,15 @@ def resolve_checkpoints(config, out: Path, *, progress: bool = True,
     """
     if config.embedded:
         if config.random_weights:
-            from spiritlens.synthetic.tiny import make_tiny_checkpoints
+            from spiritlens.synthetic.tiny import check_nothing_to_overwrite, make_tiny_checkpoints
 
             root = out / "checkpoints"
             if not (root / ".complete").is_file():
                 log(f"[prepare] writing tiny random-weight SpiritLM checkpoints to {root}")
-                make_tiny_checkpoints(root, force=True)  # its own folder, perhaps half-written by a killed run
+                if not (root / ".building").is_file():  # else: its own folder, half-written by a killed run
+                    check_nothing_to_overwrite(root, hint="not written by an experiment: give another --out")
+                    write_atomic(root / ".building", "tiny random weights\n")
+                make_tiny_checkpoints(root, force=True)
                 write_atomic(root / ".complete", "tiny random weights\n")
         else:
             from spiritlens.synthetic.toy.build import toy_checkpoints

@@ -150,6 +150,7 @@ def _subset(values: tuple, allowed: tuple, flag: str) -> None:
 
 def check_settings(config: ExperimentConfig) -> None:
     """Checks that need nothing but the values; ValueError naming the command-line flag."""
+    from spiritlens.checkpoints.schema import check_samples
     from spiritlens.checkpoints.tree import check_dtype_name
     from spiritlens.data.asr import ASR_BACKENDS
     from spiritlens.data.judge import LABELS
@@ -162,6 +163,7 @@ def check_settings(config: ExperimentConfig) -> None:
     _int(config, "n_prompts", "--prompts", 1, optional=True)
     _int(config, "subset_seed", "--subset-seed", 0)
     _int(config, "samples", "--samples", 1)
+    check_samples(config.samples, "--samples")
     _int(config, "seed", "--seed", 0)
     if config.seed >= 2**32:
         raise ValueError(f"--seed must be below 2**32 (numpy's RandomState), got {config.seed}")

@@ -376,7 +376,10 @@ class HookedSpiritLM:
     def check_token_ids(self, ids: "torch.Tensor | Sequence[int]", where: str = "token ids") -> None:
         """Raise ValueError naming the first id outside ``0 .. n_token_ids - 1`` (negative, at or
         beyond the embedding's ``d_vocab`` rows, or a padding row no piece belongs to)."""
-        tensor = torch.as_tensor(ids)
+        try:
+            tensor = torch.as_tensor(ids)
+        except (RuntimeError, OverflowError, TypeError, ValueError):  # "Overflow when unpacking long long"
+            raise ValueError(f"{where} must be integers within int64, got {str(ids)[:60]}") from None
         if tensor.numel() == 0:
             raise ValueError(f"{where} are empty")
         if tensor.dtype.is_floating_point or tensor.dtype == torch.bool or tensor.is_complex():

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from spiritlens._io import save_torch, write_atomic
 from spiritlens.tokens.vocab import (
     N_HUBERT_TOKENS,
     N_PITCH_TOKENS,
@@ -181,8 +182,8 @@ def write_tokenizer_files(directory: str | Path, *, expressive: bool = False, se
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     in_model = layout == "sentencepiece"
-    (directory / "tokenizer.model").write_bytes(
-        train_tokenizer_model(expressive=expressive, seed=seed, spirit_pieces=in_model))
+    write_atomic(directory / "tokenizer.model",
+                 train_tokenizer_model(expressive=expressive, seed=seed, spirit_pieces=in_model))
     special_map: dict = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
     config: dict = {
         "add_bos_token": True,
@@ -214,12 +215,12 @@ def write_tokenizer_files(directory: str | Path, *, expressive: bool = False, se
             flag = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
             special_map["additional_special_tokens"] = [{"content": t, **flag} for t in tokens]
         else:
-            (directory / "added_tokens.json").write_text(
-                json.dumps({t: TEXT_PIECES + k for k, t in enumerate(tokens)}, indent=2))
+            write_atomic(directory / "added_tokens.json",
+                         json.dumps({t: TEXT_PIECES + k for k, t in enumerate(tokens)}, indent=2))
             if special:
                 special_map["additional_special_tokens"] = tokens
-    (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2))
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    write_atomic(directory / "special_tokens_map.json", json.dumps(special_map, indent=2))
+    write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2))
     return directory
 
 
@@ -261,7 +262,7 @@ def write_weights(state_dict: dict[str, torch.Tensor], directory: Path, *, fmt: 
 
     def save(part: dict[str, torch.Tensor], path: Path) -> None:
         if fmt == "bin":
-            torch.save(part, path)
+            save_torch(part, path)
         else:
             from safetensors.torch import save_file
 
@@ -279,7 +280,7 @@ def write_weights(state_dict: dict[str, torch.Tensor], directory: Path, *, fmt: 
         weight_map.update({n: file_name for n in part_names})
     total = sum(t.numel() * t.element_size() for t in state_dict.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (directory / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2))
+    write_atomic(directory / f"{stem}.{ext}.index.json", json.dumps(index, indent=2))
 
 
 def write_tiny_model(directory: str | Path, *, expressive: bool = False, seed: int = 0,
@@ -299,15 +300,32 @@ def write_tiny_model(directory: str | Path, *, expressive: bool = False, seed: i
     n_ids = TEXT_PIECES + 2 + N_HUBERT_TOKENS + (N_PITCH_TOKENS + N_STYLE_TOKENS if expressive else 0)
     vocab_size = -(-n_ids // 256) * 256  # padded, like SpiritLM's 32512 / 32768
     config_dict = tiny_llama_config(**{"vocab_size": vocab_size, **config_overrides})
-    (directory / "config.json").write_text(json.dumps(config_dict, indent=2))
+    write_atomic(directory / "config.json", json.dumps(config_dict, indent=2))
     generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": False}
-    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    write_atomic(directory / "generation_config.json", json.dumps(generation, indent=2))
     torch.manual_seed(seed)
     config = LlamaConfig(**{k: v for k, v in config_dict.items() if k != "architectures"})
     model = LlamaForCausalLM(config)
     state = {k: v.detach().to(dtype).clone() for k, v in model.state_dict().items()}
     write_weights(state, directory, fmt=fmt, shards=shards)
     return directory
+
+
+def check_nothing_to_overwrite(root: str | Path, *, speech: bool = True,
+                               hint: str = "pass force=True, or --force on the command line") -> None:
+    """FileExistsError naming the first folder :func:`make_tiny_checkpoints` would write under ``root``
+    (both models; with ``speech``, ``hubert_25hz/``, ``vqvae_f0_quantizer/``, ``style_encoder_w2v2/``)
+    that already holds files; ``hint`` says how to go on."""
+    from spiritlens.units.pitch import F0_QUANTIZER_DIR
+    from spiritlens.units.style import STYLE_DIR
+
+    root = Path(root)
+    targets = [variant_dir(root, BASE), variant_dir(root, EXPRESSIVE)]
+    if speech:
+        targets += [speech_tokenizer_folder(root) / name for name in ("hubert_25hz", F0_QUANTIZER_DIR, STYLE_DIR)]
+    for target in targets:
+        if target.is_dir() and any(target.iterdir()):
+            raise FileExistsError(f"{target} already holds files: refusing to overwrite them ({hint})")
 
 
 def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = True, force: bool = False,
@@ -321,12 +339,7 @@ def make_tiny_checkpoints(root: str | Path, *, seed: int = 0, speech: bool = Tru
     """
     root = Path(root)
     if not force:
-        targets = [variant_dir(root, BASE), variant_dir(root, EXPRESSIVE)]
-        targets += [speech_tokenizer_folder(root) / "hubert_25hz"] if speech else []
-        for target in targets:
-            if target.is_dir() and any(target.iterdir()):
-                raise FileExistsError(f"{target} already holds files: refusing to overwrite them "
-                                      "(pass force=True, or --force on the command line)")
+        check_nothing_to_overwrite(root, speech=speech)
     write_tiny_model(variant_dir(root, BASE), expressive=False, seed=seed, **tokenizer_options)
     write_tiny_model(variant_dir(root, EXPRESSIVE), expressive=True, seed=seed + 1, **tokenizer_options)
     if speech:

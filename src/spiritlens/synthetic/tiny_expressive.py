@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from spiritlens._io import save_torch, write_atomic
 from spiritlens.units.pitch import F0_CONFIG_FILE, F0_MODEL_FILE, F0Quantizer
 from spiritlens.units.style import DEVICE_MARKER, STYLE_CONFIG_FILE, STYLE_WEIGHTS_FILE
 
@@ -102,7 +103,7 @@ def write_tiny_f0_quantizer(speech_tokenizer_dir: str | Path, *, seed: int = 0, 
     directory = Path(speech_tokenizer_dir)
     cfg = json.loads(json.dumps(config or TINY_F0_CONFIG))
     (directory / F0_CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (directory / F0_CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_atomic(directory / F0_CONFIG_FILE, yaml.safe_dump(cfg, sort_keys=False))
     generator = torch.Generator().manual_seed(seed + 101)
     model = F0Quantizer(cfg)
     state = {}
@@ -121,7 +122,7 @@ def write_tiny_f0_quantizer(speech_tokenizer_dir: str | Path, *, seed: int = 0, 
     noise = torch.randn(vq["l_bins"], vq["emb_width"], generator=generator) * 0.01 * rows.std()
     state["vq.level_blocks.0.k"] = rows[pick] + noise
     state.update(_f0_decoder_state(cfg["decoder_params"], generator))
-    torch.save({"model": state, "steps": 0, "epoch": 0}, directory / F0_MODEL_FILE)
+    save_torch({"model": state, "steps": 0, "epoch": 0}, directory / F0_MODEL_FILE)
     return directory / F0_MODEL_FILE.parent
 
 
@@ -155,8 +156,8 @@ def write_tiny_style_encoder(speech_tokenizer_dir: str | Path, *, seed: int = 0,
     config_json = wav2vec2_config.to_dict()
     config_json["architectures"] = ["Wav2Vec2StyleEncoder"]
     config_json.pop("transformers_version", None)
-    (root / STYLE_CONFIG_FILE).write_text(json.dumps(config_json, indent=2, sort_keys=True))
-    torch.save(state, root / STYLE_WEIGHTS_FILE)
+    write_atomic(root / STYLE_CONFIG_FILE, json.dumps(config_json, indent=2, sort_keys=True))
+    save_torch(state, root / STYLE_WEIGHTS_FILE)
     return directory
 
 

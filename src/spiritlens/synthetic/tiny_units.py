@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from spiritlens._io import save_torch
 from spiritlens.units.hubert import HUBERT_FILE, parse_conv_layers
 from spiritlens.units.quantizer import QUANTIZER_FILE, linear_quantizer_sizes
 
@@ -93,12 +94,12 @@ def write_tiny_speech_tokenizer(speech_tokenizer_dir: str | Path, *, seed: int =
     weights = tiny_fairseq_state_dict(mcfg, generator)
     symbols = ["<s>", "<pad>", "</s>", "<unk>"] + [str(i) for i in range(TINY_VOCAB_SIZE)]
     if layout == "converted":
-        torch.save({"model_cfg": mcfg, "task_cfg": tcfg, "model_weight": weights,
+        save_torch({"model_cfg": mcfg, "task_cfg": tcfg, "model_weight": weights,
                     "dictionaries_symbols": [symbols]}, directory / HUBERT_FILE)
     else:
         _save_fairseq(directory / HUBERT_FILE, mcfg, tcfg, weights, symbols)
     dim = int(mcfg["encoder_embed_dim"])
-    torch.save(tiny_quantizer_checkpoint(dim, generator), directory / QUANTIZER_FILE)
+    save_torch(tiny_quantizer_checkpoint(dim, generator), directory / QUANTIZER_FILE)
     return directory
 
 
@@ -217,4 +218,4 @@ def _save_fairseq(path: Path, mcfg: dict, tcfg: dict, weights: dict, symbols: li
         "last_optimizer_state": None,
     }
     with _as_fairseq_class(_FairseqDictionary, "fairseq.data.dictionary", "Dictionary"):
-        torch.save(checkpoint, path)
+        save_torch(checkpoint, path)

@@ -33,6 +33,7 @@ from spiritlens._io import (  # noqa: F401 - content_checksum, checksum_problem:
     CHECKSUM_FIELD,
     checksum_problem,
     content_checksum,
+    loads_json,
     sha256_file,
     write_atomic,
     write_json_atomic,
@@ -215,8 +216,8 @@ class TraceResult:
         invalid probabilities or inconsistent shapes (:meth:`validate`) is a ValueError too."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            data = loads_json(path.read_text(encoding="utf-8"), "the file")  # nesting bounded before parsing
+        except (OSError, UnicodeDecodeError, ValueError) as error:
             raise UntrustedFile("trace result", path, f"unreadable ({error})") from None
         if not isinstance(data, dict):
             raise UntrustedFile("trace result", path, "not a JSON object")

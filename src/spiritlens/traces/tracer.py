@@ -33,6 +33,7 @@ from typing import Any, Callable, Collection, Sequence
 import numpy as np
 import torch
 
+from spiritlens.checkpoints.schema import check_samples
 from spiritlens.interventions import AnswerScore, InterventionRun, KIND_SITE, Restore
 from spiritlens.traces.answer import AnswerRule, resolve_answer
 from spiritlens.traces.noise import NoiseSpec, embedding_noise, noise_scale, parse_noise, subject_sigma
@@ -83,6 +84,7 @@ class Tracer:
                  max_batch_cells: int | None = None, corruption=None):
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
             raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        check_samples(samples)
         if max_batch_cells is not None and max_batch_cells < 1:
             raise ValueError(f"max_batch_cells must be >= 1, got {max_batch_cells}")
         self.model = model

@@ -21,7 +21,6 @@ which is what fairseq's ``extract_features(output_layer=11)`` returns.
 from __future__ import annotations
 
 import ast
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from spiritlens._io import MAX_CONFIG_BYTES, read_json
+from spiritlens.checkpoints import schema
 from spiritlens.checkpoints.pickle_safe import load_checkpoint, to_plain
 from spiritlens.checkpoints.validate import check_finite, check_state_dict
 
@@ -132,52 +133,98 @@ def read_hubert_checkpoint(path: str | Path) -> HubertCheckpoint:
         weights, layout = states["model_weight"], "converted"
         symbols = states.get("dictionaries_symbols") or []
     elif "model" in states and ("cfg" in states or "args" in states):
-        cfg = to_plain(states.get("cfg"))
-        if cfg and cfg.get("model") is not None:
+        cfg = to_plain(states.get("cfg"), source=str(path))
+        if isinstance(cfg, dict) and cfg.get("model") is not None:
             model_cfg, task_cfg = cfg["model"], cfg.get("task") or {}
         elif states.get("args") is not None:
-            model_cfg = task_cfg = to_plain(states["args"])
+            model_cfg = task_cfg = to_plain(states["args"], source=str(path))
         else:
             raise ValueError(f"{path}: fairseq checkpoint has neither cfg.model nor args")
         weights, layout = states["model"], "fairseq"
-        dictionaries = (to_plain(states.get("task_state")) or {}).get("dictionaries") or []
-        symbols = [d.get("symbols") if isinstance(d, dict) else None for d in dictionaries]
+        task_state = to_plain(states.get("task_state"), source=str(path))
+        dictionaries = (task_state.get("dictionaries") if isinstance(task_state, dict) else None) or []
+        symbols = [d.get("symbols") if isinstance(d, dict) else None for d in dictionaries] \
+            if isinstance(dictionaries, (list, tuple)) else []
     else:
         raise ValueError(f"{path}: not an mHuBERT checkpoint: expected keys model_cfg/model_weight "
                          f"(converted) or cfg|args/model (fairseq), found {sorted(states)[:8]}")
-    if not isinstance(model_cfg, dict) or not isinstance(weights, dict):
-        raise ValueError(f"{path}: mHuBERT checkpoint config or weights are not mappings")
-    bad = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
+    if not isinstance(weights, dict):
+        raise ValueError(f"{path}: mHuBERT weights are a {type(weights).__name__}, not a mapping of tensors")
+    check_hubert_cfg(model_cfg, task_cfg, str(path))
+    bad = [k for k, v in weights.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise ValueError(f"{path}: mHuBERT weight {bad[0]} is not a tensor")
+        raise ValueError(f"{path}: mHuBERT weight {schema.short(bad[0])} is not a tensor")
     return HubertCheckpoint(model_cfg=dict(model_cfg), task_cfg=dict(task_cfg), state_dict=dict(weights),
                             layout=layout, source=str(path), dictionaries_symbols=list(symbols))
+
+
+def check_hubert_cfg(model_cfg: Any, task_cfg: Any, source: str) -> None:
+    """``model_cfg``/``task_cfg`` against :data:`spiritlens.checkpoints.schema.HUBERT_MODEL_CFG` and
+    ``HUBERT_TASK_CFG`` (types, HuBERT X-Large's sizes as limits), the heads and positional-conv groups
+    dividing the width, and ``conv_feature_layers`` parsed within its limits; one-line ValueError
+    naming the file and the field."""
+    for name, cfg, spec in (("model_cfg", model_cfg, schema.HUBERT_MODEL_CFG),
+                            ("task_cfg", task_cfg, schema.HUBERT_TASK_CFG)):
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{source}: {name} is a {type(cfg).__name__}, expected a mapping of fields")
+        schema.check(cfg, spec, source, prefix=name + ".")
+    width = model_cfg.get("encoder_embed_dim", _FAIRSEQ_DEFAULTS["encoder_embed_dim"])
+    for key in ("encoder_attention_heads", "conv_pos_groups"):
+        value = model_cfg.get(key, _FAIRSEQ_DEFAULTS[key])
+        if width % value:
+            schema.fail(source, f"model_cfg.{key}", value, f"a divisor of encoder_embed_dim {width}")
+    parse_conv_layers(model_cfg.get("conv_feature_layers", _FAIRSEQ_DEFAULTS["conv_feature_layers"]), source=source)
 
 
 def parse_conv_layers(spec: str | list, *, source: str = "mHuBERT") -> list[tuple[int, int, int]]:
     """fairseq's ``conv_feature_layers`` (e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``) as triples.
 
-    Evaluated safely (list/tuple literals, ``+`` and ``*`` only), never with ``eval``.
+    Evaluated safely (integer, list and tuple literals, ``+`` and ``*`` only), never with ``eval``,
+    and bounded while it is evaluated: no list longer than ``MAX_CONV_LAYERS`` (16; SpiritLM's has 8)
+    is ever built, and every dim, kernel and stride must lie within the limits of
+    :mod:`spiritlens.checkpoints.schema` (1024, 128, 16). ValueError naming ``source`` otherwise.
     """
+    limit = schema.MAX_CONV_LAYERS
 
     def value(node: ast.AST):
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
             return node.value
         if isinstance(node, (ast.List, ast.Tuple)):
+            if len(node.elts) > limit:
+                raise ValueError(f"more than {limit} items")
             items = [value(e) for e in node.elts]
             return items if isinstance(node, ast.List) else tuple(items)
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
             left, right = value(node.left), value(node.right)
+            if isinstance(node.op, ast.Mult):
+                count, seq = (right, left) if isinstance(left, (list, tuple)) else (left, right)
+                if isinstance(seq, (list, tuple)) and isinstance(count, int) and len(seq) * max(count, 0) > limit:
+                    raise ValueError(f"a list of {len(seq)} x {count} items, more than {limit} layers")
+                if isinstance(left, int) and isinstance(right, int) and abs(left * right) > 10**6:
+                    raise ValueError("a number above 10**6")
+            elif isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)) and len(left) + len(right) > limit:
+                raise ValueError(f"more than {limit} layers")
             return left + right if isinstance(node.op, ast.Add) else left * right
         raise ValueError(type(node).__name__)
 
     try:
-        layers = value(ast.parse(spec, mode="eval").body) if isinstance(spec, str) else list(spec)
+        if isinstance(spec, str):
+            if len(spec) > 1000:
+                raise ValueError(f"{len(spec)} characters, more than 1000")
+            layers = value(ast.parse(spec, mode="eval").body)
+        else:
+            layers = list(spec)
+        if len(layers) > limit:
+            raise ValueError(f"{len(layers)} layers, more than {limit}")
         triples = [tuple(int(x) for x in layer) for layer in layers]
         if not triples or any(len(t) != 3 or min(t) <= 0 for t in triples):
             raise ValueError("not (dim, kernel, stride) triples")
-    except (ValueError, TypeError, SyntaxError) as error:
-        raise ValueError(f"{source}: cannot parse conv_feature_layers {spec!r} ({error})") from None
+        for dim, kernel, stride in triples:
+            if dim > schema.MAX_CONV_DIM or kernel > schema.MAX_CONV_KERNEL or stride > schema.MAX_CONV_STRIDE:
+                raise ValueError(f"layer {(dim, kernel, stride)} beyond the limits: dim <= {schema.MAX_CONV_DIM}, "
+                                 f"kernel <= {schema.MAX_CONV_KERNEL}, stride <= {schema.MAX_CONV_STRIDE}")
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as error:
+        raise ValueError(f"{source}: cannot parse conv_feature_layers {schema.short(spec)} ({error})") from None
     return triples  # type: ignore[return-value]
 
 
@@ -258,8 +305,9 @@ def hf_key(fairseq_key: str) -> str | None:
     return fairseq_key
 
 
-def convert_state_dict(checkpoint: HubertCheckpoint, expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
-    """fairseq weights renamed for a HF model whose parameter shapes are ``expected``; strict.
+def convert_state_dict(checkpoint: HubertCheckpoint, expected: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """fairseq weights renamed for a HF model whose parameters are ``expected`` (meta tensors, or
+    shapes); strict.
 
     Raises one ValueError naming the file and the first missing, unused or wrongly shaped weights
     (:func:`spiritlens.checkpoints.validate.check_state_dict`).
@@ -280,11 +328,12 @@ def convert_state_dict(checkpoint: HubertCheckpoint, expected: dict[str, torch.S
             continue
         converted[name], origin[name] = tensor, key
     proj = "feature_projection.projection."
-    if proj + "weight" in expected and proj + "weight" not in converted and "post_extract_proj.weight" not in \
-            checkpoint.state_dict and expected[proj + "weight"][0] == expected[proj + "weight"][1]:
+    shape = tuple(getattr(expected.get(proj + "weight"), "shape", expected.get(proj + "weight")) or ())
+    if shape and proj + "weight" not in converted and "post_extract_proj.weight" not in \
+            checkpoint.state_dict and shape[0] == shape[1]:
         # fairseq has no post_extract_proj when conv dim == hidden size: the identity.
-        converted[proj + "weight"] = torch.eye(expected[proj + "weight"][0])
-        converted[proj + "bias"] = torch.zeros(expected[proj + "weight"][0])
+        converted[proj + "weight"] = torch.eye(shape[0])
+        converted[proj + "bias"] = torch.zeros(shape[0])
     found = {**converted, **{key: checkpoint.state_dict[key] for key in unused}}
     check_state_dict(expected, found, source=source, what="mHuBERT",
                      label=lambda name: name if origin.get(name, name) == name else f"{origin[name]} (HF {name})")
@@ -299,7 +348,7 @@ def build_hubert_model(checkpoint: HubertCheckpoint, *, dtype: torch.dtype = tor
     config._attn_implementation = "eager"
     with torch.device("meta"):
         model = HubertModel(config)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
+    expected = model.state_dict()  # meta tensors: names, shapes and dtypes, no memory
     weights = convert_state_dict(checkpoint, expected)
     check_finite(checkpoint.state_dict.items(), checkpoint.source)
     model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True, assign=True)
@@ -344,9 +393,15 @@ class HubertFeatures:
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory}: no config.json (not a transformers model directory)")
+        config = read_json(directory / "config.json", "mHuBERT config", max_bytes=MAX_CONFIG_BYTES)
+        schema.check(config, {**schema.WAV2VEC2_CONFIG, "model_type": schema.Str("hubert")},
+                     f"mHuBERT config {directory / 'config.json'}")
         model = HubertModel.from_pretrained(str(directory), attn_implementation="eager").to(device).eval()
+        check_finite(model.named_parameters(), str(directory))
         pre_path = directory / "preprocessor_config.json"
-        pre = json.loads(pre_path.read_text()) if pre_path.is_file() else {}
+        pre = read_json(pre_path, "feature extractor config", max_bytes=MAX_CONFIG_BYTES) if pre_path.is_file() else {}
+        schema.check(pre, {"do_normalize": schema.Bool(), "sampling_rate": schema.HUBERT_TASK_CFG["sample_rate"]},
+                     f"feature extractor config {pre_path}")
         layers = list(zip(model.config.conv_dim, model.config.conv_kernel, model.config.conv_stride))
         return cls(model.requires_grad_(False), conv_layers=layers, output_layer=output_layer,
                    normalize=bool(pre.get("do_normalize", False)),

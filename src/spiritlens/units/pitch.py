@@ -19,10 +19,12 @@ Pipeline (SPEECH.md section 11; the behaviour of SpiritLM's ``spiritlm_expressiv
    then the nearest codebook vector (squared Euclidean distance) gives one code per 80 ms frame.
 
 Files: ``speech_tokenizer/vqvae_f0_quantizer/{config.yaml, model.pt}``. ``config.yaml`` is read with
-``yaml.safe_load`` (SpiritLM: OmegaConf); its ``encoder_params``/``vq_params`` build the encoder
-and codebook; ``model.pt`` holds ``{"model": state_dict}`` and is read through spiritlens' safe loading
+``yaml.safe_load`` (SpiritLM: OmegaConf), aliases refused and size and depth bounded, and checked
+against :data:`spiritlens.checkpoints.schema.F0_VQVAE_CONFIG` (:func:`check_f0_config`); its
+``encoder_params``/``vq_params`` build the encoder and codebook on the meta device; ``model.pt`` holds ``{"model": state_dict}`` and is read through spiritlens' safe loading
 (tensors and plain containers only; upstream unpickles it unrestricted): keys ``encoder.*`` and ``vq.*`` load strictly, ``decoder.*``
-(the F0 reconstruction half, unused for tokenising) is checked to be the only other prefix.
+(the F0 reconstruction half, unused for tokenising) is checked to be the only other prefix; the
+weights must be floating point and finite.
 
 **Where SpiritLM crashes** (spiritlm issue #17) spiritlens gives a defined result or a one-line
 error: a waveform with no voiced frame (silence, noise) has nothing to interpolate from (torchfcpe
@@ -48,9 +50,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from spiritlens.checkpoints.pickle_safe import load_checkpoint
+from spiritlens._io import read_yaml
 from spiritlens.audio.waveform import check_mono_samples
-from spiritlens.checkpoints.validate import check_state_dict
+from spiritlens.checkpoints import schema
+from spiritlens.checkpoints.pickle_safe import load_checkpoint
+from spiritlens.checkpoints.validate import check_finite, check_state_dict
 
 F0_QUANTIZER_DIR = Path("vqvae_f0_quantizer")
 F0_CONFIG_FILE = F0_QUANTIZER_DIR / "config.yaml"
@@ -63,7 +67,7 @@ FCPE_THRESHOLD = 0.05
 F0_MIN_HZ = 50.0
 F0_MAX_HZ = 1100.0
 MIN_SAMPLES = 1280  # SpiritLMTokenizer.min_wav_chunk ("1280 (80ms) is minimum for pitch")
-FEATURE_SETS = ("f0_interp,vuv", "f0,vuv", "norm_f0_interp,vuv", "norm_f0,vuv")  # F0Tokenizer's accepted list
+FEATURE_SETS = schema.F0_VQVAE_CONFIG["features"].choices  # F0Tokenizer's accepted list
 FCPE_WEIGHTS = Path("assets") / "fcpe_c_v001.pt"  # inside the torchfcpe package
 
 
@@ -137,8 +141,12 @@ class FcpeF0(nn.Module):
         models_infer = import_torchfcpe()
         path = Path(weights) if weights is not None else fcpe_weights_path()
         checkpoint = load_checkpoint(path, "FCPE")
-        if not isinstance(checkpoint, dict) or not {"model", "config_dict"} <= checkpoint.keys():
+        if not isinstance(checkpoint, dict) or not {"model", "config_dict"} <= checkpoint.keys() or not \
+                isinstance(checkpoint["model"], dict) or not isinstance(checkpoint["config_dict"], dict):
             raise ValueError(f"{path}: not an FCPE checkpoint (expected keys 'model' and 'config_dict')")
+        if not all(isinstance(v, torch.Tensor) for v in checkpoint["model"].values()):
+            raise ValueError(f"{path}: FCPE 'model' is not a state dict of tensors")
+        check_finite(checkpoint["model"].items(), str(path))
         config = {key: dict(value) if isinstance(value, dict) else value
                   for key, value in checkpoint["config_dict"].items()}
         config["model"] = {**config.get("model", {}), "conv_dropout": 0.0, "atten_dropout": 0.0}
@@ -324,25 +332,16 @@ class F0Quantizer(nn.Module):
 
     def __init__(self, config: dict, *, source: str = "F0 quantizer"):
         super().__init__()
-        for key in ("encoder_params", "vq_params", "features"):
-            if key not in config:
-                raise ValueError(f"{source}: config.yaml has no {key!r}")
-        features = str(config["features"])
-        if features not in FEATURE_SETS:
-            raise ValueError(f"{source}: features {features!r} is not one of {', '.join(FEATURE_SETS)}")
+        check_f0_config(config, source)
         enc, vq = dict(config["encoder_params"]), dict(config["vq_params"])
-        if int(enc.get("input_emb_width", 0)) != 2:
-            raise ValueError(f"{source}: encoder_params.input_emb_width must be 2 (F0, vuv), "
-                             f"got {enc.get('input_emb_width')}")
-        if int(vq.get("levels", 1)) != int(enc.get("levels", 1)):
-            raise ValueError(f"{source}: vq_params.levels {vq.get('levels')} != encoder_params.levels {enc.get('levels')}")
+        features = config["features"]
         self.encoder = _Encoder(**enc)
         self.vq = nn.Module()
-        self.vq.level_blocks = nn.ModuleList(_Codebook(int(vq["l_bins"]), int(vq["emb_width"]))
-                                             for _ in range(int(vq["levels"])))
+        self.vq.level_blocks = nn.ModuleList(_Codebook(vq["l_bins"], vq["emb_width"])
+                                             for _ in range(vq.get("levels", enc["levels"])))
         self.features = features
         self.normalize = bool(config.get("speaker_norm", False)) or "norm_" in features
-        self.num_codes = int(vq["l_bins"])
+        self.num_codes = vq["l_bins"]
         self.factor = self.encoder.level_blocks[0].factor
         self.source = source
 
@@ -352,34 +351,76 @@ class F0Quantizer(nn.Module):
         return self.vq.level_blocks[0](levels[0])  # SpiritLM keeps level 0's codes
 
     def load_weights(self, state_dict: dict, source: str) -> None:
-        """Strict load of ``encoder.*``/``vq.*``; any other key must be ``decoder.*`` (ignored)."""
-        own = self.state_dict()
+        """Strict load of ``encoder.*``/``vq.*``; any other key must be ``decoder.*`` (ignored).
+        Names, shapes, dtypes (floating point) and values (finite) are checked first; the tensors are
+        then assigned as float32 (so a quantizer built on the meta device allocates nothing before)."""
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+            raise ValueError(f"{source}: F0 VQ-VAE 'model' is not a state dict of tensor names -> tensors")
         kept = {k: v for k, v in state_dict.items() if not k.startswith("decoder.")}
-        check_state_dict({k: v.shape for k, v in own.items()}, kept, source=source, what="F0 VQ-VAE")
-        self.load_state_dict(kept, strict=True)
+        check_state_dict(self.state_dict(), kept, source=source, what="F0 VQ-VAE")
+        check_finite(kept.items(), source)
+        self.load_state_dict({k: v.float() for k, v in kept.items()}, strict=True, assign=True)
+
+
+def check_f0_config(config: dict, source: str) -> None:
+    """The F0 VQ-VAE ``config.yaml`` against :data:`spiritlens.checkpoints.schema.F0_VQVAE_CONFIG`
+    (types, required keys, the limits of real Jukebox-style VQ-VAEs), and what ties its fields
+    together: one ``downs_t``/``strides_t`` entry per level, of equal shapes; the codebook levels
+    and width matching the encoder's; the largest dilation and each level's downsampling within
+    the limits. One-line ValueError naming the file and the field."""
+    schema.check(config, schema.F0_VQVAE_CONFIG, source)
+    enc, vq = config["encoder_params"], config["vq_params"]
+    levels = enc["levels"]
+    if vq.get("levels", levels) != levels:
+        schema.fail(source, "vq_params.levels", vq["levels"], f"equal to encoder_params.levels ({levels})")
+    for key in ("downs_t", "strides_t"):
+        if len(enc[key]) != levels:
+            schema.fail(source, f"encoder_params.{key}", enc[key], f"a list of one entry per level ({levels})")
+    factors = []
+    for level, (down, stride) in enumerate(zip(enc["downs_t"], enc["strides_t"])):
+        if isinstance(down, list) != isinstance(stride, list) or (isinstance(down, list) and len(down) != len(stride)):
+            schema.fail(source, f"encoder_params.downs_t[{level}]", down,
+                        f"shaped like strides_t[{level}] ({schema.short(stride)})")
+        pairs = list(zip(stride, down)) if isinstance(stride, list) else [(stride, down)]
+        factors.append(math.prod(s ** d for s, d in pairs))
+        if factors[-1] > schema.MAX_F0_DOWNSAMPLING:
+            schema.fail(source, f"encoder_params.strides_t[{level}] ** downs_t[{level}]", factors[-1],
+                        f"a downsampling factor of at most {schema.MAX_F0_DOWNSAMPLING} (SpiritLM's: 16)")
+    depth, cycle = enc["depth"], enc.get("dilation_cycle")
+    largest = enc.get("dilation_growth_rate", 1) ** ((min(depth, cycle) if cycle else depth) - 1)
+    if largest > schema.MAX_F0_DILATION:
+        schema.fail(source, "encoder_params.dilation_growth_rate ** (depth - 1)", largest,
+                    f"a dilation of at most {schema.MAX_F0_DILATION} (SpiritLM's: 27)")
+    if int(enc["m_conv"] * enc["width"]) < 1:
+        schema.fail(source, "encoder_params.m_conv", enc["m_conv"], f"at least 1 / width (1 / {enc['width']})")
+    if enc["output_emb_width"] not in (vq["emb_width"], 2 * vq["emb_width"]):
+        schema.fail(source, "vq_params.emb_width", vq["emb_width"],
+                    f"encoder_params.output_emb_width ({enc['output_emb_width']}) or half of it")
 
 
 def read_f0_config(path: str | Path) -> dict:
-    """``config.yaml`` as a dict (``yaml.safe_load``); ValueError naming the file when it is not a mapping."""
-    import yaml
-
+    """``config.yaml`` as a dict: ``yaml.safe_load`` with aliases refused, at most 1 MiB and 64 levels
+    (:func:`spiritlens._io.read_yaml`); ValueError naming the file when it is not a mapping. The
+    fields are checked by :func:`check_f0_config` (called by :class:`F0Quantizer`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: F0 quantizer config not found")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    config = read_yaml(path, "F0 quantizer config")
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a YAML mapping, got {type(config).__name__}")
     return config
 
 
 def load_f0_quantizer(directory: str | Path) -> F0Quantizer:
-    """``DIR/vqvae_f0_quantizer/{config.yaml, model.pt}`` -> :class:`F0Quantizer` (eval mode)."""
+    """``DIR/vqvae_f0_quantizer/{config.yaml, model.pt}`` -> :class:`F0Quantizer` (eval mode).
+
+    The config is checked (:func:`check_f0_config`) and the network built on the meta device before
+    ``model.pt`` is read: memory is allocated only for the weights the file holds, once their names,
+    shapes, dtypes and values passed :meth:`F0Quantizer.load_weights`."""
     directory = Path(directory)
     config = read_f0_config(directory / F0_CONFIG_FILE)
-    quantizer = F0Quantizer(config, source=str(directory / F0_CONFIG_FILE))
+    with torch.device("meta"):
+        quantizer = F0Quantizer(config, source=str(directory / F0_CONFIG_FILE))
     checkpoint = load_checkpoint(directory / F0_MODEL_FILE, "F0 VQ-VAE")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise ValueError(f"{directory / F0_MODEL_FILE}: expected a dict with a 'model' state dict")

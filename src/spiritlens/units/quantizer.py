@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spiritlens.checkpoints import schema
 from spiritlens.checkpoints.pickle_safe import load_checkpoint
 from spiritlens.checkpoints.validate import check_finite, check_state_dict
 
@@ -98,42 +99,67 @@ class KmeansQuantizer(nn.Module):
 
 
 def load_quantizer(path: str | Path) -> LinearQuantizer | KmeansQuantizer:
-    """Load ``L11_quantizer_500.pt`` (linear) or a k-means checkpoint; strict, one-line errors."""
+    """Load ``L11_quantizer_500.pt`` (linear) or a k-means checkpoint; strict, one-line errors.
+
+    ``model_cfg`` is checked against :data:`spiritlens.checkpoints.schema.QUANTIZER_CFG` (at most
+    10000 units of 1280-dim features) and the layers are built on the meta device; memory is
+    allocated only for weights the file holds, after their names, shapes, dtypes and values passed.
+    k-means centres must be a finite ``[K, d]`` float array (K <= 10000, d <= 1280).
+    """
     path = Path(path)
     states = load_checkpoint(path, "quantizer")
     if not isinstance(states, dict):
         raise ValueError(f"{path}: not a quantizer checkpoint (top level is {type(states).__name__})")
     if "cluster_centers" in states:
-        centers = states["cluster_centers"]
-        centers = torch.from_numpy(np.asarray(centers)) if not isinstance(centers, torch.Tensor) else centers
-        if centers.dim() != 2:
-            raise ValueError(f"{path}: cluster_centers must be [K, d], got shape {list(centers.shape)}")
-        k = states.get("n_clusters", centers.shape[0])
-        if int(k) != centers.shape[0]:
-            raise ValueError(f"{path}: n_clusters={k} but cluster_centers has {centers.shape[0]} rows")
-        check_finite([("cluster_centers", centers)], str(path))
-        return KmeansQuantizer(centers).eval()
+        return KmeansQuantizer(_kmeans_centers(states, str(path))).eval()
     missing = [k for k in ("model_cfg", "model_weight") if k not in states]
     if missing:
         raise ValueError(f"{path}: not a quantizer checkpoint: lacks {', '.join(missing)} "
                          "(and has no cluster_centers)")
-    cfg = states["model_cfg"]
-    absent = [k for k in ("vocab_size", "dim", "upstream_dim") if k not in cfg]
-    if absent:
-        raise ValueError(f"{path}: quantizer model_cfg lacks {', '.join(absent)}")
+    cfg = schema.check(states["model_cfg"], schema.QUANTIZER_CFG, str(path), prefix="model_cfg.")
     try:
-        model = LinearQuantizer(int(cfg["vocab_size"]), int(cfg["dim"]), int(cfg["upstream_dim"]))
+        with torch.device("meta"):
+            model = LinearQuantizer(cfg["vocab_size"], cfg["dim"], cfg["upstream_dim"])
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     load_strict(model.encoder, states["model_weight"], source=str(path))
     return model.eval().requires_grad_(False)
 
 
+def _kmeans_centers(states: dict, source: str) -> torch.Tensor:
+    """``cluster_centers`` as a float32 ``[K, d]`` tensor, checked (shape, numbers, finite, ``n_clusters``)."""
+    schema.check(states, schema.KMEANS, source)
+    centers = states["cluster_centers"]
+    if isinstance(centers, torch.Tensor):
+        kind = "f" if centers.is_floating_point() else "other"
+    else:
+        centers = np.asarray(centers) if isinstance(centers, (np.ndarray, list, tuple)) else centers
+        kind = centers.dtype.kind if isinstance(centers, np.ndarray) else "other"
+    if kind not in ("f", "i", "u"):
+        schema.fail(source, "cluster_centers", getattr(centers, "dtype", type(centers).__name__),
+                    "an array of numbers (float)")
+    if centers.ndim != 2:
+        raise ValueError(f"{source}: cluster_centers must be [K, d], got shape {list(centers.shape)}")
+    rows, dim = (int(n) for n in centers.shape)
+    if not (1 <= rows <= schema.MAX_KMEANS_CLUSTERS and 1 <= dim <= schema.MAX_FEATURE_DIM):
+        schema.fail(source, "cluster_centers shape", [rows, dim],
+                    f"[K, d] with K in 1..{schema.MAX_KMEANS_CLUSTERS} and d in 1..{schema.MAX_FEATURE_DIM}")
+    k = states.get("n_clusters", rows)
+    if k != rows:
+        raise ValueError(f"{source}: n_clusters={k} but cluster_centers has {rows} rows")
+    centers = torch.as_tensor(np.asarray(centers, dtype=np.float32) if not isinstance(centers, torch.Tensor)
+                              else centers.float())
+    check_finite([("cluster_centers", centers)], source)
+    return centers
+
+
 def load_strict(module: nn.Module, weights: dict[str, torch.Tensor], *, source: str) -> None:
-    """``module.load_state_dict`` after one check naming the file and the first missing, unexpected or
-    mis-shaped weights (:func:`spiritlens.checkpoints.validate.check_state_dict`) and any NaN/inf."""
+    """Load ``weights`` into ``module`` (built on the meta device, or not) after one check naming the
+    file and the first missing, unexpected, mis-shaped or non-float weights
+    (:func:`spiritlens.checkpoints.validate.check_state_dict`) and any NaN/inf; the tensors are
+    assigned (``assign=True``) as float32, so no memory is allocated before the check."""
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise ValueError(f"{source}: quantizer model_weight is not a dict of tensors")
-    check_state_dict({k: v.shape for k, v in module.state_dict().items()}, weights, source=source, what="quantizer")
+    check_state_dict(module.state_dict(), weights, source=source, what="quantizer")
     check_finite(weights.items(), source)
-    module.load_state_dict(weights, strict=True)
+    module.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True, assign=True)

@@ -22,16 +22,17 @@ subclass's ``_float_tensor`` device marker) load strictly through spiritlens' sa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from spiritlens.checkpoints.pickle_safe import load_weights
+from spiritlens._io import MAX_CONFIG_BYTES, read_json
 from spiritlens.audio.waveform import check_mono_samples
-from spiritlens.checkpoints.validate import check_state_dict
+from spiritlens.checkpoints import schema
+from spiritlens.checkpoints.pickle_safe import load_weights
+from spiritlens.checkpoints.validate import check_finite, check_state_dict
 
 STYLE_DIR = Path("style_encoder_w2v2")
 STYLE_CONFIG_FILE = STYLE_DIR / "config.json"
@@ -95,24 +96,22 @@ class StyleEncoder:
 
     @classmethod
     def from_dir(cls, speech_tokenizer_dir: str | Path, *, pool_size: int = POOL_SIZE) -> "StyleEncoder":
-        """Load ``DIR/style_encoder_w2v2/{config.json, pytorch_model.bin}`` strictly."""
+        """Load ``DIR/style_encoder_w2v2/{config.json, pytorch_model.bin}`` strictly.
+
+        ``config.json`` is checked first (:func:`read_style_config`) and the network is built on the
+        meta device: memory is allocated only for the weights the file holds, after their names,
+        shapes, dtypes (floating point) and values (finite) passed."""
         from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
         directory = Path(speech_tokenizer_dir)
         config_path, weights_path = directory / STYLE_CONFIG_FILE, directory / STYLE_WEIGHTS_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: style encoder config not found")
+        raw = read_style_config(config_path)
         try:
-            raw = json.loads(config_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{config_path}: not valid JSON ({error})") from None
-        if raw.get("model_type", "wav2vec2") != "wav2vec2":
-            raise ValueError(f"{config_path}: model_type {raw.get('model_type')!r}, expected 'wav2vec2'")
-        config = Wav2Vec2Config.from_dict(raw)
-        if config.use_weighted_layer_sum:
-            raise ValueError(f"{config_path}: use_weighted_layer_sum=true; SpiritLM's style encoder reads "
-                             "the last hidden state")
-        model = Wav2Vec2ForSequenceClassification(config)
+            config = Wav2Vec2Config.from_dict(raw)
+        except Exception as error:  # noqa: BLE001 - transformers raises ValueError/TypeError/... for a bad field
+            raise ValueError(f"style encoder config {config_path}: {schema.short(str(error).splitlines()[0])}") from None
+        with torch.device("meta"):
+            model = Wav2Vec2ForSequenceClassification(config)
         state = load_weights(weights_path, "style encoder")
         if not isinstance(state, dict):
             raise ValueError(f"{weights_path}: expected a state dict, got {type(state).__name__}")
@@ -146,8 +145,44 @@ class StyleEncoder:
                           frame_samples=self.frame_samples, pool_size=self.pool_size)
 
 
+def read_style_config(path: str | Path) -> dict:
+    """``style_encoder_w2v2/config.json`` (at most 1 MiB, 64 levels deep) checked against
+    :data:`spiritlens.checkpoints.schema.STYLE_CONFIG` (types, wav2vec2-large-sized limits) and what
+    ties its fields together (heads and positional-conv groups dividing the width, one kernel and
+    stride per conv layer); no ``quantization_config``, no weighted layer sum (SpiritLM's style
+    encoder reads the last hidden state). One-line ValueError naming the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: style encoder config not found")
+    source = f"style encoder config {path}"
+    raw = read_json(path, "style encoder config", max_bytes=MAX_CONFIG_BYTES)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source} is a JSON {type(raw).__name__}, expected an object")
+    if raw.get("model_type", "wav2vec2") != "wav2vec2":
+        raise ValueError(f"{path}: model_type {schema.short(raw.get('model_type'))}, expected 'wav2vec2'")
+    if raw.get("quantization_config") is not None:
+        schema.fail(source, "quantization_config", raw["quantization_config"], "absent (spiritlens loads float weights)")
+    schema.check(raw, schema.STYLE_CONFIG, source)
+    if raw.get("use_weighted_layer_sum"):
+        raise ValueError(f"{path}: use_weighted_layer_sum=true; SpiritLM's style encoder reads "
+                         "the last hidden state")
+    layers = len(raw["conv_dim"])
+    for key in ("conv_kernel", "conv_stride"):
+        if len(raw[key]) != layers:
+            schema.fail(source, key, raw[key], f"a list of one entry per conv_dim layer ({layers})")
+    if raw.get("num_feat_extract_layers", layers) != layers:
+        schema.fail(source, "num_feat_extract_layers", raw["num_feat_extract_layers"], f"len(conv_dim) ({layers})")
+    for key in ("num_attention_heads", "num_conv_pos_embedding_groups"):
+        if key in raw and raw["hidden_size"] % raw[key]:
+            schema.fail(source, key, raw[key], f"a divisor of hidden_size {raw['hidden_size']}")
+    return raw
+
+
 def _load_strict(model, state: dict, source: str) -> None:
-    """Load ``state`` into ``model`` strictly, after renaming weight-norm keys and dropping the device marker."""
+    """Load ``state`` into ``model`` (built on the meta device) after renaming weight-norm keys and
+    dropping the device marker: names, shapes and dtypes checked, values finite, then assigned as float32."""
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"{source}: not a state dict of tensor names -> tensors")
     own = model.state_dict()
     renamed = {}
     for key, value in state.items():
@@ -157,9 +192,13 @@ def _load_strict(model, state: dict, source: str) -> None:
             if key.endswith(old) and key not in own and key[: -len(old)] + new in own:
                 key = key[: -len(old)] + new
         renamed[key] = value
-    check_state_dict({k: v.shape for k, v in own.items()}, renamed, source=source, what="style encoder")
-    model.load_state_dict(renamed, strict=True)
+    check_state_dict(own, renamed, source=source, what="style encoder")
+    check_finite(renamed.items(), source)
+    model.load_state_dict({k: v.float() for k, v in renamed.items()}, strict=True, assign=True)
+    left = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if left:  # a tensor the state dict does not cover (none in transformers' wav2vec2): never run on meta
+        raise ValueError(f"{source}: style encoder tensors not in the file: {', '.join(left[:3])}")
 
 
-__all__ = ["StyleCodes", "StyleEncoder", "normalize_waveform", "pool_chunks", "POOL_SIZE",
+__all__ = ["StyleCodes", "StyleEncoder", "normalize_waveform", "pool_chunks", "read_style_config", "POOL_SIZE",
            "STYLE_CONFIG_FILE", "STYLE_WEIGHTS_FILE"]

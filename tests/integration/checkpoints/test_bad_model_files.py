@@ -135,7 +135,7 @@ CASES = {
     "config_not_object": (lambda d: (d / "config.json").write_text("[1, 2]"),
                           "config.json is not a JSON object (got list)"),
     "config_string_size": (edit_config(hidden_size="64"),
-                           "config.json: hidden_size must be a positive integer, got '64'"),
+                           "config.json: hidden_size = '64' is not an integer in 1..16384"),
 }
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from spiritlens.figures.escape import UNSAFE
+
 HOSTILE = [
     {"known_id": 1, "relation_id": "P1<script>", "prompt": "The <script>alert(1)</script> tower is located in",
      "subject": "<script>alert(1)</script> tower", "attribute": "Paris"},
@@ -31,6 +33,8 @@ HOSTILE = [
      "subject": "<img src=x onerror=alert(3)> bridge", "attribute": "<b>bold</b> | cell"},
     {"known_id": 4, "relation_id": "P4", "prompt": "Nothing to see here", "subject": "<script>evil()</script>",
      "attribute": "x"},
+    {"known_id": 5, "relation_id": "P5\x1b]0;pwned\x07", "prompt": "The \x1b[2J\x1b[31mred\x07 tower\x9b6n is located in",
+     "subject": "\x1b[2J\x1b[31mred\x07 tower\x9b6n", "attribute": "Oslo\u202eevil"},  # terminal escapes
 ]
 RAW = ("<script", "<img", "onerror=", "](javascript", "![img]", "<b>", "](http://evil")
 
@@ -60,7 +64,7 @@ def hostile_run(tiny_root, tiny_ctc_dir, tmp_path_factory):
     done = subprocess.run(
         [sys.executable, "-m", "spiritlens", "experiment", "--out", str(out), "--checkpoints", str(tiny_root),
          "--known", str(known), "--aligner", str(tiny_ctc_dir), "--dtype", "float32", "--keep-all", "--asr", "none",
-         "--modalities", "t2t", "--kinds", "hidden", "--samples", "2", "--quiet"],
+         "--modalities", "t2t", "--kinds", "hidden", "--samples", "2", "--sample-figures", "4", "--quiet"],
         capture_output=True, text=True, timeout=600, env={**env, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -72,7 +76,8 @@ def test_report_md_shows_hostile_data_as_text(hostile_run):
     report = (hostile_run / "report.md").read_text(encoding="utf-8")
     for raw in RAW:
         assert raw not in report, raw
-    assert report.count("### T→T") == 3  # the three traced prompts, each a heading of one line
+    assert report.count("### T→T") == 4  # the four traced prompts, each a heading of one line
+    assert not UNSAFE.search(report.replace("\n", ""))  # `cat report.md` moves no cursor, rings no bell
     rendered = MarkdownIt("commonmark").enable("table").render(report)
     for tag, attrs in _tags(rendered):
         assert tag not in ("script", "iframe", "object", "embed", "b"), tag
@@ -91,6 +96,7 @@ def test_report_md_shows_hostile_data_as_text(hostile_run):
     assert "attribute “![img](http://evil.example/t.png)”" in text
     assert "attribute “<b>bold</b> | cell”" in text
     assert "subject '<script>evil()</script>' not in prompt 'Nothing to see here'" in text  # the skip line
+    assert "“The ␛[2J␛[31mred␇ tower\\u009b6n is located in”" in text  # escapes shown, as control pictures
 
 
 def test_circuits_pages_hold_no_markup_from_the_data(hostile_run):
@@ -99,7 +105,7 @@ def test_circuits_pages_hold_no_markup_from_the_data(hostile_run):
     bundle = (Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js").read_text(encoding="utf-8")
     bundle = bundle.replace("</script>", "")  # as circuitsvis inlines it
     pages = sorted((hostile_run / "figures").glob("circuits_*.html"))
-    assert len(pages) == 3
+    assert len(pages) == 4
     for page in pages:
         source = page.read_text(encoding="utf-8")
         tags = _tags(source)
@@ -111,6 +117,7 @@ def test_circuits_pages_hold_no_markup_from_the_data(hostile_run):
         ours = source.replace(bundle, "").replace('<script crossorigin type="module">', "", 1)
         for raw in RAW:
             assert raw not in ours, (page.name, raw)
+        assert not UNSAFE.search(ours.replace("\n", "")), page.name
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")

@@ -130,11 +130,15 @@ def test_three_dims():
         load_audio(torch.zeros(1, 1, 100))
 
 
-@pytest.mark.parametrize("rate", [0, -16_000, float("nan")])
+@pytest.mark.parametrize("rate", [0, -16_000, float("nan"), 1, 3999, 768_001, 10**400])
 def test_bad_sample_rate(rate):
     with pytest.raises(ValueError) as error:
         load_audio(tone(100), sample_rate=rate)
-    assert one_line(error) == f"<numpy array of shape [100]>: sample rate must be positive, got {rate!r}"
+    if rate == 10**400:
+        assert one_line(error) == f"<numpy array of shape [100]>: sample rate {repr(rate)[:40]} is not a number"
+        return
+    assert one_line(error) == (f"<numpy array of shape [100]>: sample rate {rate!r} Hz is outside 4000..768000 Hz "
+                               "(not a plausible audio rate)")
 
 
 def _raw_reference(array: np.ndarray, subtype: str) -> np.ndarray:
@@ -190,3 +194,17 @@ def test_check_mono_samples_names_the_source_and_the_consumer():
         check_mono_samples(np.zeros((2, 1600)), 1280, source="a.wav", what="pitch tokens")
     with pytest.raises(ValueError, match=r"^a\.wav: 1279 samples are too short for pitch tokens: at least 1280 at 16 kHz \(80 ms\)$"):
         check_mono_samples(np.zeros(1279), 1280, source="a.wav", what="pitch tokens")
+
+
+def test_a_waveform_loaded_with_the_limit_lifted_stays_loadable(tmp_path):
+    """The tokenizers call load_audio again on the Waveform the CLI loaded: the lifted limit holds."""
+    from spiritlens.audio.waveform import MAX_SECONDS
+
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.zeros(int((MAX_SECONDS + 1) * 4000), np.int16), 4000, subtype="PCM_16")
+    with pytest.raises(ValueError, match=r"long\.wav: 601\.0 s of audio, longer than the limit of 600 s"):
+        load_audio(path)
+    wave = load_audio(path, max_seconds=None)
+    assert wave.num_samples == (MAX_SECONDS + 1) * 16_000 and load_audio(wave) is not None
+    with pytest.raises(ValueError, match=r"601\.0 s of audio"):
+        load_audio(wave.samples)  # a bare array is checked again
