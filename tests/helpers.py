@@ -5,6 +5,7 @@
 - :func:`run_cli`: ``python -m spiritlens ARGS`` in a subprocess, as a user runs it (one thread,
   ``$SPIRITLM_CHECKPOINTS_DIR`` unset unless given).
 - :func:`make_result`: a trace result dict with chosen scores, for aggregate, figure and report tests.
+- :func:`write_gained_tiny_model`: a tiny SpiritLM whose RMSNorm gains are far from 1 (read-out tests).
 """
 
 from __future__ import annotations
@@ -95,3 +96,21 @@ def space_needle_prompt(model, wav, aligner):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LowAlignmentConfidence)
         return SpeechPrompt.from_audio(model, wav, transcript=SPOKEN_PROMPT, subject="Space Needle", aligner=aligner)
+
+
+def write_gained_tiny_model(directory, seed: int = 0):
+    """A tiny SpiritLM directory whose every RMSNorm gain is drawn from U(0.2, 2.2)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from spiritlens.synthetic.tiny import write_tiny_model, write_weights
+
+    directory = write_tiny_model(directory, seed=seed)
+    model = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed + 1)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name in state:
+        if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            state[name] = torch.rand(state[name].shape, generator=generator) * 2 + 0.2
+    write_weights(state, directory)
+    return directory

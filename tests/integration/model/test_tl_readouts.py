@@ -12,24 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import write_gained_tiny_model
+
 PROMPT = "The Space Needle is located in the city of"
-
-
-def write_gained_tiny_model(directory, seed: int = 0):
-    """A tiny SpiritLM directory whose every RMSNorm gain is drawn from U(0.2, 2.2)."""
-    from transformers import LlamaForCausalLM
-
-    from spiritlens.synthetic.tiny import write_tiny_model, write_weights
-
-    directory = write_tiny_model(directory, seed=seed)
-    model = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed + 1)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for name in state:
-        if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
-            state[name] = torch.rand(state[name].shape, generator=generator) * 2 + 0.2
-    write_weights(state, directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
