@@ -6,8 +6,10 @@ tokenizer (``model.tokenizer("...")``), the bridge itself (``model.bridge("...")
 ``hook.name``, and ``model.to("cuda")``. This module makes each door take SpiritLM's path or say in
 one line that it does not:
 
-* :class:`PromptRuleTokenizer` (``model.tokenizer``) warns (:class:`PromptRuleWarning`) when a string
-  without a SpiritLM marker is tokenised as it is;
+* :class:`PromptRuleTokenizer` (``model.tokenizer``) is SpiritLM's tokenizer behind transformers'
+  tokenizer interface (lists, padding, ``return_tensors``, a settable ``pad_token``,
+  ``padding_side``), and warns (:class:`PromptRuleWarning`) when a string without a SpiritLM marker
+  is tokenised as it is;
 * :func:`route_bridge_strings` points the bridge's string methods at ``HookedSpiritLM.to_tokens`` and
   makes its ``run_with_cache`` return the gain-aware cache (:mod:`spiritlens.model.cache`);
 * :func:`named_hook` lets a hook function see ``hook.name`` as registered, not TransformerLens 4's

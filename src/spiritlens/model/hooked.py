@@ -3,16 +3,24 @@
 The bridge is held (``model.bridge``), not subclassed (TransformerLens' ``boot`` always builds a
 plain bridge): the TransformerLens API (``forward``, ``run_with_cache``, ``run_with_hooks``,
 ``hooks``, ``cfg``...) is delegated to it, and spiritlens adds SpiritLM's prompts (markers,
-HuBERT units, a TokenMap), modality-constrained generation and the speech tokenizer.
+HuBERT units, a TokenMap), modality-constrained generation and the speech tokenizer. Where SpiritLM
+does not force a difference, the bridge's contract holds: ``generate``/``generate_stream`` take
+TransformerLens' arguments and return what it returns, ``model.tokenizer`` behaves as a transformers
+tokenizer, lists are padded on the tokenizer's side (``"left"``), ``to_string`` and
+``input_to_embed`` answer as on the bridge. SpiritLM's own rules live in small named pieces: the
+prompt path (:meth:`HookedSpiritLM.encode`), the forbidden tokens
+(:meth:`HookedSpiritLM.forbidden_token_ids`, applied at sampling by
+``_forbidden_tokens_at_sampling``) and the text of a continuation (``_continuation_text``).
 
 One way into the model: every method that takes a prompt (``model(p)``, ``run_with_cache``,
-``run_with_hooks``, ``generate``, ``to_tokens``, ``to_str_tokens``) reads a string or
-``(modality, content)`` pairs through SpiritLM's prompt path (markers, then SpiritLM's own
+``run_with_hooks``, ``generate``, ``to_tokens``, ``to_str_tokens``, ``input_to_embed``) reads a
+string or ``(modality, content)`` pairs through SpiritLM's prompt path (markers, then SpiritLM's own
 tokenisation, :mod:`spiritlens.tokens.llama`), and a list of prompts row by row, padded and masked
 (:mod:`spiritlens.model.batching`); token ids pass through after a range check. The bridge's own
-string paths (``model.bridge("...")``, its ``to_tokens``, ``run_with_cache``) are pointed at
-SpiritLM's, ``model.tokenizer`` warns on a string without a marker, and a few bridge methods that
-tokenise a string by other routes refuse one (:mod:`spiritlens.model.bridge_paths`). Delegated
+string paths (``model.bridge("...")``, its ``to_tokens``, ``run_with_cache``, ``get_token_position``)
+are pointed at SpiritLM's, ``model.tokenizer`` warns on a string without a marker, and the bridge
+methods that tokenise a string by other routes (``hf_generate``, ``to_sentence_pair_tokens``) refuse
+one (:mod:`spiritlens.model.bridge_paths`). Delegated
 methods that return the bridge (``to``, ``cuda``, ``cpu``, ``half``, ``float``, ``eval``, ``train``,
 ...) return the HookedSpiritLM instead, so ``model = model.to("cuda")`` keeps SpiritLM's prompts, and
 ``cfg.dtype``/``cfg.device`` follow the weights.
@@ -735,8 +743,7 @@ class HookedSpiritLM:
 
         ``use_past_kv_cache`` is accepted and generation always runs the whole prefix:
         TransformerLens 4.3's bridge neither reads nor writes HF's KV cache in Llama's attention, so
-        cached steps after the first give other tokens than ``LlamaForCausalLM`` (measured: next-token
-        logits off by 20 on the tiny model). Options TransformerLens' generate does not have raise
+        cached steps after the first give other tokens than ``LlamaForCausalLM`` (tested). Options TransformerLens' generate does not have raise
         ValueError (``transformers.GenerationConfig`` fields go to :meth:`generate_ids`)."""
         self._check_generation_options(unknown, max_new_tokens, return_type, output_modality)
         kind, tokens, mask, prompts = self._generation_input(input, output_modality, prepend_bos, padding_side,

@@ -107,6 +107,17 @@ def test_generate_content_equals_a_llama_greedy_loop(tiny_model, hf_tiny_model):
     assert all(tiny_model.vocab.unit_of(i) is not None for i in speech_new)
 
 
+def test_the_bridges_kv_cache_is_why_every_step_runs_the_whole_prefix(tiny_model, hf_tiny_model, plain_bridge):
+    """TransformerLens 4.3's bridge with use_past_kv_cache=True leaves LlamaForCausalLM's greedy tokens
+    after the first one (its Llama attention neither reads nor writes HF's cache). If this fails, the
+    bridge's cache was fixed: generate may then pass use_past_kv_cache on (README, Generation)."""
+    ids = tiny_model.to_tokens(PROMPT)
+    loop = llama_greedy(hf_tiny_model, ids, [], 6)  # the plain bridge forbids nothing
+    cached = plain_bridge.generate(ids, max_new_tokens=6, use_past_kv_cache=True, **GREEDY)[0, ids.shape[1]:]
+    uncached = plain_bridge.generate(ids, max_new_tokens=6, use_past_kv_cache=False, **GREEDY)[0, ids.shape[1]:]
+    assert uncached.tolist() == loop and cached.tolist()[0] == loop[0] and cached.tolist() != loop
+
+
 def test_generate_keywords_act_as_on_the_bridge(tiny_model, hf_tiny_model):
     ids = tiny_model.to_tokens(PROMPT)
     new = llama_greedy(hf_tiny_model, ids, tiny_model.forbidden_token_ids("text"), 6)

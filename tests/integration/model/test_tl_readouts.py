@@ -126,6 +126,12 @@ def test_logit_attrs_are_each_components_true_share(model, reference):
     assert attrs.shape == expected.shape == (1 + 2 * L,)
     assert float((attrs - expected).abs().max()) <= 1e-4
     assert abs(float(attrs.sum()) - float(reference["logits"][0, -1, answer])) <= 1e-4
+    # TransformerLens' DLA tool on HookedSpiritLM (it refuses a plain bridge without compatibility mode,
+    # whose read-outs would drop the gains): the same true shares
+    from transformer_lens.tools.analysis import direct_logit_attribution
+
+    dla = direct_logit_attribution(model, ids, answer_tokens=answer)
+    assert float((dla.attribution.double().reshape(-1) - expected).abs().max()) <= 1e-4
 
 
 def test_block_norm_readouts_equal_llamas_norm_outputs(model, reference):
