@@ -7,6 +7,7 @@
 - :func:`make_result`: a trace result dict with chosen scores, for aggregate, figure and report tests.
 - :func:`assert_drawn_png`, :func:`assert_legends_outside_the_data`, :func:`band_pixel_columns`: what a
   figure drew (its pixels, its legends' boxes against the axes); :func:`tqdm_bar_updates`: bars in stderr.
+- :func:`write_gained_tiny_model`: a tiny SpiritLM whose RMSNorm gains are far from 1 (read-out tests).
 """
 
 from __future__ import annotations
@@ -160,3 +161,19 @@ def band_pixel_columns(pixels: "np.ndarray", alpha: float = 0.3, run: int = 5) -
         starts, ends = np.flatnonzero(np.diff(padded) == 1), np.flatnonzero(np.diff(padded) == -1)
         columns += bool(((ends - starts) >= run).any())
     return columns
+def write_gained_tiny_model(directory, seed: int = 0):
+    """A tiny SpiritLM directory whose every RMSNorm gain is drawn from U(0.2, 2.2)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from spiritlens.synthetic.tiny import write_tiny_model, write_weights
+
+    directory = write_tiny_model(directory, seed=seed)
+    model = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed + 1)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name in state:
+        if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            state[name] = torch.rand(state[name].shape, generator=generator) * 2 + 0.2
+    write_weights(state, directory)
+    return directory

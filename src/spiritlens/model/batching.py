@@ -1,16 +1,18 @@
 """Batches of SpiritLM prompts: padding, attention masks and per-row token maps.
 
 TransformerLens pads a list of strings into one ``[batch, pos]`` tensor (``to_tokens(list,
-padding_side=...)``) and masks the padding in ``model(list)``, ``run_with_cache(list)`` and
-``generate(list)``. spiritlens does the same with SpiritLM's prompt path: every row is encoded on
-its own exactly as a single prompt (BOS, markers, ``[Hu…]`` units, SpiritLM's tokenisation), then
-padded with the EOS id on the chosen side. The attention mask (1 = real token, 0 = padding) goes
+padding_side=...)``, by default on the tokenizer's ``padding_side``: ``"left"`` for Llama's) and
+masks the padding in ``model(list)``, ``run_with_cache(list)`` and ``generate(list)``. spiritlens
+does the same with SpiritLM's prompt path: every row is encoded on its own exactly as a single
+prompt (BOS, markers, ``[Hu…]`` units, SpiritLM's tokenisation), then padded with the tokenizer's
+pad id (EOS unless set otherwise) on the chosen side (``model.tokenizer.padding_side`` by default,
+``"left"`` as on TransformerLens' bridge of the same checkpoint). The attention mask (1 = real token, 0 = padding) goes
 to the model with every batched forward, and TransformerLens' bridge derives each row's position
 ids from it, so a row's logits at its real positions equal the single-prompt logits (and
 ``LlamaForCausalLM`` with the same mask). Right padding needs no mask for causal attention at the
 real positions; left padding does (without it the positions shift and the logits change).
 
-A token-id tensor given without a mask is read as left-padded where a row starts with EOS ids
+A token-id tensor given without a mask is read as left-padded where a row starts with pad ids
 followed by BOS (what :func:`pad_rows` writes): those leading positions are masked. Any other
 hand-padded batch needs ``attention_mask=``.
 """
@@ -25,11 +27,10 @@ import torch
 PADDING_SIDES = ("right", "left")
 
 
-def check_padding_side(padding_side: str | None) -> str:
-    """``"right"`` (the default for None, as in TransformerLens' HookedTransformer) or ``"left"``;
-    ValueError otherwise."""
+def check_padding_side(padding_side: str | None, default: str = "right") -> str:
+    """``"right"`` or ``"left"`` (``default`` for None); ValueError otherwise."""
     if padding_side is None:
-        return "right"
+        return default
     if padding_side not in PADDING_SIDES:
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     return padding_side
@@ -145,25 +146,47 @@ def continuation_start(token_map) -> int:
     return start
 
 
-def encode_batch(model, prompts: Sequence[Any], output_modality: str = "text", *,
-                 padding_side: str | None = None, prepend_bos: bool | None = None) -> PromptBatch:
-    """Encode each prompt with ``model.encode`` (SpiritLM's path) and pad (module docstring).
-    ``prepend_bos=False`` drops each row's :func:`continuation_start` positions. ValueError for an
-    empty batch, a bad prompt (naming its index) or a bad ``padding_side``."""
-    side = check_padding_side(padding_side)
+def default_padding_side(model) -> str:
+    """The side a batch is padded on when none is given: the tokenizer's ``padding_side`` (as
+    TransformerLens' ``to_tokens``), ``"left"`` without a tokenizer."""
+    side = getattr(getattr(model, "tokenizer", None), "padding_side", None) or "left"
+    return check_padding_side(side)
+
+
+def pad_id(model) -> int:
+    """The id batches are padded with: the tokenizer's ``pad_token_id``, EOS when it has none."""
+    value = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
+    return model.vocab.eos_id if value is None else int(value)
+
+
+def prompt_rows(model, prompts: Sequence[Any], output_modality: str = "text", *, prepend_bos: bool | None = None,
+                check_context: bool = True) -> tuple[list[list[int]], list, list[int]]:
+    """Each prompt through ``model.encode`` (SpiritLM's path): its ids (without its
+    :func:`continuation_start` positions when ``prepend_bos=False``), TokenMap and dropped count.
+    ValueError for an empty batch or a bad prompt (naming its index)."""
     if not prompts:
         raise ValueError("a batch needs at least one prompt")
     rows, maps, dropped = [], [], []
     for index, prompt in enumerate(prompts):
         try:
-            ids, token_map = model.encode(prompt, output_modality)
+            ids, token_map = model.encode(prompt, output_modality, check_context=check_context)
         except ValueError as error:
             raise ValueError(f"prompt {index} of the batch: {error}") from None
         drop = 0 if prepend_bos is None or prepend_bos else continuation_start(token_map)
         rows.append(ids[0, drop:].tolist())
         maps.append(token_map)
         dropped.append(drop)
-    tokens, mask, offsets = pad_rows(rows, model.vocab.eos_id, side)
+    return rows, maps, dropped
+
+
+def encode_batch(model, prompts: Sequence[Any], output_modality: str = "text", *,
+                 padding_side: str | None = None, prepend_bos: bool | None = None) -> PromptBatch:
+    """Encode each prompt with ``model.encode`` (SpiritLM's path) and pad (module docstring).
+    ``prepend_bos=False`` drops each row's :func:`continuation_start` positions. ValueError for an
+    empty batch, a bad prompt (naming its index) or a bad ``padding_side``."""
+    side = check_padding_side(padding_side, default_padding_side(model))
+    rows, maps, dropped = prompt_rows(model, prompts, output_modality, prepend_bos=prepend_bos)
+    tokens, mask, offsets = pad_rows(rows, pad_id(model), side)
     offsets = [o - d for o, d in zip(offsets, dropped)]
     return PromptBatch(tokens.to(model.device), mask.to(model.device), maps, offsets, [len(r) for r in rows],
                        side, dropped)

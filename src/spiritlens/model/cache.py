@@ -25,8 +25,14 @@ projected neuron stack (``stack_neuron_results(apply_ln=True, project_output_ont
   the gain is 1 and nothing changes.
 
 The recomputed final norm of ``accumulated_resid(apply_ln=True)`` (``recompute_ln=True``) is the
-model's own ``ln_final`` and already has the gain; it is left as it is. The gain multiplies in the
-stack's dtype after TransformerLens' division, as ``LlamaRMSNorm`` multiplies after normalising.
+model's own ``ln_final`` and already has the gain; it is left as it is.
+
+Dtype: the read-outs come back in the stack's dtype (the model's: bf16 stacks on a bf16 model), so
+``decompose_resid(apply_ln=True) @ model.W_U`` works at any dtype. TransformerLens divides by the
+cached scale, which the bridge keeps in float32, and would hand back float32. The arithmetic is
+``LlamaRMSNorm``'s: normalise in float32, cast to the input's dtype, then multiply by the gain
+(``weight * hidden_states.to(input_dtype)``), so at the final layer a bf16 read-out of the summed
+stack is the model's own final-norm output up to float32 rounding of ``1 / scale``.
 Method: TransformerLens 4's ``ActivationCache`` (``apply_ln_to_stack``, ``_stack_neuron_results_
 apply_ln_projected``), whose cached-scale read-out is divided by the norm's ``hook_scale``.
 """
@@ -77,16 +83,18 @@ class NormGainCache(ActivationCache):
         """TransformerLens' ``apply_ln_to_stack`` (same arguments and shapes: ``[components,
         *batch_and_pos, d_model]``), times the reading norm's gain. Raises ValueError for a layer
         outside ``-1..n_layers``."""
+        dtype = residual_stack.dtype
         out = super().apply_ln_to_stack(residual_stack, layer, mlp_input=mlp_input, pos_slice=pos_slice,
                                         batch_slice=batch_slice, has_batch_dim=has_batch_dim,
                                         recompute_ln=recompute_ln)
         final = layer is None or layer == -1 or layer == self.model.cfg.n_layers
         if recompute_ln and final and hasattr(self.model, "ln_final"):
             return out  # the model's own ln_final, gain included
+        out = out.to(dtype)  # LlamaRMSNorm: normalised in float32, back to the input's dtype, then the gain
         gain = norm_gain(self.model, layer, mlp_input)
         if gain is None:
             return out
-        return out * gain.to(device=out.device, dtype=out.dtype)
+        return out * gain.to(device=out.device, dtype=dtype)
 
     def _stack_neuron_results_apply_ln_projected(self, layer, pos_slice, neuron_slice, project_2d,
                                                  mlp_input=False):
@@ -94,5 +102,7 @@ class NormGainCache(ActivationCache):
         gain = norm_gain(self.model, layer, mlp_input)
         if gain is not None:
             project_2d = gain.to(device=project_2d.device, dtype=project_2d.dtype)[:, None] * project_2d
-        return super()._stack_neuron_results_apply_ln_projected(layer, pos_slice, neuron_slice, project_2d,
-                                                                mlp_input=mlp_input)
+        out = super()._stack_neuron_results_apply_ln_projected(layer, pos_slice, neuron_slice, project_2d,
+                                                               mlp_input=mlp_input)
+        dtype = self.model.blocks[0].mlp.W_out.dtype if layer > 0 else out.dtype  # the model's, not the scale's
+        return out.to(dtype)

@@ -3,16 +3,24 @@
 The bridge is held (``model.bridge``), not subclassed (TransformerLens' ``boot`` always builds a
 plain bridge): the TransformerLens API (``forward``, ``run_with_cache``, ``run_with_hooks``,
 ``hooks``, ``cfg``...) is delegated to it, and spiritlens adds SpiritLM's prompts (markers,
-HuBERT units, a TokenMap), modality-constrained generation and the speech tokenizer.
+HuBERT units, a TokenMap), modality-constrained generation and the speech tokenizer. Where SpiritLM
+does not force a difference, the bridge's contract holds: ``generate``/``generate_stream`` take
+TransformerLens' arguments and return what it returns, ``model.tokenizer`` behaves as a transformers
+tokenizer, lists are padded on the tokenizer's side (``"left"``), ``to_string`` and
+``input_to_embed`` answer as on the bridge. SpiritLM's own rules live in small named pieces: the
+prompt path (:meth:`HookedSpiritLM.encode`), the forbidden tokens
+(:meth:`HookedSpiritLM.forbidden_token_ids`, applied at sampling by
+``_forbidden_tokens_at_sampling``) and the text of a continuation (``_continuation_text``).
 
 One way into the model: every method that takes a prompt (``model(p)``, ``run_with_cache``,
-``run_with_hooks``, ``generate``, ``to_tokens``, ``to_str_tokens``) reads a string or
-``(modality, content)`` pairs through SpiritLM's prompt path (markers, then SpiritLM's own
+``run_with_hooks``, ``generate``, ``to_tokens``, ``to_str_tokens``, ``input_to_embed``) reads a
+string or ``(modality, content)`` pairs through SpiritLM's prompt path (markers, then SpiritLM's own
 tokenisation, :mod:`spiritlens.tokens.llama`), and a list of prompts row by row, padded and masked
 (:mod:`spiritlens.model.batching`); token ids pass through after a range check. The bridge's own
-string paths (``model.bridge("...")``, its ``to_tokens``, ``run_with_cache``) are pointed at
-SpiritLM's, ``model.tokenizer`` warns on a string without a marker, and a few bridge methods that
-tokenise a string by other routes refuse one (:mod:`spiritlens.model.bridge_paths`). Delegated
+string paths (``model.bridge("...")``, its ``to_tokens``, ``run_with_cache``, ``get_token_position``)
+are pointed at SpiritLM's, ``model.tokenizer`` warns on a string without a marker, and the bridge
+methods that tokenise a string by other routes (``hf_generate``, ``to_sentence_pair_tokens``) refuse
+one (:mod:`spiritlens.model.bridge_paths`). Delegated
 methods that return the bridge (``to``, ``cuda``, ``cpu``, ``half``, ``float``, ``eval``, ``train``,
 ...) return the HookedSpiritLM instead, so ``model = model.to("cuda")`` keeps SpiritLM's prompts, and
 ``cfg.dtype``/``cfg.device`` follow the weights.
@@ -29,10 +37,12 @@ with ``process_weights=True``. SAEs in SAELens' format splice in with :meth:`Hoo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -51,8 +61,8 @@ from spiritlens.tokens.llama import SlowLlamaTokenizer
 from spiritlens.tokens.layout import TokenizerLayout, check_tokenization, detect_layout
 from spiritlens.tokens.prompt import MODALITIES, Segment, TokenMap, check_output_modality, encode_segments
 from spiritlens.tokens.vocab import SpiritVocab
-from spiritlens.model.batching import PromptBatch, check_padding_side, continuation_start, encode_batch, \
-    is_prompt_batch, left_padding_mask
+from spiritlens.model.batching import PromptBatch, check_padding_side, continuation_start, default_padding_side, \
+    encode_batch, is_prompt_batch, left_padding_mask, pad_id, pad_rows, prompt_rows
 from spiritlens.model.bridge_paths import PromptRuleTokenizer, check_move, named_hook, names_filter_of, \
     route_bridge_strings
 from spiritlens.model.sae import SAERecords, splice
@@ -60,11 +70,9 @@ from spiritlens.model.sae import SAERecords, splice
 Prompt = str | Sequence[tuple[str, Any]]
 logger = logging.getLogger("spiritlens")
 
-# Bridge methods that would tokenise a string with the bridge's own tokenizer (no SpiritLM markers).
-_BRIDGE_STRING_METHODS = frozenset({
-    "input_to_embed", "get_token_position", "to_sentence_pair_tokens", "generate_stream", "hf_generate",
-    "diffusion_generate",
-})
+# Bridge methods that would tokenise a string with the bridge's own tokenizer (no SpiritLM markers);
+# the bridge's other string methods reach SpiritLM's path through its routed to_tokens (bridge_paths).
+_BRIDGE_STRING_METHODS = frozenset({"to_sentence_pair_tokens", "hf_generate", "diffusion_generate"})
 # generate() options spiritlens sets itself.
 _GENERATE_RESERVED = {
     "suppress_tokens": "the output modality's forbidden tokens (forbidden_token_ids)",
@@ -90,7 +98,8 @@ class HookedSpiritLM:
     def __init__(self, bridge, tokenizer, vocab: SpiritVocab, model_dir: Path,
                  speech_tokenizer: Any = None, tokenization: TokenizerLayout | None = None):
         self.bridge = bridge
-        self.tokenizer = PromptRuleTokenizer(tokenizer)
+        self._n_token_ids = len(tokenizer)
+        self.tokenizer = tokenizer
         self.vocab = vocab
         self.model_dir = Path(model_dir)
         self.tokenization = tokenization
@@ -194,6 +203,27 @@ class HookedSpiritLM:
 
     # ------------------------------------------------------- TransformerLens API
     @property
+    def tokenizer(self) -> PromptRuleTokenizer | None:
+        """SpiritLM's tokenizer behind transformers' interface
+        (:class:`~spiritlens.model.bridge_paths.PromptRuleTokenizer`). Settable as on a bridge:
+        ``model.tokenizer = None`` removes it here and from ``model.bridge`` (token ids still work;
+        prompts and decoding then need one)."""
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value) -> None:
+        if value is None:
+            self._tokenizer = None
+            self.bridge.tokenizer = None
+            return
+        self._tokenizer = value if isinstance(value, PromptRuleTokenizer) else PromptRuleTokenizer(value)
+
+    def _require_tokenizer(self, what: str) -> PromptRuleTokenizer:
+        if self._tokenizer is None:
+            raise ValueError(f"{what} needs a tokenizer, and this model's was removed (model.tokenizer = None)")
+        return self._tokenizer
+
+    @property
     def cfg(self):
         return self.bridge.cfg
 
@@ -220,18 +250,14 @@ class HookedSpiritLM:
         """``(input, attention_mask)`` for the bridge from what a TransformerLens user passes.
 
         A prompt (string or ``(modality, content)`` pairs): SpiritLM's path, ``[1, T]``, no mask.
-        A list of prompts: each row through SpiritLM's path, padded (``padding_side``, default
-        right) and masked (:func:`~spiritlens.model.batching.encode_batch`). Token ids ``[batch,
-        pos]``: range-checked; without ``attention_mask``, rows that start with EOS ids followed
-        by BOS (left padding as ``to_tokens(list, padding_side="left")`` writes it) are masked
-        there. With ``start_at_layer``: ``prompt`` is the residual stream ``[batch, pos,
-        d_model]`` entering that block, passed on unchanged."""
+        A list of prompts: each row through SpiritLM's path, padded (``padding_side``, default the
+        tokenizer's, ``"left"``) and masked (:func:`~spiritlens.model.batching.encode_batch`). Token
+        ids ``[batch, pos]``: range-checked; without ``attention_mask``, rows that start with pad
+        ids followed by BOS (left padding as ``to_tokens(list)`` writes it) are masked there. With
+        ``start_at_layer``: ``prompt`` is the residual stream ``[batch, pos, d_model]`` entering
+        that block, passed on to the bridge, which checks it (a ValueError for a prompt or a layer
+        out of range, TransformerLens' messages)."""
         if start_at_layer is not None:
-            if not (isinstance(prompt, torch.Tensor) and prompt.is_floating_point() and prompt.dim() == 3):
-                raise ValueError("start_at_layer needs the residual stream [batch, pos, d_model] entering that "
-                                 "block (e.g. cache['blocks.{l}.hook_resid_pre']), not a prompt")
-            if not -self.cfg.n_layers <= start_at_layer < self.cfg.n_layers:
-                raise ValueError(f"start_at_layer {start_at_layer} is outside 0..{self.cfg.n_layers - 1}")
             return prompt, attention_mask
         if is_prompt_batch(prompt):
             batch = self.encode_batch(prompt, padding_side=padding_side, prepend_bos=prepend_bos)
@@ -239,7 +265,7 @@ class HookedSpiritLM:
         if isinstance(prompt, torch.Tensor) or _is_id_sequence(prompt):
             ids = self.input_ids(prompt)
             if attention_mask is None:
-                attention_mask = left_padding_mask(ids, self.vocab.eos_id, self.vocab.bos_id)
+                attention_mask = left_padding_mask(ids, pad_id(self), self.vocab.bos_id)
             return ids, attention_mask
         return self.to_tokens(prompt, prepend_bos=prepend_bos), attention_mask
 
@@ -343,7 +369,7 @@ class HookedSpiritLM:
 
         @functools.wraps(attribute)
         def delegated(*args, **kwargs):
-            if name in _BRIDGE_STRING_METHODS and any(_is_text(a) for a in (*args, *kwargs.values())):
+            if name in _BRIDGE_STRING_METHODS and any(_is_text(a) for a in (*args[:1], kwargs.get("input"))):
                 raise ValueError(
                     f"HookedSpiritLM.{name} takes token ids here, not text: the bridge would tokenise a string "
                     "without SpiritLM's markers; pass model.to_tokens(prompt) (or model.bridge."
@@ -371,7 +397,7 @@ class HookedSpiritLM:
     @property
     def n_token_ids(self) -> int:
         """Ids the tokenizer has a piece for: ``0 .. n_token_ids - 1`` (the embedding may have more rows)."""
-        return len(self.tokenizer)
+        return self._n_token_ids
 
     def check_token_ids(self, ids: "torch.Tensor | Sequence[int]", where: str = "token ids") -> None:
         """Raise ValueError naming the first id outside ``0 .. n_token_ids - 1`` (negative, at or
@@ -444,11 +470,29 @@ class HookedSpiritLM:
             self.__dict__["_special"] = cached
         return cached
 
-    def to_string(self, ids: "torch.Tensor | Sequence[int]") -> str:
-        """Text of token ids ``[pos]`` (SpiritLM's decode, special tokens kept)."""
-        ids = torch.as_tensor(ids).reshape(-1)
-        self.check_token_ids(ids)
-        return self.tokenizer.decode(ids.tolist(), clean_up_tokenization_spaces=False)
+    def to_string(self, ids: "torch.Tensor | Sequence[int]") -> "str | list[str]":
+        """Text of token ids (SpiritLM's decode, special tokens and markers kept,
+        ``clean_up_tokenization_spaces=False``): a string for ``[pos]``, a list of strings for
+        ``[batch, pos]``, as TransformerLens' ``to_string``. ValueError for other shapes or ids
+        outside the vocabulary."""
+        tokenizer = self._require_tokenizer("to_string")
+        ids = torch.as_tensor(ids)
+        if ids.dim() > 2:
+            raise ValueError(f"to_string takes token ids [pos] or [batch, pos], got shape {tuple(ids.shape)}")
+        self.check_token_ids(ids.reshape(-1))
+        if ids.dim() == 2:
+            return [tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in ids]
+        return tokenizer.decode(ids.reshape(-1).tolist(), clean_up_tokenization_spaces=False)
+
+    def input_to_embed(self, input: "Prompt | Sequence[Prompt] | torch.Tensor", prepend_bos: bool | None = None,
+                       padding_side: str | None = None, attention_mask: torch.Tensor | None = None):
+        """TransformerLens' ``input_to_embed``: ``(residual, tokens, None, attention_mask)``, the
+        residual stream entering block 0 ``[batch, pos, d_model]`` (feed it to ``model(residual,
+        start_at_layer=0)``). Prompts go through SpiritLM's path (:meth:`model_input`)."""
+        tokens, mask = self.model_input(input, attention_mask=attention_mask, padding_side=padding_side,
+                                        prepend_bos=prepend_bos)
+        residual = self.bridge.forward(tokens, stop_at_layer=0, attention_mask=mask)
+        return residual, tokens, None, mask
 
     # -------------------------------------------------------------- prompts
     @property
@@ -498,11 +542,14 @@ class HookedSpiritLM:
             raise ValueError(f"prompt item {index}: speech gave no units")
         return units
 
-    def encode(self, prompt: Prompt, output_modality: str = "text") -> tuple[torch.Tensor, TokenMap]:
-        """Token ids ``[1, T]`` on the model's device and the prompt's :class:`TokenMap`."""
+    def encode(self, prompt: Prompt, output_modality: str = "text", *,
+               check_context: bool = True) -> tuple[torch.Tensor, TokenMap]:
+        """Token ids ``[1, T]`` on the model's device and the prompt's :class:`TokenMap`.
+        ValueError when the prompt is longer than the context (unless ``check_context=False``)."""
         check_output_modality(output_modality)
-        ids, token_map = encode_segments(self.tokenizer, self.vocab, self.segments(prompt), output_modality)
-        if len(ids) > self.cfg.n_ctx:
+        tokenizer = self._require_tokenizer("a prompt")
+        ids, token_map = encode_segments(tokenizer, self.vocab, self.segments(prompt), output_modality)
+        if check_context and len(ids) > self.cfg.n_ctx:
             raise ValueError(f"prompt has {len(ids)} tokens, more than the model's context of {self.cfg.n_ctx}")
         return torch.tensor([ids], dtype=torch.long, device=self.device), token_map
 
@@ -524,37 +571,57 @@ class HookedSpiritLM:
         """Token ids ``[1, T]``: BOS, markers where the modality changes, text and ``[Hu…]``
         tokens, and the output-modality marker (``[Text]`` after a speech prompt by default).
 
-        TransformerLens' keywords: a list of prompts gives ``[B, T]``, padded with EOS on
-        ``padding_side`` (``"right"`` by default; the mask comes with :meth:`encode_batch`, and
-        ``model(tokens)`` masks left padding itself); ``prepend_bos=False`` tokenises a piece to go
-        after other tokens (as TransformerLens means it): no BOS, no SentencePiece prefix ``▁`` and,
-        for text, no ``[Text]`` (``" Paris"`` -> ``▁Paris``). A prompt longer than the context is
-        an error, never truncated (``truncate`` is accepted for TransformerLens' callers)."""
+        TransformerLens' keywords, with its meaning: a list of prompts gives ``[B, T]``, each row
+        through SpiritLM's path, padded with the tokenizer's pad id (EOS) on ``padding_side``
+        (default ``model.tokenizer.padding_side``, ``"left"`` as on the bridge; the mask comes with
+        :meth:`encode_batch`, and ``model(tokens)`` masks left padding itself);
+        ``prepend_bos=False`` tokenises a piece to go after other tokens: no BOS, no SentencePiece
+        prefix ``▁`` and, for text, no ``[Text]`` (``" Paris"`` -> ``▁Paris``); ``truncate=True``
+        (the default) keeps the first ``n_ctx`` tokens of a longer prompt, with a warning
+        (``truncate=False`` keeps them all); with ``cfg.tokenizer_appends_eos`` trailing EOS columns
+        are dropped."""
         if prepend_bos is not None and not isinstance(prepend_bos, bool):
             raise ValueError(f"prepend_bos must be True, False or None, got {prepend_bos!r}")
-        check_padding_side(padding_side)
+        side = check_padding_side(padding_side, default_padding_side(self))
         if is_prompt_batch(prompt):
-            tokens = self.encode_batch(prompt, output_modality, padding_side=padding_side,
-                                       prepend_bos=prepend_bos).tokens
+            rows = prompt_rows(self, prompt, output_modality, prepend_bos=prepend_bos, check_context=False)[0]
         else:
-            ids, token_map = self.encode(prompt, output_modality)
-            tokens = ids if prepend_bos is None or prepend_bos else ids[:, continuation_start(token_map):]
-        return tokens if move_to_device else tokens.cpu()
+            ids, token_map = self.encode(prompt, output_modality, check_context=False)
+            rows = [ids[0, 0 if prepend_bos is None or prepend_bos else continuation_start(token_map):].tolist()]
+        if truncate:
+            rows = self._truncated(rows)
+        tokens = pad_rows(rows, pad_id(self), side)[0]
+        if getattr(self.cfg, "tokenizer_appends_eos", False):  # TransformerLens' rule for such tokenizers
+            while tokens.shape[1] > 1 and bool((tokens[:, -1] == self.vocab.eos_id).all()):
+                tokens = tokens[:, :-1]
+        return tokens.to(self.device) if move_to_device else tokens
+
+    def _truncated(self, rows: list[list[int]]) -> list[list[int]]:
+        """TransformerLens' ``truncate=True``: each row's first ``n_ctx`` ids; a warning names what was cut."""
+        limit = self.cfg.n_ctx
+        for index, row in enumerate(rows):
+            if len(row) > limit:
+                warnings.warn(f"to_tokens: prompt {index} has {len(row)} tokens; kept the first {limit} (the model's "
+                              "context, TransformerLens' truncate=True); pass truncate=False to keep them all",
+                              stacklevel=3)
+        return [row[:limit] for row in rows]
 
     def to_str_tokens(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor | Sequence[int]",
                       output_modality: str = "text", *, prepend_bos: bool | None = None,
                       padding_side: str | None = None) -> list:
         """One piece per position (``<s>``, ``[Text]``, ``▁capital``, ``[Hu12]``...) of a prompt
         (as :meth:`to_tokens` encodes it, with its keywords) or of one row of token ids
-        (range-checked); a list of prompts or a ``[B, T]`` tensor gives one list per row."""
+        (range-checked). As in TransformerLens, a list of prompts gives one list per prompt, each
+        tokenised alone (no padding); a ``[B, T]`` tensor gives one list per row."""
+        tokenizer = self._require_tokenizer("to_str_tokens")
         if is_prompt_batch(prompt):
-            ids = self.to_tokens(prompt, output_modality, prepend_bos=prepend_bos, padding_side=padding_side)
-        elif isinstance(prompt, torch.Tensor) or _is_id_sequence(prompt):
+            return [self.to_str_tokens(item, output_modality, prepend_bos=prepend_bos) for item in prompt]
+        if isinstance(prompt, torch.Tensor) or _is_id_sequence(prompt):
             ids = self.input_ids(prompt)
         else:
             ids = self.to_tokens(prompt, output_modality, prepend_bos=prepend_bos)
-        rows = [self.tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
-        return rows if ids.shape[0] > 1 or is_prompt_batch(prompt) else rows[0]
+        rows = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+        return rows if ids.shape[0] > 1 else rows[0]
 
     def prompt_string(self, ids: "torch.Tensor | Sequence[int]") -> str:
         """The prompt string whose tokenisation gives ``ids`` ``[pos]`` (BOS first); ValueError if
@@ -581,9 +648,9 @@ class HookedSpiritLM:
             if output_modality == "text":
                 forbidden |= speech
             else:
-                forbidden |= {i for i in range(len(self.tokenizer)) if i not in speech}
+                forbidden |= {i for i in range(self.n_token_ids) if i not in speech}
         rows = self.cfg.d_vocab
-        forbidden |= set(range(len(self.tokenizer), rows))
+        forbidden |= set(range(self.n_token_ids, rows))
         return sorted(forbidden)
 
     def allowed_token_mask(self, output_modality: str = "text") -> torch.Tensor:
@@ -654,20 +721,215 @@ class HookedSpiritLM:
             rows.append(row[: int(ends[0]) + 1] if len(ends) else row)  # a finished row is padded with EOS
         return rows
 
-    def generate(self, prompt: "Prompt | Sequence[Prompt] | torch.Tensor", output_modality: str = "text", *,
-                 max_new_tokens: int = 20, do_sample: bool = False, **generate_kwargs):
-        """The generated continuation as a string (speech output as ``[Hu…]`` tokens); a list of
-        prompts gives a list of strings (generated as one left-padded, masked batch).
+    # ------------------------------ generation: TransformerLens' contract, SpiritLM's rules inside
+    def generate(self, input: "Prompt | Sequence[Prompt] | torch.Tensor" = "", max_new_tokens: int = 10,
+                 stop_at_eos: bool = True, eos_token_id: int | None = None, do_sample: bool = True,
+                 top_k: int | None = None, top_p: float | None = None, temperature: float = 1.0,
+                 freq_penalty: float = 0.0, repetition_penalty: float = 1.0, use_past_kv_cache: bool = True,
+                 prepend_bos: bool | None = None, padding_side: str | None = None, return_type: str | None = "input",
+                 verbose: bool = True, output_logits: bool = False, return_cache: bool = False,
+                 return_input_tokens: bool = False, names_filter=None, device=None, stop_strings=None,
+                 stopping_criteria=None, attention_mask: torch.Tensor | None = None, pixel_values=None, *,
+                 output_modality: str = "text", **unknown):
+        """TransformerLens' ``TransformerBridge.generate`` (same arguments, defaults and return
+        types: sampling unless ``do_sample=False``), run by the bridge's own loop with SpiritLM's
+        rules inside: prompts go through SpiritLM's path (:meth:`to_tokens`: markers, the
+        ``output_modality`` marker) and the tokens SpiritLM forbids in ``output_modality``
+        (:meth:`forbidden_token_ids`: markers, the other modality's tokens) are never produced.
 
-        Like SpiritLM, tokens of the other modality and the marker tokens are forbidden; greedy
-        decoding unless ``do_sample=True``. Options other than ``transformers.GenerationConfig``
-        fields raise ValueError, as SpiritLM's ``generate`` refuses them.
-        """
-        new = self.generate_ids(prompt, output_modality, max_new_tokens=max_new_tokens,
-                                do_sample=do_sample, **generate_kwargs)
-        if isinstance(new, list):
-            return [self.decode_generated(row) for row in new]
-        return self.decode_generated(new)
+        Returns, by input type as TransformerLens does (``return_type="input"``): a string prompt
+        gives the prompt plus the continuation (a string); a list of prompts one string per prompt
+        (generated together, left-padded and masked; a list of one gives a string); token ids
+        ``[batch, pos]`` the ids ``[batch, pos + new]``. A prompt of ``(modality, content)`` pairs
+        (SpiritLM's own input) gives the continuation only: its audio has no text to put in front
+        (SpiritLM's ``generate`` returns the continuation too). ``return_type="tokens"`` gives the
+        prompt's SpiritLM ids plus the new ids (markers included), ``"str"`` text. The text is
+        SpiritLM's decode (``skip_special_tokens=True, clean_up_tokenization_spaces=False``).
+        ``output_logits=True`` returns the bridge's ``GenerateDecoderOnlyOutput`` (``sequences``,
+        and ``logits`` per step as sampled from: forbidden ids at -inf); ``return_cache=True``
+        adds the cache of ``run_with_cache`` over prompt plus continuation (one prompt only, as
+        on the bridge), ``return_input_tokens=True`` the prompt's ids.
+
+        ``use_past_kv_cache`` is accepted and generation always runs the whole prefix:
+        TransformerLens 4.3's bridge neither reads nor writes HF's KV cache in Llama's attention, so
+        cached steps after the first give other tokens than ``LlamaForCausalLM`` (tested). Options TransformerLens' generate does not have raise
+        ValueError (``transformers.GenerationConfig`` fields go to :meth:`generate_ids`)."""
+        self._check_generation_options(unknown, max_new_tokens, return_type, output_modality)
+        kind, tokens, mask, prompts = self._generation_input(input, output_modality, prepend_bos, padding_side,
+                                                             attention_mask)
+        if return_cache and kind == "embeds":  # as on the bridge
+            raise NotImplementedError("generate(return_cache=True) requires token input, not inputs_embeds")
+        if return_cache and tokens.shape[0] > 1:
+            raise NotImplementedError("generate(return_cache=True) is not supported for batched/multi-prompt "
+                                      "generation (as on TransformerLens' bridge); run run_with_cache on each output")
+        with self._forbidden_tokens_at_sampling(output_modality), torch.no_grad():
+            out = self.bridge.generate(
+                tokens, max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos, eos_token_id=eos_token_id,
+                do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature, freq_penalty=freq_penalty,
+                repetition_penalty=repetition_penalty, use_past_kv_cache=False, return_type="tokens",
+                verbose=verbose, output_logits=output_logits, stop_strings=stop_strings,
+                stopping_criteria=stopping_criteria, attention_mask=mask, pixel_values=pixel_values)
+        sequences = out.sequences if output_logits else out
+        result = out if output_logits else self._generation_output(kind, return_type, prompts, tokens, mask, sequences)
+        extras = []
+        if return_cache:
+            full_mask = None if mask is None else torch.cat(
+                [mask, mask.new_ones(mask.shape[0], sequences.shape[1] - mask.shape[1])], dim=1)
+            extras.append(self.run_with_cache(sequences, names_filter=names_filter, device=device,
+                                              attention_mask=full_mask)[1])
+        if return_input_tokens:
+            extras.append(tokens)
+        return (result, *extras) if extras else result
+
+    def generate_stream(self, input: "Prompt | Sequence[Prompt] | torch.Tensor" = "", max_new_tokens: int = 10,
+                        max_tokens_per_yield: int = 25, stop_at_eos: bool = True, eos_token_id: int | None = None,
+                        do_sample: bool = True, top_k: int | None = None, top_p: float | None = None,
+                        temperature: float = 1.0, freq_penalty: float = 0.0, repetition_penalty: float = 1.0,
+                        use_past_kv_cache: bool = True, prepend_bos: bool | None = None,
+                        padding_side: str | None = None, return_type: str | None = "input", verbose: bool = True,
+                        stop_strings=None, stopping_criteria=None, attention_mask: torch.Tensor | None = None, *,
+                        output_modality: str = "text", **unknown):
+        """TransformerLens' ``generate_stream`` with :meth:`generate`'s rules: yields token chunks
+        ``[batch, n]`` (the first with the prompt's ids), or, for text, the text each chunk adds to
+        :meth:`generate`'s string (a string per yield for one prompt, a list for several). Errors,
+        as on the bridge, come when the stream is read."""
+        self._check_generation_options(unknown, max_new_tokens, return_type, output_modality)
+        kind, tokens, mask, prompts = self._generation_input(input, output_modality, prepend_bos, padding_side,
+                                                             attention_mask)
+        as_text = return_type == "str" or (return_type == "input" and kind not in ("tokens", "embeds"))
+        with self._forbidden_tokens_at_sampling(output_modality), torch.no_grad():
+            stream = self.bridge.generate_stream(
+                tokens, max_new_tokens=max_new_tokens, max_tokens_per_yield=max_tokens_per_yield,
+                stop_at_eos=stop_at_eos, eos_token_id=eos_token_id, do_sample=do_sample, top_k=top_k, top_p=top_p,
+                temperature=temperature, freq_penalty=freq_penalty, repetition_penalty=repetition_penalty,
+                use_past_kv_cache=False, return_type="tokens", verbose=verbose, stop_strings=stop_strings,
+                stopping_criteria=stopping_criteria, attention_mask=mask)
+            if not as_text:
+                yield from stream
+                return
+            history, emitted = None, [0] * tokens.shape[0]
+
+            def delta(final: bool):
+                texts = self._generation_texts(kind, prompts, tokens, mask, history)
+                if not final:  # hold back a character whose bytes are not all generated yet
+                    texts = [text.rstrip("\ufffd") for text in texts]
+                parts = [text[emitted[i]:] for i, text in enumerate(texts)]
+                for i, text in enumerate(texts):
+                    emitted[i] = len(text)
+                return parts[0] if len(parts) == 1 else parts
+
+            for chunk in stream:
+                history = chunk if history is None else torch.cat([history, chunk], dim=-1)
+                yield delta(final=False)
+            if history is not None:
+                rest = delta(final=True)
+                if any(rest) if isinstance(rest, list) else rest:
+                    yield rest
+
+    _GENERATE_OPTIONS = ("max_new_tokens", "stop_at_eos", "eos_token_id", "do_sample", "top_k", "top_p",
+                         "temperature", "freq_penalty", "repetition_penalty", "use_past_kv_cache", "prepend_bos",
+                         "padding_side", "return_type", "verbose", "output_logits", "return_cache",
+                         "return_input_tokens", "names_filter", "device", "stop_strings", "stopping_criteria",
+                         "attention_mask", "pixel_values", "output_modality")
+
+    def _check_generation_options(self, unknown: dict, max_new_tokens, return_type, output_modality) -> None:
+        if unknown:
+            key = next(iter(unknown))
+            raise ValueError(f"generate: unknown option {key!r}; TransformerLens' options are "
+                             f"{', '.join(self._GENERATE_OPTIONS)} (transformers.GenerationConfig fields go to "
+                             "model.generate_ids)")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            hint = " (output_modality is a keyword: generate(prompt, output_modality=...))" \
+                if isinstance(max_new_tokens, str) else ""
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}{hint}")
+        if return_type not in ("input", "str", "tokens", None):
+            raise ValueError(f"return_type must be 'input', 'str' or 'tokens', got {return_type!r}")
+        check_output_modality(output_modality)
+
+    def _generation_input(self, input, output_modality: str, prepend_bos, padding_side, attention_mask):
+        """``(kind, tokens [B, T], attention_mask or None, prompts)`` for :meth:`generate`.
+
+        ``kind``: ``"str"`` (one string), ``"pairs"`` (one prompt of ``(modality, content)``
+        pairs), ``"list"`` (a list of prompts: several are left-padded and masked, as the bridge
+        pads a batch for generation), ``"tokens"`` (ids; masked by ``attention_mask``, else by the
+        pad tokens on ``padding_side`` when it is given (TransformerLens' rule), else where rows
+        start with pad ids before BOS), ``"embeds"`` (a float tensor, passed on)."""
+        if isinstance(input, torch.Tensor) and input.is_floating_point():
+            return "embeds", input.to(self.device), attention_mask, None
+        if is_prompt_batch(input):
+            if len(input) == 1:
+                tokens = self.to_tokens(input[0], output_modality, prepend_bos=prepend_bos, truncate=False)
+                return "list", tokens, attention_mask, list(input)
+            batch = self.encode_batch(input, output_modality, padding_side="left", prepend_bos=prepend_bos)
+            return "list", batch.tokens, batch.attention_mask if attention_mask is None else attention_mask, list(input)
+        if not (isinstance(input, torch.Tensor) or _is_id_sequence(input)):
+            tokens = self.to_tokens(input, output_modality, prepend_bos=prepend_bos, truncate=False)
+            return ("str" if isinstance(input, str) else "pairs"), tokens, attention_mask, [input]
+        ids = self.input_ids(input)
+        if attention_mask is None and padding_side is not None:
+            from transformer_lens.utilities import get_attention_mask
+
+            tokenizer = self._require_tokenizer("generate(padding_side=...)")
+            attention_mask = get_attention_mask(tokenizer, ids, True if prepend_bos is None else prepend_bos,
+                                                padding_side=check_padding_side(padding_side))
+            attention_mask = None if bool(attention_mask.all()) else attention_mask
+        elif attention_mask is None:
+            attention_mask = left_padding_mask(ids, pad_id(self), self.vocab.bos_id)
+        return "tokens", ids, attention_mask, None
+
+    @contextlib.contextmanager
+    def _forbidden_tokens_at_sampling(self, output_modality: str):
+        """SpiritLM's generation rule (``spiritlm_model.py`` ``_build_forbidden_tokens``, passed to HF
+        as ``bad_words_ids``) inside TransformerLens' loop: while active, a temporary hook on the
+        bridge's ``unembed.hook_out`` sets the last position's logits of
+        :meth:`forbidden_token_ids` to -inf, so greedy or sampled steps never pick them."""
+        forbidden = ~self.allowed_token_mask(output_modality)
+        if not bool(forbidden.any()):
+            yield
+            return
+
+        def forbid(logits, hook):
+            last = logits[:, -1:, :].masked_fill(forbidden.to(logits.device), float("-inf"))
+            return torch.cat([logits[:, :-1, :], last], dim=1)
+
+        with self.bridge.hooks(fwd_hooks=[("unembed.hook_out", forbid)]):
+            yield
+
+    def _generation_output(self, kind: str, return_type, prompts, tokens, mask, sequences):
+        """What :meth:`generate` returns for ``sequences`` ``[B, T + new]`` (its docstring)."""
+        if return_type in ("input", None):
+            return_type = "tokens" if kind in ("tokens", "embeds") else "str"
+        if return_type == "tokens":
+            return sequences
+        texts = self._generation_texts(kind, prompts, tokens, mask, sequences)
+        return texts[0] if len(texts) == 1 else texts
+
+    def _generation_texts(self, kind: str, prompts, tokens, mask, sequences) -> list[str]:
+        """One text per row of ``sequences`` (whose first ``T`` columns are ``tokens``; a stream's
+        history may be shorter): a string prompt's row is the prompt plus the text its new ids
+        add, a ``(modality, content)`` prompt's row that text alone (:meth:`_continuation_text`);
+        ids and embeddings are decoded whole, as TransformerLens decodes them."""
+        tokenizer = self._require_tokenizer("text output")
+        width = 0 if kind == "embeds" else tokens.shape[1]
+        texts = []
+        for i, row in enumerate(sequences):
+            if kind in ("tokens", "embeds"):
+                texts.append(tokenizer.decode(row.tolist(), skip_special_tokens=True))
+                continue
+            prompt_ids = (tokens[i] if mask is None else tokens[i][mask[i].bool()]).tolist()
+            continuation = self._continuation_text(prompt_ids, row[width:].tolist())
+            texts.append(prompts[i] + continuation if isinstance(prompts[i], str) else continuation)
+        return texts
+
+    def _continuation_text(self, prompt_ids: list[int], new_ids: list[int]) -> str:
+        """The text ``new_ids`` add after the prompt, with SpiritLM's decode
+        (``skip_special_tokens=True, clean_up_tokenization_spaces=False``): the decode of prompt
+        plus new ids without the decode of the prompt (SpiritLM's ``generate`` cuts its prompt string
+        off the decoded output the same way), so a word's leading space is kept (``" Paris"``)."""
+        decode = functools.partial(self._require_tokenizer("text output").decode, skip_special_tokens=True,
+                                   clean_up_tokenization_spaces=False)
+        head, whole = decode(prompt_ids), decode(prompt_ids + new_ids)
+        return whole[len(head):] if whole.startswith(head) else decode(new_ids)
 
     def decode_generated(self, ids: "torch.Tensor | Sequence[int]") -> str:
         """Generated ids ``[n]`` as text, with SpiritLM's decode call (``skip_special_tokens=True,

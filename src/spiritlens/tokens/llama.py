@@ -286,15 +286,36 @@ class SlowLlamaTokenizer:
         value = self._special_str(key)
         return None if value is None else self._token_to_id(value)
 
-    # The special tokens' strings and ids, as transformers names them (None when unset).
-    bos_token = property(lambda self: self._special_str("bos_token"))
-    eos_token = property(lambda self: self._special_str("eos_token"))
-    unk_token = property(lambda self: self._special_str("unk_token"))
-    pad_token = property(lambda self: self._special_str("pad_token"))
-    bos_token_id = property(lambda self: self._special_id("bos_token"))
-    eos_token_id = property(lambda self: self._special_id("eos_token"))
-    unk_token_id = property(lambda self: self._special_id("unk_token"))
-    pad_token_id = property(lambda self: self._special_id("pad_token"))
+    def _set_special(self, key: str, value) -> None:
+        """transformers 4.x's special-token setter (``tokenizer.pad_token = "</s>"``): the string (or
+        None) becomes that special token, without adding it to the vocabulary; decoding with
+        ``skip_special_tokens`` then skips it."""
+        if value is not None and not isinstance(value, (str, AddedToken)):
+            raise ValueError(f"{key} must be a string or None, got {type(value).__name__}")
+        self._special[key] = (AddedToken(value, normalized=False, special=True) if isinstance(value, str)
+                              else value)
+        self._specials = set(self.all_special_tokens)
+
+    def _set_special_id(self, key: str, value) -> None:
+        self._set_special(key, None if value is None else self.convert_ids_to_tokens(int(value)))
+
+    # The special tokens' strings and ids, as transformers names them (None when unset); settable
+    # as in transformers (``tokenizer.pad_token = tokenizer.eos_token``, ``tokenizer.pad_token_id = 2``).
+    bos_token = property(lambda self: self._special_str("bos_token"), lambda self, v: self._set_special("bos_token", v))
+    eos_token = property(lambda self: self._special_str("eos_token"), lambda self, v: self._set_special("eos_token", v))
+    unk_token = property(lambda self: self._special_str("unk_token"), lambda self, v: self._set_special("unk_token", v))
+    pad_token = property(lambda self: self._special_str("pad_token"), lambda self, v: self._set_special("pad_token", v))
+    bos_token_id = property(lambda self: self._special_id("bos_token"),
+                            lambda self, v: self._set_special_id("bos_token", v))
+    eos_token_id = property(lambda self: self._special_id("eos_token"),
+                            lambda self, v: self._set_special_id("eos_token", v))
+    unk_token_id = property(lambda self: self._special_id("unk_token"),
+                            lambda self, v: self._set_special_id("unk_token", v))
+    pad_token_id = property(lambda self: self._special_id("pad_token"),
+                            lambda self, v: self._set_special_id("pad_token", v))
+    # transformers' LlamaTokenizer pads on the left (its class attribute); batches and TransformerLens read it.
+    padding_side = "left"
+    truncation_side = "right"
 
     # ------------------------------------------------------------ encoding
     def tokenize_with_offsets(self, text: str) -> list[Token]:

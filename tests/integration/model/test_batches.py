@@ -63,8 +63,8 @@ def test_run_with_cache_of_a_batch(tiny_model):
 
 
 def test_generate_a_batch_row_by_row(tiny_model, hf_tiny_model):
-    together = tiny_model.generate(PROMPTS, max_new_tokens=6)
-    alone = [tiny_model.generate(p, max_new_tokens=6) for p in PROMPTS]
+    together = tiny_model.generate(PROMPTS, max_new_tokens=6, do_sample=False, verbose=False)
+    alone = [tiny_model.generate(p, max_new_tokens=6, do_sample=False, verbose=False) for p in PROMPTS]
     assert together == alone
     ids = tiny_model.generate_ids(PROMPTS, max_new_tokens=6)
     for prompt, row in zip(PROMPTS, ids):
@@ -72,9 +72,11 @@ def test_generate_a_batch_row_by_row(tiny_model, hf_tiny_model):
 
 
 def test_str_tokens_of_a_batch_and_pieces_without_bos(tiny_model):
-    rows = tiny_model.to_str_tokens(PROMPTS[:2], padding_side="left")
-    assert [r[-1] for r in rows] == ["▁of", "▁of"]
-    assert rows[1][0] == "</s>" and rows[0][0] == "<s>"
+    rows = tiny_model.to_str_tokens(PROMPTS[:2])  # TransformerLens: each prompt alone, no padding
+    assert rows == [tiny_model.to_str_tokens(p) for p in PROMPTS[:2]]
+    assert [r[-1] for r in rows] == ["▁of", "▁of"] and rows[1][0] == rows[0][0] == "<s>"
+    padded = tiny_model.to_tokens(PROMPTS[:2])  # the tokenizer's side, "left" as on the bridge
+    assert tiny_model.to_str_tokens(padded)[1][0] == "</s>"
     # prepend_bos=False: a piece to go after other tokens (TransformerLens' meaning), no BOS and no marker
     assert tiny_model.to_str_tokens(" Paris", prepend_bos=False) == ["▁Paris"]
     whole = tiny_model.to_tokens("The capital of Italy is Paris")[0].tolist()

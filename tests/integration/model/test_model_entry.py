@@ -78,23 +78,37 @@ def test_ids_pass_through_and_are_range_checked(tiny_model):
 
 
 def test_generate_checks_its_options(tiny_model):
-    with pytest.raises(ValueError, match=r"^generate: unknown option 'max_tokens' \(did you mean max_"):
+    with pytest.raises(ValueError, match=r"^generate: unknown option 'max_tokens'; TransformerLens' options are "):
         tiny_model.generate(PROMPT, max_tokens=3)
-    with pytest.raises(ValueError, match=r"^generate: use_cache is set by spiritlens"):
-        tiny_model.generate(PROMPT, use_cache=True)
+    with pytest.raises(ValueError, match=r"^generate: unknown option 'num_beams'.*go to model.generate_ids"):
+        tiny_model.generate(PROMPT, num_beams=2)
     with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
         tiny_model.generate(PROMPT, max_new_tokens=0)
+    with pytest.raises(ValueError, match=r"got 'speech' \(output_modality is a keyword"):
+        tiny_model.generate(PROMPT, "speech")
+    with pytest.raises(ValueError, match="return_type must be 'input', 'str' or 'tokens'"):
+        tiny_model.generate(PROMPT, return_type="text")
+    # generate_ids keeps SpiritLM's options (transformers.GenerationConfig fields) and its checks.
+    with pytest.raises(ValueError, match=r"^generate: unknown option 'max_tokens' \(did you mean max_"):
+        tiny_model.generate_ids(PROMPT, max_tokens=3)
+    with pytest.raises(ValueError, match=r"^generate: use_cache is set by spiritlens"):
+        tiny_model.generate_ids(PROMPT, use_cache=True)
     # GenerationConfig fields are accepted, and ids are a prompt too.
     ids = tiny_model.to_tokens(PROMPT)
     assert torch.equal(tiny_model.generate_ids(PROMPT, max_new_tokens=2, repetition_penalty=1.0),
                        tiny_model.generate_ids(ids, max_new_tokens=2))
 
 
-def test_bridge_string_methods_refuse_text(tiny_model):
-    with pytest.raises(ValueError, match="HookedSpiritLM.input_to_embed takes token ids here, not text"):
-        tiny_model.input_to_embed(PROMPT)
-    with pytest.raises(ValueError, match="HookedSpiritLM.get_token_position takes token ids here"):
-        tiny_model.get_token_position("▁is", PROMPT)
+def test_bridge_string_methods_take_spiritlms_path_or_refuse_text(tiny_model):
+    ids = tiny_model.to_tokens(PROMPT)
+    residual, tokens, _, _ = tiny_model.input_to_embed(PROMPT)
+    assert torch.equal(tokens, ids)
+    _, cache = tiny_model.run_with_cache(ids)
+    assert torch.equal(residual, cache["blocks.0.hook_resid_pre"])
+    assert tiny_model.get_token_position("[Text]", PROMPT) == ids[0].tolist().index(tiny_model.vocab.text_marker_id)
+    assert tiny_model.get_token_position(7, torch.tensor([7, 3, 7]), mode="last") == 2
+    with pytest.raises(ValueError, match="HookedSpiritLM.hf_generate takes token ids here, not text"):
+        tiny_model.hf_generate(PROMPT)
     assert tiny_model.to_single_token("Seattle") == tiny_model.tokenizer.convert_tokens_to_ids("▁Seattle")
     with pytest.raises(ValueError, match=r"'Mountain View' is 2 tokens \['▁Mountain', '▁View'\], not one"):
         tiny_model.to_single_token("Mountain View")

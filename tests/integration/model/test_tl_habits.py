@@ -54,8 +54,10 @@ def test_start_at_layer_resumes_from_a_cached_residual(tiny_model):
     for layer in (1, tiny_model.cfg.n_layers - 1):
         resumed = tiny_model(cache[f"blocks.{layer}.hook_resid_pre"], start_at_layer=layer)
         assert float((resumed - logits).abs().max()) <= 1e-5
-    with pytest.raises(ValueError, match="start_at_layer needs the residual stream"):
+    with pytest.raises(ValueError, match="start_at_layer requires a residual-stream tensor"):  # the bridge's words
         tiny_model(PROMPT, start_at_layer=1)
+    with pytest.raises(ValueError, match="out of range"):
+        tiny_model(cache["blocks.0.hook_resid_pre"], start_at_layer=tiny_model.cfg.n_layers)
 
 
 def test_cuda_without_cuda_is_one_line(tiny_model):

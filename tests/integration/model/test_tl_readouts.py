@@ -12,24 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import write_gained_tiny_model
+
 PROMPT = "The Space Needle is located in the city of"
-
-
-def write_gained_tiny_model(directory, seed: int = 0):
-    """A tiny SpiritLM directory whose every RMSNorm gain is drawn from U(0.2, 2.2)."""
-    from transformers import LlamaForCausalLM
-
-    from spiritlens.synthetic.tiny import write_tiny_model, write_weights
-
-    directory = write_tiny_model(directory, seed=seed)
-    model = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed + 1)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for name in state:
-        if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
-            state[name] = torch.rand(state[name].shape, generator=generator) * 2 + 0.2
-    write_weights(state, directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +126,12 @@ def test_logit_attrs_are_each_components_true_share(model, reference):
     assert attrs.shape == expected.shape == (1 + 2 * L,)
     assert float((attrs - expected).abs().max()) <= 1e-4
     assert abs(float(attrs.sum()) - float(reference["logits"][0, -1, answer])) <= 1e-4
+    # TransformerLens' DLA tool on HookedSpiritLM (it refuses a plain bridge without compatibility mode,
+    # whose read-outs would drop the gains): the same true shares
+    from transformer_lens.tools.analysis import direct_logit_attribution
+
+    dla = direct_logit_attribution(model, ids, answer_tokens=answer)
+    assert float((dla.attribution.double().reshape(-1) - expected).abs().max()) <= 1e-4
 
 
 def test_block_norm_readouts_equal_llamas_norm_outputs(model, reference):

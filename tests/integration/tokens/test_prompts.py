@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from spiritlens.tokens.prompt import build_prompt_string
 
@@ -122,6 +123,12 @@ def test_unknown_output_modality(tiny_model):
 
 
 def test_prompt_longer_than_context(tiny_model, monkeypatch):
+    whole = tiny_model.to_tokens("The capital of Italy is")
     monkeypatch.setattr(tiny_model.cfg, "n_ctx", 5)
     with pytest.raises(ValueError, match="prompt has 9 tokens, more than the model's context of 5"):
-        tiny_model.to_tokens("The capital of Italy is")
+        tiny_model.encode("The capital of Italy is")
+    # to_tokens keeps TransformerLens' contract: truncate=True cuts to the context, and says so.
+    with pytest.warns(UserWarning, match=r"prompt 0 has 9 tokens; kept the first 5"):
+        cut = tiny_model.to_tokens("The capital of Italy is")
+    assert torch.equal(cut, whole[:, :5])
+    assert torch.equal(tiny_model.to_tokens("The capital of Italy is", truncate=False), whole)

@@ -20,6 +20,9 @@ import torch
 from spiritlens.interventions.corruptions.base import Corruption
 
 DISTRIBUTIONS = ("normal", "uniform")
+# Noise beyond this overflows float32 activations (max 3.4e38) after a block's matrix products; ROME's 3 sigma
+# of a Llama's embeddings is about 0.05.
+MAX_SCALE = 1e6
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class EmbeddingNoise(Corruption):
             object.__setattr__(self, "positions", positions)
         if not 0 <= self.start < self.end:
             raise ValueError(f"noised positions [{self.start}, {self.end}) are empty or negative")
-        if not np.isfinite(self.scale) or self.scale < 0:
-            raise ValueError(f"noise scale must be a finite number >= 0, got {self.scale!r}")
+        if not np.isfinite(self.scale) or not 0 <= self.scale <= MAX_SCALE:
+            raise ValueError(f"noise scale must be a number in 0..{MAX_SCALE:g}, got {self.scale!r} (larger noise "
+                             "overflows float32 activations: every score would be NaN)")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"unknown noise distribution {self.distribution!r}; use one of {', '.join(DISTRIBUTIONS)}")
         if self.replace and self.distribution == "uniform":
