@@ -247,3 +247,58 @@ def test_backbone_trace_puts_the_fact_at_the_last_subject_token(toy_root, backbo
     print(message)
     assert subject_ie.max() > 0.2 * te, message
     assert subject_ie.max() > 5 * max(after_ie.max(), 1e-3), message
+
+
+def test_text_ids_check_refuses_a_piece_that_moved():
+    from spiritlens.synthetic.toy.build import _check_text_ids
+    from spiritlens.synthetic.toy.training import _Sequence
+
+    backbone = [_Sequence([1, 5, 6, 7, 2], 2, "t2t")]
+    _check_text_ids(backbone, [_Sequence([1, 9, 5, 6, 7, 2], 3, "t2t")], bos=1, text_marker=9)
+    for moved in ([1, 9, 5, 8, 7, 2], [1, 5, 6, 7, 2, 2], [9, 1, 5, 6, 7, 2]):
+        with pytest.raises(ValueError, match=r"does not give the backbone's ids after \[Text\]"):
+            _check_text_ids(backbone, [_Sequence(moved, 3, "t2t")], bos=1, text_marker=9)
+
+
+def _char_path(dummy_prefix: bool):
+    """A prompt path by brute force: one id per character, 1000 + unit per speech token, 999 for the
+    [Text] after speech; ``dummy_prefix``: whether a space goes before the text after that marker
+    (as SentencePiece's dummy prefix does after an added-token marker, legacy true)."""
+    def encode(prompt) -> list[int]:
+        ids = [1]
+        for modality, content in [("text", prompt)] if isinstance(prompt, str) else prompt:
+            if modality == "speech":
+                ids += [1000 + u for u in content] + [999]
+            else:
+                ids += [ord(c) for c in (" " if dummy_prefix and ids[-1] == 999 else "") + content]
+        return ids
+    return encode
+
+
+def test_answer_after_speech_gets_the_text_answers_ids():
+    from spiritlens.synthetic.toy.config import ToyFact
+    from spiritlens.synthetic.toy.training import _sequences
+
+    fact = ToyFact(1, "Apple A5 was created by", "Apple A5", "Apple", "P176")
+    units = {"1_prompt": [3, 4]}
+    for dummy_prefix in (False, True):  # " Apple" or "Apple" after [Text], whichever gives the text answer's ids
+        sequences, _ = _sequences(_char_path(dummy_prefix), 2, [fact], [], units)
+        text, speech = sequences
+        assert speech.form == "s2t" and speech.ids == [1, 1003, 1004, 999] + [ord(c) for c in " Apple"] + [2]
+        assert text.ids[text.start + 1:] == speech.ids[speech.start + 1:] == [ord(c) for c in " Apple"] + [2]
+
+    def mangled(prompt):  # a path whose answer after speech is never the text answer's
+        ids = _char_path(False)(prompt)
+        k = ids.index(999) if 999 in ids else len(ids)
+        return ids[:k + 1] + [i + 1 for i in ids[k + 1:]]
+
+    with pytest.raises(ValueError, match=r"gives the s2t answer 'Apple' the ids .* not .* as after its text prompt"):
+        _sequences(mangled, 2, [fact], [], units)
+
+
+def test_tokenizer_files_take_a_text_model_only_with_added_tokens(tmp_path):
+    from spiritlens.synthetic.tiny import write_tokenizer_files
+
+    with pytest.raises(ValueError, match="text_model needs layout='added_tokens'"):
+        write_tokenizer_files(tmp_path, layout="sentencepiece", text_model=b"unused")
+    assert not any(tmp_path.iterdir())
