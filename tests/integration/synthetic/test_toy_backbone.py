@@ -244,7 +244,7 @@ def test_backbone_trace_puts_the_fact_at_the_last_subject_token(toy_root, backbo
     subject_ie, after_ie, te = np.mean(last_subject, 0), np.mean(after, 0), float(np.mean(total))
     message = (f"mean IE at the last subject token, layers 0-{n_layers // 2 - 1}: {np.round(subject_ie, 4).tolist()}; "
                f"max over the tokens after the subject: {np.round(after_ie, 4).tolist()}; mean TE {te:.4f}")
-    print(message)
+    print(message)  # the README quotes it (pytest -s)
     assert subject_ie.max() > 0.2 * te, message
     assert subject_ie.max() > 5 * max(after_ie.max(), 1e-3), message
 
