@@ -16,6 +16,7 @@ from spiritlens.synthetic.toy import cache as toy_cache
 from spiritlens.synthetic.toy import training as toy_training
 from spiritlens.cli import main
 from spiritlens.data import load_known
+from toy_mechanism import check_designed_mechanism
 from spiritlens.synthetic.toy.cache import (
     MANIFEST,
     REPORT,
@@ -122,12 +123,7 @@ def test_toy_trace_puts_the_fact_at_the_last_subject_token(toy_root, toy_model, 
         last_subject.append(effects[e - 1, early])
         after.append(effects[e:-1, early].max(axis=0))
         total.append(result.high_score - result.low_score)
-    subject_ie, after_ie, te = np.mean(last_subject, 0), np.mean(after, 0), float(np.mean(total))
-    message = (f"mean IE at the last subject token, layers 0-{n_layers // 2 - 1}: {np.round(subject_ie, 4).tolist()}; "
-               f"max over the tokens after the subject: {np.round(after_ie, 4).tolist()}; mean TE {te:.4f}")
-    print(message)  # the README quotes it (pytest -s)
-    assert subject_ie.max() > 0.2 * te, message
-    assert subject_ie.max() > 5 * max(after_ie.max(), 1e-3), message
+    check_designed_mechanism(last_subject, after, total, n_layers)  # pytest -s prints the numbers the README quotes
 
 
 def test_toy_cache_is_reused_and_keyed_on_its_inputs(toy_root, toy_cache_dir, known_path, monkeypatch):

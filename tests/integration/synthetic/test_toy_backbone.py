@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from spiritlens.data import load_known
+from toy_mechanism import check_designed_mechanism
 from spiritlens.synthetic.toy.backbone import extend_vocabulary
 from spiritlens.synthetic.toy.cache import REPORT, backbone_dir, model_dir, read_manifest, toy_facts
 from spiritlens.synthetic.toy.config import ToyConfig
@@ -241,12 +242,7 @@ def test_backbone_trace_puts_the_fact_at_the_last_subject_token(toy_root, backbo
         last_subject.append(effects[e - 1, early])
         after.append(effects[e:-1, early].max(axis=0))
         total.append(high - low)
-    subject_ie, after_ie, te = np.mean(last_subject, 0), np.mean(after, 0), float(np.mean(total))
-    message = (f"mean IE at the last subject token, layers 0-{n_layers // 2 - 1}: {np.round(subject_ie, 4).tolist()}; "
-               f"max over the tokens after the subject: {np.round(after_ie, 4).tolist()}; mean TE {te:.4f}")
-    print(message)  # the README quotes it (pytest -s)
-    assert subject_ie.max() > 0.2 * te, message
-    assert subject_ie.max() > 5 * max(after_ie.max(), 1e-3), message
+    check_designed_mechanism(last_subject, after, total, n_layers)  # pytest -s prints the numbers the README quotes
 
 
 def test_text_ids_check_refuses_a_piece_that_moved():
@@ -302,3 +298,13 @@ def test_tokenizer_files_take_a_text_model_only_with_added_tokens(tmp_path):
     with pytest.raises(ValueError, match="text_model needs layout='added_tokens'"):
         write_tokenizer_files(tmp_path, layout="sentencepiece", text_model=b"unused")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_make_toy_names_both_models(toy_root, known_path, capsys):
+    from spiritlens.cli import main
+
+    assert main(["make-toy", str(toy_root), "--small", "--quiet", "--known", str(known_path)]) == 0  # up to date
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"toy SpiritLM in {toy_root}: 6 Known facts, exact greedy answers t2t 100%, s2t 100%",
+                   f"toy backbone in {toy_root / 'backbone' / 'llama-2-7b-hf'}: exact greedy answers from text 100%"]

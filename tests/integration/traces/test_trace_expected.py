@@ -51,7 +51,7 @@ def test_the_espeak_program_voice_gives_a_wrong_answer_and_a_warning(toy_model, 
     for fact in toy_facts(toy_root):  # the first fact the program's voice gets wrong (on the small toy: the second)
         wav = tmp_path / f"program_{fact.known_id}.wav"
         subprocess.run(["espeak-ng", "-w", str(wav), fact.prompt], check=True, capture_output=True)
-        answer = toy_model.generate([("speech", wav)], max_new_tokens=3).strip()
+        answer = toy_model.decode_generated(toy_model.generate_ids([("speech", wav)], max_new_tokens=3)).strip()
         if answer != fact.attribute:  # the measured reason for the warning
             break
     else:

@@ -262,7 +262,7 @@ def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: lis
                     encoder.vocab.bos_id, encoder.vocab.text_marker_id)
     counts = collections.Counter(s.form for s in sequences)
     log(f"[toy] toy SpiritLM continued from the backbone; sequences {dict(counts)}")
-    del encoder
+    encoder = None  # freed before training
     training = _train(hf, sequences, pool, config, eos_id=llama["eos_token_id"], max_steps=config.max_steps,
                       min_steps=config.min_steps, lr=config.lr, seed=config.seed + 1, progress=progress,
                       desc="training toy SpiritLM")
