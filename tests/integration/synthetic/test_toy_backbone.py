@@ -308,3 +308,17 @@ def test_make_toy_names_both_models(toy_root, known_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out == [f"toy SpiritLM in {toy_root}: 6 Known facts, exact greedy answers t2t 100%, s2t 100%",
                    f"toy backbone in {toy_root / 'backbone' / 'llama-2-7b-hf'}: exact greedy answers from text 100%"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("backbone_lr", 0.0, "ToyConfig.backbone_lr must be > 0, got 0.0"),
+    ("backbone_max_steps", 0, "ToyConfig.backbone_max_steps must be an integer >= 1, got 0"),
+    ("backbone_min_steps", -1, "ToyConfig.backbone_min_steps must be an integer >= 0, got -1"),
+    ("new_rows_std", -0.1, "ToyConfig.new_rows_std must be >= 0, got -0.1"),
+    ("new_rows_std", float("nan"), "ToyConfig.new_rows_std must be >= 0, got nan"),
+])
+def test_backbone_settings_are_checked(field, value, message):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        replace(ToyConfig.small(), **{field: value})
