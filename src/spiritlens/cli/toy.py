@@ -2,7 +2,8 @@
 
 DIR becomes a ``$SPIRITLM_CHECKPOINTS_DIR`` tree (``spiritlm_model/spirit-lm-base-7b``,
 ``speech_tokenizer/``) with ``toy_manifest.json`` and the measured accuracy in
-``spiritlm_model/spirit-lm-base-7b/toy_report.json``. A DIR already holding the same toy is
+``spiritlm_model/spirit-lm-base-7b/toy_report.json``, and the text-only toy backbone it was
+continued from in ``backbone/llama-2-7b-hf`` (Llama-2-7b-hf's layout, its own ``toy_report.json``). A DIR already holding the same toy is
 reused; see ``spiritlens.synthetic.toy.build`` for what it is trained on.
 """
 
@@ -39,4 +40,7 @@ def run(args) -> int:
     accuracy = ", ".join(f"{m} {a:.0%}" for m, a in manifest["accuracy"].items())
     print(f"toy SpiritLM in {root}: {len(manifest['inputs']['facts'])} Known facts, exact greedy answers {accuracy}"
           + ("" if manifest["meets_targets"] else " (BELOW the targets)"))
+    backbone = manifest["backbone"]
+    print(f"toy backbone in {root / manifest['backbone_dir']}: exact greedy answers from text "
+          f"{backbone['accuracy']['t2t']:.0%}" + ("" if backbone["meets_targets"] else " (BELOW the target)"))
     return 0

@@ -162,7 +162,7 @@ def _added_token_json(content: str, *, special: bool, **flags) -> dict:
 def write_tokenizer_files(directory: str | Path, *, expressive: bool = False, seed: int = 0,
                           layout: str = "sentencepiece", legacy: bool | None = True,
                           declare: str = "tokenizer_config", special: bool = False,
-                          token_flags: dict[str, dict] | None = None) -> Path:
+                          token_flags: dict[str, dict] | None = None, text_model: bytes | None = None) -> Path:
     """Write ``tokenizer.model``, ``tokenizer_config.json`` and ``special_tokens_map.json`` (and for
     ``declare="added_tokens_json"``, ``added_tokens.json``) for one tokenizer layout.
 
@@ -171,7 +171,10 @@ def write_tokenizer_files(directory: str | Path, *, expressive: bool = False, se
     transformers 4.x's default, True, applies). For ``"added_tokens"``: ``declare`` names the
     file that declares them, ``special`` makes them special tokens (``decode(...,
     skip_special_tokens=True)`` then drops them), and ``token_flags`` sets ``lstrip``/``rstrip``/
-    ``single_word`` per token (``tokenizer_config`` declarations only). Deterministic for a seed.
+    ``single_word`` per token (``tokenizer_config`` declarations only). ``text_model``: a serialized
+    text-only SentencePiece model to use as ``tokenizer.model`` instead of training one (``"added_tokens"``
+    only; the SpiritLM tokens then get the ids after its pieces, as SpiritLM's follow Llama-2's).
+    Deterministic for a seed.
     """
     if layout not in TOKENIZER_LAYOUTS:
         raise ValueError(f"unknown tokenizer layout {layout!r}; use one of {', '.join(TOKENIZER_LAYOUTS)}")
@@ -179,11 +182,15 @@ def write_tokenizer_files(directory: str | Path, *, expressive: bool = False, se
         raise ValueError(f"unknown declaration {declare!r}; use one of {', '.join(DECLARATIONS)}")
     if token_flags and (layout != "added_tokens" or declare != "tokenizer_config"):
         raise ValueError("token_flags need layout='added_tokens' declared in tokenizer_config")
+    if text_model is not None and layout != "added_tokens":
+        raise ValueError("text_model needs layout='added_tokens' (its pieces stay as they are)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     in_model = layout == "sentencepiece"
-    write_atomic(directory / "tokenizer.model",
-                 train_tokenizer_model(expressive=expressive, seed=seed, spirit_pieces=in_model))
+    if text_model is None:
+        text_model = train_tokenizer_model(expressive=expressive, seed=seed, spirit_pieces=in_model)
+    write_atomic(directory / "tokenizer.model", text_model)
+    first_id = _piece_count(text_model)
     special_map: dict = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
     config: dict = {
         "add_bos_token": True,
@@ -206,7 +213,7 @@ def write_tokenizer_files(directory: str | Path, *, expressive: bool = False, se
             decoder = {str(i): _added_token_json(t, special=True) | {"normalized": False}
                        for i, t in enumerate(("<unk>", "<s>", "</s>"))}
             for k, token in enumerate(tokens):
-                decoder[str(TEXT_PIECES + k)] = _added_token_json(token, special=special,
+                decoder[str(first_id + k)] = _added_token_json(token, special=special,
                                                                   **(token_flags or {}).get(token, {}))
             config["added_tokens_decoder"] = decoder
             if special:
@@ -216,12 +223,20 @@ def write_tokenizer_files(directory: str | Path, *, expressive: bool = False, se
             special_map["additional_special_tokens"] = [{"content": t, **flag} for t in tokens]
         else:
             write_atomic(directory / "added_tokens.json",
-                         json.dumps({t: TEXT_PIECES + k for k, t in enumerate(tokens)}, indent=2))
+                         json.dumps({t: first_id + k for k, t in enumerate(tokens)}, indent=2))
             if special:
                 special_map["additional_special_tokens"] = tokens
     write_atomic(directory / "special_tokens_map.json", json.dumps(special_map, indent=2))
     write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2))
     return directory
+
+
+def _piece_count(model: bytes) -> int:
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor()
+    processor.LoadFromSerializedProto(model)
+    return processor.get_piece_size()
 
 
 def tiny_llama_config(vocab_size: int, **overrides) -> dict:

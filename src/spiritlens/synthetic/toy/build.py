@@ -2,7 +2,16 @@
 
 The tiny checkpoints of :mod:`spiritlens.synthetic.tiny` have random weights: they answer nothing, so a causal
 trace on them shows no mechanism. The toy is a small Llama (8 layers by default) trained here, in
-a minute or two on a CPU, on a subset of ROME's Known facts, presented the way SpiritLM was trained:
+a minute or two on a CPU, on a subset of ROME's Known facts, and made the way SpiritLM was made
+from Llama-2-7B, in two phases (:mod:`spiritlens.synthetic.toy.backbone`):
+
+1. **the backbone**: a text-only toy Llama with its own SentencePiece tokenizer (no marker, no
+   unit), in meta-llama/Llama-2-7b-hf's folder layout, trained on Llama-2's prompts
+   ``<s><prompt> <attribute></s>`` (the Known prompt, the paraphrases and the distractors below);
+2. **the toy SpiritLM**: the backbone's weights and tokenizer with the vocabulary extended (the text
+   pieces keep their ids; ``[Text]``, ``[Speech]``, ``[Hu0]``..``[Hu500]`` appended as added tokens,
+   their embedding and unembedding rows the mean of the backbone's plus noise), trained further on
+   the facts presented the way SpiritLM was trained:
 
 - **text -> text**: ``[Text]<prompt> <attribute>`` (the Known prompt, and ``paraphrases`` other
   Known prompt patterns of the same relation with this subject);
@@ -16,14 +25,16 @@ a minute or two on a CPU, on a subset of ROME's Known facts, presented the way S
   large LM's does.
 
 Every sequence is built by spiritlens' own prompt path (:meth:`HookedSpiritLM.encode` on the
-toy's tokenizer, speech through its speech tokenizer's ``encode``), so the toy is trained on exactly
-the ids inference feeds it: the answer is appended to the prompt string and the prompt's own ids
-must be a prefix of the result (an error otherwise). The loss is the cross-entropy of the answer
+toy's tokenizer, speech through its speech tokenizer's ``encode``; for the backbone spiritlens'
+slow-Llama tokenisation of ``<s>`` + text), so the toys are trained on exactly the ids inference
+feeds them: the answer is appended to the prompt string and the prompt's own ids must be a prefix
+of the result (an error otherwise). Each text sequence of the toy SpiritLM must be the backbone's
+with ``[Text]`` after ``<s>`` (an error otherwise). The loss is the cross-entropy of the answer
 tokens and the final ``</s>`` (``lm_weight`` adds the rest of the sequence; measured, it does not
 change where the fact is found).
 
 **A known mechanism, by design.** Attention is switched off in the first ``local_layers`` layers
-(their output projections are zero and stay zero), so there each position sees only its own token,
+of both toys (their output projections are zero and stay zero, through both phases), so there each position sees only its own token,
 much as a large LM's first layers mostly build up each token. The subject's identity can then reach
 the last position only through attention in a later layer, and a correct causal tracer must find
 effects at the subject's positions in those first layers, none at the tokens after the subject, and
@@ -34,28 +45,32 @@ state after block 0 alone brings back 80-98% of the answer, and no subject-token
 Layout (``root`` = a ``$SPIRITLM_CHECKPOINTS_DIR`` tree)::
 
     root/toy_manifest.json                         what was built: hash, inputs, facts, versions
+    root/backbone/llama-2-7b-hf/                   config.json model.safetensors tokenizer.model ... (Llama-2's
+                                                   layout), toy_report.json (its accuracy from text)
     root/spiritlm_model/spirit-lm-base-7b/         config.json pytorch_model.bin tokenizer.model ...
                                                    toy_report.json (accuracy by spiritlens' own filter)
     root/speech_tokenizer/hubert_25hz/             the tiny random speech front end (spiritlens.synthetic.tiny_units)
     root/speech/                                   the synthesised prompts and subjects (WAV + manifest)
 
-The tokenizer is :func:`spiritlens.synthetic.tiny.train_tokenizer_model` trained with the facts' sentences;
+The backbone's tokenizer is :func:`spiritlens.synthetic.tiny.train_tokenizer_model` trained with the facts'
+sentences; the toy SpiritLM's is the same ``tokenizer.model`` with SpiritLM's tokens added;
 the speech front end is :func:`spiritlens.synthetic.tiny_units.write_tiny_speech_tokenizer` (random weights:
 its units are a deterministic but meaningless code of the audio, which the toy memorises).
 
 Determinism: weights are bit-identical for the same inputs and seed: the build runs on one torch
 thread whatever the machine (with two threads on a busy 2-core machine it was 5x slower, and
 reductions split across threads can round differently), ``torch.manual_seed`` seeds the
-initialisation and a seeded generator the distractors of each step. :func:`toy_checkpoints` caches the tree under ``toy-<hash>`` in the user cache
+backbone's initialisation, seeded generators the new rows' noise and the distractors of each step
+(``seed`` for the backbone, ``seed + 1`` for the toy SpiritLM). :func:`toy_checkpoints` caches the
+tree (both toys) under ``toy-<hash>`` in the user cache
 (``$SPIRITLENS_CACHE_DIR``, else ``$XDG_CACHE_HOME/spiritlens``, else ``~/.cache/spiritlens``); the hash
-covers the configuration, the facts, the versions of spiritlens, torch, transformers, sentencepiece
+covers the configuration (both phases'), the facts, the versions of spiritlens, torch, transformers, sentencepiece
 and espeak-ng, and the source of every module on the prompt path, so a change there retrains.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import shutil
 import sys
@@ -64,9 +79,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from spiritlens._io import remove_orphans, write_json_atomic
+from spiritlens.synthetic.toy.backbone import (
+    extend_vocabulary,
+    llama2_prompt_path,
+    write_backbone_files,
+    write_spiritlm_files,
+)
 from spiritlens.synthetic.toy.cache import (
     MANIFEST,
     REPORT,
+    _backbone_folder,
     _move_into_place,
     default_cache_dir,
     inputs_hash,
@@ -74,8 +96,8 @@ from spiritlens.synthetic.toy.cache import (
     read_manifest,
     toy_inputs,
 )
-from spiritlens.synthetic.toy.config import Distractor, TARGETS, ToyConfig, ToyFact, select_facts
-from spiritlens.synthetic.toy.evaluation import evaluate_toy
+from spiritlens.synthetic.toy.config import BACKBONE_TARGETS, Distractor, TARGETS, ToyConfig, ToyFact, select_facts
+from spiritlens.synthetic.toy.evaluation import evaluate_backbone, evaluate_toy
 from spiritlens.synthetic.toy.training import _sequences, _train
 from spiritlens.checkpoints.tree import speech_tokenizer_folder
 
@@ -167,77 +189,109 @@ def _choose(config: ToyConfig, known) -> tuple[list[ToyFact], list[Distractor]]:
     return select_facts(dataset.records, config)
 
 
-def _write_model_files(directory: Path, config: ToyConfig, facts: Sequence[ToyFact]) -> dict:
-    """Tokenizer and config files in SpiritLM's layout; returns the Llama config dict."""
-    from spiritlens.synthetic.tiny import tiny_llama_config, train_tokenizer_model
+def _fresh_llama(llama: dict, local_layers: int):
+    """A newly initialised ``LlamaForCausalLM`` for ``llama`` (a config.json dict) with attention off
+    in its first ``local_layers`` layers (zero ``o_proj``, frozen)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    directory.mkdir(parents=True, exist_ok=True)
-    sentences = [f"{f.prompt} {f.attribute}." for f in facts] + [f"{p} {f.attribute}." for f in facts for p in f.paraphrases]
-    (directory / "tokenizer.model").write_bytes(train_tokenizer_model(expressive=False, seed=config.seed,
-                                                                      sentences=sentences))
-    import sentencepiece as spm
+    hf = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in llama.items() if k != "architectures"}))
+    for layer in hf.model.layers[:local_layers]:  # attention off: each position sees only itself
+        layer.self_attn.o_proj.weight.data.zero_()
+        layer.self_attn.o_proj.weight.requires_grad_(False)
+    return hf
 
-    n_ids = spm.SentencePieceProcessor(model_file=str(directory / "tokenizer.model")).get_piece_size()
-    llama = tiny_llama_config(-(-n_ids // 256) * 256, hidden_size=config.d_model, intermediate_size=config.d_mlp,
-                              num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
-                              num_key_value_heads=config.n_heads, initializer_range=0.02, torch_dtype="float32")
-    files = {
-        "config.json": llama,
-        "generation_config.json": {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": False},
-        "special_tokens_map.json": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
-        "tokenizer_config.json": {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
-                                  "unk_token": "<unk>", "pad_token": None, "clean_up_tokenization_spaces": False,
-                                  "legacy": True, "model_max_length": 4096, "sp_model_kwargs": {},
-                                  "tokenizer_class": "LlamaTokenizer"},
-    }
-    for name, content in files.items():
-        (directory / name).write_text(json.dumps(content, indent=2) + "\n")
-    return llama
+
+def _state(hf) -> dict:
+    return {k: v.detach().clone().contiguous() for k, v in hf.state_dict().items()}
+
+
+def _check_text_ids(backbone: list, spiritlm: list, bos: int, text_marker: int) -> None:
+    """Each text sequence of the toy SpiritLM is the backbone's with ``[Text]`` after ``<s>``: the
+    vocabulary extension kept every text piece's id. ValueError naming the first that is not."""
+    for b, s in zip(backbone, spiritlm, strict=True):
+        if s.ids != [bos, text_marker] + b.ids[1:] or s.start != b.start + 1 or b.ids[:1] != [bos]:
+            raise ValueError(f"the toy SpiritLM's tokenizer does not give the backbone's ids after [Text] "
+                             f"({s.form} sequence {s.ids} vs the backbone's {b.ids})")
 
 
 def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: list[Distractor], inputs: dict,
            digest: str, *, progress: bool | None, log: Callable[[str], None]) -> None:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from spiritlens.model import HookedSpiritLM
     from spiritlens.synthetic.tiny import write_weights
     from spiritlens.synthetic.tiny_units import write_tiny_speech_tokenizer
 
-    started = time.time()
-    directory = model_dir(root)
-    llama = _write_model_files(directory, config, facts)
+    started, cpu_started = time.time(), time.process_time()
+    directory, backbone = model_dir(root), _backbone_folder(root)
+    backbone_llama = write_backbone_files(backbone, config, facts)
+    llama = write_spiritlm_files(directory, backbone, config)
     speech_dir = write_tiny_speech_tokenizer(speech_tokenizer_folder(root), seed=config.seed)
-    torch.manual_seed(config.seed)
-    hf = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in llama.items() if k != "architectures"}))
-    for layer in hf.model.layers[:config.local_layers]:  # attention off: each position sees only itself
-        layer.self_attn.o_proj.weight.data.zero_()
-        layer.self_attn.o_proj.weight.requires_grad_(False)
-    write_weights({k: v.detach().clone() for k, v in hf.state_dict().items()}, directory)
-    encoder = HookedSpiritLM.from_pretrained(directory, speech_tokenizer=speech_dir, progress=progress)
     audio = _synthesise(root / "speech", config, facts, progress=progress) if config.speech else {}
-    sequences, pool = _sequences(encoder, config, facts, distractors, audio)
-    counts = collections.Counter(s.form for s in sequences)
-    log(f"[toy] {len(facts)} facts, {len(distractors)} distractor prompts; sequences {dict(counts)}; "
+
+    # phase 1: the text-only backbone, on Llama-2's prompts (<s> + text)
+    encode, tokenizer = llama2_prompt_path(backbone)
+    text_sequences, text_pool = _sequences(encode, tokenizer.eos_token_id, facts, distractors)
+    counts = collections.Counter(s.form for s in text_sequences)
+    log(f"[toy] {len(facts)} facts, {len(distractors)} distractor prompts; backbone sequences {dict(counts)}; "
         f"model {config.n_layers} layers x d {config.d_model}")
-    del encoder
-    training = _train(hf, sequences, pool, config, eos_id=llama["eos_token_id"], progress=progress)
+    torch.manual_seed(config.seed)
+    hf = _fresh_llama(backbone_llama, config.local_layers)
+    backbone_training = _train(hf, text_sequences, text_pool, config, eos_id=tokenizer.eos_token_id,
+                               max_steps=config.backbone_max_steps, min_steps=config.backbone_min_steps,
+                               lr=config.backbone_lr, seed=config.seed, progress=progress, desc="training toy backbone")
+    backbone_state = _state(hf.eval())
+    write_weights(backbone_state, backbone, fmt="safetensors")
+    backbone_report = evaluate_backbone(backbone, facts, progress=progress)
+    backbone_report["training"] = {**backbone_training, "sequences": dict(counts),
+                                   "distractor_prompts": len(distractors), "torch_threads": 1}
+    write_json_atomic(backbone / REPORT, backbone_report)
+    log(f"[toy] backbone trained in {backbone_training['train_cpu_seconds']} s of CPU "
+        f"({backbone_training['steps']} steps, {backbone_training['stop']}); exact greedy answers: "
+        f"t2t {backbone_report['accuracy']['t2t']:.0%}")
+
+    # phase 2: the toy SpiritLM, the backbone's weights with the vocabulary extended, on the whole mix
+    state = extend_vocabulary(backbone_state, llama["vocab_size"], std=config.new_rows_std, seed=config.seed)
+    hf = _fresh_llama(llama, config.local_layers)
+    hf.load_state_dict(state)
+    write_weights(state, directory)
+    encoder = HookedSpiritLM.from_pretrained(directory, speech_tokenizer=speech_dir, progress=progress)
+    units = {key: encoder.speech_tokenizer.encode(path) for key, path in audio.items()} if config.speech else None
+    sequences, pool = _sequences(lambda prompt: encoder.encode(prompt)[0][0].tolist(), encoder.vocab.eos_id, facts,
+                                 distractors, units, interleaved=config.interleaved)
+    texts = [s for s in sequences if s.form in ("t2t", "t2t_paraphrase")]
+    _check_text_ids(text_sequences + [s for p in text_pool for s in p], texts + [s for p in pool for s in p],
+                    encoder.vocab.bos_id, encoder.vocab.text_marker_id)
+    counts = collections.Counter(s.form for s in sequences)
+    log(f"[toy] toy SpiritLM continued from the backbone; sequences {dict(counts)}")
+    encoder = None  # freed before training
+    training = _train(hf, sequences, pool, config, eos_id=llama["eos_token_id"], max_steps=config.max_steps,
+                      min_steps=config.min_steps, lr=config.lr, seed=config.seed + 1, progress=progress,
+                      desc="training toy SpiritLM")
     hf.eval()
-    write_weights({k: v.detach().clone().contiguous() for k, v in hf.state_dict().items()}, directory)
+    write_weights(_state(hf), directory)
     report = evaluate_toy(root, facts, audio, speech_dir=speech_dir, progress=progress)
-    report["training"] = {**training, "seconds": round(time.time() - started, 1), "sequences": dict(counts),
-                          "distractor_prompts": len(distractors), "torch_threads": 1}
+    backbone_summary = {k: backbone_training[k] for k in ("steps", "stop", "train_seconds", "train_cpu_seconds")}
+    report["training"] = {**training, "seconds": round(time.time() - started, 1),
+                          "cpu_seconds": round(time.process_time() - cpu_started, 1), "sequences": dict(counts),
+                          "distractor_prompts": len(distractors), "torch_threads": 1,
+                          "continued_from": str(backbone.relative_to(root)), "backbone": backbone_summary}
     write_json_atomic(directory / REPORT, report)
     manifest = {"hash": digest, "inputs": inputs, "model_dir": str(directory.relative_to(root)),
+                "backbone_dir": str(backbone.relative_to(root)),
                 "speech_tokenizer": "speech_tokenizer", "accuracy": report["accuracy"],
                 "meets_targets": report["meets_targets"], "training": report["training"],
+                "backbone": {"accuracy": backbone_report["accuracy"], "meets_targets": backbone_report["meets_targets"],
+                             "training": {k: v for k, v in backbone_report["training"].items() if k != "history"}},
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(root / MANIFEST, manifest)
     accuracy = ", ".join(f"{m} {a:.0%}" for m, a in report["accuracy"].items())
-    log(f"[toy] trained in {report['training']['seconds']} s ({training['steps']} steps, {training['stop']}); "
-        f"exact greedy answers: {accuracy}")
+    log(f"[toy] built in {report['training']['seconds']} s ({report['training']['cpu_seconds']} s of CPU; "
+        f"toy SpiritLM {training['steps']} steps, {training['stop']}); exact greedy answers: {accuracy}")
     if not report["meets_targets"]:
         log(f"[toy] WARNING: accuracy below the targets {TARGETS}")
+    if not backbone_report["meets_targets"]:
+        log(f"[toy] WARNING: the backbone's accuracy is below its target {BACKBONE_TARGETS}")
 
 
 def _synthesise(out: Path, config: ToyConfig, facts: Sequence[ToyFact], *, progress: bool | None) -> dict[str, Path]:

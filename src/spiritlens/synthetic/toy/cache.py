@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from spiritlens._io import read_json
-from spiritlens.synthetic.toy.config import Distractor, TOY_FORMAT, ToyConfig, ToyFact, VARIANT
+from spiritlens.synthetic.toy.config import (BACKBONE_FOLDER, BACKBONE_VARIANT, Distractor, TOY_FORMAT, ToyConfig,
+                                            ToyFact, VARIANT)
 from spiritlens.checkpoints.tree import variant_dir
 from spiritlens._io import json_digest
 
@@ -28,6 +29,7 @@ CACHE_ENV = "SPIRITLENS_CACHE_DIR"
 # Modules whose source decides what the toy is trained on (prompt path, speech path, judging).
 PROMPT_PATH_MODULES = (
     "spiritlens.synthetic.toy.build", "spiritlens.synthetic.toy.config", "spiritlens.synthetic.toy.training",
+    "spiritlens.synthetic.toy.backbone",
     "spiritlens.synthetic.tiny", "spiritlens.tokens.added_tokens", "spiritlens.tokens.layout",
     "spiritlens.data.tts.backend", "spiritlens.data.tts.espeak", "spiritlens.tokens.prompt", "spiritlens.tokens.vocab", "spiritlens.audio.waveform",
     "spiritlens.checkpoints.tree", "spiritlens.model.hooked", "spiritlens.units.speech_tokenizer",
@@ -106,7 +108,25 @@ def toy_facts(root: str | os.PathLike) -> list[ToyFact]:
 
 
 def model_dir(root: str | os.PathLike) -> Path:
+    """The toy SpiritLM's model folder in a toy tree (``root/spiritlm_model/spirit-lm-base-7b``)."""
     return variant_dir(root, VARIANT)
+
+
+def backbone_dir(root: str | os.PathLike) -> Path:
+    """The toy backbone's folder in a toy tree (``root/backbone/llama-2-7b-hf``: the text-only Llama
+    the toy SpiritLM was continued from, in meta-llama/Llama-2-7b-hf's layout).
+
+    Raises ValueError when ``root`` has no such folder (a toy built before the backbone existed:
+    rebuild it with ``spiritlens make-toy``)."""
+    folder = _backbone_folder(root)
+    if not folder.is_dir():
+        raise ValueError(f"{str(root)!r} has no toy backbone ({BACKBONE_FOLDER}/{BACKBONE_VARIANT} is missing): "
+                         "rebuild the toy with spiritlens make-toy")
+    return folder
+
+
+def _backbone_folder(root: str | os.PathLike) -> Path:
+    return Path(root) / BACKBONE_FOLDER / BACKBONE_VARIANT
 
 
 def _move_into_place(building: Path, root: Path, digest: str) -> None:

@@ -8,19 +8,35 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 
-TOY_FORMAT = 1
+TOY_FORMAT = 2  # 2: a text-only backbone first, the toy SpiritLM continued from it (1: one phase from scratch)
 
 
 VARIANT = "spirit-lm-base-7b"
+
+
+# The backbone's folder inside a toy tree: the layout of meta-llama/Llama-2-7b-hf, from which SpiritLM was built.
+BACKBONE_FOLDER = "backbone"
+BACKBONE_VARIANT = "llama-2-7b-hf"
 
 
 # Targets: greedy answers exact on >= 90% (text) and >= 70% (speech) of the facts.
 TARGETS = {"t2t": 0.9, "s2t": 0.7}
 
 
+# The backbone is judged on text only (Llama-2 reads no speech).
+BACKBONE_TARGETS = {"t2t": 0.9}
+
+
 @dataclass(frozen=True)
 class ToyConfig:
     """What the toy is made of and how it is trained (every field is part of the cache key).
+
+    Two phases, as SpiritLM was made from Llama-2: a text-only *backbone* trained first
+    (``backbone_lr``, ``backbone_max_steps``, ``backbone_min_steps``), then the toy SpiritLM
+    continued from it with the vocabulary extended by ``[Text]``, ``[Speech]`` and the units (each
+    new embedding and unembedding row the mean of the backbone's rows plus Gaussian noise of std
+    ``new_rows_std``) and trained on the whole mix at a lower peak rate (``lr``, ``max_steps``,
+    ``min_steps``). Both phases share the other training fields.
 
     Facts: ``relations`` Known relations (those with the most records among the ones with at
     least ``paraphrases + 1`` prompt patterns used twice or more, and three or more attributes),
@@ -28,9 +44,9 @@ class ToyConfig:
     (so the prompt pattern alone never tells the answer). ``distractors``: other Known subjects per
     prompt pattern. Model: Llama with ``n_layers`` x ``d_model`` (``n_heads`` heads, MLP ``d_mlp``).
     ``local_layers``: the first layers, whose attention is off (see the module docstring).
-    Training: AdamW (``lr``, warm-up then cosine over ``max_steps``), each step every fact
-    sequence plus ``distractors_per_step`` distractors; it stops early once every fact sequence's
-    answer is the argmax for ``patience`` steps in a row (but not before ``min_steps``).
+    Training, each phase: AdamW (peak rate, warm-up then cosine over its maximum steps), each step
+    every fact sequence plus ``distractors_per_step`` distractors; it stops early once every fact
+    sequence's answer is the argmax for ``patience`` steps in a row (but not before its minimum steps).
     """
 
     relations: int = 4
@@ -46,10 +62,14 @@ class ToyConfig:
     local_layers: int = 2
     lm_weight: float = 0.0
     distractors_per_step: int = 32
+    backbone_max_steps: int = 300
+    backbone_min_steps: int = 60
+    backbone_lr: float = 3e-3
+    new_rows_std: float = 0.02
     max_steps: int = 300
     min_steps: int = 60
     patience: int = 20
-    lr: float = 3e-3
+    lr: float = 5e-4
     weight_decay: float = 0.0
     max_batch_tokens: int = 2048
     seed: int = 0
@@ -57,19 +77,21 @@ class ToyConfig:
 
     def __post_init__(self):
         for name in ("relations", "facts_per_relation", "n_layers", "d_model", "n_heads", "d_mlp", "max_steps",
-                     "max_batch_tokens"):
+                     "backbone_max_steps", "max_batch_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"ToyConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("paraphrases", "distractors", "local_layers", "distractors_per_step", "min_steps", "patience", "seed"):
+        for name in ("paraphrases", "distractors", "local_layers", "distractors_per_step", "min_steps",
+                     "backbone_min_steps", "patience", "seed"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"ToyConfig.{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"ToyConfig.d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
-        for name in ("lm_weight", "weight_decay"):
+        for name in ("lm_weight", "weight_decay", "new_rows_std"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"ToyConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"ToyConfig.lr must be > 0, got {self.lr!r}")
+        for name in ("lr", "backbone_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ToyConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.local_layers >= self.n_layers:
             raise ValueError(f"ToyConfig.local_layers {self.local_layers} must be below n_layers {self.n_layers}")
         if self.interleaved and not self.speech:
@@ -79,7 +101,7 @@ class ToyConfig:
     def small(cls) -> "ToyConfig":
         """A few facts, trained in seconds: for tests and notebooks."""
         return cls(relations=2, facts_per_relation=3, paraphrases=1, distractors=6, d_model=64, d_mlp=256,
-                   distractors_per_step=16, max_steps=250, min_steps=40)
+                   distractors_per_step=16, backbone_max_steps=250, backbone_min_steps=40, max_steps=250, min_steps=40)
 
     def to_dict(self) -> dict:
         return asdict(self)

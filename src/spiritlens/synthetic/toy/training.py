@@ -1,12 +1,12 @@
-"""Training the toy SpiritLM: the prompt + answer sequences (text and speech) through the real prompt path, length batches, the optimiser loop."""
+"""Training the toys (backbone and SpiritLM): the prompt + answer sequences (text and speech) through the real prompt path, length batches, the optimiser loop."""
 
 from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from spiritlens.synthetic.toy.config import Distractor, ToyConfig, ToyFact
 
@@ -19,59 +19,80 @@ class _Sequence:
     fact: int | None = None  # known_id
 
 
-def _with_answer(prompt, answer: str):
-    """The prompt with ``" " + answer`` appended to its last text segment (or as a new text segment)."""
+def _ends_in_speech(prompt) -> bool:
+    return not isinstance(prompt, str) and prompt[-1][0] != "text"
+
+
+def _with_answer(prompt, answer: str, space: bool = True):
+    """The prompt with ``" " + answer`` appended to its last text segment, or, after speech, as a new
+    text segment (``" " + answer``, or ``answer`` when not ``space``)."""
     if isinstance(prompt, str):
         return prompt + " " + answer
     prompt = list(prompt)
     if prompt[-1][0] == "text":
         return prompt[:-1] + [("text", prompt[-1][1] + " " + answer)]
-    return prompt + [("text", " " + answer)]
+    return prompt + [("text", (" " if space else "") + answer)]
 
 
-def answer_ids(model, prompt, answer: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) through the prompt path: ``model.encode`` of the prompt and of the
-    prompt with the answer appended. ValueError if the answer is empty or the first is not a
+def answer_ids(encode: Callable[[Any], list[int]], prompt, answer: str, *,
+               space: bool = True) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) through a prompt path: ``encode`` (prompt -> ids; for the toy
+    SpiritLM :meth:`HookedSpiritLM.encode`, for the backbone Llama-2's ``<s>`` + text) of the prompt
+    and of the prompt with the answer appended (``space``: whether the text segment appended after
+    a speech prompt starts with a space). ValueError if the answer is empty or the first is not a
     prefix of the second."""
     if not answer.strip():
         raise ValueError("the answer to append is empty")
-    prompt_ids = model.encode(prompt)[0][0].tolist()
-    full_ids = model.encode(_with_answer(prompt, answer))[0][0].tolist()
+    prompt_ids = list(encode(prompt))
+    full_ids = list(encode(_with_answer(prompt, answer, space)))
     if full_ids[:len(prompt_ids)] != prompt_ids or len(full_ids) == len(prompt_ids):
         shown = prompt if isinstance(prompt, str) else [(m, c if m == "text" else "<speech>") for m, c in prompt]
         raise ValueError(f"the prompt path does not tokenise {answer!r} as a continuation of {shown!r}")
     return prompt_ids, full_ids[len(prompt_ids):]
 
 
-def _sequences(model, config: ToyConfig, facts: Sequence[ToyFact], distractors: Sequence[Distractor],
-               audio: dict[str, Path]) -> tuple[list[_Sequence], list[list[_Sequence]]]:
-    """Fact sequences, and for each distractor prompt one sequence per answer of its relation."""
-    eos = model.vocab.eos_id
+def _sequences(encode: Callable[[Any], list[int]], eos: int, facts: Sequence[ToyFact],
+               distractors: Sequence[Distractor], units: dict[str, Any] | None = None, *,
+               interleaved: bool = False) -> tuple[list[_Sequence], list[list[_Sequence]]]:
+    """Fact sequences, and for each distractor prompt one sequence per answer of its relation.
+
+    ``encode``: the prompt path (prompt -> ids), ``eos``: the id closing each sequence. ``units``:
+    the speech units of each fact's synthesised prompt (``"<known_id>_prompt"``) and, with
+    ``interleaved``, subject (``"<known_id>_subject"``); None for text only (the backbone).
+
+    A fact's answer has the same ids in every form: those after its text prompt. After a speech
+    prompt's ``[Text]`` the answer is written with a leading space or without, whichever gives them
+    (which one depends on the tokenizer layout: with added-token markers and ``legacy`` true,
+    SentencePiece puts its ``▁`` before the text after a marker itself, so ``" CBS"`` there would
+    start with a lone ``▁``); ValueError if neither does."""
     sequences = []
 
-    def add(prompt, answer: str, form: str, fact: int | None = None) -> _Sequence:
-        prompt_ids, answer_part = answer_ids(model, prompt, answer)
+    def add(prompt, answer: str, form: str, fact: int | None = None, expect: list[int] | None = None) -> _Sequence:
+        for space in (True, False) if expect is not None and _ends_in_speech(prompt) else (True,):
+            prompt_ids, answer_part = answer_ids(encode, prompt, answer, space=space)
+            if expect is None or answer_part == expect:
+                break
+        else:
+            raise ValueError(f"the prompt path gives the {form} answer {answer!r} the ids {answer_part}, not "
+                             f"{expect} as after its text prompt")
         sequence = _Sequence(prompt_ids + answer_part + [eos], len(prompt_ids) - 1, form, fact)
         if fact is not None:
             sequences.append(sequence)
         return sequence
 
-    units: dict[str, Any] = {}
     for fact in facts:
-        add(fact.prompt, fact.attribute, "t2t", fact.known_id)
+        text = add(fact.prompt, fact.attribute, "t2t", fact.known_id)
+        expect = text.ids[text.start + 1:-1]
         for paraphrase in fact.paraphrases:
-            add(paraphrase, fact.attribute, "t2t_paraphrase", fact.known_id)
-        if config.speech:
-            key = f"{fact.known_id}_prompt"
-            units[key] = model.speech_tokenizer.encode(audio[key])
-            add([("speech", units[key])], fact.attribute, "s2t", fact.known_id)
-        if config.interleaved:
-            key = f"{fact.known_id}_subject"
-            units[key] = model.speech_tokenizer.encode(audio[key])
+            add(paraphrase, fact.attribute, "t2t_paraphrase", fact.known_id, expect)
+        if units is not None:
+            add([("speech", units[f"{fact.known_id}_prompt"])], fact.attribute, "s2t", fact.known_id, expect)
+        if units is not None and interleaved:
             start = fact.prompt.index(fact.subject)
             before, after = fact.prompt[:start].rstrip(), fact.prompt[start + len(fact.subject):]
-            segments = ([("text", before)] if before else []) + [("speech", units[key]), ("text", after)]
-            add(segments, fact.attribute, "interleaved", fact.known_id)
+            segments = ([("text", before)] if before else []) + [("speech", units[f"{fact.known_id}_subject"]),
+                                                                  ("text", after)]
+            add(segments, fact.attribute, "interleaved", fact.known_id, expect)
     answers: dict[str, list[str]] = collections.defaultdict(list)
     for fact in facts:
         if fact.attribute not in answers[fact.relation_id]:
@@ -93,28 +114,32 @@ def _batches(sequences: list[_Sequence], max_tokens: int) -> list[list[_Sequence
 
 
 def _train(hf, sequences: list[_Sequence], pool: list[list[_Sequence]], config: ToyConfig, *, eos_id: int,
-           progress: bool | None) -> dict:
-    """Train ``hf`` in place; returns a summary (steps, stop reason, final loss and accuracy)."""
+           max_steps: int, min_steps: int, lr: float, seed: int, progress: bool | None, desc: str) -> dict:
+    """Train ``hf`` in place for at most ``max_steps`` steps at peak learning rate ``lr`` (early stop
+    as :class:`ToyConfig` says, not before ``min_steps``); ``seed`` seeds the distractors drawn at
+    each step. Returns a summary: steps, stop reason, final loss and accuracy, the loop's wall-clock
+    ``train_seconds`` and process CPU time ``train_cpu_seconds``. ``progress``: the bar
+    (:mod:`spiritlens.progress`)."""
     import torch
     from tqdm.auto import tqdm
 
     from spiritlens.progress import tqdm_disable
 
-    generator = torch.Generator().manual_seed(config.seed)
+    started, cpu_started = time.time(), time.process_time()
+    generator = torch.Generator().manual_seed(seed)
     trained = [p for p in hf.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trained, lr=lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
     warmup = 10
 
     def schedule(step: int) -> float:
-        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, config.max_steps) / config.max_steps))
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     forms = sorted({s.form for s in sequences})
     history: list[dict] = []
     streak, stop, step = 0, "max_steps", 0
     hf.train()
-    bar = tqdm(range(config.max_steps), desc="training toy SpiritLM", unit="step", disable=tqdm_disable(progress),
-               dynamic_ncols=True)
+    bar = tqdm(range(max_steps), desc=desc, unit="step", disable=tqdm_disable(progress), dynamic_ncols=True)
     for step in bar:
         chosen = []
         if pool and config.distractors_per_step:
@@ -150,8 +175,10 @@ def _train(hf, sequences: list[_Sequence], pool: list[list[_Sequence]], config: 
         history.append({"step": step, "loss": round(loss_sum, 5), **{f"acc_{f}": round(a, 4) for f, a in accuracy.items()}})
         bar.set_postfix(loss=f"{loss_sum:.3f}", **{f"acc_{f}": f"{a:.2f}" for f, a in accuracy.items()})
         streak = streak + 1 if all(a == 1.0 for a in accuracy.values()) else 0
-        if streak >= config.patience and step + 1 >= config.min_steps:
+        if streak >= config.patience and step + 1 >= min_steps:
             stop = "every answer learnt"
             break
     bar.close()
-    return {"steps": step + 1, "stop": stop, "final": history[-1], "history": history[::10] + history[-1:]}
+    return {"steps": step + 1, "stop": stop, "final": history[-1], "history": history[::10] + history[-1:],
+            "train_seconds": round(time.time() - started, 1),
+            "train_cpu_seconds": round(time.process_time() - cpu_started, 1)}
