@@ -12,12 +12,13 @@ from pathlib import Path
 
 from spiritlens import __version__
 from spiritlens.align.aligner import POCKETSPHINX
-from spiritlens.checkpoints.tree import CHECKPOINTS_ENV, DTYPE_RULE
+from spiritlens.checkpoints.tree import DTYPE_RULE
+from spiritlens.models.spiritlm.tree import CHECKPOINTS_ENV
 from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS, VERIFY_RANKS
 from spiritlens.traces.methods import SCREENS
 from spiritlens.traces.tracer import ROW_MODES
 from spiritlens.traces.window import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
-from spiritlens.checkpoints.tree import variant_dir
+from spiritlens.models.spiritlm.tree import variant_dir
 
 __all__ = ["DIRECTIONS", "DIRECTION_MODALITY", "WINDOW_RULE", "ExperimentConfig", "check_environment", "check_settings",
            "default_window"]
@@ -209,7 +210,8 @@ def check_settings(config: ExperimentConfig) -> None:
 def check_environment(config: ExperimentConfig) -> None:
     """Checks of what the settings name: folders and files exist, the TTS backend and device are
     usable. Run before any work (FileNotFoundError / ValueError naming the flag)."""
-    from spiritlens.checkpoints.tree import CHECKPOINTS_ENV, check_device
+    from spiritlens.checkpoints.tree import check_device
+    from spiritlens.models.spiritlm.tree import CHECKPOINTS_ENV
 
     if config.out.exists() and not config.out.is_dir():
         raise NotADirectoryError(f"--out {str(config.out)!r} is an existing file, not a folder")

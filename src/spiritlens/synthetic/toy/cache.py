@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from spiritlens._io import read_json
 from spiritlens.synthetic.toy.config import Distractor, TOY_FORMAT, ToyConfig, ToyFact, VARIANT
-from spiritlens.checkpoints.tree import variant_dir
+from spiritlens.models.spiritlm.tree import variant_dir
 from spiritlens._io import json_digest
 
 
