@@ -231,7 +231,7 @@ class HookedSpeechLM:
             self._tokenizer = None
             self.bridge.tokenizer = None
             return
-        self._tokenizer = value if isinstance(value, PromptRuleTokenizer) else PromptRuleTokenizer(value)
+        self._tokenizer = value if isinstance(value, PromptRuleTokenizer) else PromptRuleTokenizer(value, self.family)
 
     def _require_tokenizer(self, what: str) -> PromptRuleTokenizer:
         if self._tokenizer is None:

@@ -39,6 +39,7 @@ class ModelFamily:
     architecture: ClassVar[str] = "LlamaForCausalLM"  # what TransformerBridge.boot_transformers builds
     output_modalities: ClassVar[tuple[str, ...]] = ("text", "speech", "arbitrary")
     ignorable_weights: ClassVar[tuple[str, ...]] = ()  # regexes of extra tensor names a checkpoint may hold
+    prompt_markers: ClassVar[tuple[str, ...]] = ()  # what the family's prompt strings start with (none: the text)
 
     # ---------------------------------------------------------------- folders
     def owns(self, model_dir: Path, config: dict, tokenizer) -> bool:

@@ -45,10 +45,9 @@ from spiritlens.models.spiritlm.vocab import (
     pitch_token,
     style_token,
 )
-from spiritlens.models.spiritlm.tree import speech_tokenizer_folder, variant_dir
+from spiritlens.models.spiritlm.tree import VARIANTS, speech_tokenizer_folder, variant_dir
 
-BASE = "spirit-lm-base-7b"
-EXPRESSIVE = "spirit-lm-expressive-7b"
+BASE, EXPRESSIVE = VARIANTS
 TEXT_PIECES = 1024  # SentencePiece pieces before the SpiritLM additions (Llama-2 has 32000)
 
 # Sentences the tiny tokenizer is trained on: fact-style English close to ROME's Known prompts.

@@ -22,6 +22,7 @@ class SpiritLM(ModelFamily):
 
     name = "spiritlm"
     label = "SpiritLM"
+    prompt_markers = (TEXT_MARKER, SPEECH_MARKER)
 
     def owns(self, model_dir: Path, config: dict, tokenizer) -> bool:
         vocab = tokenizer.get_vocab()

@@ -7,11 +7,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from spiritlens.models.spiritlm.tree import VARIANTS
 
 TOY_FORMAT = 1
 
 
-VARIANT = "spirit-lm-base-7b"
+VARIANT = VARIANTS[0]  # the toy is a Base model
 
 
 # Targets: greedy answers exact on >= 90% (text) and >= 70% (speech) of the facts.
