@@ -73,6 +73,7 @@ class SpeechPrompt:
     warnings: list[str] = field(default_factory=list)
     reference_words: list[dict] | None = None
     speech_groups: list[tuple[int, ...] | None] | None = None  # Expressive: speech-token indices per text token
+    labels: list[str] = field(default_factory=list)  # readable token per position (display_tokens)
 
     @classmethod
     def from_audio(cls, model, audio: Any, *, transcript: str, subject: str,
@@ -128,7 +129,8 @@ class SpeechPrompt:
         reference = None if reference_words is None else [
             w if w is None or isinstance(w, dict) else w.to_dict() for w in reference_words]
         return cls(wave, transcript, subject, units, emissions, alignment, text_tokens, token_frames,
-                   speech_map, subject_tokens, ids[0].tolist(), offset, mapping, notes, reference, speech_groups)
+                   speech_map, subject_tokens, ids[0].tolist(), offset, mapping, notes, reference, speech_groups,
+                   display_tokens(model, ids[0].tolist()))
 
     def __repr__(self) -> str:
         return (f"SpeechPrompt({self.transcript!r}, subject={self.subject!r}, {len(self.input_ids)} tokens, "
@@ -178,11 +180,14 @@ class SpeechPrompt:
             if k is not None:
                 run.append(k)
         spans.sort(key=lambda s: (s[0], s[3] is None))
-        # BOS, SentencePiece's lone ▁ when the markers are its pieces (<s> ▁ [Speech] …), [Speech]
-        rows = [Row("<s>", [0])] + [Row("␣", [p]) for p in range(1, offset - 1)] + [Row("[Speech]", [offset - 1])]
+        # one row per position before the speech (BOS, the family's markers: SpiritLM's <s> ▁ [Speech]) and
+        # after it (SpiritLM's [Text]), labelled by its token
+        labels = self.labels or [f"pos {p}" for p in range(T)]
+        end = offset + len(self.units.tokens)
+        rows = [Row(labels[p], [p]) for p in range(offset)]
         head = len(rows)
         rows += [Row(label, positions) for _, label, positions, _ in spans]
-        rows.append(Row("[Text]", [T - 1]))
+        rows += [Row(labels[p], [p]) for p in range(end, T)]
         subject_rows = [i + head for i, s in enumerate(spans) if s[3] in self.subject_tokens]
         ignored = [i + head for i, s in enumerate(spans) if s[3] is None]
         return rows, (min(subject_rows), max(subject_rows) + 1), ignored

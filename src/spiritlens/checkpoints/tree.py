@@ -1,9 +1,7 @@
-"""Where SpiritLM checkpoints live on disk, and checks that a model directory is complete.
+"""Checks that a model directory is complete, dtypes (and the one dtype rule) and devices.
 
-Layout (SpiritLM's ``checkpoints/README.md``)::
-
-    $SPIRITLM_CHECKPOINTS_DIR/spiritlm_model/{spirit-lm-base-7b,spirit-lm-expressive-7b}/
-    $SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer/hubert_25hz/{mhubert_base_25hz.pt,L11_quantizer_500.pt}
+Where a family keeps its checkpoints (SpiritLM's ``$SPIRITLM_CHECKPOINTS_DIR`` tree) is the family's
+knowledge: :mod:`spiritlens.models.spiritlm.tree`.
 """
 
 from __future__ import annotations
@@ -13,8 +11,6 @@ from pathlib import Path
 
 import torch
 
-CHECKPOINTS_ENV = "SPIRITLM_CHECKPOINTS_DIR"
-VARIANTS = ("spirit-lm-base-7b", "spirit-lm-expressive-7b")
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -37,67 +33,15 @@ AUTO_DTYPE_MIN_PARAMETERS = 1_000_000_000  # the dtype rule: bfloat16 from here 
 DTYPE_RULE = ("auto: bfloat16 for a model of 1B parameters or more (SpiritLM's 7B checkpoints: 13.5 GB of "
               "weights instead of 27), float32 below (the embedded toy and tiny models)")
 
-MODEL_FOLDER = "spiritlm_model"  # <root>/spiritlm_model/<variant>/: config.json, weights, tokenizer files
-SPEECH_TOKENIZER_FOLDER = "speech_tokenizer"  # <root>/speech_tokenizer/: hubert_25hz/ and its quantizer
 
 
-def variant_dir(root: str | os.PathLike, variant: str) -> Path:
-    """``root/spiritlm_model/<variant>``: where SpiritLM's checkpoint tree keeps a model."""
-    return Path(root) / MODEL_FOLDER / variant
 
-
-def speech_tokenizer_folder(root: str | os.PathLike) -> Path:
-    """``root/speech_tokenizer``: where SpiritLM's checkpoint tree keeps the speech tokenizer."""
-    return Path(root) / SPEECH_TOKENIZER_FOLDER
-
-
-def checkpoints_dir(required: bool = True) -> Path | None:
-    """``$SPIRITLM_CHECKPOINTS_DIR`` as a Path (error if unset and ``required``)."""
-    value = os.environ.get(CHECKPOINTS_ENV)
-    if not value:
-        if required:
-            raise ValueError(
-                f"${CHECKPOINTS_ENV} is not set: point it at the folder holding spiritlm_model/ "
-                "and speech_tokenizer/, or pass a model directory"
-            )
-        return None
-    return Path(value).expanduser()
-
-
-def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
-    """A model directory: the path itself, or a variant name under ``$SPIRITLM_CHECKPOINTS_DIR``."""
-    text = os.fspath(name_or_path)
-    if not text:
-        raise ValueError("model name_or_path is empty")
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise NotADirectoryError(f"model path {text!r} is a file, expected a model directory")
-        return path
-    looks_like_path = os.sep in text or text.startswith(".")
-    if looks_like_path:
-        raise FileNotFoundError(f"model directory {text!r} does not exist")
-    if text not in VARIANTS:
-        raise ValueError(f"unknown SpiritLM variant {text!r}; known variants: {', '.join(VARIANTS)}, "
-                         "or pass a model directory")
-    root = checkpoints_dir(required=True)
-    path = variant_dir(root, text)
-    if not path.is_dir():
-        raise FileNotFoundError(f"variant {text!r} not found: {path} does not exist "
-                                f"(${CHECKPOINTS_ENV}={root})")
-    return path
-
-
-def check_model_dir(path: Path) -> None:
-    """Raise a clear error if the directory lacks a config, weights or a tokenizer."""
+def check_model_dir(path: Path, hint=None) -> None:
+    """Raise a clear error if the directory lacks a config, weights or a tokenizer. ``hint(path)``: a
+    family's explanation of a folder without ``config.json`` (e.g. a checkpoint tree's root), or None."""
     if not (path / "config.json").is_file():
-        if (path / MODEL_FOLDER).is_dir():  # the tree's root (make-tiny, make-toy, toy_checkpoints())
-            variants = sorted(p.name for p in (path / MODEL_FOLDER).iterdir() if p.is_dir())
-            raise FileNotFoundError(
-                f"{str(path)!r} is a SpiritLM checkpoint tree, not a model directory: pass "
-                f"{str(variant_dir(path, variants[0] if variants else VARIANTS[0]))!r} (or set "
-                f"{CHECKPOINTS_ENV}={str(path)!r} and pass the variant name)")
-        raise FileNotFoundError(f"model directory {str(path)!r} has no config.json")
+        explained = hint(path) if hint is not None else None
+        raise FileNotFoundError(explained or f"model directory {str(path)!r} has no config.json")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise FileNotFoundError(
             f"model directory {str(path)!r} has no weights (expected one of {', '.join(WEIGHT_FILES)})"
@@ -121,21 +65,6 @@ def check_tokenizer_files(path: Path) -> None:
         if file.is_file():
             check_tokenizer_file(read_json(file, "tokenizer file", max_bytes=MAX_CONFIG_BYTES), name,
                                  f"tokenizer file {file}")
-
-
-def speech_tokenizer_dir(model_dir: Path | None = None) -> Path | None:
-    """The speech-tokenizer folder: ``$SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer``, else one next
-    to the model's ``spiritlm_model/`` folder; None if neither exists."""
-    candidates = []
-    root = checkpoints_dir(required=False)
-    if root is not None:
-        candidates.append(speech_tokenizer_folder(root))
-    if model_dir is not None:
-        candidates.append(speech_tokenizer_folder(Path(model_dir).resolve().parent.parent))
-    for candidate in candidates:
-        if (candidate / "hubert_25hz").is_dir():
-            return candidate
-    return None
 
 
 def check_device(device) -> None:

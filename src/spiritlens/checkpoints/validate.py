@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -197,12 +197,14 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return {name: tuple(tensor.shape) for name, tensor in state.items()}
 
 
-def check_model_dir_weights(model_dir: str | Path) -> dict:
+def check_model_dir_weights(model_dir: str | Path, *, ignorable: Sequence[str] = ()) -> dict:
     """Compare a model directory's weights with its ``config.json``; returns the config.
 
-    Raises ValueError naming the weight file (and config) and the first missing, unexpected or
-    mis-shaped tensors, e.g. ``…/pytorch_model.bin: weights do not match …/config.json: 4 missing
-    (model.layers.4.self_attn.q_proj.weight, …)``.
+    ``ignorable``: regular expressions of extra tensor names a family's checkpoints may hold beside the
+    architecture's parameters (e.g. older transformers' saved ``rotary_emb.inv_freq`` buffers); they are
+    left out of the comparison (transformers does not load them either). Raises ValueError naming the
+    weight file (and config) and the first missing, unexpected or mis-shaped tensors, e.g.
+    ``…/pytorch_model.bin: weights do not match …/config.json: 4 missing (model.layers.4.self_attn.q_proj.weight, …)``.
     """
     model_dir = Path(model_dir)
     config = read_config(model_dir)
@@ -211,6 +213,9 @@ def check_model_dir_weights(model_dir: str | Path) -> dict:
     found: dict[str, tuple[int, ...]] = {}
     for path in files:
         found.update(tensor_shapes(path))
+    extras = [re.compile(pattern) for pattern in ignorable]
+    found = {name: shape for name, shape in found.items()
+             if name in expected or not any(p.fullmatch(name) for p in extras)}
     mismatch = compare_shapes(expected, found, optional=optional)
     if mismatch:
         where = files[0] if len(files) == 1 else f"{model_dir} ({len(files)} weight shards)"

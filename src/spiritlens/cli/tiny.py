@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from spiritlens.models.spiritlm.tree import MODEL_FOLDER, SPEECH_TOKENIZER_FOLDER
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "make-tiny",
         help="write a tiny random-weight $SPIRITLM_CHECKPOINTS_DIR tree (for tests and demos)",
     )
-    parser.add_argument("out", help="directory to write (spiritlm_model/, speech_tokenizer/ inside)")
+    parser.add_argument("out", help=f"directory to write ({MODEL_FOLDER}/, {SPEECH_TOKENIZER_FOLDER}/ inside)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true",
                         help="overwrite the files of model folders that already exist (refused otherwise)")

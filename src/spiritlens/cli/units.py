@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--speech-tokenizer", metavar="DIR", default=None,
                         help="SpiritLM speech_tokenizer/ folder (default: $SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer)")
     parser.add_argument("--expressive", action="store_true",
-                        help="also pitch [Pi…] (FCPE + F0 VQ-VAE, 12.5 Hz) and style [St…] (1 Hz) tokens, merged with "
+                        help="also pitch (FCPE + F0 VQ-VAE, 12.5 Hz) and style (1 Hz) tokens, merged with "
                              "the HuBERT units as SpiritLM Expressive writes them (needs vqvae_f0_quantizer/ and "
                              "style_encoder_w2v2/ in the folder, and torchfcpe installed)")
     parser.add_argument("--max-audio-seconds", default=f"{MAX_SECONDS:g}", metavar="S",

@@ -14,7 +14,7 @@ from typing import Callable
 
 from spiritlens._io import read_json, write_atomic
 from spiritlens.align.aligner import POCKETSPHINX
-from spiritlens.checkpoints.tree import CHECKPOINTS_ENV, speech_tokenizer_folder, variant_dir
+from spiritlens.models.spiritlm.tree import CHECKPOINTS_ENV, speech_tokenizer_folder, variant_dir
 
 
 def weights_kind(config) -> str:

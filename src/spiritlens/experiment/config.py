@@ -12,12 +12,13 @@ from pathlib import Path
 
 from spiritlens import __version__
 from spiritlens.align.aligner import POCKETSPHINX
-from spiritlens.checkpoints.tree import CHECKPOINTS_ENV, DTYPE_RULE
+from spiritlens.checkpoints.tree import DTYPE_RULE
+from spiritlens.models.spiritlm.tree import CHECKPOINTS_ENV, VARIANTS
 from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS, VERIFY_RANKS
 from spiritlens.traces.methods import SCREENS
 from spiritlens.traces.tracer import ROW_MODES
 from spiritlens.traces.window import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
-from spiritlens.checkpoints.tree import variant_dir
+from spiritlens.models.spiritlm.tree import variant_dir
 
 __all__ = ["DIRECTIONS", "DIRECTION_MODALITY", "WINDOW_RULE", "ExperimentConfig", "check_environment", "check_settings",
            "default_window"]
@@ -43,7 +44,7 @@ class ExperimentConfig:
     out: Path = field(metadata={"help": "output folder (resumable: rerun to continue)"})
     checkpoints: Path | None = field(default=None, metadata={
         "help": "SpiritLM checkpoints folder (default: $SPIRITLM_CHECKPOINTS_DIR; neither: the embedded toy)"})
-    variant: str = field(default="spirit-lm-base-7b")  # one of checkpoints.tree.VARIANTS, under spiritlm_model/
+    variant: str = field(default=VARIANTS[0])  # one of checkpoints.tree.VARIANTS, under spiritlm_model/
     aligner: Path | str | None = field(default=None, metadata={
         "help": "S->T forced aligner: a character CTC model directory (the paper's path, e.g. "
                 "hubert-large-ls960-ft) or 'pocketsphinx' (the embedded default)"})
@@ -209,7 +210,8 @@ def check_settings(config: ExperimentConfig) -> None:
 def check_environment(config: ExperimentConfig) -> None:
     """Checks of what the settings name: folders and files exist, the TTS backend and device are
     usable. Run before any work (FileNotFoundError / ValueError naming the flag)."""
-    from spiritlens.checkpoints.tree import CHECKPOINTS_ENV, check_device
+    from spiritlens.checkpoints.tree import check_device
+    from spiritlens.models.spiritlm.tree import CHECKPOINTS_ENV, VARIANTS
 
     if config.out.exists() and not config.out.is_dir():
         raise NotADirectoryError(f"--out {str(config.out)!r} is an existing file, not a folder")
@@ -226,8 +228,8 @@ def check_environment(config: ExperimentConfig) -> None:
         except ValueError as error:
             raise ValueError(f"--toy: {error}") from None
     if config.embedded and not config.random_weights:
-        if config.variant != "spirit-lm-base-7b":
-            raise ValueError(f"--variant {config.variant!r}: the toy SpiritLM is a spirit-lm-base-7b only")
+        if config.variant != VARIANTS[0]:
+            raise ValueError(f"--variant {config.variant!r}: the toy SpiritLM is a {VARIANTS[0]} only")
         from spiritlens.data.tts.espeak import EspeakTTS
 
         if config.toy is None and not EspeakTTS().available():

@@ -44,10 +44,10 @@ DEFINITIONS = [
     "that have category c, of each prompt's mean IE over its rows of c (each against its own `low_score`; an IE "
     "within float32 rounding counts as 0). ROME's rollup (every row of c pooled, minus the mean `low_score`) "
     "is `aie` in `aie.json`. **ATE** = mean `high_score` − mean `low_score`.",
-    "- The **six token categories** (rows before the subject, such as `<s>` and `[Text]`, and S→T rows in "
+    "- The **six token categories** (rows before the subject, such as `<s>` and a modality marker, and S→T rows in "
     "silence belong to none): *first subject token*; *middle subject tokens* (between first and last); "
     "*last subject token*; *first subsequent token* (right after the subject); *further tokens* (after that, "
-    "before the last); *last token* (the final position: the last prompt word for T→T, the `[Text]` marker "
+    "before the last); *last token* (the final position: the last prompt word for T→T, the text marker "
     "for S→T). A one-token subject is both first and last subject token.",
     "- S→T rows are the speech tokens aligned to each LM text token of the transcript, restored together.",
     "",
@@ -188,7 +188,7 @@ def _model_section(prep: PreparedRun, config) -> list[str]:
              "## Model", "",
              f"- the toy SpiritLM (`spiritlens.synthetic.toy.build`) at {md_text(toy['root'])} (inputs hash {md_text(toy['hash'][:12])}): a Llama in "
              f"SpiritLM's checkpoint layout, {cfg['n_layers']} layers, d_model {cfg['d_model']}, {cfg['n_heads']} heads, "
-             f"MLP {cfg['d_mlp']}; tokenizer with `[Text]`, `[Speech]`, `[Hu0]`…`[Hu500]`; the tiny random mHuBERT "
+             f"MLP {cfg['d_mlp']}; tokenizer with SpiritLM's markers and HuBERT unit tokens; the tiny random mHuBERT "
              "speech front end",
              f"- trained on {len(toy['facts'])} Known facts of {len(relations)} relations "
              f"({md_text(', '.join(relations))}) as sequences: {md_text(forms)}; plus {toy['distractor_prompts']} distractor prompts (unknown subjects, random "

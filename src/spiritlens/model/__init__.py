@@ -1,7 +1,7 @@
-"""The model stage: HookedSpiritLM and the hook names it serves."""
+"""The model stage: HookedSpeechLM (any supported family) and HookedSpiritLM, and the hook names they serve."""
 
 from spiritlens.model import hook_names
 
-from spiritlens.model.hooked import HookedSpiritLM
+from spiritlens.model.hooked import HookedSpeechLM, HookedSpiritLM
 
-__all__ = ["HookedSpiritLM", "hook_names"]
+__all__ = ["HookedSpeechLM", "HookedSpiritLM", "hook_names"]

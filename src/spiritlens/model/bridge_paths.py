@@ -33,7 +33,6 @@ class PromptRuleWarning(UserWarning):
     """A string reached SpiritLM's tokenizer without SpiritLM's prompt rules (no ``[Text]`` marker)."""
 
 
-_MARKERS = ("[Text]", "[Speech]")
 
 
 class PromptRuleTokenizer:
@@ -54,8 +53,9 @@ class PromptRuleTokenizer:
     differently without it. Without BOS (``add_special_tokens=False``) the string is a piece to
     append and nothing is said."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, family=None):
         object.__setattr__(self, "wrapped", tokenizer)
+        object.__setattr__(self, "family", family)  # whose prompt rule applies (none: no warning)
         if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token  # TransformerLens' rule for the bridge's tokenizer
 
@@ -71,12 +71,16 @@ class PromptRuleTokenizer:
     def _check(self, text, call: str, add_special_tokens: bool) -> None:
         if not add_special_tokens:  # a piece to put after other tokens (no BOS): no prompt rule applies
             return
+        markers = tuple(getattr(self.family, "prompt_markers", ()))
+        if not markers:  # a family whose prompts are the text as it is (the Llama-2 backbone)
+            return
         texts = [text] if isinstance(text, str) else text if isinstance(text, (list, tuple)) else []
-        bare = [t for t in texts if isinstance(t, str) and not t.removeprefix("<s>").lstrip().startswith(_MARKERS)]
+        bare = [t for t in texts if isinstance(t, str) and not t.removeprefix("<s>").lstrip().startswith(markers)]
         if bare:
-            warnings.warn(f"model.tokenizer{call}({bare[0]!r:.40}) tokenises the string as it is, without SpiritLM's "
-                          "[Text] marker that the model was trained with; use model.to_tokens(...) for SpiritLM's "
-                          "prompt", PromptRuleWarning, stacklevel=3)
+            label = self.family.label
+            warnings.warn(f"model.tokenizer{call}({bare[0]!r:.40}) tokenises the string as it is, without {label}'s "
+                          f"{markers[0]} marker that the model was trained with; use model.to_tokens(...) for "
+                          f"{label}'s prompt", PromptRuleWarning, stacklevel=3)
 
     @property
     def _is_transformers(self) -> bool:

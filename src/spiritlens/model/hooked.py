@@ -1,4 +1,9 @@
-"""HookedSpiritLM: a SpiritLM checkpoint behind TransformerLens 4's ``TransformerBridge`` API.
+"""HookedSpeechLM: a speech language model (or its text-only backbone) behind TransformerLens 4's
+``TransformerBridge`` API; HookedSpiritLM is SpiritLM's.
+
+What differs between model families (checkpoint layout, tokenizer, prompt rules such as SpiritLM's
+markers, the speech tokenizer) is the family's (:mod:`spiritlens.models`): this module speaks only to
+that boundary. Below, "SpiritLM's" rules stand for the loaded family's.
 
 The bridge is held (``model.bridge``), not subclassed (TransformerLens' ``boot`` always builds a
 plain bridge): the TransformerLens API (``forward``, ``run_with_cache``, ``run_with_hooks``,
@@ -49,18 +54,13 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from spiritlens.progress import transformers_progress
-from spiritlens.checkpoints.tree import (
-    check_device,
-    check_model_dir,
-    resolve_dtype,
-    resolve_model_dir,
-    speech_tokenizer_dir,
-)
-from spiritlens.checkpoints.validate import check_finite, check_model_dir_weights, weight_files
+from spiritlens.checkpoints.tree import check_device, check_model_dir, resolve_dtype
+from spiritlens.checkpoints.validate import check_finite, check_model_dir_weights, read_config, weight_files
+from spiritlens.models import ModelFamily, detect_family, get_family, resolve_model, tree_hint
 from spiritlens.tokens.llama import SlowLlamaTokenizer
-from spiritlens.tokens.layout import TokenizerLayout, check_tokenization, detect_layout
+from spiritlens.tokens.layout import TokenizerLayout, check_tokenization
 from spiritlens.tokens.prompt import MODALITIES, Segment, TokenMap, check_output_modality, encode_segments
-from spiritlens.tokens.vocab import SpiritVocab
+from spiritlens.tokens.vocab import Vocabulary
 from spiritlens.model.batching import PromptBatch, check_padding_side, continuation_start, default_padding_side, \
     encode_batch, is_prompt_batch, left_padding_mask, pad_id, pad_rows, prompt_rows
 from spiritlens.model.bridge_paths import PromptRuleTokenizer, check_move, named_hook, names_filter_of, \
@@ -84,19 +84,25 @@ _GENERATE_RESERVED = {
 _GENERATE_EXTRA = frozenset({"logits_processor", "stopping_criteria", "streamer"})
 
 
-class HookedSpiritLM:
-    """SpiritLM with TransformerLens hooks. Build it with :meth:`from_pretrained`.
+class HookedSpeechLM:
+    """A language model whose vocabulary holds speech units (or a text-only backbone) with
+    TransformerLens hooks. Build it with :meth:`from_pretrained`; :class:`HookedSpiritLM` is SpiritLM's.
 
     Attributes: ``bridge`` (the TransformerBridge, with its own transformers tokenizer),
-    ``tokenizer`` (SpiritLM's text tokenizer: :class:`~spiritlens.tokens.llama.SlowLlamaTokenizer`,
-    or the installed transformers' ``LlamaTokenizer`` with ``tokenization="transformers"``),
-    ``tokenization`` (:class:`~spiritlens.tokens.layout.TokenizerLayout`: where the markers live,
-    ``legacy``, which path tokenises), ``vocab`` (:class:`~spiritlens.tokens.vocab.SpiritVocab`),
-    ``model_dir``, ``variant``.
+    ``family`` (the :class:`~spiritlens.models.base.ModelFamily`: checkpoint layout, tokenizer, prompt
+    rules, speech tokenizer), ``tokenizer`` (the family's tokenizer: for SpiritLM
+    :class:`~spiritlens.tokens.llama.SlowLlamaTokenizer`, or the installed transformers' ``LlamaTokenizer``
+    with ``tokenization="transformers"``), ``tokenization`` (:class:`~spiritlens.tokens.layout.TokenizerLayout`
+    where the family has markers: where they live, ``legacy``, which path tokenises), ``vocab``
+    (:class:`~spiritlens.tokens.vocab.Vocabulary`), ``model_dir``, ``variant``.
     """
 
-    def __init__(self, bridge, tokenizer, vocab: SpiritVocab, model_dir: Path,
-                 speech_tokenizer: Any = None, tokenization: TokenizerLayout | None = None):
+    FAMILY: str | None = None  # a subclass bound to one family (HookedSpiritLM: "spiritlm")
+
+    def __init__(self, bridge, tokenizer, vocab: Vocabulary, model_dir: Path,
+                 speech_tokenizer: Any = None, tokenization: TokenizerLayout | None = None,
+                 family: ModelFamily | str = "spiritlm"):
+        self.family = get_family(family)
         self.bridge = bridge
         self._n_token_ids = len(tokenizer)
         self.tokenizer = tokenizer
@@ -123,21 +129,24 @@ class HookedSpiritLM:
         process_weights: bool = False,
         tokenization: str = "spiritlm",
         progress: bool | None = None,
-    ) -> "HookedSpiritLM":
-        """Load a SpiritLM model directory (or variant name under ``$SPIRITLM_CHECKPOINTS_DIR``).
+        family: "str | ModelFamily | None" = None,
+    ) -> "HookedSpeechLM":
+        """Load a model directory (or a checkpoint name a family knows, e.g. a SpiritLM variant under
+        ``$SPIRITLM_CHECKPOINTS_DIR``).
 
-        ``tokenization``: ``"spiritlm"`` (default) tokenises prompt strings exactly as SpiritLM's
-        code does (transformers 4.x's slow ``LlamaTokenizer`` on the checkpoint's
+        ``family``: ``"spiritlm"``, ``"llama"`` (a text-only Llama-2 backbone), ... (:data:`spiritlens.models.FAMILIES`);
+        default: detected from the folder's config and tokenizer (:func:`spiritlens.models.detect_family`).
+        ``tokenization``: ``"spiritlm"`` (default) tokenises prompt strings exactly as the family's own
+        code does (SpiritLM: transformers 4.x's slow ``LlamaTokenizer`` on the checkpoint's
         ``tokenizer.model``, ``tokenizer_config.json``, ``special_tokens_map.json``,
-        ``added_tokens.json``); ``"transformers"`` uses the installed transformers'
-        ``LlamaTokenizer`` instead (which differs when the markers are SentencePiece pieces). The
-        detected layout is logged (logger ``"spiritlens"``, INFO) and kept as ``model.tokenization``.
+        ``added_tokens.json``); ``"transformers"`` uses the installed transformers' ``LlamaTokenizer``
+        instead (which differs when SpiritLM's markers are SentencePiece pieces). A family with markers
+        logs where they live (logger ``"spiritlens"``, INFO) and keeps it as ``model.tokenization``.
 
         Before anything is built, ``config.json`` is compared with the weight files' tensor names and
         shapes (:func:`spiritlens.checkpoints.validate.check_model_dir_weights`): a missing, unexpected
         or mis-shaped tensor, a malformed config, an unreadable weight file or ``tokenizer.model`` is one
         ValueError naming the file; after loading, a weight holding NaN or inf is one too.
-
         ``dtype``: "auto" (default: bfloat16 for SpiritLM's 7B, float32 for the toy and tiny models;
         :func:`spiritlens.checkpoints.tree.resolve_dtype`), float32, bfloat16 or float16; weights are loaded straight into it
         (a bf16 checkpoint never passes through a float32 copy). ``device``: "cpu", "cuda", ...;
@@ -149,13 +158,21 @@ class HookedSpiritLM:
         terminal (tqdm's rule, :mod:`spiritlens.progress`), so a notebook stays quiet.
         """
         from transformer_lens.model_bridge import TransformerBridge
-        from transformers import LlamaTokenizer
 
         check_tokenization(tokenization)
-        model_dir = resolve_model_dir(name_or_path)
-        check_model_dir(model_dir)
+        wanted = None if family is None else get_family(family)
+        if cls.FAMILY is not None:
+            wanted = get_family(cls.FAMILY) if wanted is None else wanted
+        model_dir = resolve_model(os.fspath(name_or_path), wanted)
+        check_model_dir(model_dir, hint=tree_hint)
+        detected = detect_family(model_dir, read_config(model_dir),
+                                 SlowLlamaTokenizer.from_pretrained(model_dir, add_bos_token=True, add_eos_token=False))
+        chosen = wanted or detected
+        if wanted is not None and detected is not wanted:
+            raise ValueError(f"{model_dir} is a {detected.label} checkpoint, not {wanted.label}: load it with "
+                             f"HookedSpeechLM.from_pretrained(..., family={detected.name!r})")
         # config.json against the weight files' tensor names and shapes (headers only), before anything is built
-        config = check_model_dir_weights(model_dir)
+        config = check_model_dir_weights(model_dir, ignorable=chosen.ignorable_weights)
         torch_dtype = resolve_dtype(dtype, model_dir)  # the one dtype rule (checkpoints.tree)
         if device is not None and (device_map is not None or n_devices is not None):
             raise ValueError("pass either device or device_map/n_devices, not both")
@@ -163,13 +180,11 @@ class HookedSpiritLM:
             check_device(device)
         except ValueError as error:
             raise ValueError(f"device {error}") from None
-        # SpiritLM's own call; the bridge keeps the installed transformers' tokenizer for itself.
-        slow = SlowLlamaTokenizer.from_pretrained(model_dir, add_bos_token=True, add_eos_token=False)
-        bridge_tokenizer = LlamaTokenizer.from_pretrained(str(model_dir), add_bos_token=True, add_eos_token=False)
-        tokenizer = slow if tokenization == "spiritlm" else bridge_tokenizer
-        layout = detect_layout(slow, model_dir, tokenization=tokenization)
-        logger.info("%s: %s", model_dir, layout.describe())
-        vocab = SpiritVocab.from_tokenizer(tokenizer, source=f"tokenizer of {model_dir}")
+        # the family's own tokenizer; the bridge keeps the installed transformers' tokenizer for itself
+        tokenizer, bridge_tokenizer, layout = chosen.load_tokenizer(model_dir, tokenization)
+        if layout is not None:
+            logger.info("%s: %s", model_dir, layout.describe())
+        vocab = chosen.vocabulary(tokenizer, source=f"tokenizer of {model_dir}")
         rows = int(config.get("vocab_size", 0))
         if rows <= vocab.max_id() or rows < len(tokenizer):
             raise ValueError(
@@ -199,7 +214,7 @@ class HookedSpiritLM:
         bridge.eval()
         if process_weights:
             bridge.enable_compatibility_mode()
-        return cls(bridge, tokenizer, vocab, model_dir, speech_tokenizer, layout)
+        return cls(bridge, tokenizer, vocab, model_dir, speech_tokenizer, layout, family=chosen)
 
     # ------------------------------------------------------- TransformerLens API
     @property
@@ -216,7 +231,7 @@ class HookedSpiritLM:
             self._tokenizer = None
             self.bridge.tokenizer = None
             return
-        self._tokenizer = value if isinstance(value, PromptRuleTokenizer) else PromptRuleTokenizer(value)
+        self._tokenizer = value if isinstance(value, PromptRuleTokenizer) else PromptRuleTokenizer(value, self.family)
 
     def _require_tokenizer(self, what: str) -> PromptRuleTokenizer:
         if self._tokenizer is None:
@@ -371,7 +386,7 @@ class HookedSpiritLM:
         def delegated(*args, **kwargs):
             if name in _BRIDGE_STRING_METHODS and any(_is_text(a) for a in (*args[:1], kwargs.get("input"))):
                 raise ValueError(
-                    f"HookedSpiritLM.{name} takes token ids here, not text: the bridge would tokenise a string "
+                    f"{type(self).__name__}.{name} takes token ids here, not text: the bridge would tokenise a string "
                     "without SpiritLM's markers; pass model.to_tokens(prompt) (or model.bridge."
                     f"{name}(...) for the bridge's own tokenizer)")
             if name in ("to", "cuda"):
@@ -501,8 +516,8 @@ class HookedSpiritLM:
         HuBERT, pitch and style tokens interleaved as SpiritLM does (Expressive:
         :class:`~spiritlens.units.expressive.ExpressiveTokenizer`)."""
         if self._speech_tokenizer is None:
-            self._speech_tokenizer = _load_speech_tokenizer(self._speech_tokenizer_source, self.model_dir,
-                                                            expressive=self.vocab.is_expressive)
+            self._speech_tokenizer = self.family.speech_tokenizer(self.model_dir, self._speech_tokenizer_source,
+                                                                  self.vocab)
         return self._speech_tokenizer
 
     def segments(self, prompt: Prompt) -> list[Segment]:
@@ -548,7 +563,8 @@ class HookedSpiritLM:
         ValueError when the prompt is longer than the context (unless ``check_context=False``)."""
         check_output_modality(output_modality)
         tokenizer = self._require_tokenizer("a prompt")
-        ids, token_map = encode_segments(tokenizer, self.vocab, self.segments(prompt), output_modality)
+        ids, token_map = encode_segments(tokenizer, self.vocab, self.segments(prompt), output_modality,
+                                         family=self.family)
         if check_context and len(ids) > self.cfg.n_ctx:
             raise ValueError(f"prompt has {len(ids)} tokens, more than the model's context of {self.cfg.n_ctx}")
         return torch.tensor([ids], dtype=torch.long, device=self.device), token_map
@@ -938,7 +954,7 @@ class HookedSpiritLM:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def __repr__(self) -> str:
-        return (f"HookedSpiritLM({self.variant!r}, n_layers={self.cfg.n_layers}, d_model={self.cfg.d_model}, "
+        return (f"{type(self).__name__}({self.variant!r}, family={self.family.name!r}, n_layers={self.cfg.n_layers}, d_model={self.cfg.d_model}, "
                 f"dtype={self.dtype}, device={self.device})")
 
 
@@ -970,46 +986,9 @@ def _id_lists(value: Sequence) -> list:
     return [list(v) for v in value]
 
 
-def _load_speech_tokenizer(source: Any, model_dir: Path, *, expressive: bool = False):
-    """The speech tokenizer for ``model_dir``'s model: HuBERT only (Base) or HuBERT + pitch + style
-    (Expressive, whose folder must then hold ``vqvae_f0_quantizer/`` and ``style_encoder_w2v2/``)."""
-    from spiritlens.units import SpeechTokenizer
-    from spiritlens.units.expressive import ExpressiveTokenizer, is_expressive_dir
+class HookedSpiritLM(HookedSpeechLM):
+    """SpiritLM (Base or Expressive) with TransformerLens hooks: :class:`HookedSpeechLM` bound to the
+    SpiritLM family (:class:`~spiritlens.models.spiritlm.family.SpiritLM`). ``from_pretrained`` on another
+    family's folder is a ValueError naming it (load that one with ``HookedSpeechLM.from_pretrained``)."""
 
-    def from_folder(folder):
-        if not expressive:
-            return SpeechTokenizer.from_dir(folder)
-        if not is_expressive_dir(folder):
-            raise FileNotFoundError(
-                f"{folder}: {model_dir.name} reads pitch and style tokens, but this speech tokenizer folder has no "
-                "vqvae_f0_quantizer/model.pt and style_encoder_w2v2/pytorch_model.bin (SpiritLM's Expressive "
-                "speech tokenizer); `spiritlens make-tiny DIR` writes tiny ones")
-        return ExpressiveTokenizer.from_dir(folder)
-
-    if source is None:
-        folder = speech_tokenizer_dir(model_dir)
-        if folder is None:
-            raise FileNotFoundError(
-                "no speech tokenizer found: set $SPIRITLM_CHECKPOINTS_DIR (with speech_tokenizer/hubert_25hz/) "
-                "or pass speech_tokenizer= to from_pretrained"
-            )
-        return from_folder(folder)
-    if isinstance(source, (str, os.PathLike)):
-        return from_folder(source)
-    if isinstance(source, ExpressiveTokenizer):
-        if not expressive:
-            raise ValueError(f"{model_dir.name} has no pitch/style tokens; pass a SpeechTokenizer (HuBERT only)")
-        return source
-    if isinstance(source, SpeechTokenizer):
-        if expressive:
-            raise ValueError(f"{model_dir.name} reads pitch and style tokens; pass an ExpressiveTokenizer "
-                             "(spiritlens.units.expressive) or its speech_tokenizer folder, not a HuBERT-only "
-                             "SpeechTokenizer")
-        return source
-    if hasattr(source, "encode_units"):
-        if expressive:
-            raise ValueError(f"{model_dir.name}: wrapping SpiritLM's own Expressive tokenizer object is not "
-                             "supported; pass its speech_tokenizer folder (spiritlens reads the same files)")
-        return SpeechTokenizer.from_spiritlm(source)
-    raise ValueError(f"speech_tokenizer must be a folder, a SpeechTokenizer or SpiritLM's speech "
-                     f"tokenizer, got {type(source).__name__}")
+    FAMILY = "spiritlm"

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from spiritlens._io import save_torch, write_atomic
-from spiritlens.tokens.vocab import (
+from spiritlens.models.spiritlm.vocab import (
     N_HUBERT_TOKENS,
     N_PITCH_TOKENS,
     N_STYLE_TOKENS,
@@ -45,10 +45,9 @@ from spiritlens.tokens.vocab import (
     pitch_token,
     style_token,
 )
-from spiritlens.checkpoints.tree import speech_tokenizer_folder, variant_dir
+from spiritlens.models.spiritlm.tree import VARIANTS, speech_tokenizer_folder, variant_dir
 
-BASE = "spirit-lm-base-7b"
-EXPRESSIVE = "spirit-lm-expressive-7b"
+BASE, EXPRESSIVE = VARIANTS
 TEXT_PIECES = 1024  # SentencePiece pieces before the SpiritLM additions (Llama-2 has 32000)
 
 # Sentences the tiny tokenizer is trained on: fact-style English close to ROME's Known prompts.

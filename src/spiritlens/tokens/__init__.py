@@ -1,4 +1,6 @@
-"""Text and speech to SpiritLM token ids: the slow-Llama tokenisation SpiritLM used, its vocabulary layout, prompt building with markers, the TokenMap, and the tracer's prompt type."""
+"""Text and speech to token ids: the slow-Llama tokenisation SpiritLM used (also the Llama-2 backbone's), the
+family-neutral vocabulary, the segments of a prompt and their TokenMap, and the tracer's prompt type. A
+family's own spelling (SpiritLM's markers and units) lives with the family: :mod:`spiritlens.models`."""
 
 from spiritlens.tokens.prompt import (
     Modality,
@@ -9,39 +11,20 @@ from spiritlens.tokens.prompt import (
     TokenMap,
     find_span,
     check_output_modality,
-    build_prompt_string,
     encode_segments,
 )
-from spiritlens.tokens.vocab import (
-    TEXT_MARKER,
-    SPEECH_MARKER,
-    N_HUBERT_TOKENS,
-    N_PITCH_TOKENS,
-    N_STYLE_TOKENS,
-    hubert_token,
-    pitch_token,
-    style_token,
-    SpiritVocab,
-)
+from spiritlens.tokens.vocab import STREAMS, Vocabulary
 
 __all__ = [
     "Modality",
     "MODALITIES",
     "OUTPUT_MODALITIES",
+    "STREAMS",
     "Segment",
     "TokenInfo",
     "TokenMap",
+    "Vocabulary",
     "find_span",
     "check_output_modality",
-    "build_prompt_string",
     "encode_segments",
-    "TEXT_MARKER",
-    "SPEECH_MARKER",
-    "N_HUBERT_TOKENS",
-    "N_PITCH_TOKENS",
-    "N_STYLE_TOKENS",
-    "hubert_token",
-    "pitch_token",
-    "style_token",
-    "SpiritVocab",
 ]

@@ -65,9 +65,9 @@ def file_hashes(directory: str | Path) -> dict[str, str]:
             for name in TOKENIZER_FILES if (directory / name).is_file()}
 
 
-def detect_layout(tokenizer: SlowLlamaTokenizer, directory: str | Path, *, tokenization: str = "spiritlm",
-                  marker: str = "[Text]") -> TokenizerLayout:
-    """Where ``marker`` (and with it SpiritLM's other special pieces) lives in these files."""
+def detect_layout(tokenizer: SlowLlamaTokenizer, directory: str | Path, *, marker: str,
+                  tokenization: str = "spiritlm") -> TokenizerLayout:
+    """Where ``marker`` (and with it the family's other special pieces, e.g. SpiritLM's) lives in these files."""
     if marker in tokenizer.added_tokens_encoder:
         markers = "added_tokens"
         declared = tuple(getattr(tokenizer, "declared_in", ())) or ("tokenizer files",)

@@ -1,24 +1,12 @@
-"""Prompts to SpiritLM token ids, with a TokenMap that says where every position came from.
+"""Prompts to token ids, with a TokenMap that says where every position came from.
 
-SpiritLM's prompt builder (``Spiritlm._build_prompt``) joins the input segments into one string:
-a ``[Text]`` marker before a text segment unless the previous segment was text, a ``[Speech]``
-marker before a speech segment unless the previous one was speech, speech as ``[Hu<unit>]``
-strings, and the output-modality marker at the end when the last segment is of the other
-modality. A speech segment right after another speech segment gets no marker of its own: that is
-SpiritLM's code since commit 3e74a02 (2024-10-20, "Fix the typo in prompt building"); the
-release-day code (537486b) compared against ``"a"`` and wrote ``[Speech]`` before every speech
-segment. The string is tokenised in ONE call with BOS (``add_bos_token=True``), by SpiritLM's
-own tokenizer (:mod:`spiritlens.tokens.llama`)::
-
-    T->T   [Text]The capital of Italy is   ->  <s> ▁ [Text] T he ▁capital ▁of ▁Italy ▁is
-    S->T   [Speech][Hu99][Hu49]…[Text]     ->  <s> ▁ [Speech] [Hu99] [Hu49] … [Text]
-
-(shown for markers that are SentencePiece pieces, as in the tiny checkpoints: SentencePiece puts
-its dummy-prefix ``▁`` in front of the whole string, and the first word after a marker has no
-``▁``; with markers declared as added tokens, ``<s> [Text] ▁The ▁capital …``). spiritlens does
-exactly that (rather than tokenising each segment on its own), and reads back every token's
-character offsets to fill the TokenMap: modality, input segment, character span in that
-segment's text, and for speech the deduplicated unit's index and 25 Hz frame span.
+A prompt is a list of segments (text, or speech units). The model family's prompt rules
+(:meth:`spiritlens.models.base.ModelFamily.prompt_string`: SpiritLM's markers, a chat template, or
+nothing for a text-only backbone) join them into one string, which is tokenised in ONE call with BOS
+by the family's own tokenizer (never segment by segment: where SentencePiece puts its ``▁`` depends on
+the whole string), and every token's character offsets are read back to fill the TokenMap: modality,
+input segment, character span in that segment's text, and for speech the deduplicated unit's index,
+its stream and its 25 Hz frame span.
 
 **Subject positions** (:func:`find_span`, :meth:`TokenMap.find_text`): the subject is stripped of
 surrounding whitespace and found in the segment's text; its tokens are those covering at least one
@@ -33,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from spiritlens.tokens.vocab import SPEECH_MARKER, TEXT_MARKER, SpiritVocab, hubert_token
+from spiritlens.tokens.vocab import Vocabulary
 
 Modality = Literal["text", "speech"]
 from spiritlens.terms import MODALITIES, OUTPUT_MODALITIES
@@ -47,27 +35,10 @@ class Segment:
     modality: Modality
     content: Any
 
-    @property
-    def text(self) -> str:
-        """The segment as SpiritLM writes it into the prompt string (speech: its token strings,
-        ``[Hu…]`` only for Base units, ``[St…][Pi…][Hu…]…`` interleaved for Expressive units)."""
-        if self.modality == "text":
-            return self.content
-        return "".join(speech_token_strings(self.content))
-
-
-def speech_token_strings(units: Any) -> list[str]:
-    """One string per speech token of ``units``: its ``token_strings()`` when it has them
-    (:class:`~spiritlens.units.SpeechUnits`, :class:`~spiritlens.units.expressive.ExpressiveUnits`),
-    else ``[Hu<unit>]`` per entry of ``units.tokens``."""
-    if callable(getattr(units, "token_strings", None)):
-        return list(units.token_strings())
-    return [hubert_token(u) for u in units.tokens]
-
 
 def speech_token_streams(units: Any) -> list[tuple[str, int]]:
-    """``(stream, unit)`` per speech token: ``"hubert"``/``"pitch"``/``"style"`` (Expressive units carry
-    :class:`~spiritlens.units.expressive.StreamToken` objects; Base units are all HuBERT)."""
+    """``(stream, unit)`` per speech token of ``units``: ``"hubert"``/``"pitch"``/``"style"`` (Expressive
+    units carry :class:`~spiritlens.units.expressive.StreamToken` objects; Base units are all HuBERT)."""
     return [(t.stream, t.unit) if hasattr(t, "stream") else ("hubert", int(t)) for t in units.tokens]
 
 
@@ -81,7 +52,7 @@ class TokenInfo:
     markers and the prefix). ``char_span``: [start, end) characters in the segment's text (text
     tokens; empty for a ``▁`` SentencePiece added inside a segment). ``unit_index``: index of the
     speech token within its segment (deduplicated units; for Expressive units, the index in the
-    interleaved ``[St…][Pi…][Hu…]`` sequence), ``frame_span``: its [first, last+1) frames in the
+    interleaved sequence of the streams), ``frame_span``: its [first, last+1) frames in the
     25 Hz HuBERT grid (a pitch token covers 2 frames per code, a style token 25), and ``stream``:
     ``"hubert"``, ``"pitch"`` or ``"style"`` (speech tokens).
     """
@@ -203,64 +174,35 @@ def check_output_modality(output_modality: str) -> str:
     return output_modality
 
 
-def build_prompt_string(segments: Sequence[Segment], output_modality: str = "text"
-                        ) -> tuple[str, list[int], list[tuple[int, int]]]:
-    """SpiritLM's prompt string, the start offset of each segment's content in it, and the
-    character spans of the markers placed (SpiritLM's ``_build_prompt`` rules)."""
-    check_output_modality(output_modality)
-    parts: list[str] = []
-    offsets: list[int] = []
-    markers: list[tuple[int, int]] = []
-    length = 0
-    previous = None
-
-    def add_marker(marker: str) -> None:
-        nonlocal length
-        parts.append(marker)
-        markers.append((length, length + len(marker)))
-        length += len(marker)
-
-    for segment in segments:
-        if segment.modality != previous:
-            add_marker(TEXT_MARKER if segment.modality == "text" else SPEECH_MARKER)
-        offsets.append(length)
-        content = segment.text
-        parts.append(content)
-        length += len(content)
-        previous = segment.modality
-    if output_modality == "text" and previous != "text":
-        add_marker(TEXT_MARKER)
-    elif output_modality == "speech" and previous != "speech":
-        add_marker(SPEECH_MARKER)
-    return "".join(parts), offsets, markers
-
-
-def encode_segments(tokenizer, vocab: SpiritVocab, segments: Sequence[Segment],
-                    output_modality: str = "text") -> tuple[list[int], TokenMap]:
-    """Token ids ``[T]`` (BOS first) and the TokenMap of a segmented prompt."""
+def encode_segments(tokenizer, vocab: Vocabulary, segments: Sequence[Segment], output_modality: str = "text", *,
+                    family) -> tuple[list[int], TokenMap]:
+    """Token ids ``[T]`` (BOS first) and the TokenMap of a segmented prompt, by ``family``'s prompt rules
+    (:class:`~spiritlens.models.base.ModelFamily`). ValueError for an empty prompt, a tokenizer that
+    gives no single leading BOS, speech units that do not tokenise one token per unit, or a stream the
+    vocabulary lacks."""
     if not segments:
         raise ValueError("prompt is empty: give a non-empty string or at least one (modality, content) pair")
-    prompt, offsets, _ = build_prompt_string(segments, output_modality)
+    prompt, offsets = family.prompt_string(segments, output_modality)
     encoding = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
     ids: list[int] = list(encoding["input_ids"])
     spans: list[tuple[int, int]] = [tuple(s) for s in encoding["offset_mapping"]]
     if not ids or ids[0] != vocab.bos_id or ids.count(vocab.bos_id) != 1:
         raise ValueError(f"tokenizer did not produce exactly one leading BOS for prompt {prompt[:60]!r}")
-    ends = [offsets[i] + len(s.text) for i, s in enumerate(segments)]
+    ends = [offsets[i] + len(family.segment_text(s)) for i, s in enumerate(segments)]
     speech_starts = {}  # segment -> char offsets of each speech token string inside it
     speech_streams = {}  # segment -> (stream, unit) per speech token
-    stream_ids = {"hubert": vocab.hubert_ids, "pitch": vocab.pitch_ids, "style": vocab.style_ids}
     for index, segment in enumerate(segments):
         if segment.modality == "speech":
             starts, cursor = [], offsets[index]
-            for string in speech_token_strings(segment.content):
+            for string in family.unit_strings(segment.content):
                 starts.append(cursor)
                 cursor += len(string)
             speech_starts[index] = {s: k for k, s in enumerate(starts)}
             speech_streams[index] = speech_token_streams(segment.content)
-            if any(stream != "hubert" for stream, _ in speech_streams[index]) and not vocab.is_expressive:
-                raise ValueError(f"segment {index} has pitch/style tokens ([Pi…]/[St…]) but this model's vocabulary "
-                                 "has none (the Base model); use spirit-lm-expressive-7b or HuBERT-only units")
+            missing = sorted({stream for stream, _ in speech_streams[index] if not vocab.stream_ids(stream)})
+            if missing:
+                raise ValueError(f"segment {index} has {'/'.join(missing)} tokens but this model's vocabulary has "
+                                 f"none (a model without them); give HuBERT-only units or a model that reads them")
 
     positions: list[TokenInfo] = []
     for position, (token_id, (start, end)) in enumerate(zip(ids, spans)):
@@ -283,10 +225,9 @@ def encode_segments(tokenizer, vocab: SpiritVocab, segments: Sequence[Segment],
         else:
             k = speech_starts[index].get(start)
             stream, unit = speech_streams[index][k] if k is not None else (None, None)
-            ids_of_stream = stream_ids.get(stream, ())
+            ids_of_stream = vocab.stream_ids(stream) if stream is not None else ()
             if k is None or not 0 <= unit < len(ids_of_stream) or ids_of_stream[unit] != token_id:
-                raise ValueError(f"speech unit string of segment {index} did not tokenise to one token per "
-                                 "[Hu…]/[Pi…]/[St…] unit")
+                raise ValueError(f"speech unit string of segment {index} did not tokenise to one token per unit")
             frame = tuple(segment.content.spans[k])
             positions.append(TokenInfo(position, token_id, "speech", index, unit_index=k, frame_span=frame,
                                        stream=stream))

@@ -1,63 +1,53 @@
-"""SpiritLM's vocabulary: marker, HuBERT-unit, pitch and style token ids, read from a tokenizer.
-
-SpiritLM extends Llama-2's 32,000 text pieces with ``[Text]``, ``[Speech]``, ``[Hu0]``..``[Hu500]``
-and, in the Expressive model, ``[Pi0]``..``[Pi63]`` and ``[St0]``..``[St99]``. The ids are never
-hard-coded here: they are read from the checkpoint's own tokenizer and checked to be single tokens.
-"""
+"""A model's special vocabulary, family-neutral: BOS/EOS, the marker ids its prompt rules write, and
+the ids of its speech-unit tokens per stream. Each model family reads it from its own tokenizer
+(:mod:`spiritlens.models`); nothing here knows a token's spelling."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-TEXT_MARKER = "[Text]"
-SPEECH_MARKER = "[Speech]"
-N_HUBERT_TOKENS = 501  # [Hu0]..[Hu500]; the quantizer emits 0..499, 500 is reserved
-N_PITCH_TOKENS = 64
-N_STYLE_TOKENS = 100
-
-
-def hubert_token(unit: int) -> str:
-    return f"[Hu{unit}]"
-
-
-def pitch_token(unit: int) -> str:
-    return f"[Pi{unit}]"
-
-
-def style_token(unit: int) -> str:
-    return f"[St{unit}]"
+STREAMS: tuple[str, ...] = ("hubert", "pitch", "style")
 
 
 @dataclass(frozen=True)
-class SpiritVocab:
-    """Token ids of SpiritLM's special vocabulary, as found in one tokenizer.
+class Vocabulary:
+    """Token ids of a model's special vocabulary, as found in one tokenizer.
 
-    ``hubert_ids[u]`` is the id of ``[Hu{u}]``; ``pitch_ids``/``style_ids`` are empty for Base.
+    ``marker_ids``: the structure tokens the family's prompt rules write (never generated, never a
+    subject); ``text_marker_id`` / ``speech_marker_id``: the markers that open text / speech, where the
+    family has them (None otherwise); ``hubert_ids[u]``: the id of HuBERT unit ``u``'s token (empty for
+    a text-only model); ``pitch_ids`` / ``style_ids``: Expressive streams (empty otherwise).
     """
 
-    text_marker_id: int
-    speech_marker_id: int
-    hubert_ids: tuple[int, ...]
-    pitch_ids: tuple[int, ...]
-    style_ids: tuple[int, ...]
     bos_id: int
     eos_id: int
+    marker_ids: tuple[int, ...] = ()
+    hubert_ids: tuple[int, ...] = ()
+    pitch_ids: tuple[int, ...] = ()
+    style_ids: tuple[int, ...] = ()
+    text_marker_id: int | None = None
+    speech_marker_id: int | None = None
 
     @property
     def is_expressive(self) -> bool:
         return bool(self.pitch_ids)
 
     @property
-    def marker_ids(self) -> tuple[int, int]:
-        return (self.text_marker_id, self.speech_marker_id)
+    def has_speech(self) -> bool:
+        """Whether the vocabulary holds speech units (False for a text-only backbone)."""
+        return bool(self.hubert_ids)
 
     @property
     def speech_ids(self) -> frozenset[int]:
         """Every id that belongs to the speech modality (HuBERT, pitch, style)."""
         return frozenset(self.hubert_ids) | frozenset(self.pitch_ids) | frozenset(self.style_ids)
 
+    def stream_ids(self, stream: str) -> tuple[int, ...]:
+        """The ids of one stream's units (``"hubert"``, ``"pitch"``, ``"style"``)."""
+        return {"hubert": self.hubert_ids, "pitch": self.pitch_ids, "style": self.style_ids}[stream]
+
     def unit_of(self, token_id: int) -> int | None:
-        """The HuBERT unit of ``token_id``, or None if it is not a ``[Hu…]`` token."""
+        """The HuBERT unit of ``token_id``, or None if it is not a HuBERT unit token."""
         return self._unit_by_id.get(token_id)
 
     @property
@@ -68,48 +58,6 @@ class SpiritVocab:
             object.__setattr__(self, "_units", cached)
         return cached
 
-    @classmethod
-    def from_tokenizer(cls, tokenizer, *, source: str = "tokenizer") -> "SpiritVocab":
-        """Read and validate the special ids; raise ValueError naming what is missing."""
-        vocab = tokenizer.get_vocab()
-
-        def single(token: str) -> int | None:
-            return vocab.get(token)
-
-        def require(tokens: list[str], what: str) -> tuple[int, ...]:
-            ids = [single(t) for t in tokens]
-            missing = [t for t, i in zip(tokens, ids) if i is None]
-            if missing:
-                shown = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
-                raise ValueError(
-                    f"{source}: {what} {shown} ({len(missing)} of {len(tokens)}) are not single "
-                    "tokens of this tokenizer; is this a SpiritLM tokenizer.model?"
-                )
-            return tuple(int(i) for i in ids)  # type: ignore[arg-type]
-
-        text_id, speech_id = require([TEXT_MARKER, SPEECH_MARKER], "marker tokens")
-        hubert = require([hubert_token(u) for u in range(N_HUBERT_TOKENS)], "HuBERT unit tokens")
-        pitch_names = [pitch_token(u) for u in range(N_PITCH_TOKENS)]
-        style_names = [style_token(u) for u in range(N_STYLE_TOKENS)]
-        has_pitch = any(single(t) is not None for t in pitch_names)
-        has_style = any(single(t) is not None for t in style_names)
-        pitch = require(pitch_names, "pitch tokens") if (has_pitch or has_style) else ()
-        style = require(style_names, "style tokens") if (has_pitch or has_style) else ()
-        if tokenizer.bos_token_id is None:
-            raise ValueError(f"{source}: the tokenizer has no BOS token")
-        all_ids = [text_id, speech_id, *hubert, *pitch, *style]
-        if len(set(all_ids)) != len(all_ids):
-            raise ValueError(f"{source}: SpiritLM special tokens share ids")
-        return cls(
-            text_marker_id=text_id,
-            speech_marker_id=speech_id,
-            hubert_ids=hubert,
-            pitch_ids=pitch,
-            style_ids=style,
-            bos_id=int(tokenizer.bos_token_id),
-            eos_id=int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else -1),
-        )
-
     def max_id(self) -> int:
-        return max([self.text_marker_id, self.speech_marker_id, *self.hubert_ids,
-                    *self.pitch_ids, *self.style_ids])
+        """The largest special id (BOS and EOS included)."""
+        return max([self.bos_id, self.eos_id, *self.marker_ids, *self.hubert_ids, *self.pitch_ids, *self.style_ids])

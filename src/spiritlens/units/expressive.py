@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from spiritlens.audio import load_audio
-from spiritlens.tokens.vocab import hubert_token, pitch_token, style_token
+from spiritlens.models.spiritlm.vocab import hubert_token, pitch_token, style_token
 from spiritlens.units.hubert import DEFAULT_OUTPUT_LAYER
 from spiritlens.units.pitch import PitchTokenizer
 from spiritlens.units.speech_tokenizer import (

@@ -29,14 +29,14 @@ from typing import Protocol
 
 import torch
 
-from spiritlens.checkpoints.tree import (
+from spiritlens.models.spiritlm.tree import (
     CHECKPOINTS_ENV,
     SPEECH_TOKENIZER_FOLDER,
     checkpoints_dir,
     speech_tokenizer_folder,
 )
 from spiritlens.audio.waveform import Waveform, load_audio
-from spiritlens.tokens.vocab import hubert_token
+from spiritlens.models.spiritlm.vocab import hubert_token
 from spiritlens.units.hubert import (
     DEFAULT_OUTPUT_LAYER,
     HUBERT_FILE,
@@ -101,7 +101,7 @@ class SpeechUnits:
                 for a, b in self.spans]
 
     def token_strings(self) -> list[str]:
-        """``["[Hu99]", "[Hu49]", ...]``, one per token."""
+        """SpiritLM's token string of each token (``[Hu99]``, :func:`spiritlens.models.spiritlm.vocab.hubert_token`)."""
         return [hubert_token(u) for u in self.tokens]
 
     def to_json(self) -> dict:
@@ -281,7 +281,7 @@ class SpeechTokenizer:
         pointing to :class:`~spiritlens.units.expressive.ExpressiveTokenizer`.
         """
         if expressive:
-            raise ValueError("SpeechTokenizer gives HuBERT [Hu…] units only; pitch [Pi…] and style [St…] tokens "
+            raise ValueError("SpeechTokenizer gives HuBERT units only; pitch and style tokens "
                              "come from spiritlens.units.expressive.ExpressiveTokenizer (it needs "
                              "vqvae_f0_quantizer/ and style_encoder_w2v2/ next to hubert_25hz/)")
         wave = load_audio(audio, sample_rate, target_sample_rate=self.sample_rate)

@@ -86,7 +86,9 @@ def test_missing_weights(tiny_base_dir, tmp_path):
 def test_tokenizer_without_spiritlm_tokens(tiny_base_dir, tmp_path):
     directory = _copy_model(tiny_base_dir, tmp_path / "m")
     (directory / "tokenizer.model").write_bytes(train_tokenizer_model(expressive=False, spirit_pieces=False))
-    with pytest.raises(ValueError, match=r"marker tokens \[Text\], \[Speech\] .* are not single tokens"):
+    # a Llama without SpiritLM's tokens is the text-only backbone family, not a broken SpiritLM
+    with pytest.raises(ValueError, match=r"is a Llama-2 \(text-only backbone\) checkpoint, not SpiritLM: load it with "
+                                         r"HookedSpeechLM\.from_pretrained\(\.\.\., family='llama'\)"):
         HookedSpiritLM.from_pretrained(directory)
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from spiritlens.tokens.prompt import build_prompt_string
+from spiritlens.models.spiritlm.prompt import build_prompt_string
 
 
 def units(*tokens):
@@ -37,7 +37,7 @@ MARKER_CASES = [
 @pytest.mark.parametrize("segments, output, expected", MARKER_CASES)
 def test_prompt_string_and_ids_follow_spiritlm_markers(tiny_model, segments, output, expected):
     ids, token_map = tiny_model.encode(segments, output)
-    prompt, _, _ = build_prompt_string(tiny_model.segments(segments), output)
+    prompt, _, _ = build_prompt_string(tiny_model.segments(segments), tiny_model.family.segment_text, output)
     assert prompt == expected
     assert token_map.prompt_string == expected
     # SpiritLM tokenises the whole prompt string in one call, with BOS.

@@ -16,7 +16,8 @@ import pytest
 from spiritlens.synthetic.tiny import write_tokenizer_files
 from spiritlens.tokens.llama import SlowLlamaTokenizer
 from spiritlens.tokens.prompt import Segment, encode_segments, find_span
-from spiritlens.tokens.vocab import SpiritVocab
+from spiritlens.models import get_family
+from spiritlens.models.spiritlm.vocab import spiritlm_vocabulary
 
 
 @pytest.fixture(scope="module", params=[
@@ -27,7 +28,7 @@ from spiritlens.tokens.vocab import SpiritVocab
 def tokenizer(request, tmp_path_factory):
     directory = write_tokenizer_files(tmp_path_factory.mktemp("tok"), **request.param)
     tok = SlowLlamaTokenizer.from_pretrained(directory)
-    return tok, SpiritVocab.from_tokenizer(tok)
+    return tok, spiritlm_vocabulary(tok)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_known_subject_positions_follow_one_rule(tokenizer, known):
     lone_before = 0
     for record in known:
         prompt, subject = record["prompt"], record["subject"]
-        ids, token_map = encode_segments(tok, vocab, [Segment("text", prompt)])
+        ids, token_map = encode_segments(tok, vocab, [Segment("text", prompt)], family=get_family("spiritlm"))
         b, e = token_map.find_text(subject, occurrence="first")
         pieces = tok.convert_ids_to_tokens(ids)
         spans = brute_force_spans(pieces[1:], token_map.prompt_string, added)
@@ -89,7 +90,7 @@ def test_known_subject_positions_follow_one_rule(tokenizer, known):
 def test_lone_prefix_is_never_subject_wherever_the_subject_is(tokenizer, subject):
     tok, vocab = tokenizer
     for prompt in (f"{subject} is located in", f"Where is {subject} located?", f"Facts:\n{subject} is"):
-        ids, token_map = encode_segments(tok, vocab, [Segment("text", prompt)])
+        ids, token_map = encode_segments(tok, vocab, [Segment("text", prompt)], family=get_family("spiritlm"))
         b, e = token_map.find_text(subject)
         pieces = tok.convert_ids_to_tokens(ids)
         assert pieces[b] != "▁" and pieces[e - 1] != "▁", (prompt, pieces[b:e])
@@ -100,7 +101,8 @@ def test_lone_prefix_is_never_subject_wherever_the_subject_is(tokenizer, subject
 
 def test_subject_is_stripped(tokenizer):
     tok, vocab = tokenizer
-    _, token_map = encode_segments(tok, vocab, [Segment("text", "The Space Needle is located in")])
+    _, token_map = encode_segments(tok, vocab, [Segment("text", "The Space Needle is located in")],
+                                   family=get_family("spiritlm"))
     plain = token_map.find_text("Space Needle")
     assert token_map.find_text("Space Needle ") == plain  # no ▁is
     assert token_map.find_text(" Space Needle\t") == plain

@@ -17,6 +17,7 @@ from helpers import FIXTURES
 
 from spiritlens.synthetic.tiny import write_tokenizer_files
 from spiritlens.tokens.llama import SlowLlamaTokenizer
+from spiritlens.models.spiritlm.vocab import TEXT_MARKER
 from spiritlens.tokens.layout import TokenizerLayout, detect_layout, file_hashes
 
 FIXTURE = FIXTURES / "tokenizer_reference.json"
@@ -123,7 +124,7 @@ def test_offsets_cover_what_each_piece_spells(written, name):
 ])
 def test_layout_is_detected(written, name, markers, legacy, source):
     tokenizer = _loaded(written, name)
-    layout = detect_layout(tokenizer, written[name])
+    layout = detect_layout(tokenizer, written[name], marker=TEXT_MARKER)
     assert isinstance(layout, TokenizerLayout)
     assert (layout.markers, layout.legacy, layout.legacy_source) == (markers, legacy, source)
     assert layout.files == LAYOUTS[name]["files"]

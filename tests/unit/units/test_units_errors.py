@@ -144,8 +144,8 @@ def test_receptive_field_is_the_floor_when_min_chunk_is_lower(tiny_dir):
 
 
 def test_expressive_points_to_the_expressive_tokenizer(tiny_dir):
-    with pytest.raises(ValueError, match=r"SpeechTokenizer gives HuBERT \[Hu…\] units only; pitch \[Pi…\] and style "
-                                         r"\[St…\] tokens come from spiritlens\.units\.expressive\.ExpressiveTokenizer"):
+    with pytest.raises(ValueError, match=r"SpeechTokenizer gives HuBERT units only; pitch and style "
+                                         r"tokens come from spiritlens\.units\.expressive\.ExpressiveTokenizer"):
         SpeechTokenizer.from_dir(tiny_dir).encode(np.zeros(2000, np.float32), expressive=True)
 
 

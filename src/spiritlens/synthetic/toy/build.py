@@ -99,7 +99,7 @@ from spiritlens.synthetic.toy.cache import (
 from spiritlens.synthetic.toy.config import BACKBONE_TARGETS, Distractor, TARGETS, ToyConfig, ToyFact, select_facts
 from spiritlens.synthetic.toy.evaluation import evaluate_backbone, evaluate_toy
 from spiritlens.synthetic.toy.training import _sequences, _train
-from spiritlens.checkpoints.tree import speech_tokenizer_folder
+from spiritlens.models.spiritlm.tree import speech_tokenizer_folder
 
 
 def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,

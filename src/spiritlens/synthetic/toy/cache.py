@@ -13,7 +13,7 @@ from pathlib import Path
 from spiritlens._io import read_json
 from spiritlens.synthetic.toy.config import (BACKBONE_FOLDER, BACKBONE_VARIANT, Distractor, TOY_FORMAT, ToyConfig,
                                             ToyFact, VARIANT)
-from spiritlens.checkpoints.tree import variant_dir
+from spiritlens.models.spiritlm.tree import variant_dir
 from spiritlens._io import json_digest
 
 

@@ -7,11 +7,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from spiritlens.models.spiritlm.tree import VARIANTS
 
 TOY_FORMAT = 2  # 2: a text-only backbone first, the toy SpiritLM continued from it (1: one phase from scratch)
 
 
-VARIANT = "spirit-lm-base-7b"
+VARIANT = VARIANTS[0]  # the toy is a Base model
 
 
 # The backbone's folder inside a toy tree: the layout of meta-llama/Llama-2-7b-hf, from which SpiritLM was built.

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from spiritlens.synthetic.toy.cache import model_dir
 from spiritlens.synthetic.toy.config import BACKBONE_TARGETS, TARGETS, ToyFact
-from spiritlens.checkpoints.tree import speech_tokenizer_folder
+from spiritlens.models.spiritlm.tree import speech_tokenizer_folder
 
 
 def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[str, Path], *,

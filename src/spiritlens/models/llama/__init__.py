@@ -1,0 +1,1 @@
+"""The text-only Llama-2 backbone SpiritLM was built from, as a model family (:mod:`.family`)."""
