@@ -32,6 +32,8 @@ PROMPT_PATH_MODULES = (
     "spiritlens.synthetic.toy.backbone",
     "spiritlens.synthetic.tiny", "spiritlens.tokens.added_tokens", "spiritlens.tokens.layout",
     "spiritlens.data.tts.backend", "spiritlens.data.tts.espeak", "spiritlens.tokens.prompt", "spiritlens.tokens.vocab", "spiritlens.audio.waveform",
+    "spiritlens.models.base", "spiritlens.models.spiritlm.family", "spiritlens.models.spiritlm.prompt",
+    "spiritlens.models.spiritlm.vocab", "spiritlens.models.spiritlm.tree",
     "spiritlens.checkpoints.tree", "spiritlens.model.hooked", "spiritlens.units.speech_tokenizer",
     "spiritlens.units.hubert", "spiritlens.units.quantizer", "spiritlens.synthetic.tiny_units", "spiritlens.data.tts.corpus",
     "spiritlens.data.judge", "spiritlens.data.normalize", "spiritlens.spoken.numbers", "spiritlens.tokens.llama",
