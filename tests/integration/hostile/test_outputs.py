@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_result
+from helpers import make_result, write_result
 
 TRACE = ["--prompt", "The Space Needle is located in", "--subject", "Space Needle", "--noise", "0.1", "--samples", "2"]
 SLOW = 120.0  # cases that load the tiny model and trace (the bombs elsewhere have 10 s)
@@ -136,7 +136,7 @@ def results_dir(tmp_path):
     folder = tmp_path / "results"
     folder.mkdir()
     for i in range(3):
-        (folder / f"{i}.json").write_text(json.dumps(make_result(4, (1, 3), set_rows={1: [0.5, 0.6]})))
+        write_result(folder / f"{i}.json", make_result(4, (1, 3), set_rows={1: [0.5, 0.6]}))  # checksummed
     return folder
 
 

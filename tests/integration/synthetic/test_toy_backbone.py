@@ -18,7 +18,7 @@ from toy_mechanism import check_designed_mechanism
 from spiritlens.synthetic.toy.backbone import extend_vocabulary
 from spiritlens.synthetic.toy.cache import REPORT, backbone_dir, model_dir, read_manifest, toy_facts
 from spiritlens.synthetic.toy.config import ToyConfig
-from spiritlens.tokens.vocab import N_HUBERT_TOKENS, hubert_token
+from spiritlens.models.spiritlm.vocab import N_HUBERT_TOKENS, hubert_token
 
 
 def _prompts(root) -> list[str]:

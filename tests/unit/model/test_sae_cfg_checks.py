@@ -117,9 +117,9 @@ def test_a_cfg_that_is_not_an_object_or_not_json(tmp_path):
 
 @pytest.mark.parametrize("name, change, pattern", [
     ("v6_standard", lambda w: w.update(W_enc=w["W_enc"].round().to(torch.int64)),
-     r"sae_weights\.safetensors: tensor W_enc has dtype int64; SAE weights must be float"),
+     r"sae_weights\.safetensors: weight W_enc is I64, expected floating point"),
     ("v6_jumprelu", lambda w: w.update(threshold=(w["threshold"] > 0)),
-     r"sae_weights\.safetensors: tensor threshold has dtype bool"),
+     r"sae_weights\.safetensors: weight threshold is BOOL, expected floating point"),
     ("v6_standard", lambda w: w["W_dec"].view(-1)[7:9].fill_(float("nan")),
      r"sae_weights\.safetensors: weight W_dec holds 2 NaN/inf value\(s\) of 2048"),
     ("v6_jumprelu", lambda w: w["threshold"].view(-1)[0:1].fill_(float("-inf")),
