@@ -132,14 +132,19 @@ class PromptBatch:
 
 def continuation_start(token_map) -> int:
     """Positions a ``prepend_bos=False`` encoding drops from the front: BOS and SentencePiece's
-    prefix ``▁``, and the ``[Text]`` marker when the prompt starts with text (the string is then a
-    piece of text to put after other tokens, as TransformerLens means ``prepend_bos=False``)."""
-    kinds = [info.kind for info in token_map.positions]
+    prefix ``▁``, the family's text marker when the prompt starts with text, and a ``▁`` SentencePiece
+    put at the start of the text after an added-token marker (it covers no character): the string is then
+    a piece of text to put after other tokens, as TransformerLens means ``prepend_bos=False``."""
+    positions = token_map.positions
+    kinds = [info.kind for info in positions]
     start = 0
     while start < len(kinds) and kinds[start] in ("bos", "prefix"):
         start += 1
     first_text = token_map.segments and token_map.segments[0].modality == "text"
     if first_text and start < len(kinds) and kinds[start] == "marker":
+        start += 1
+    while (first_text and start + 1 < len(kinds) and kinds[start] == "text" and positions[start].char_span is not None
+           and positions[start].char_span[0] == positions[start].char_span[1]):
         start += 1
     if start >= len(kinds):
         raise ValueError("the prompt has no tokens after its BOS and marker")

@@ -91,3 +91,16 @@ def test_bad_batches_are_one_line(tiny_model):
         tiny_model(["The capital", ""])
     with pytest.raises(ValueError, match="attention_mask has shape"):
         tiny_model(tiny_model.to_tokens(PROMPTS), attention_mask=torch.ones(3, 2, dtype=torch.long))
+
+
+def test_pieces_without_bos_on_added_token_markers(tmp_path):
+    """With markers declared as added tokens (the toy's layout), SentencePiece writes its own ``▁`` after
+    ``[Text]``; a ``prepend_bos=False`` piece still is what follows other tokens (the whole prompt's tail)."""
+    from spiritlens import HookedSpiritLM
+    from spiritlens.synthetic.tiny import write_tiny_model
+
+    model = HookedSpiritLM.from_pretrained(write_tiny_model(tmp_path / "m", tokenizer_layout="added_tokens"))
+    assert model.tokenization.markers == "added_tokens"
+    whole = model.to_tokens("The capital of Italy is Paris")[0].tolist()
+    piece = model.to_tokens(" Paris", prepend_bos=False)[0].tolist()
+    assert whole[-len(piece):] == piece and model.to_str_tokens(piece)[0] != "▁"

@@ -210,7 +210,7 @@ def _check_text_ids(backbone: list, spiritlm: list, bos: int, text_marker: int) 
     vocabulary extension kept every text piece's id. ValueError naming the first that is not."""
     for b, s in zip(backbone, spiritlm, strict=True):
         if s.ids != [bos, text_marker] + b.ids[1:] or s.start != b.start + 1 or b.ids[:1] != [bos]:
-            raise ValueError(f"the toy SpiritLM's tokenizer does not give the backbone's ids after [Text] "
+            raise ValueError(f"the toy SpiritLM's tokenizer does not give the backbone's ids after its text marker "
                              f"({s.form} sequence {s.ids} vs the backbone's {b.ids})")
 
 

@@ -75,4 +75,4 @@ def evaluate_backbone(directory: str | os.PathLike, facts: Sequence[ToyFact], *,
             "entries": {"t2t": [{"known_id": e.known_id, "generated": e.generated, "label": e.label}
                                 for e in result.entries]},
             "targets": dict(BACKBONE_TARGETS), "meets_targets": accuracy >= BACKBONE_TARGETS["t2t"],
-            "rule": _RULE, "prompt": "Llama-2's: <s> + the prompt text (no [Text])"}
+            "rule": _RULE, "prompt": "Llama-2's: <s> + the prompt text (no marker)"}
