@@ -44,7 +44,7 @@ def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[
 _RULE = "greedy generation (max_new_tokens 8, text output), judged exact by spiritlens.data.judge"
 
 
-def evaluate_backbone(directory: str | os.PathLike, facts: Sequence[ToyFact], *, progress: bool = False) -> dict:
+def evaluate_backbone(directory: str | os.PathLike, facts: Sequence[ToyFact], *, progress: bool | None = None) -> dict:
     """Greedy answers of the toy backbone in ``directory`` (``transformers.LlamaForCausalLM`` on its
     files) to its facts' Known prompts, each Llama-2's ``<s>`` + the text
     (:func:`spiritlens.synthetic.toy.backbone.llama2_prompt_path`), decoded as SpiritLM decodes and
@@ -56,8 +56,11 @@ def evaluate_backbone(directory: str | os.PathLike, facts: Sequence[ToyFact], *,
     from spiritlens.data import KnownRecord, filter_prompts
     from spiritlens.synthetic.toy.backbone import llama2_prompt_path
 
+    from spiritlens.progress import transformers_progress
+
     encode, tokenizer = llama2_prompt_path(directory)
-    model = LlamaForCausalLM.from_pretrained(str(directory), dtype=torch.float32).eval()
+    with transformers_progress(progress):  # transformers' loading bar follows the one progress rule
+        model = LlamaForCausalLM.from_pretrained(str(directory), dtype=torch.float32).eval()
 
     def generate(record) -> str:
         ids = torch.tensor([encode(record.prompt)])
