@@ -84,6 +84,7 @@ def test_the_family_is_detected(model, folders):
     assert model.vocab.hubert_ids == tuple(range(1024, 2024)) and model.vocab.speech_marker_id == 2024
     assert set(model.vocab.marker_ids) == {2024, 2025, 2026, 2027, 2028} and model.vocab.bos_id == 1
     assert model.tokenization.markers == "added_tokens" and model.tokenization.declared_in == ("added_tokens.json",)
+    assert model.tokenization.rules == "4.33" and "transformers 4.33's slow LlamaTokenizer" in model.tokenization.describe()
     with pytest.raises(ValueError, match=r"is a SpeechGPT checkpoint, not SpiritLM"):
         HookedSpiritLM.from_pretrained(model_dir)
     with pytest.raises(ValueError, match=r"is a SpeechGPT checkpoint, not Llama-2"):
