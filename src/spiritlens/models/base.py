@@ -43,7 +43,7 @@ class ModelFamily:
     prompt_markers: ClassVar[tuple[str, ...]] = ()  # what the family's prompt strings start with (none: the text)
     # whether prompt_string writes text of its own around the segments (a chat template, SpeechGPT's): its
     # tokens then belong to no segment and are TokenMap positions of kind "template"
-    has_template: ClassVar[bool] = False
+    has_template: bool = False
 
     # ---------------------------------------------------------------- folders
     def owns(self, model_dir: Path, config: dict, tokenizer) -> bool:
