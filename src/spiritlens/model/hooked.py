@@ -134,7 +134,8 @@ class HookedSpeechLM:
         """Load a model directory (or a checkpoint name a family knows, e.g. a SpiritLM variant under
         ``$SPIRITLM_CHECKPOINTS_DIR``).
 
-        ``family``: ``"spiritlm"``, ``"llama"`` (a text-only Llama-2 backbone), ... (:data:`spiritlens.models.FAMILIES`);
+        ``family``: ``"spiritlm"``, ``"speechgpt"``, ``"llama"`` (a text-only Llama-2 backbone), ...
+        (:data:`spiritlens.models.FAMILIES`), or a family instance with options (``SpeechGPT(template=False)``);
         default: detected from the folder's config and tokenizer (:func:`spiritlens.models.detect_family`).
         ``tokenization``: ``"spiritlm"`` (default) tokenises prompt strings exactly as the family's own
         code does (SpiritLM: transformers 4.x's slow ``LlamaTokenizer`` on the checkpoint's
