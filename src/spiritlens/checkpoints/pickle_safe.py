@@ -54,7 +54,8 @@ boundary; then ``prod(shape) * itemsize`` bytes in ``order``. So ``pickletools``
 past its first array: :func:`load_joblib` unpickles with ``pickle._Unpickler`` (pure Python), whose
 ``find_class`` answers from the allow-list alone (the first other global ends the load with one line
 naming it) and whose BUILD, for a wrapper, reads exactly the declared bytes after checking that the
-file still holds them. Object arrays (a nested pickle in joblib), compressed joblib files and joblib's
+file still holds them; the file is at most :data:`MAX_JOBLIB_BYTES`, its pickle (arrays left out) at most
+:data:`MAX_JOBLIB_PICKLE_BYTES`, each read checked before it is made. Object arrays (a nested pickle in joblib), compressed joblib files and joblib's
 pre-0.10 format (``NDArrayWrapper``, arrays in side files) are refused.
 """
 
@@ -221,6 +222,9 @@ JOBLIB_GLOBALS: dict[str, Any] = {
 #: A joblib file is read whole: its arrays included, at most this many bytes (SpeechGPT's k-means,
 #: 1000 centres of 768 float32, is ~3 MB; the largest k-means spiritlens reads, 10000 x 1280 float64, ~100 MB).
 MAX_JOBLIB_BYTES = 256 << 20
+#: ... of which the pickle itself, its arrays left out, at most this many (scikit-learn's MiniBatchKMeans
+#: pickles in ~2 KB; a megabyte of opcodes builds at most ~60 MB of Python objects).
+MAX_JOBLIB_PICKLE_BYTES = 1 << 20
 _JOBLIB_ALIGNMENT_LIMIT = 64  # joblib aligns to 16 bytes; a larger claim is not a joblib file
 
 
@@ -353,6 +357,29 @@ def loads(data: bytes, source: str, allowed: dict[str, Any]) -> Any:
     return _materialise(_Unpickler(io.BytesIO(data)).load(), source)
 
 
+class _BoundedReader:
+    """The file as the unpickler reads it: at most :data:`MAX_JOBLIB_PICKLE_BYTES` of opcodes, each read's
+    size checked before it is made (a length field claiming gigabytes reads nothing); arrays are read
+    from the file itself, beside it."""
+
+    def __init__(self, handle, fail):
+        self.handle, self.fail, self.used = handle, fail, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or self.used + n > MAX_JOBLIB_PICKLE_BYTES:
+            self.fail(f"its pickle (arrays left out) is longer than {MAX_JOBLIB_PICKLE_BYTES} bytes")
+        data = self.handle.read(n)
+        self.used += len(data)
+        return data
+
+    def readline(self) -> bytes:
+        data = self.handle.readline(MAX_JOBLIB_PICKLE_BYTES - self.used + 1)
+        self.used += len(data)
+        if self.used > MAX_JOBLIB_PICKLE_BYTES:
+            self.fail(f"its pickle (arrays left out) is longer than {MAX_JOBLIB_PICKLE_BYTES} bytes")
+        return data
+
+
 def load_joblib(path: str | Path, what: str) -> Any:
     """An object saved with ``joblib.dump`` (uncompressed), read through :data:`JOBLIB_GLOBALS`
     (module docstring): the estimator as a :class:`PickledStub` holding its state, arrays as numpy
@@ -398,7 +425,7 @@ class _JoblibUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unp
     dispatch = pickle._Unpickler.dispatch.copy()  # noqa: SLF001
 
     def __init__(self, handle, source: str, size: int):
-        super().__init__(handle)
+        super().__init__(_BoundedReader(handle, self._fail))
         self._handle, self._source, self._size = handle, source, size
 
     def find_class(self, module: str, name: str):
@@ -421,7 +448,7 @@ class _JoblibUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unp
     dispatch[pickle.BUILD[0]] = load_build
 
     def _fail(self, message: str):
-        raise _JoblibError(f"{self._source}: malformed joblib array: {message}")
+        raise _JoblibError(f"{self._source}: malformed joblib file: {message}")
 
     def _read_array(self, wrapper: _JoblibArray) -> np.ndarray:
         state = vars(wrapper)
@@ -452,7 +479,7 @@ class _JoblibUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unp
         nbytes = count * dtype.itemsize
         left = self._size - self._handle.tell()
         if nbytes > left:
-            self._fail(f"shape {list(shape)} of {dtype} needs {nbytes} bytes, the file holds {left} more")
+            self._fail(f"an array of shape {list(shape)} of {dtype} needs {nbytes} bytes, the file holds {left} more")
         data = self._handle.read(nbytes)
         if len(data) != nbytes:
             self._fail(f"the file ends inside the array ({len(data)} of {nbytes} bytes)")

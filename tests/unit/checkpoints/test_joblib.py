@@ -114,9 +114,10 @@ def test_malformed_files_are_one_line(tmp_path, monkeypatch):
     assert good.count(b"\x8c\x02f4") == 1 and good.count(b"K\x02K\x06\x86") == 1
     refused("object.bin", good.replace(b"\x8c\x02f4", b"\x8c\x02O8"), "pickled numpy dtype 'O8' is not a plain number")
     refused("huge.bin", good.replace(b"K\x02K\x06\x86", b"K\xffK\xff\x86"),
-            r"malformed joblib array: shape \[255, 255\] of float32 needs 260100 bytes, the file holds \d+ more")
+            r"malformed joblib file: an array of shape \[255, 255\] of float32 needs 260100 bytes, the file holds \d+ "
+            r"more")
     data_at = good.index(centers.tobytes())
-    refused("cut_array.bin", good[:data_at + 10], r"shape \[2, 6\] of float32 needs 48 bytes, the file holds 10 more")
+    refused("cut_array.bin", good[:data_at + 10], r"an array of shape \[2, 6\] of float32 needs 48 bytes, the file holds 10 more")
     refused("cut_tail.bin", good[:-20], r"cannot read k-means quantizer \(pickle exhausted before end of frame\)")
     refused("trailing.bin", good + b"\x00", r"bytes follow the pickle's STOP opcode")
     refused("zlib.bin", zlib.compress(good), "a compressed joblib file")
@@ -126,6 +127,10 @@ def test_malformed_files_are_one_line(tmp_path, monkeypatch):
     assert 1 <= padding <= 16 and good[data_at - padding - 1] == padding
     refused("padding.bin", good[:data_at - padding - 1] + bytes([200]) + good[data_at - padding:],
             r"padding length byte b'\\xc8' is not in 0..16")
+    # bombs: a megabyte of opcodes building lists, a string claiming 2**40 bytes, a frame claiming 2**50
+    refused("lists.bin", b"\x80\x04" + b"]" * (2 << 20) + b".", r"its pickle \(arrays left out\) is longer than 1048576")
+    refused("claim.bin", b"\x80\x04\x8d" + (1 << 40).to_bytes(8, "little") + b"x.", "is longer than 1048576 bytes")
+    refused("frame.bin", b"\x80\x04\x95" + (1 << 50).to_bytes(8, "little") + b"]", "is longer than 1048576 bytes")
     monkeypatch.setattr(pickle_safe, "MAX_JOBLIB_BYTES", 100)
     refused("big.bin", good, "more than the 0 MiB limit for a joblib k-means file")
 
