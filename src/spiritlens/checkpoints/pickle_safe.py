@@ -55,8 +55,9 @@ past its first array: :func:`load_joblib` unpickles with ``pickle._Unpickler`` (
 ``find_class`` answers from the allow-list alone (the first other global ends the load with one line
 naming it) and whose BUILD, for a wrapper, reads exactly the declared bytes after checking that the
 file still holds them; the file is at most :data:`MAX_JOBLIB_BYTES`, its pickle (arrays left out) at most
-:data:`MAX_JOBLIB_PICKLE_BYTES`, each read checked before it is made. Object arrays (a nested pickle in joblib), compressed joblib files and joblib's
-pre-0.10 format (``NDArrayWrapper``, arrays in side files) are refused.
+:data:`MAX_JOBLIB_PICKLE_BYTES`, each read checked before it is made. Object arrays (a nested pickle
+in joblib), compressed joblib files and joblib's pre-0.10 format (``NDArrayWrapper``, arrays in side
+files) are refused.
 """
 
 from __future__ import annotations

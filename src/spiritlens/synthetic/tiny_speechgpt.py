@@ -75,7 +75,8 @@ def write_speechgpt_tokenizer_files(directory: str | Path, *, seed: int = 0) -> 
     write_atomic(directory / "tokenizer.model", model)
     added = {token: TEXT_PIECES + k for k, token in enumerate(added_tokens())}
     write_atomic(directory / "added_tokens.json", json.dumps(added, indent=2, sort_keys=True) + "\n")
-    special = {"bos_token": _added_token_object("<s>", tagged=False), "eos_token": _added_token_object("</s>", tagged=False),
+    special = {"bos_token": _added_token_object("<s>", tagged=False),
+               "eos_token": _added_token_object("</s>", tagged=False),
                "pad_token": "<unk>", "unk_token": _added_token_object("<unk>", tagged=False)}
     write_atomic(directory / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
     tokenizer_config = {
@@ -217,5 +218,5 @@ def write_kmeans_joblib(path: str | Path, centers: np.ndarray, *, joblib_format:
     return write_atomic(path, buffer.getvalue())
 
 
-__all__ = ["write_tiny_speechgpt", "write_tiny_speechgpt_model", "write_speechgpt_tokenizer_files", "write_tiny_speech2unit", "write_kmeans_joblib",
-           "MODEL_FOLDER", "SPEECH_FOLDER", "KMEANS_PARAMS"]
+__all__ = ["write_tiny_speechgpt", "write_tiny_speechgpt_model", "write_speechgpt_tokenizer_files",
+           "write_tiny_speech2unit", "write_kmeans_joblib", "MODEL_FOLDER", "SPEECH_FOLDER", "KMEANS_PARAMS"]

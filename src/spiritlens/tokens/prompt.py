@@ -49,8 +49,9 @@ class TokenInfo:
     ``kind``: ``"bos"``, ``"marker"``, ``"text"``, ``"speech"``, ``"prefix"`` (a ``▁`` that
     SentencePiece put in front of the prompt string, before the first marker: it covers no
     character of any segment), or ``"template"`` (text a family's chat template writes around the
-    segments, :attr:`~spiritlens.models.base.ModelFamily.has_template`). ``segment``: index into the prompt's segments (None for BOS,
-    markers and the prefix). ``char_span``: [start, end) characters in the segment's text (text
+    segments, :attr:`~spiritlens.models.base.ModelFamily.has_template`; a piece made from the template's
+    space and a segment's word, ``▁The``, is the segment's). ``segment``: index into the prompt's segments
+    (None for BOS, markers, the prefix and the template). ``char_span``: [start, end) characters in the segment's text (text
     tokens; empty for a ``▁`` SentencePiece added inside a segment). ``unit_index``: index of the
     speech token within its segment (deduplicated units; for Expressive units, the index in the
     interleaved sequence of the streams), ``frame_span``: its [first, last+1) frames in the
