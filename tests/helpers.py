@@ -8,6 +8,7 @@
 - :func:`assert_drawn_png`, :func:`assert_legends_outside_the_data`, :func:`band_pixel_columns`: what a
   figure drew (its pixels, its legends' boxes against the axes); :func:`tqdm_bar_updates`: bars in stderr.
 - :func:`write_gained_tiny_model`: a tiny SpiritLM whose RMSNorm gains are far from 1 (read-out tests).
+- :func:`brute_force_433`: transformers 4.33's slow-tokenizer rule for SpeechGPT's files, written out.
 """
 
 from __future__ import annotations
@@ -177,3 +178,36 @@ def write_gained_tiny_model(directory, seed: int = 0):
             state[name] = torch.rand(state[name].shape, generator=generator) * 2 + 0.2
     write_weights(state, directory)
     return directory
+
+
+def brute_force_433(folder, text: str) -> list[int]:
+    """transformers 4.33.1's ``PreTrainedTokenizer.tokenize`` + BOS for a SpeechGPT tokenizer folder
+    (``added_tokens.json``, BOS/EOS/UNK 1/2/0), written out: the no-split tokens are the added tokens and
+    ``<s>``, ``</s>``, ``<unk>``; the added ones (plain strings in 4.33) strip the whitespace on both sides,
+    the three specials (AddedToken objects with lstrip/rstrip false) strip nothing; SentencePiece encodes
+    each stretch left on its own."""
+    import json
+    import re
+
+    import sentencepiece
+
+    added = json.loads((Path(folder) / "added_tokens.json").read_text())
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(Path(folder) / "tokenizer.model"))
+    specials = {"<s>": 1, "</s>": 2, "<unk>": 0}
+    names = sorted([*added, *specials], key=len, reverse=True)
+    parts = [p for p in re.split("(" + "|".join(map(re.escape, names)) + ")", text) if p]
+    for i, part in enumerate(parts):
+        if part in added:
+            if i + 1 < len(parts):
+                parts[i + 1] = parts[i + 1].lstrip()
+            if i > 0:
+                parts[i - 1] = parts[i - 1].rstrip()
+    ids = [1]
+    for part in parts:
+        if part in added:
+            ids.append(added[part])
+        elif part in specials:
+            ids.append(specials[part])
+        elif part:
+            ids += sp.encode(part)
+    return ids

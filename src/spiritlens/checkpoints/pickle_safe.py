@@ -12,7 +12,10 @@ with torch's ``weights_only`` switched off and never imports a global a file nam
 - :func:`load_weights`: a plain ``torch.load(weights_only=True)`` for model weights
   (``pytorch_model.bin``), nothing added: tensors, ``OrderedDict`` and torch's own rebuild functions;
 - :func:`loads`: a raw pickle (bytes) with the same allow-list rule, for spiritlens' own
-  inter-process results (``spiritlens.spoken.espeak``).
+  inter-process results (``spiritlens.spoken.espeak``);
+- :func:`load_joblib`: a k-means quantizer saved with ``joblib.dump`` (scikit-learn's ``MiniBatchKMeans``,
+  e.g. SpeechGPT's ``mhubert_base_vp_en_es_fr_it3_L11_km1000.bin``), read by a restricted pure-Python
+  unpickler with :data:`JOBLIB_GLOBALS` as its whole allow-list (joblib's format below).
 
 Before unpickling, :func:`scan_globals` lists the globals the file names (``pickletools``, nothing
 executed); the first one not allowed ends the load with one line: ``<file>: refusing to unpickle
@@ -34,7 +37,27 @@ What the allowed globals are, and why (read from the formats; SPEECH.md section 
   ``numpy.core.multiarray.scalar``);
 - k-means quantizers keep ``cluster_centers`` as a numpy array (``numpy.core.multiarray._reconstruct``,
   ``numpy.ndarray``, ``numpy.dtype``): rebuilt here from the raw bytes with ``numpy.frombuffer``,
-  object arrays refused.
+  object arrays refused;
+- joblib files (:data:`JOBLIB_GLOBALS`): the estimator's class (``sklearn.cluster._kmeans.MiniBatchKMeans``,
+  ``sklearn.cluster.k_means_.MiniBatchKMeans`` before scikit-learn 0.22, or ``KMeans``), one
+  ``joblib.numpy_pickle.NumpyArrayWrapper`` per array, ``numpy.ndarray`` (the wrapper's ``subclass``),
+  ``numpy.dtype`` and numpy scalars.
+
+**joblib's format** (joblib ``numpy_pickle.py``: ``NumpyPickler.save``, ``NumpyArrayWrapper.write_array``
+and ``read_array``; 1.1.1 and 1.6.0 read): a pickle (joblib's default protocol, ``pickle.DEFAULT_PROTOCOL``)
+in which every numpy array is replaced by a ``NumpyArrayWrapper`` object whose state is ``subclass``,
+``shape``, ``order`` (``"C"``/``"F"``), ``dtype``, ``allow_mmap`` and, from joblib 1.2 on,
+``numpy_array_alignment_bytes`` (16). The array's raw bytes are written **into the stream right after
+the wrapper's BUILD opcode** (protocol 4 frames are closed first): with an alignment, first one byte
+giving a padding length ``p`` (1..16) and ``p`` bytes ``0xff``, so that the data starts on a 16-byte
+boundary; then ``prod(shape) * itemsize`` bytes in ``order``. So ``pickletools`` cannot scan such a file
+past its first array: :func:`load_joblib` unpickles with ``pickle._Unpickler`` (pure Python), whose
+``find_class`` answers from the allow-list alone (the first other global ends the load with one line
+naming it) and whose BUILD, for a wrapper, reads exactly the declared bytes after checking that the
+file still holds them; the file is at most :data:`MAX_JOBLIB_BYTES`, its pickle (arrays left out) at most
+:data:`MAX_JOBLIB_PICKLE_BYTES`, each read checked before it is made. Object arrays (a nested pickle
+in joblib), compressed joblib files and joblib's pre-0.10 format (``NDArrayWrapper``, arrays in side
+files) are refused.
 """
 
 from __future__ import annotations
@@ -55,6 +78,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+from spiritlens.checkpoints.schema import short
 
 
 class UnsafePickleError(ValueError):
@@ -178,6 +203,30 @@ for _numpy in ("numpy.core", "numpy._core"):
     CHECKPOINT_GLOBALS[f"{_numpy}.multiarray.scalar"] = _NumpyScalar
 CHECKPOINT_GLOBALS["numpy.ndarray"] = _ArraySpec
 CHECKPOINT_GLOBALS["numpy.dtype"] = _DtypeSpec
+
+
+
+
+class _JoblibArray(PickledStub):
+    """joblib's ``NumpyArrayWrapper`` as pickled (module docstring); the unpickler replaces it by the array."""
+
+
+#: Everything a joblib-saved k-means quantizer may name (module docstring), each an inert stand-in.
+JOBLIB_GLOBALS: dict[str, Any] = {
+    **{f"sklearn.cluster.{module}.{cls}": _stub(f"sklearn.cluster.{module}.{cls}")
+       for module in ("_kmeans", "k_means_") for cls in ("MiniBatchKMeans", "KMeans")},
+    "joblib.numpy_pickle.NumpyArrayWrapper": _JoblibArray,
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper": _JoblibArray,  # scikit-learn's copy of joblib (< 0.23)
+    **{k: v for k, v in CHECKPOINT_GLOBALS.items() if k.startswith("numpy") and not k.endswith("_reconstruct")},
+    "_codecs.encode": codecs.encode,  # protocol 2's spelling of a numpy scalar's bytes
+}
+#: A joblib file is read whole: its arrays included, at most this many bytes (SpeechGPT's k-means,
+#: 1000 centres of 768 float32, is ~3 MB; the largest k-means spiritlens reads, 10000 x 1280 float64, ~100 MB).
+MAX_JOBLIB_BYTES = 256 << 20
+#: ... of which the pickle itself, its arrays left out, at most this many (scikit-learn's MiniBatchKMeans
+#: pickles in ~2 KB; a megabyte of opcodes builds at most ~60 MB of Python objects).
+MAX_JOBLIB_PICKLE_BYTES = 1 << 20
+_JOBLIB_ALIGNMENT_LIMIT = 64  # joblib aligns to 16 bytes; a larger claim is not a joblib file
 
 
 def torch_globals() -> frozenset[str]:
@@ -307,6 +356,137 @@ def loads(data: bytes, source: str, allowed: dict[str, Any]) -> Any:
             return table[full]
 
     return _materialise(_Unpickler(io.BytesIO(data)).load(), source)
+
+
+class _BoundedReader:
+    """The file as the unpickler reads it: at most :data:`MAX_JOBLIB_PICKLE_BYTES` of opcodes, each read's
+    size checked before it is made (a length field claiming gigabytes reads nothing); arrays are read
+    from the file itself, beside it."""
+
+    def __init__(self, handle, fail):
+        self.handle, self.fail, self.used = handle, fail, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or self.used + n > MAX_JOBLIB_PICKLE_BYTES:
+            self.fail(f"its pickle (arrays left out) is longer than {MAX_JOBLIB_PICKLE_BYTES} bytes")
+        data = self.handle.read(n)
+        self.used += len(data)
+        return data
+
+    def readline(self) -> bytes:
+        data = self.handle.readline(MAX_JOBLIB_PICKLE_BYTES - self.used + 1)
+        self.used += len(data)
+        if self.used > MAX_JOBLIB_PICKLE_BYTES:
+            self.fail(f"its pickle (arrays left out) is longer than {MAX_JOBLIB_PICKLE_BYTES} bytes")
+        return data
+
+
+def load_joblib(path: str | Path, what: str) -> Any:
+    """An object saved with ``joblib.dump`` (uncompressed), read through :data:`JOBLIB_GLOBALS`
+    (module docstring): the estimator as a :class:`PickledStub` holding its state, arrays as numpy
+    arrays (native byte order), numpy scalars as numpy scalars. Never imports scikit-learn or joblib.
+
+    Raises :class:`UnsafePickleError` naming the file and the first global outside the allow-list;
+    FileNotFoundError or ValueError (one line naming the file) for a missing, empty, compressed,
+    truncated or malformed file, an object array, or a file over :data:`MAX_JOBLIB_BYTES`."""
+    path = Path(path)
+    _check_file(path, what)
+    size = path.stat().st_size
+    if size > MAX_JOBLIB_BYTES:
+        raise ValueError(f"{path}: {what} file has {size} bytes, more than the {MAX_JOBLIB_BYTES >> 20} MiB limit "
+                         "for a joblib k-means file")
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head[:1] != pickle.PROTO:
+        kind = "a compressed joblib file" if head in (b"ZF", b"\x1f\x8b", b"BZ", b"\xfd7", b"\x04\x22") or \
+            head[:1] == b"\x78" else "not a joblib pickle"
+        raise ValueError(f"{path}: cannot read {what}: {kind} (expected an uncompressed joblib.dump file, which "
+                         f"starts with pickle's PROTO opcode; got {head!r})")
+    source = str(path)
+    with open(path, "rb") as handle:
+        try:
+            loaded = _JoblibUnpickler(handle, source, size).load()
+        except (UnsafePickleError, _JoblibError):
+            raise
+        except Exception as error:  # noqa: BLE001 - pickle raises UnpicklingError/EOFError/struct.error/...
+            raise ValueError(f"{path}: cannot read {what} ({_first_line(error)})") from None
+        if handle.read(1):
+            raise ValueError(f"{path}: cannot read {what} (bytes follow the pickle's STOP opcode)")
+    return _materialise(loaded, source)
+
+
+class _JoblibError(ValueError):
+    """A malformed joblib array (its message names the file)."""
+
+
+class _JoblibUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unpickler, as joblib's own reader
+    """``pickle._Unpickler`` whose globals come from :data:`JOBLIB_GLOBALS` only and whose BUILD reads a
+    ``NumpyArrayWrapper``'s array bytes from the file (module docstring)."""
+
+    dispatch = pickle._Unpickler.dispatch.copy()  # noqa: SLF001
+
+    def __init__(self, handle, source: str, size: int):
+        super().__init__(_BoundedReader(handle, self._fail))
+        self._handle, self._source, self._size = handle, source, size
+
+    def find_class(self, module: str, name: str):
+        if self.proto < 3 and self.fix_imports:  # Python 2 names, mapped as pickle maps them
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        full = f"{module}.{name}"
+        if full not in JOBLIB_GLOBALS:
+            raise UnsafePickleError(self._source, full)
+        return JOBLIB_GLOBALS[full]
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not part of a joblib file")
+
+    def load_build(self):
+        super().load_build()
+        if isinstance(self.stack[-1], _JoblibArray):
+            self.stack[-1] = self._read_array(self.stack[-1])
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def _fail(self, message: str):
+        raise _JoblibError(f"{self._source}: malformed joblib file: {message}")
+
+    def _read_array(self, wrapper: _JoblibArray) -> np.ndarray:
+        state = vars(wrapper)
+        if state.get("subclass") is not _ArraySpec:
+            self._fail(f"subclass {state.get('subclass')!r} is not numpy.ndarray")
+        shape, order, dtype_spec = state.get("shape"), state.get("order"), state.get("dtype")
+        if not (isinstance(shape, tuple) and len(shape) <= 32
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+            self._fail(f"shape {short(shape)} is not a tuple of sizes")
+        if order not in ("C", "F"):
+            self._fail(f"order {short(order)} is not 'C' or 'F'")
+        if not isinstance(dtype_spec, _DtypeSpec):
+            self._fail("its dtype is not a pickled numpy dtype")
+        dtype = dtype_spec.dtype(self._source)  # plain number types only: object arrays are refused here
+        frame = getattr(getattr(self, "_unframer", None), "current_frame", None)
+        if frame is not None and frame.tell() != len(frame.getbuffer()):
+            self._fail("the array's bytes are not after the end of a pickle frame")
+        alignment = state.get("numpy_array_alignment_bytes")  # absent before joblib 1.2
+        if alignment is not None:
+            if not (isinstance(alignment, int) and 1 <= alignment <= _JOBLIB_ALIGNMENT_LIMIT):
+                self._fail(f"numpy_array_alignment_bytes {short(alignment)} is not in 1..{_JOBLIB_ALIGNMENT_LIMIT}")
+            padding = self._handle.read(1)
+            if len(padding) != 1 or padding[0] > alignment:
+                self._fail(f"padding length byte {padding!r} is not in 0..{alignment}")
+            if len(self._handle.read(padding[0])) != padding[0]:
+                self._fail("the file ends inside the padding")
+        count = math.prod(shape)  # Python ints: no overflow
+        nbytes = count * dtype.itemsize
+        left = self._size - self._handle.tell()
+        if nbytes > left:
+            self._fail(f"an array of shape {list(shape)} of {dtype} needs {nbytes} bytes, the file holds {left} more")
+        data = self._handle.read(nbytes)
+        if len(data) != nbytes:
+            self._fail(f"the file ends inside the array ({len(data)} of {nbytes} bytes)")
+        flat = np.frombuffer(data, dtype=dtype)
+        array = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
+        return np.array(array, dtype=dtype.newbyteorder("="), order="C")  # a writable copy in native byte order
 
 
 #: What a numpy array or scalar pickled at protocol 2 names, mapped to the stand-ins above

@@ -1,4 +1,5 @@
-"""Which checkpoints an experiment runs on: SpiritLM's tree, the toy SpiritLM, or tiny random weights.
+"""Which checkpoints an experiment runs on: SpiritLM's tree, a model folder of any family (``--model``),
+the toy SpiritLM, or tiny random weights.
 
 :func:`resolve_checkpoints` gives the model directory, the speech-tokenizer directory and the aligner;
 the embedded runs (no ``--checkpoints`` and no ``$SPIRITLM_CHECKPOINTS_DIR``) build or reuse the toy
@@ -32,6 +33,9 @@ def resolve_checkpoints(config, out: Path, *, progress: bool = True,
     The aligner is ``--aligner`` (a CTC model directory, the paper's path, or "pocketsphinx"); the
     embedded default, which has no CTC model, aligns with pocketsphinx's real US-English model.
     """
+    if config.model is not None:  # a folder of any family (its speech tokenizer, if any, named beside it)
+        return (config.model, config.speech_tokenizer,
+                None if config.aligner is None else str(config.aligner))
     if config.embedded:
         if config.random_weights:
             from spiritlens.synthetic.tiny import check_nothing_to_overwrite, make_tiny_checkpoints

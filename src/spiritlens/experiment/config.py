@@ -29,7 +29,9 @@ __all__ = ["DIRECTIONS", "DIRECTION_MODALITY", "WINDOW_RULE", "ExperimentConfig"
 class ExperimentConfig:
     """One run of the paper's pipeline.
 
-    ``checkpoints``: a ``$SPIRITLM_CHECKPOINTS_DIR`` tree. With none (and the variable unset) the
+    ``checkpoints``: a ``$SPIRITLM_CHECKPOINTS_DIR`` tree; or ``model``: one model folder of any registered
+    family (:mod:`spiritlens.models`, detected), with ``speech_tokenizer`` its speech-tokenizer folder.
+    With neither (and the variable unset) the
     run is the *embedded default*: the toy SpiritLM of :mod:`spiritlens.synthetic.toy.build` (``toy``: a toy tree
     built with ``spiritlens make-toy``; default: built once and cached under the user cache,
     ``~/.cache/spiritlens/toy-<hash>``), traced on the facts it was trained on, with pocketsphinx's
@@ -45,6 +47,12 @@ class ExperimentConfig:
     checkpoints: Path | None = field(default=None, metadata={
         "help": "SpiritLM checkpoints folder (default: $SPIRITLM_CHECKPOINTS_DIR; neither: the embedded toy)"})
     variant: str = field(default=VARIANTS[0])  # one of checkpoints.tree.VARIANTS, under spiritlm_model/
+    model: Path | None = field(default=None, metadata={
+        "metavar": "DIR", "help": "a model folder of any registered family (e.g. SpeechGPT-7B-cm), instead of a "
+                                  "SpiritLM checkpoints tree; its family is detected"})
+    speech_tokenizer: Path | None = field(default=None, metadata={
+        "metavar": "DIR", "help": "the speech-tokenizer folder of --model (e.g. SpeechGPT's speech2unit/); "
+                                  "needed for s2t when the family keeps none beside the model"})
     aligner: Path | str | None = field(default=None, metadata={
         "help": "S->T forced aligner: a character CTC model directory (the paper's path, e.g. "
                 "hubert-large-ls960-ft) or 'pocketsphinx' (the embedded default)"})
@@ -102,12 +110,12 @@ class ExperimentConfig:
 
     def __post_init__(self):
         self.out = Path(self.out)
-        for key in ("checkpoints", "aligner", "known", "toy"):
+        for key in _PATHS:
             if getattr(self, key) is not None and not (key == "aligner" and self.aligner == POCKETSPHINX):
                 setattr(self, key, Path(getattr(self, key)))
         # No checkpoints named anywhere: the embedded default (the toy, or tiny random weights).
         self.embedded = bool(self.random_weights or self.toy is not None or (
-            self.checkpoints is None and not os.environ.get(CHECKPOINTS_ENV)))
+            self.checkpoints is None and self.model is None and not os.environ.get(CHECKPOINTS_ENV)))
         self.modalities = tuple(self.modalities)
         self.kinds = tuple(self.kinds)
         self.accept = tuple(self.accept)
@@ -127,9 +135,12 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for key in ("out", "checkpoints", "aligner", "known", "toy"):
+        for key in ("out", *_PATHS):
             data[key] = None if data[key] is None else str(data[key])
         return data
+
+
+_PATHS = ("checkpoints", "model", "speech_tokenizer", "aligner", "known", "toy")
 
 
 def _int(config, name: str, flag: str, minimum: int, *, optional: bool = False) -> None:
@@ -205,6 +216,14 @@ def check_settings(config: ExperimentConfig) -> None:
     if config.checkpoints is not None and (config.random_weights or config.toy is not None):
         flag = "--random-weights" if config.random_weights else "--toy"
         raise ValueError(f"{flag} replaces real checkpoints; do not combine it with --checkpoints")
+    if config.model is not None:
+        other = [flag for flag, given in (("--checkpoints", config.checkpoints is not None),
+                                          ("--random-weights", config.random_weights), ("--toy", config.toy is not None),
+                                          ("--variant", config.variant != VARIANTS[0])) if given]
+        if other:
+            raise ValueError(f"--model names the model folder itself; do not combine it with {other[0]}")
+    elif config.speech_tokenizer is not None:
+        raise ValueError("--speech-tokenizer goes with --model (a SpiritLM checkpoints tree keeps its own)")
 
 
 def check_environment(config: ExperimentConfig) -> None:
@@ -238,7 +257,14 @@ def check_environment(config: ExperimentConfig) -> None:
             if not cached_toy(known=config.known)[1]:
                 raise ValueError("the embedded toy SpiritLM is trained on espeak-ng speech, which is not installed "
                                  "(apt-get install espeak-ng); or pass --toy DIR or --random-weights")
-    if not config.embedded:
+    if config.model is not None:
+        for flag, folder in (("--model", config.model), ("--speech-tokenizer", config.speech_tokenizer)):
+            if folder is not None and not folder.is_dir():
+                raise FileNotFoundError(f"{flag} {str(folder)!r}: no such directory")
+        if "s2t" in config.modalities and config.aligner is None:
+            raise ValueError("--aligner is needed for S->T with --model: a character CTC model directory "
+                             f"(the paper's path) or {POCKETSPHINX!r}")
+    elif not config.embedded:
         root = config.checkpoints
         flag = "--checkpoints"
         if root is None:

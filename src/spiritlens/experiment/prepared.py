@@ -47,6 +47,7 @@ class PreparedRun:
     skipped: list[dict] = field(default_factory=list)
     toy: dict | None = None
     tokenization: dict | None = None
+    family: str | None = None  # the model family (spiritlens.models.FAMILIES) the model folder was loaded as
     n_layers: int | None = None
     window: int | None = None
     window_rule: str = "given"
@@ -94,7 +95,7 @@ class PreparedRun:
             if name in data and not isinstance(data[name], kind):
                 raise ValueError(f"{source}: field {name!r} must be a JSON {kind.__name__}, "
                                  f"got {type(data[name]).__name__}")
-        for name in ("speech_tokenizer", "aligner"):
+        for name in ("speech_tokenizer", "aligner", "family"):
             if data.get(name) is not None and not isinstance(data[name], str):
                 raise ValueError(f"{source}: field {name!r} must be a string or null")
         for direction, ids in data.get("kept", {}).items():
@@ -210,9 +211,9 @@ class RunModels:
 
     def model(self):
         if self._model is None:
-            from spiritlens.model import HookedSpiritLM
+            from spiritlens.model import HookedSpeechLM
 
-            self._model = HookedSpiritLM.from_pretrained(Path(self.prep.model_dir), dtype=self.dtype,
+            self._model = HookedSpeechLM.from_pretrained(Path(self.prep.model_dir), dtype=self.dtype,  # family detected
                                                          device=self.resolved_device(),
                                                          speech_tokenizer=self.prep.speech_tokenizer)
         return self._model

@@ -62,7 +62,10 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
     out, config = experiment.out, experiment.config
     paths, problems = experiment.current_results(prep)  # this run's results, verified under its run keys
     results = load_results(paths, problems)
-    lines = ["# spiritlens: factual recall in SpiritLM, text → text and speech → text", ""]
+    from spiritlens.models import get_family
+
+    model_label = get_family(prep.family).label if prep.family else "SpiritLM"  # prepare.json before --model: SpiritLM
+    lines = [f"# spiritlens: factual recall in {md_text(model_label)}, text → text and speech → text", ""]
     lines += _model_section(prep, config)
     sigma = (prep.sigma or {})
     window = (prep.window or config.window)
@@ -173,6 +176,12 @@ def _model_section(prep: PreparedRun, config) -> list[str]:
                 "> random: the numbers and figures show that the pipeline works end to end, not anything about",
                 "> SpiritLM. Point `SPIRITLM_CHECKPOINTS_DIR` (or `--checkpoints`) at real checkpoints and pass",
                 "> `--aligner` for the real experiment.", ""]
+    if getattr(config, "model", None) is not None:  # --model: a folder of any family
+        from spiritlens.models import get_family
+
+        label = get_family(prep.family).label if prep.family else "model"
+        speech = f", speech tokenizer {md_text(prep.speech_tokenizer)}" if prep.speech_tokenizer else ""
+        return ["## Model", "", f"{md_text(label)} model folder {md_text(prep.model_dir)} (`--model`{speech}).", ""]
     if weights != "toy" or prep.toy is None:
         return ["## Model", "", f"SpiritLM checkpoints {md_text(prep.model_dir)} (variant {md_text(config.variant)}).", ""]
     toy = prep.toy

@@ -131,6 +131,7 @@ class Experiment:
         prep.fingerprint = self.models(prep).fingerprint()  # the model part of every run key of this run
         model = self.models(prep).model()
         prep.tokenization = model.tokenization.to_dict()  # how prompt strings became ids
+        prep.family = model.family.name
         if "s2t" in config.modalities:
             # Loaded (and checked: allow-listed pickles, weights against config) before any work, so a
             # bad speech-tokenizer file ends the run with one line instead of failing every prompt.

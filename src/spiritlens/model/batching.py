@@ -174,7 +174,8 @@ def prompt_rows(model, prompts: Sequence[Any], output_modality: str = "text", *,
     rows, maps, dropped = [], [], []
     for index, prompt in enumerate(prompts):
         try:
-            ids, token_map = model.encode(prompt, output_modality, check_context=check_context)
+            ids, token_map = model.encode(prompt, output_modality, check_context=check_context,
+                                          piece=prepend_bos is False)
         except ValueError as error:
             raise ValueError(f"prompt {index} of the batch: {error}") from None
         drop = 0 if prepend_bos is None or prepend_bos else continuation_start(token_map)

@@ -134,7 +134,8 @@ class HookedSpeechLM:
         """Load a model directory (or a checkpoint name a family knows, e.g. a SpiritLM variant under
         ``$SPIRITLM_CHECKPOINTS_DIR``).
 
-        ``family``: ``"spiritlm"``, ``"llama"`` (a text-only Llama-2 backbone), ... (:data:`spiritlens.models.FAMILIES`);
+        ``family``: ``"spiritlm"``, ``"speechgpt"``, ``"llama"`` (a text-only Llama-2 backbone), ...
+        (:data:`spiritlens.models.FAMILIES`), or a family instance with options (``SpeechGPT(template=False)``);
         default: detected from the folder's config and tokenizer (:func:`spiritlens.models.detect_family`).
         ``tokenization``: ``"spiritlm"`` (default) tokenises prompt strings exactly as the family's own
         code does (SpiritLM: transformers 4.x's slow ``LlamaTokenizer`` on the checkpoint's
@@ -168,7 +169,7 @@ class HookedSpeechLM:
         detected = detect_family(model_dir, read_config(model_dir),
                                  SlowLlamaTokenizer.from_pretrained(model_dir, add_bos_token=True, add_eos_token=False))
         chosen = wanted or detected
-        if wanted is not None and detected is not wanted:
+        if wanted is not None and detected.name != wanted.name:  # an instance with options (SpeechGPT(template=False))
             raise ValueError(f"{model_dir} is a {detected.label} checkpoint, not {wanted.label}: load it with "
                              f"HookedSpeechLM.from_pretrained(..., family={detected.name!r})")
         # config.json against the weight files' tensor names and shapes (headers only), before anything is built
@@ -558,13 +559,19 @@ class HookedSpeechLM:
         return units
 
     def encode(self, prompt: Prompt, output_modality: str = "text", *,
-               check_context: bool = True) -> tuple[torch.Tensor, TokenMap]:
+               check_context: bool = True, piece: bool = False) -> tuple[torch.Tensor, TokenMap]:
         """Token ids ``[1, T]`` on the model's device and the prompt's :class:`TokenMap`.
-        ValueError when the prompt is longer than the context (unless ``check_context=False``)."""
+        ``piece=True``: by the family's rules for a piece to go after other tokens
+        (:meth:`~spiritlens.models.base.ModelFamily.piece_rules`: no chat template), as
+        ``prepend_bos=False`` encodes. ValueError when the prompt is longer than the context (unless
+        ``check_context=False``)."""
         check_output_modality(output_modality)
         tokenizer = self._require_tokenizer("a prompt")
+        family = self.family.piece_rules() if piece else self.family
+        if family is not self.family:  # no template: the wrapper would warn that the string lacks it
+            tokenizer = tokenizer.wrapped
         ids, token_map = encode_segments(tokenizer, self.vocab, self.segments(prompt), output_modality,
-                                         family=self.family)
+                                         family=family)
         if check_context and len(ids) > self.cfg.n_ctx:
             raise ValueError(f"prompt has {len(ids)} tokens, more than the model's context of {self.cfg.n_ctx}")
         return torch.tensor([ids], dtype=torch.long, device=self.device), token_map
@@ -602,8 +609,9 @@ class HookedSpeechLM:
         if is_prompt_batch(prompt):
             rows = prompt_rows(self, prompt, output_modality, prepend_bos=prepend_bos, check_context=False)[0]
         else:
-            ids, token_map = self.encode(prompt, output_modality, check_context=False)
-            rows = [ids[0, 0 if prepend_bos is None or prepend_bos else continuation_start(token_map):].tolist()]
+            piece = prepend_bos is False
+            ids, token_map = self.encode(prompt, output_modality, check_context=False, piece=piece)
+            rows = [ids[0, continuation_start(token_map) if piece else 0:].tolist()]
         if truncate:
             rows = self._truncated(rows)
         tokens = pad_rows(rows, pad_id(self), side)[0]

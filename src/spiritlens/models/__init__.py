@@ -2,6 +2,7 @@
 folder here and one line in :data:`FAMILIES` (detection tries them in this order).
 
 - ``spiritlm``: SpiritLM Base and Expressive (:mod:`spiritlens.models.spiritlm`);
+- ``speechgpt``: SpeechGPT-7B-cm (:mod:`spiritlens.models.speechgpt`);
 - ``llama``: a text-only Llama-2 checkpoint, the backbone SpiritLM was built from (:mod:`spiritlens.models.llama`).
 
 Families are imported on first use, so that the speech front end and the checkpoint writers can read a
@@ -17,6 +18,7 @@ from spiritlens.models.base import ModelFamily
 
 FAMILIES: dict[str, str] = {
     "spiritlm": "spiritlens.models.spiritlm.family:SpiritLM",
+    "speechgpt": "spiritlens.models.speechgpt.family:SpeechGPT",
     "llama": "spiritlens.models.llama.family:LlamaBackbone",
 }
 _LOADED: dict[str, ModelFamily] = {}

@@ -11,7 +11,8 @@ A family (:class:`ModelFamily`, one folder under ``spiritlens/models/`` and one 
   family's own code does, and the transformers tokenizer the TransformerBridge keeps) and **its special
   vocabulary** (:meth:`ModelFamily.vocabulary`: BOS/EOS, markers, unit ids per stream);
 - **its prompt rules** (:meth:`ModelFamily.prompt_string`: where markers or a template go between the
-  segments of a prompt; :meth:`ModelFamily.unit_string`: how a speech unit is spelled);
+  segments of a prompt; :meth:`ModelFamily.unit_string`: how a speech unit is spelled;
+  :meth:`ModelFamily.piece_rules`: the rules for a piece to go after other tokens);
 - **its speech tokenizer** (:meth:`ModelFamily.speech_tokenizer`: audio to units; None for text-only);
 - **its weights' extras**: tensors a checkpoint may hold beside the architecture's own
   (:attr:`ModelFamily.ignorable_weights`), and the TransformerLens architecture the bridge boots (every
@@ -40,6 +41,9 @@ class ModelFamily:
     output_modalities: ClassVar[tuple[str, ...]] = ("text", "speech", "arbitrary")
     ignorable_weights: ClassVar[tuple[str, ...]] = ()  # regexes of extra tensor names a checkpoint may hold
     prompt_markers: ClassVar[tuple[str, ...]] = ()  # what the family's prompt strings start with (none: the text)
+    # whether prompt_string writes text of its own around the segments (a chat template, SpeechGPT's): its
+    # tokens then belong to no segment and are TokenMap positions of kind "template"
+    has_template: bool = False
 
     # ---------------------------------------------------------------- folders
     def owns(self, model_dir: Path, config: dict, tokenizer) -> bool:
@@ -108,6 +112,11 @@ class ModelFamily:
             parts.append(segment.content)
             length += len(segment.content)
         return "".join(parts), offsets
+
+    def piece_rules(self) -> "ModelFamily":
+        """The rules for a piece to go after other tokens (TransformerLens' ``prepend_bos=False``:
+        ``to_tokens(" Paris", prepend_bos=False)``): the family's own, but without a chat template."""
+        return self
 
     # ---------------------------------------------------------------- speech
     def speech_tokenizer(self, model_dir: Path, source: Any, vocab: Vocabulary):

@@ -22,7 +22,8 @@ class TokenizerLayout:
     ``declared_in`` and split off before SentencePiece runs). ``markers_special``: whether they are
     special tokens (skipped when decoding with ``skip_special_tokens=True``). ``legacy`` and
     ``legacy_source`` (``tokenizer_config.json`` or ``default``), ``add_prefix_space`` (non-legacy
-    only). ``files``: SHA-256 of each tokenizer file present.
+    only). ``files``: SHA-256 of each tokenizer file present. ``rules``: the transformers release whose slow
+    tokenisation is reproduced (``"4.57"``, SpiritLM's; ``"4.33"``, SpeechGPT's: :mod:`spiritlens.tokens.llama`).
     """
 
     tokenization: str
@@ -33,6 +34,7 @@ class TokenizerLayout:
     legacy_source: str
     add_prefix_space: bool
     files: dict = field(default_factory=dict)
+    rules: str = "4.57"
 
     def describe(self) -> str:
         """One line for logs and reports."""
@@ -41,8 +43,9 @@ class TokenizerLayout:
         legacy = f"legacy={self.legacy} ({self.legacy_source})"
         if not self.legacy:
             legacy += f", add_prefix_space={self.add_prefix_space}"
-        how = ("SpiritLM's path (transformers 4.x slow LlamaTokenizer)" if self.tokenization == "spiritlm"
-               else "the installed transformers' LlamaTokenizer (tokenization='transformers')")
+        own = ("SpiritLM's path (transformers 4.x slow LlamaTokenizer)" if self.rules == "4.57" else
+               f"the family's own path (transformers {self.rules}'s slow LlamaTokenizer)")
+        how = own if self.tokenization == "spiritlm" else "the installed transformers' LlamaTokenizer (tokenization='transformers')"
         return f"markers and units are {where}; {legacy}; tokenised by {how}"
 
     def to_dict(self) -> dict:
@@ -77,5 +80,5 @@ def detect_layout(tokenizer: SlowLlamaTokenizer, directory: str | Path, *, marke
         tokenization=tokenization, markers=markers, declared_in=declared,
         markers_special=marker in tokenizer.all_special_tokens, legacy=tokenizer.legacy,
         legacy_source=tokenizer.legacy_source, add_prefix_space=bool(tokenizer.add_prefix_space),
-        files=file_hashes(directory),
+        files=file_hashes(directory), rules=getattr(tokenizer, "rules", "4.57"),
     )

@@ -32,6 +32,20 @@ The 4.x path, in order (transformers 4.57 ``tokenization_utils_base._from_pretra
 4. Pieces become ids (the added-token table first, then SentencePiece), with BOS in front
    (``add_bos_token``) and EOS at the end if ``add_eos_token``.
 
+**transformers 4.33** (``rules="4.33"``, opt-in; SpeechGPT's ``requirements.txt`` pins
+``transformers==4.33.1``). Before 4.34 an added token was an ``AddedToken`` only when it was a special
+token given as one (``LlamaTokenizer.__init__`` makes BOS, EOS, UNK and PAD ``AddedToken(lstrip=False,
+rstrip=False)``; ``special_tokens_map.json`` may give more as objects); every other no-split token
+(``added_tokens.json``'s, additional special tokens given as strings) **strips the whitespace on both
+of its sides** (4.33.1 ``tokenization_utils.PreTrainedTokenizer.tokenize``: "We strip left and right by
+default"), and each stretch left between such tokens is SentencePiece-encoded on its own, with its own
+dummy-prefix ``▁``: ``[Human]: Hi <eoh>`` is ``[Human]`` ``▁:`` ``▁Hi`` ``<eoh>``, where 4.57 gives
+``[Human]`` ``:`` ``▁Hi`` ``▁`` ``<eoh>``. 4.33 read ``added_tokens.json`` (ids consecutive after the
+SentencePiece pieces, or it raised "Non-consecutive added token"), never ``tokenizer_config.json``'s
+``added_tokens_decoder`` (from 4.34) nor, for the slow class, ``tokenizer.json``: a folder with the
+former, or with ``legacy: false``, is refused in this mode. Checked against fixture ids written by
+transformers 4.33.1 itself (``scripts/make_speechgpt_fixtures.py``).
+
 **Offsets** (``return_offsets_mapping=True``): ``[start, end)`` characters of the input per token.
 A SentencePiece piece covers the characters it was made from, so ``▁capital`` made from
 `` capital`` covers the space, while the ``▁`` SentencePiece adds in front of a stretch (its dummy
@@ -60,6 +74,7 @@ SPIECE_UNDERLINE = "▁"
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "tokenizer.json")
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+TOKENIZER_RULES = ("4.57", "4.33")  # transformers 4.x releases whose slow tokenisation this module reproduces
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,7 @@ class SlowLlamaTokenizer:
         import sentencepiece as spm
 
         self.legacy_source = "default" if legacy is None else legacy_source
+        self.rules = "4.57"  # from_pretrained(..., rules="4.33") switches to transformers 4.33's stripping
         self.legacy = True if legacy is None else bool(legacy)  # 4.x: legacy defaults to True
         self.add_prefix_space = add_prefix_space
         self.add_bos_token = bool(add_bos_token)
@@ -157,12 +173,17 @@ class SlowLlamaTokenizer:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, add_bos_token: bool = True,
-                        add_eos_token: bool = False) -> "SlowLlamaTokenizer":
+                        add_eos_token: bool = False, rules: str = "4.57") -> "SlowLlamaTokenizer":
         """Read ``tokenizer.model`` and the JSON files of ``directory`` as transformers 4.x did.
 
+        ``rules``: ``"4.57"`` (default; SpiritLM's call, transformers 4.34 to 4.57) or ``"4.33"``
+        (transformers 4.33's whitespace stripping around added tokens, module docstring).
         Raises FileNotFoundError without ``tokenizer.model`` and ValueError for malformed files or
-        options the slow path cannot reproduce (SentencePiece sampling in ``sp_model_kwargs``).
+        options the slow path cannot reproduce (SentencePiece sampling in ``sp_model_kwargs``; with
+        ``rules="4.33"``, files 4.33 did not read and non-consecutive ``added_tokens.json`` ids).
         """
+        if rules not in TOKENIZER_RULES:
+            raise ValueError(f"unknown tokenizer rules {rules!r}; use one of {', '.join(TOKENIZER_RULES)}")
         directory = Path(directory)
         model_file = directory / "tokenizer.model"
         if not model_file.is_file():
@@ -176,6 +197,8 @@ class SlowLlamaTokenizer:
         if any(sp_kwargs.get(k) for k in ("enable_sampling", "nbest_size", "alpha")):
             raise ValueError(f"{directory}/tokenizer_config.json sets sp_model_kwargs={sp_kwargs!r}: sampled "
                              "tokenisation is not supported")
+        if rules == "4.33":
+            _check_433_files(directory, config)
         overrides = {"add_bos_token": add_bos_token, "add_eos_token": add_eos_token}
         config.update(overrides)
         added, declared_map = read_added_tokens(directory, config, overrides)
@@ -195,7 +218,22 @@ class SlowLlamaTokenizer:
         )
         tokenizer.name_or_path = str(directory)
         tokenizer.declared_in = tuple(declaring_files(directory, config))
+        tokenizer.rules = rules
+        if rules == "4.33":
+            tokenizer._strip_around_added_tokens()
         return tokenizer
+
+    def _strip_around_added_tokens(self) -> None:
+        """transformers 4.33: every added token that is not an ``AddedToken`` special token (BOS, EOS,
+        UNK, PAD, or an additional special token given as an object) strips whitespace on both sides."""
+        kept = {str(self._special[key]) for key in ("bos_token", "eos_token", "unk_token", "pad_token")
+                if self._special[key] is not None}
+        kept |= {t.content for t in self._special["additional_special_tokens"] if isinstance(t, AddedToken)}
+        for index, token in list(self._added.items()):
+            if token.content not in kept:
+                self._added[index] = AddedToken(token.content, single_word=False, lstrip=True, rstrip=True,
+                                                normalized=token.normalized, special=token.special)
+        self._rebuild()
 
 
     # ---------------------------------------------------------- added tokens
@@ -593,6 +631,29 @@ class SlowLlamaTokenizer:
     def __repr__(self) -> str:
         return (f"SlowLlamaTokenizer({getattr(self, 'name_or_path', '')!r}, pieces={self.vocab_size}, "
                 f"ids={len(self)}, legacy={self.legacy})")
+
+
+def _check_433_files(directory: Path, config: dict) -> None:
+    """What transformers 4.33's slow ``LlamaTokenizer`` could read of ``directory`` (``rules="4.33"``)."""
+    if "added_tokens_decoder" in config:
+        raise ValueError(f"{directory}/tokenizer_config.json has added_tokens_decoder, which transformers 4.33 did "
+                         "not read (saved by transformers >= 4.34): tokenizer rules '4.33' do not apply")
+    if config.get("legacy") is False:
+        raise ValueError(f"{directory}/tokenizer_config.json sets legacy=false: tokenizer rules '4.33' reproduce "
+                         "the legacy path only")
+    added = read_json_file(directory / "added_tokens.json") or {}
+    if not isinstance(added, dict):
+        raise ValueError(f"{directory}/added_tokens.json must hold a JSON object of token -> id")
+    import sentencepiece as spm
+
+    pieces = spm.SentencePieceProcessor(model_proto=read_sentencepiece_model(directory / "tokenizer.model"))
+    ids = sorted(int(i) for i in added.values())
+    expected = list(range(pieces.get_piece_size(), pieces.get_piece_size() + len(ids)))
+    if ids != expected:
+        at = next(k for k, (a, b) in enumerate(zip(ids, expected + [None])) if a != b)
+        raise ValueError(f"{directory}/added_tokens.json: ids must follow tokenizer.model's {pieces.get_piece_size()} "
+                         f"pieces without gaps, as transformers 4.33 requires (\"Non-consecutive added token\"); "
+                         f"id {ids[at]} should be {expected[at]}")
 
 
 def _as_list(ids) -> list[int]:

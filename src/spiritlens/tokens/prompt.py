@@ -46,10 +46,12 @@ def speech_token_streams(units: Any) -> list[tuple[str, int]]:
 class TokenInfo:
     """Where one position came from.
 
-    ``kind``: ``"bos"``, ``"marker"``, ``"text"``, ``"speech"``, or ``"prefix"`` (a ``▁`` that
+    ``kind``: ``"bos"``, ``"marker"``, ``"text"``, ``"speech"``, ``"prefix"`` (a ``▁`` that
     SentencePiece put in front of the prompt string, before the first marker: it covers no
-    character of any segment). ``segment``: index into the prompt's segments (None for BOS,
-    markers and the prefix). ``char_span``: [start, end) characters in the segment's text (text
+    character of any segment), or ``"template"`` (text a family's chat template writes around the
+    segments, :attr:`~spiritlens.models.base.ModelFamily.has_template`; a piece made from the template's
+    space and a segment's word, ``▁The``, is the segment's). ``segment``: index into the prompt's segments
+    (None for BOS, markers, the prefix and the template). ``char_span``: [start, end) characters in the segment's text (text
     tokens; empty for a ``▁`` SentencePiece added inside a segment). ``unit_index``: index of the
     speech token within its segment (deduplicated units; for Expressive units, the index in the
     interleaved sequence of the streams), ``frame_span``: its [first, last+1) frames in the
@@ -213,14 +215,19 @@ def encode_segments(tokenizer, vocab: Vocabulary, segments: Sequence[Segment], o
             positions.append(TokenInfo(position, token_id, "marker"))
             continue
         index = next((i for i in range(len(segments)) if offsets[i] <= start < ends[i]), None)
-        if index is None and start == end and token_id not in vocab.speech_ids:
+        if index is None and end > start:  # a piece made from a template's space and a segment's word (▁The)
+            index = next((i for i in range(len(segments)) if offsets[i] < end <= ends[i]), None)
+        if index is None and start == end and token_id not in vocab.speech_ids and not family.has_template:
             positions.append(TokenInfo(position, token_id, "prefix"))  # SentencePiece's dummy prefix
+            continue
+        if index is None and family.has_template and token_id not in vocab.speech_ids:
+            positions.append(TokenInfo(position, token_id, "template"))
             continue
         if index is None:
             raise ValueError(f"token {token_id} at characters [{start}, {end}) of the prompt belongs to no segment")
         segment = segments[index]
         if segment.modality == "text":
-            span = (start - offsets[index], min(end, ends[index]) - offsets[index])
+            span = (max(start, offsets[index]) - offsets[index], min(end, ends[index]) - offsets[index])
             positions.append(TokenInfo(position, token_id, "text", index, char_span=span))
         else:
             k = speech_starts[index].get(start)

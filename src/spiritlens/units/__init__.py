@@ -14,7 +14,7 @@ from spiritlens.units.hubert import (
     parse_conv_layers,
     read_hubert_checkpoint,
 )
-from spiritlens.units.quantizer import KmeansQuantizer, LinearQuantizer, fill_blanks, load_quantizer
+from spiritlens.units.quantizer import KmeansQuantizer, LinearQuantizer, fill_blanks, load_kmeans_joblib, load_quantizer
 from spiritlens.units.speech_tokenizer import (
     Chunk,
     SpeechTokenizer,
@@ -51,6 +51,7 @@ __all__ = [
     "fill_blanks",
     "hf_key",
     "hubert_config",
+    "load_kmeans_joblib",
     "load_quantizer",
     "parse_conv_layers",
     "plan_chunks",

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from spiritlens.checkpoints import schema
-from spiritlens.checkpoints.pickle_safe import load_checkpoint
+from spiritlens.checkpoints.pickle_safe import load_checkpoint, load_joblib
 from spiritlens.checkpoints.validate import check_finite, check_state_dict
 
 QUANTIZER_FILE = Path("hubert_25hz") / "L11_quantizer_500.pt"
@@ -124,6 +124,24 @@ def load_quantizer(path: str | Path) -> LinearQuantizer | KmeansQuantizer:
         raise ValueError(f"{path}: {error}") from None
     load_strict(model.encoder, states["model_weight"], source=str(path))
     return model.eval().requires_grad_(False)
+
+
+def load_kmeans_joblib(path: str | Path) -> KmeansQuantizer:
+    """A scikit-learn ``KMeans``/``MiniBatchKMeans`` saved with ``joblib.dump`` (fairseq's
+    ``examples/hubert/simple_kmeans/learn_kmeans.py``, e.g. SpeechGPT's
+    ``mhubert_base_vp_en_es_fr_it3_L11_km1000.bin``), read without scikit-learn or joblib
+    (:func:`spiritlens.checkpoints.pickle_safe.load_joblib`): its ``cluster_centers_`` ``[K, d]``,
+    checked as every k-means quantizer's centres are (K <= 10000, d <= 1280, finite, ``n_clusters`` K)."""
+    path = Path(path)
+    estimator = load_joblib(path, "k-means quantizer")
+    state = vars(estimator) if hasattr(estimator, "__dict__") else None
+    if not isinstance(state, dict) or "cluster_centers_" not in state:
+        raise ValueError(f"{path}: not a fitted scikit-learn k-means (no cluster_centers_ in "
+                         f"{type(estimator).__name__})")
+    states = {"cluster_centers": state["cluster_centers_"]}
+    if "n_clusters" in state:
+        states["n_clusters"] = state["n_clusters"]
+    return KmeansQuantizer(_kmeans_centers(states, str(path))).eval()
 
 
 def _kmeans_centers(states: dict, source: str) -> torch.Tensor:

@@ -247,8 +247,18 @@ class SpeechTokenizer:
                                     f"(expected {HUBERT_FILE} and {QUANTIZER_FILE} inside)")
         hubert = HubertFeatures.from_checkpoint(directory / HUBERT_FILE, output_layer=output_layer, device=device)
         quantizer = load_quantizer(directory / QUANTIZER_FILE).to(device)
+        return cls.from_parts(hubert, quantizer, max_chunk_samples=max_chunk_samples,
+                              min_chunk_samples=min_chunk_samples, name=str(directory))
+
+    @classmethod
+    def from_parts(cls, hubert: HubertFeatures, quantizer: LinearQuantizer | KmeansQuantizer, *,
+                   max_chunk_samples: int = MAX_CHUNK_SAMPLES, min_chunk_samples: int = MIN_CHUNK_SAMPLES,
+                   name: str = "speech tokenizer") -> "SpeechTokenizer":
+        """A speech tokenizer from a loaded mHuBERT and quantizer, chunked as :meth:`from_dir` chunks
+        (another model family's files, e.g. SpeechGPT's 50 Hz mHuBERT and joblib k-means). ValueError
+        when the quantizer's feature width is not the mHuBERT's."""
         return cls(_NativeUnits(hubert, quantizer, max_chunk_samples=max_chunk_samples,
-                                min_chunk_samples=min_chunk_samples), name=str(directory))
+                                min_chunk_samples=min_chunk_samples), name=name)
 
     @classmethod
     def from_spiritlm(cls, tokenizer, *, hop_samples: int | None = None,

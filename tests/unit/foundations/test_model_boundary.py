@@ -2,7 +2,8 @@
 
 Checked on the code's string literals (docstrings, which explain the formats, are left out): SpiritLM's
 markers and unit spellings, its variant names and its checkpoint folder occur nowhere outside
-``spiritlens/models/spiritlm/``; and every registered family is a folder there."""
+``spiritlens/models/spiritlm/``, SpeechGPT's speech and chat tokens nowhere outside
+``spiritlens/models/speechgpt/``; and every registered family is a folder there."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 from helpers import REPO_ROOT
 
 SRC = REPO_ROOT / "src" / "spiritlens"
-NAMES = {"spiritlm": re.compile(r"\[Text\]|\[Speech\]|\[Hu|\[Pi|\[St|spirit-lm-|spiritlm_model")}
+NAMES = {"spiritlm": re.compile(r"\[Text\]|\[Speech\]|\[Hu(?!man\])|\[Pi|\[St|spirit-lm-|spiritlm_model"),
+         "speechgpt": re.compile(r"<sosp>|<eosp>|\[SpeechGPT\]|\[Human\]|<eoh>|_L11_km1000|mhubert_base_vp_")}
 
 
 def _string_literals(path: Path):
@@ -39,10 +41,13 @@ def test_a_familys_names_appear_only_in_its_folder():
 
 
 def test_the_check_sees_a_name_where_it_is():
-    """The check can fail: SpiritLM's own folder does hold its names."""
-    hits = [v for path in (SRC / "models" / "spiritlm").rglob("*.py") for _, v in _string_literals(path)
-            if NAMES["spiritlm"].search(v)]
-    assert "[Text]" in hits and "spirit-lm-base-7b" in hits
+    """The check can fail: each family's own folder does hold its names."""
+    def hits(family):
+        return [v for path in (SRC / "models" / family).rglob("*.py") for _, v in _string_literals(path)
+                if NAMES[family].search(v)]
+
+    assert "[Text]" in hits("spiritlm") and "spirit-lm-base-7b" in hits("spiritlm")
+    assert {"<sosp>", "<eosp>", "[SpeechGPT]", "[Human]", "<eoh>"} <= set(hits("speechgpt"))
 
 
 def test_every_registered_family_is_a_folder():
