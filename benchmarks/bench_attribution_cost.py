@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trace import SPIRITLM_SHAPE, engine_flops, forward_flops, load_average  # noqa: E402
 
 from spiritlens import HookedSpiritLM  # noqa: E402
-from spiritlens.synthetic.tiny import write_tiny_model  # noqa: E402
 from spiritlens.traces import default_window, trace_kinds  # noqa: E402
 
 WIDTH = dict(d_model=4096, heads=32, kv_heads=32, d_mlp=11008, vocab=32512)
@@ -54,6 +53,27 @@ def prompt_ids(model, tokens: int) -> tuple[list[int], int, int]:
         units = [vocab.hubert_ids[(37 * k) % 500] for k in range(57)]
         return [vocab.bos_id, vocab.speech_marker_id] + units + [vocab.text_marker_id], 20, 32
     raise ValueError(f"--tokens takes 14 and/or 60, got {tokens}")
+
+
+def write_wide_model(directory: Path, shape: dict) -> Path:
+    """A random SpiritLM-layout folder of ``shape`` holding one copy of the weights in memory at a time
+    (``write_tiny_model`` clones its state dict: 15 GB at 8 layers of SpiritLM's width)."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spiritlens.synthetic.tiny import tiny_llama_config, write_tokenizer_files
+
+    write_tokenizer_files(directory)
+    config = tiny_llama_config(vocab_size=shape["vocab"], hidden_size=shape["d_model"],
+                               num_hidden_layers=shape["layers"], intermediate_size=shape["d_mlp"],
+                               num_attention_heads=shape["heads"], num_key_value_heads=shape["kv_heads"],
+                               initializer_range=0.02)
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k != "architectures"}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+    del model
+    return directory
 
 
 def attribution_flops(shape: dict, T: int, S: int) -> float:
@@ -81,10 +101,7 @@ def main() -> None:
     for n_layers in (int(x) for x in args.layers.split(",")):
         shape = dict(WIDTH, layers=n_layers)
         with tempfile.TemporaryDirectory() as folder:
-            directory = write_tiny_model(Path(folder) / "m", hidden_size=shape["d_model"], num_hidden_layers=n_layers,
-                                         intermediate_size=shape["d_mlp"], num_attention_heads=shape["heads"],
-                                         num_key_value_heads=shape["kv_heads"], vocab_size=shape["vocab"],
-                                         initializer_range=0.02, fmt="safetensors")
+            directory = write_wide_model(Path(folder) / "m", shape)
             gc.collect()
             model = HookedSpiritLM.from_pretrained(directory)
         for tokens in (int(x) for x in args.tokens.split(",")):
