@@ -102,9 +102,9 @@ class ExperimentConfig:
                 "subject's rows split into HuBERT, pitch and style tokens, under each prosody control"})
     noise_streams: tuple[str, ...] = field(default=STREAMS, metadata={
         "help": "with --expressive: the streams whose subject tokens are noised, comma-separated: hubert,pitch,style"})
-    prosody_controls: tuple[str, ...] = field(default=CONTROLS, metadata={
-        "help": "with --expressive: the prosody controls traced, comma-separated (original is required): "
-                + ",".join(CONTROLS)})
+    prosody_controls: tuple[str, ...] = field(default=("all",), metadata={
+        "help": "with --expressive: the prosody controls traced, comma-separated, original required; all: "
+                + ", ".join(CONTROLS)})
     toy: Path | None = field(default=None, metadata={
         "help": "a toy SpiritLM tree (spiritlens make-toy DIR) for the embedded default"})
     random_weights: bool = field(default=False, metadata={
@@ -124,7 +124,7 @@ class ExperimentConfig:
         self.kinds = tuple(self.kinds)
         self.accept = tuple(self.accept)
         self.noise_streams = tuple(self.noise_streams)
-        self.prosody_controls = tuple(self.prosody_controls)
+        self.prosody_controls = CONTROLS if tuple(self.prosody_controls) == ("all",) else tuple(self.prosody_controls)
         if self.expressive and self.variant == "spirit-lm-base-7b":  # the default: --expressive picks the variant
             self.variant = "spirit-lm-expressive-7b"
         check_settings(self)
@@ -177,7 +177,7 @@ def check_settings(config: ExperimentConfig) -> None:
     _subset(config.kinds, KINDS, "--kinds")
     _subset(config.accept, LABELS, "--accept")
     _subset(config.noise_streams, STREAMS, "--noise-streams")
-    _subset(config.prosody_controls, CONTROLS, "--prosody-controls")
+    _subset(config.prosody_controls, CONTROLS, "--prosody-controls (or all)")
     if "original" not in config.prosody_controls:
         raise ValueError("--prosody-controls must include original (every control is measured against it)")
     if config.expressive and "s2t" not in config.modalities:

@@ -7,14 +7,15 @@ import pytest
 
 from spiritlens.cli import main
 from spiritlens.experiment.config import ExperimentConfig, check_environment
+from spiritlens.units.controls import CONTROLS
 
 BAD = [
     (["--expressive", "--modalities", "t2t"], "--expressive traces the spoken prompts: --modalities must include s2t"),
     (["--noise-streams", "tone"], "--noise-streams must be a comma-separated list of hubert, pitch, style, got tone"),
     (["--noise-streams", "pitch,pitch"], "--noise-streams lists a value twice"),
     (["--prosody-controls", "flat_pitch"], "--prosody-controls must include original"),
-    (["--prosody-controls", "original,louder"], "--prosody-controls must be a comma-separated list of original, "
-                                                "flat_pitch"),
+    (["--prosody-controls", "original,louder"], "--prosody-controls (or all) must be a comma-separated list of "
+                                                "original, flat_pitch"),
     (["--expressive"], "--expressive: the toy SpiritLM is a spirit-lm-base-7b only; pass --random-weights"),
 ]
 
@@ -35,6 +36,9 @@ def test_expressive_picks_the_variant_and_round_trips(tmp_path):
     again = ExperimentConfig.from_dict(config.to_dict())
     assert again.to_dict() == config.to_dict()
     assert ExperimentConfig(out=tmp_path).variant == "spirit-lm-base-7b"
+    assert config.prosody_controls == CONTROLS  # "all", the default
+    assert ExperimentConfig(out=tmp_path, prosody_controls=("original", "flat_pitch")).prosody_controls == \
+        ("original", "flat_pitch")
 
 
 def test_a_toy_tree_with_the_expressive_variant_is_accepted(tmp_path):
