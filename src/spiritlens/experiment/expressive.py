@@ -61,9 +61,10 @@ def donor_of(prep, known_id: int) -> int | None:
 
 
 def item_key(experiment, prep, control, known_id: int, donor: int | None) -> dict:
-    """The run key of one (prompt, control): the S->T result key, with the control, the donor's audio and
-    the noised streams as ``options.expressive``."""
+    """The run key of one (prompt, control): the S->T result key (without the plain traces' row mode), with
+    the control, the donor's audio and the noised streams as ``options.expressive``."""
     key = dict(experiment.result_key(prep, "s2t", known_id))
+    key["rows"] = {k: v for k, v in key["rows"].items() if k != "row_mode"}  # --row-mode is the plain traces'
     audio = prep.audio.get(str(donor)) if donor is not None else None
     options = dict(key.get("options") or {})
     options["expressive"] = {**control.record(), "row_mode": ROW_MODE,
