@@ -46,6 +46,18 @@ float32 ulps of p measured on the tiny model, noise 1e-9). An IE with ``|IE| <=`
 probability, 1.2e-4 * p_max) is no effect; a kind whose every IE is within it has ``no_effect`` and
 its summaries say "no effect" instead of naming a peak. An empty category has NaN means and a row
 count of 0 (``null`` in JSON).
+
+**Per stream** (SpiritLM Expressive, a result traced with ``row_mode="streams"``,
+:mod:`spiritlens.traces.streams`): the subject's rows are split into its HuBERT, pitch and style
+positions, and the three subject categories split with them (:data:`STREAM_CATEGORIES`, labels
+"First subject token / HuBERT", ..., "Last subject token / style"): a subject row of stream s from the
+subject's text token j (``row_subject_token``; the subject has n text tokens with speech) is in
+``first_subject/s`` when j = 0, ``last_subject/s`` when j = n - 1 (both for a one-token subject) and
+``middle_subject/s`` otherwise; silence rows inside the subject are in none. ``first_subsequent``,
+``further`` and ``last`` are the rows after the subject, unsplit, as above. :func:`aggregate_streams`
+averages such results with the same per-prompt AIE and CI; :func:`aggregate` refuses them (their first
+subject row is one stream of a token, not the token), and :func:`load_results` leaves them out unless
+asked for them.
 """
 
 from __future__ import annotations
@@ -63,6 +75,8 @@ from spiritlens._io import loads_json
 from spiritlens.aggregates.ci import mean_ci
 from spiritlens.terms import KINDS, MODALITIES, MODALITY_LABELS  # noqa: F401 (re-exported)
 from spiritlens.traces.result import result_problem
+from spiritlens.traces.streams import STREAM_LABELS, STREAM_ROW_MODE, STREAMS
+
 CATEGORIES: tuple[str, ...] = (
     "first_subject",
     "middle_subject",
@@ -79,6 +93,11 @@ CATEGORY_LABELS: dict[str, str] = {
     "further": "Further tokens",
     "last": "Last token",
 }
+SUBJECT_CATEGORIES: tuple[str, ...] = CATEGORIES[:3]
+# Expressive, row_mode "streams": the subject categories per stream (module docstring), then the three after it.
+STREAM_CATEGORIES: tuple[str, ...] = tuple(f"{c}/{s}" for s in STREAMS for c in SUBJECT_CATEGORIES) + CATEGORIES[3:]
+CATEGORY_LABELS.update({f"{c}/{s}": f"{CATEGORY_LABELS[c]} / {STREAM_LABELS[s]}"
+                        for s in STREAMS for c in SUBJECT_CATEGORIES})
 FLOOR_ULPS = 1024  # float32 ulps of the prompt's largest probability under which an IE is rounding (module doc)
 # A JSON dict with these keys is a trace result; any other JSON (aie.json, manifests, ROME's
 # ``{"correct_prediction": false}`` stubs) is skipped by ``load_results``.
@@ -205,14 +224,52 @@ def _category_rows(n_rows: int, b: int, e: int, ignored: frozenset[int]) -> dict
     return {name: [r for r in rows if r not in ignored] for name, rows in spans.items()}
 
 
+def is_stream_result(result: Mapping) -> bool:
+    """Whether ``result`` was traced with its subject rows split by stream (``row_mode="streams"``)."""
+    return result.get("row_mode") == STREAM_ROW_MODE
+
+
+def _stream_category_rows(result: Mapping, parsed: ParsedResult) -> dict[str, list[int]]:
+    """Row indices per :data:`STREAM_CATEGORIES` category of a ``"streams"`` result (module docstring)."""
+    who = f"result {describe(result)}"
+    n_rows, b, e = parsed.scores.shape[0], parsed.b, parsed.e
+    streams, tokens = result.get("row_streams"), result.get("row_subject_token")
+    if not isinstance(streams, list) or not isinstance(tokens, list) or not len(streams) == len(tokens) == n_rows:
+        raise ValueError(f"{who}: row_mode 'streams' needs row_streams and row_subject_token, one per row "
+                         f"({n_rows} rows)")
+    subject = [r for r in range(b, e) if r not in parsed.ignored]
+    for r in range(n_rows):
+        inside = r in subject
+        if inside and (streams[r] not in STREAMS or isinstance(tokens[r], bool) or not isinstance(tokens[r], int)
+                       or tokens[r] < 0):
+            raise ValueError(f"{who}: subject row {r} needs a stream among {', '.join(STREAMS)} and a subject token "
+                             f"index >= 0, got {streams[r]!r} and {tokens[r]!r}")
+        if not inside and (streams[r] is not None or tokens[r] is not None):
+            raise ValueError(f"{who}: row {r} is outside the subject but has stream {streams[r]!r}, subject token "
+                             f"{tokens[r]!r}")
+    n = 1 + max(tokens[r] for r in subject)
+    categories: dict[str, list[int]] = {name: [] for name in STREAM_CATEGORIES}
+    for r in subject:
+        j = tokens[r]
+        names = ["first_subject"] * (j == 0) + ["last_subject"] * (j == n - 1) + ["middle_subject"] * (0 < j < n - 1)
+        for name in names:
+            categories[f"{name}/{streams[r]}"].append(r)
+    after = _category_rows(n_rows, b, e, parsed.ignored)
+    categories.update({name: after[name] for name in CATEGORIES[3:]})
+    return categories
+
+
 def categorize(result: Mapping) -> dict[str, list[int]]:
     """Row indices of ``result["scores"]`` per category, keys in ``CATEGORIES`` order.
 
     Rows in ``ignored_rows`` are left out of every category (they are "in no category"); in
-    practice they sit among the middle or further rows. Raises ValueError naming the prompt if the
-    subject ends the prompt or the result is malformed.
+    practice they sit among the middle or further rows. A ``"streams"`` result (:func:`is_stream_result`)
+    gets the :data:`STREAM_CATEGORIES` instead (module docstring). Raises ValueError naming the prompt
+    if the subject ends the prompt or the result is malformed.
     """
     parsed = parse_result(result)
+    if is_stream_result(result):
+        return _stream_category_rows(result, parsed)
     return _category_rows(parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored)
 
 
@@ -252,6 +309,7 @@ class KindAggregate:
     prompt_counts: dict[str, int] = field(default_factory=dict)
     no_effect: bool = False
     methods: tuple[str, ...] = ("exact",)  # how the results' scores were computed (spiritlens.traces.methods)
+    categories: tuple[str, ...] = CATEGORIES  # STREAM_CATEGORIES for results split by stream
 
     @property
     def ate(self) -> float:
@@ -264,22 +322,24 @@ class KindAggregate:
         return {name: values - self.low_score_mean for name, values in self.mean.items()}
 
     def aie_matrix(self) -> np.ndarray:
-        """AIE as a [6, L] array, rows in ``CATEGORIES`` order."""
+        """AIE as a [C, L] array, rows in ``categories`` order (C = 6, or 12 per stream)."""
         aie = self.aie
-        return np.stack([aie[name] for name in CATEGORIES])
+        return np.stack([aie[name] for name in self.categories])
 
-    def effect_matrix(self) -> np.ndarray:
-        """The per-prompt AIE (``effect``) as a [6, L] array, rows in ``CATEGORIES`` order."""
-        return np.stack([self.effect[name] for name in CATEGORIES])
+    def effect_matrix(self, categories: Sequence[str] | None = None) -> np.ndarray:
+        """The per-prompt AIE (``effect``) as a [C, L] array, rows in ``categories`` order (default: all of
+        this aggregate's, ``CATEGORIES`` for plain results)."""
+        return np.stack([self.effect[name] for name in (categories or self.categories)])
 
-    def peak(self) -> tuple[str, int, float] | None:
-        """(category, layer, per-prompt AIE) of the largest ``effect``; None if every category is empty
-        or the kind has no effect (``no_effect``)."""
-        matrix = self.effect_matrix()
+    def peak(self, categories: Sequence[str] | None = None) -> tuple[str, int, float] | None:
+        """(category, layer, per-prompt AIE) of the largest ``effect`` (among ``categories``, default all);
+        None if every such category is empty or the kind has no effect (``no_effect``)."""
+        categories = tuple(categories or self.categories)
+        matrix = self.effect_matrix(categories)
         if self.no_effect or np.isnan(matrix).all():
             return None
         row, layer = np.unravel_index(np.nanargmax(matrix), matrix.shape)
-        return CATEGORIES[row], int(layer), float(matrix[row, layer])
+        return categories[row], int(layer), float(matrix[row, layer])
 
     def describe_peak(self) -> str:
         """One phrase for summaries: ``"no rows"``, ``"no effect (every |IE| within the numerical floor)"``,
@@ -301,12 +361,33 @@ def _mean_or_nan(values: Sequence[float]) -> float:
 def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
     """Aggregate the results of one ``kind`` (other kinds are ignored) into a ``KindAggregate``.
 
-    Raises ValueError if no result has that kind, if any of them is malformed (naming it), or if
-    they disagree on the number of layers.
+    Raises ValueError if no result has that kind, if any of them is malformed (naming it), if
+    they disagree on the number of layers, or for a result whose rows are split by stream
+    (:func:`aggregate_streams` averages those).
     """
+    results = [result for result in results if result.get("kind") == kind]
+    split = [result for result in results if is_stream_result(result)]
+    if split:
+        raise ValueError(f"result {describe(split[0])}: its subject rows are split by stream (row_mode 'streams'); "
+                         "average such results with aggregate_streams, apart from the six plain categories")
+    return _aggregate(results, kind, CATEGORIES)
+
+
+def aggregate_streams(results: Iterable[Mapping], kind: str) -> KindAggregate:
+    """Aggregate the ``row_mode="streams"`` results of one ``kind`` over :data:`STREAM_CATEGORIES` (module
+    docstring): the same per-prompt AIE, CI, ROME's pooled AIE and numerical floor as :func:`aggregate`.
+    Raises ValueError as :func:`aggregate`, or for a result whose rows are not split by stream."""
+    results = [result for result in results if result.get("kind") == kind]
+    plain = [result for result in results if not is_stream_result(result)]
+    if plain:
+        raise ValueError(f"result {describe(plain[0])}: its rows are not split by stream (row_mode 'streams')")
+    return _aggregate(results, kind, STREAM_CATEGORIES)
+
+
+def _aggregate(results: list[Mapping], kind: str, categories: tuple[str, ...]) -> KindAggregate:
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    chosen = [(result, parse_result(result)) for result in results if result.get("kind") == kind]
+    chosen = [(result, parse_result(result)) for result in results]
     if not chosen:
         raise ValueError(f"no results of kind {kind!r} to aggregate")
     first_result, first = chosen[0]
@@ -318,13 +399,16 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
                 f"{describe(result)} has {parsed.scores.shape[1]}"
             )
     modalities = {parsed.modality for _, parsed in chosen}
-    kept = [parsed for _, parsed in chosen if parsed.kept]
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in CATEGORIES}
-    lows: dict[str, list[float]] = {name: [] for name in CATEGORIES}  # each pooled row's own low_score
-    per_prompt: dict[str, list[np.ndarray]] = {name: [] for name in CATEGORIES}  # one [L] effect per prompt
+    kept = [(result, parsed) for result, parsed in chosen if parsed.kept]
+    pooled: dict[str, list[np.ndarray]] = {name: [] for name in categories}
+    lows: dict[str, list[float]] = {name: [] for name in categories}  # each pooled row's own low_score
+    per_prompt: dict[str, list[np.ndarray]] = {name: [] for name in categories}  # one [L] effect per prompt
     no_effect = True
-    for parsed in kept:
-        for name, rows in _category_rows(parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored).items():
+    split = categories == STREAM_CATEGORIES
+    for result, parsed in kept:
+        rows_of = _stream_category_rows(result, parsed) if split else _category_rows(
+            parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored)
+        for name, rows in rows_of.items():
             pooled[name].extend(parsed.scores[r] for r in rows)
             lows[name].extend(parsed.low for _ in rows)
             if rows:
@@ -346,8 +430,8 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
         n_layers=n_layers,
         count=len(kept),
         excluded=len(chosen) - len(kept),
-        low_score_mean=_mean_or_nan([p.low for p in kept]),
-        high_score_mean=_mean_or_nan([p.high for p in kept]),
+        low_score_mean=_mean_or_nan([p.low for _, p in kept]),
+        high_score_mean=_mean_or_nan([p.high for _, p in kept]),
         mean=mean,
         ci=ci,
         row_counts={name: len(rows) for name, rows in pooled.items()},
@@ -356,6 +440,7 @@ def aggregate(results: Iterable[Mapping], kind: str) -> KindAggregate:
         prompt_counts={name: len(values) for name, values in per_prompt.items()},
         no_effect=no_effect and bool(kept),
         methods=tuple(sorted({str(result.get("method", "exact")) for result, _ in chosen})),
+        categories=categories,
     )
 
 
@@ -397,14 +482,14 @@ def _kind_entry(agg: KindAggregate) -> dict:
         "count": agg.count,
         "low_score_mean": _json_floats(agg.low_score_mean),
         "high_score_mean": _json_floats(agg.high_score_mean),
-        "aie": {name: _json_floats(aie[name]) for name in CATEGORIES},
+        "aie": {name: _json_floats(aie[name]) for name in agg.categories},
         "ate": _json_floats(agg.ate),
         "row_counts": dict(agg.row_counts),
-        "effect": {name: _json_floats(agg.effect[name]) for name in CATEGORIES if name in agg.effect},
-        "ci95": {name: _json_floats(agg.ci[name]) for name in CATEGORIES},
+        "effect": {name: _json_floats(agg.effect[name]) for name in agg.categories if name in agg.effect},
+        "ci95": {name: _json_floats(agg.ci[name]) for name in agg.categories},
         "prompt_counts": dict(agg.prompt_counts),
         "no_effect": agg.no_effect,
-        "row_ie": {name: _json_floats(agg.row_ie[name]) for name in CATEGORIES if name in agg.row_ie},
+        "row_ie": {name: _json_floats(agg.row_ie[name]) for name in agg.categories if name in agg.row_ie},
         "excluded": agg.excluded,
         "n_layers": agg.n_layers,
         "modality": agg.modality,
@@ -455,6 +540,8 @@ def _result_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> li
 def load_results(
     source: str | os.PathLike | Iterable[str | os.PathLike],
     problems: list[str] | None = None,
+    *,
+    streams: bool = False,
 ) -> list[dict]:
     """Read the trace results under a folder (recursively, ``*.json``) or from a list of files.
 
@@ -465,6 +552,9 @@ def load_results(
     it, or a ``.npz`` that differs from the JSON: :func:`spiritlens.traces.result.result_problem`) is
     not used: one line ``"<path>: <what is wrong>"`` is appended to ``problems``, or
     given as a warning when ``problems`` is None. A result without ``name`` gets the file's stem.
+    Results whose rows are split by stream (:func:`is_stream_result`) are averaged apart
+    (:func:`aggregate_streams`): without ``streams`` they are not used, with a line saying so; with
+    ``streams`` only they are used and plain results are left out the same way.
     Raises FileNotFoundError for a source path that does not exist.
     """
     results = []
@@ -482,6 +572,10 @@ def load_results(
                     raise ValueError(problem)
                 document.setdefault("name", path.stem)
                 check_result(document)
+                if is_stream_result(document) != streams:
+                    raise ValueError("its subject rows are split by stream (row_mode 'streams'): averaged apart "
+                                     "from the six plain categories (aggregate_streams)" if not streams else
+                                     "its rows are not split by stream (row_mode 'streams')")
             except ValueError as error:
                 message = f"{path}: {error}"
             else:

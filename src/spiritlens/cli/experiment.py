@@ -35,5 +35,5 @@ def run(args) -> int:
     summary = run_experiment(config, progress=not args.quiet)
     if summary is not None:
         print_summary(summary)
-        return 1 if summary["failed"] else 0
+        return 1 if summary["failed"] or (summary.get("expressive") or {}).get("failed") else 0
     return 0

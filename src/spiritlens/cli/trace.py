@@ -41,10 +41,14 @@ def add_parser(subparsers) -> None:
                         help="speech-tokenizer folder (default: $SPIRITLM_CHECKPOINTS_DIR/speech_tokenizer)")
     source.add_argument("--mapping", choices=["exact", "paper"], default="exact",
                         help="speech-token mapping: token frame spans (exact) or the paper's formula 2")
-    source.add_argument("--row-mode", choices=["auto", "positions", "groups", "mean"], default="auto",
+    source.add_argument("--row-mode", choices=["auto", "positions", "groups", "mean", "streams"], default="auto",
                         help="rows: auto (text-token groups restored together for a spoken prompt, one row "
-                             "per position for text), positions, groups, or per-position rows averaged by "
-                             "group (mean)")
+                             "per position for text), positions, groups, per-position rows averaged by "
+                             "group (mean), or for SpiritLM Expressive the subject's groups split into its HuBERT, "
+                             "pitch and style tokens (streams)")
+    source.add_argument("--noise-streams", metavar="STREAMS",
+                        help="SpiritLM Expressive, spoken prompt: noise only the subject's tokens of these streams, "
+                             "comma-separated: hubert,pitch,style (default: the subject's whole position range)")
     parser.add_argument("--subject", help="the subject's text in the prompt (or transcript); surrounding "
                                           "spaces are ignored")
     parser.add_argument("--subject-range", help="subject token positions B:E (half-open), instead of --subject")
@@ -123,6 +127,16 @@ def run(args) -> int:
     check_samples(args.samples, "--samples")
     spec = parse_noise(args.noise)
     check_sigma(args.sigma, "--sigma")
+    noise_streams = None
+    if args.noise_streams is not None or args.row_mode == "streams":
+        from spiritlens.traces.streams import check_streams
+
+        if args.audio is None:
+            raise ValueError("--noise-streams and --row-mode streams need a spoken prompt (--audio) on SpiritLM "
+                             "Expressive")
+        if args.noise_streams is not None:
+            noise_streams = check_streams([s.strip() for s in args.noise_streams.split(",") if s.strip()],
+                                          "--noise-streams")
     _check_paths(args)  # every path before the model loads: a minute of loading, or a finished trace, is not lost
     sigma = args.sigma
     records = _known_for_sigma(args) if spec.needs_sigma and sigma is None else None  # read before the model
@@ -146,6 +160,7 @@ def run(args) -> int:
         occurrence="first" if args.first_occurrence else "unique", row_mode=args.row_mode,
         attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=True,
         name=json_path.stem, method=args.method, verify_top=args.verify_top, verify_rank=args.verify_rank,
+        noise_streams=noise_streams,
     )
     result.extra.update(extra, **sigma_record, tokenization=model.tokenization.to_dict())
     from spiritlens.cli import print_json_last_resort  # a finished trace is never lost to an output error

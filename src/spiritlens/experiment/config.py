@@ -16,7 +16,9 @@ from spiritlens.checkpoints.tree import DTYPE_RULE
 from spiritlens.models.spiritlm.tree import CHECKPOINTS_ENV, VARIANTS
 from spiritlens.terms import DIRECTION_MODALITY, DIRECTIONS, KINDS, MAPPINGS, VERIFY_RANKS
 from spiritlens.traces.methods import SCREENS
+from spiritlens.traces.streams import STREAMS
 from spiritlens.traces.tracer import ROW_MODES
+from spiritlens.units.controls import CONTROLS
 from spiritlens.traces.window import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
 from spiritlens.models.spiritlm.tree import variant_dir
 
@@ -40,7 +42,10 @@ class ExperimentConfig:
     model directory (the paper's path, the default whenever one is given) or ``"pocketsphinx"``.
     ``window``: None scales ROME's 10 to the model's depth (:func:`default_window`). ``crossmodal``:
     after tracing, run :func:`spiritlens.experiment.crossmodal.run_experiment_dir` on the facts kept in both
-    Known-t2t and Known-s2t and add its section to the report.
+    Known-t2t and Known-s2t and add its section to the report. ``expressive``: SpiritLM Expressive
+    (the variant becomes ``spirit-lm-expressive-7b``); after tracing, every kept S->T prompt is traced again
+    with its subject's rows split by stream and the subject's ``noise_streams`` noised, under each of the
+    ``prosody_controls`` (:mod:`spiritlens.experiment.expressive`), and the report gains its section.
     """
 
     out: Path = field(metadata={"help": "output folder (resumable: rerun to continue)"})
@@ -101,6 +106,14 @@ class ExperimentConfig:
     sample_figures: int = field(default=3, metadata={"help": "prompts per direction with heatmaps in the report"})
     crossmodal: bool = field(default=True, metadata={
         "help": "skip the cross-modal analyses (spiritlens crossmodal) of facts kept in both modalities"})
+    expressive: bool = field(default=False, metadata={
+        "help": "SpiritLM Expressive (sets --variant spirit-lm-expressive-7b): also trace every S->T prompt with its "
+                "subject's rows split into HuBERT, pitch and style tokens, under each prosody control"})
+    noise_streams: tuple[str, ...] = field(default=STREAMS, metadata={
+        "help": "with --expressive: the streams whose subject tokens are noised, comma-separated: hubert,pitch,style"})
+    prosody_controls: tuple[str, ...] = field(default=("all",), metadata={
+        "help": "with --expressive: the prosody controls traced, comma-separated, original required; all: "
+                + ", ".join(CONTROLS)})
     toy: Path | None = field(default=None, metadata={
         "help": "a toy SpiritLM tree (spiritlens make-toy DIR) for the embedded default"})
     random_weights: bool = field(default=False, metadata={
@@ -119,6 +132,10 @@ class ExperimentConfig:
         self.modalities = tuple(self.modalities)
         self.kinds = tuple(self.kinds)
         self.accept = tuple(self.accept)
+        self.noise_streams = tuple(self.noise_streams)
+        self.prosody_controls = CONTROLS if tuple(self.prosody_controls) == ("all",) else tuple(self.prosody_controls)
+        if self.expressive and self.variant == "spirit-lm-base-7b":  # the default: --expressive picks the variant
+            self.variant = "spirit-lm-expressive-7b"
         check_settings(self)
 
     @property
@@ -172,6 +189,12 @@ def check_settings(config: ExperimentConfig) -> None:
     _subset(config.modalities, DIRECTIONS, "--modalities")
     _subset(config.kinds, KINDS, "--kinds")
     _subset(config.accept, LABELS, "--accept")
+    _subset(config.noise_streams, STREAMS, "--noise-streams")
+    _subset(config.prosody_controls, CONTROLS, "--prosody-controls (or all)")
+    if "original" not in config.prosody_controls:
+        raise ValueError("--prosody-controls must include original (every control is measured against it)")
+    if config.expressive and "s2t" not in config.modalities:
+        raise ValueError("--expressive traces the spoken prompts: --modalities must include s2t")
     _int(config, "n_prompts", "--prompts", 1, optional=True)
     _int(config, "subset_seed", "--subset-seed", 0)
     _int(config, "samples", "--samples", 1)
@@ -247,8 +270,13 @@ def check_environment(config: ExperimentConfig) -> None:
         except ValueError as error:
             raise ValueError(f"--toy: {error}") from None
     if config.embedded and not config.random_weights:
-        if config.variant != VARIANTS[0]:
-            raise ValueError(f"--variant {config.variant!r}: the toy SpiritLM is a {VARIANTS[0]} only")
+        if config.toy is None and config.variant != VARIANTS[0]:
+            flag = "--expressive" if config.expressive else f"--variant {config.variant!r}"
+            raise ValueError(f"{flag}: the toy SpiritLM is a {VARIANTS[0]} only; pass --random-weights (tiny "
+                             "random checkpoints), --toy DIR (a toy tree with that variant) or real checkpoints")
+        if config.toy is not None and not variant_dir(config.toy, config.variant).is_dir():
+            raise ValueError(f"--toy {str(config.toy)!r} has no {config.variant} model "
+                             f"({variant_dir(config.toy, config.variant)})")
         from spiritlens.data.tts.espeak import EspeakTTS
 
         if config.toy is None and not EspeakTTS().available():

@@ -113,12 +113,14 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
     lines += [""] + DEFINITIONS
     lines += alignment_section(results)
     lines += ["## Average indirect effects", ""]
+    by_modality: dict = {}
     if results:
         try:
             outputs = write_aggregate_outputs(results, out / "aggregate")
         except ValueError as error:
             lines.append(f"No aggregate: {md_text(error)}.")
         else:
+            by_modality = outputs.by_modality
             lines += ["### What the traces show", ""]
             for paragraph in findings(outputs.by_modality):
                 lines += [paragraph, ""]
@@ -143,6 +145,10 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
         lines += report_section(out)
         if "error" in summary["crossmodal"]:
             lines += [f"The cross-modal analyses of this run stopped: {md_text(summary['crossmodal']['error'])}.", ""]
+    if summary.get("expressive") is not None:
+        from spiritlens.experiment.report_expressive import report_section as expressive_section
+
+        lines += expressive_section(experiment, prep, summary["expressive"], by_modality)
     lines += ["## Sample prompts", ""] + _samples(experiment, prep, results)
     path = write_atomic(out / "report.md", "\n".join(lines) + "\n")
     return path
@@ -431,6 +437,7 @@ def recomputed_lines(recomputed: dict | None) -> list[str]:
         return []
     lines = list(recomputed.get("prepare", []))
     for what, counts in (("trace result", recomputed.get("traces", {})),
-                         ("cross-modal result", recomputed.get("crossmodal", {}))):
+                         ("cross-modal result", recomputed.get("crossmodal", {})),
+                         ("prosody-control item", recomputed.get("expressive", {}))):
         lines += [f"{n} {what}{'s' if n != 1 else ''} recomputed: {reason}" for reason, n in counts.items()]
     return lines

@@ -95,6 +95,11 @@ class Experiment:
             prep = PreparedRun.load(self.out)
             status = self.trace_share(prep)
             write_json_atomic(self.out / "status" / f"rank{self.rank}.json", status)
+            if self.config.expressive:  # stream-aware traces and prosody controls (spiritlens.experiment.expressive)
+                from spiritlens.experiment import expressive
+
+                write_json_atomic(expressive.folder(self) / "status" / f"rank{self.rank}.json",
+                                  expressive.run_share(self, prep))
             distributed.barrier(self.world)
             return self.merge(prep) if self.rank == 0 else None
         finally:
@@ -373,9 +378,14 @@ class Experiment:
         }
         summary["screen"] = self._screen_summary(prep)
         summary["crossmodal"] = self._crossmodal(prep)
+        if self.config.expressive:
+            from spiritlens.experiment.expressive import summarize
+
+            summary["expressive"] = summarize(self, prep)
         summary["recomputed"] = {"prepare": list(prep.recomputed),
                                  "traces": reason_counts([r for s in statuses for r in s.get("recomputed", [])]),
-                                 "crossmodal": (summary["crossmodal"] or {}).get("recomputed", {})}
+                                 "crossmodal": (summary["crossmodal"] or {}).get("recomputed", {}),
+                                 "expressive": (summary.get("expressive") or {}).get("recomputed", {})}
         summary["report"] = str(write_report(self, prep, summary))
         write_json_atomic(self.out / "summary.json", summary)
         return summary
@@ -473,5 +483,12 @@ def print_summary(summary: dict) -> None:
         print(f"cross-modal analyses: not written ({crossmodal['error']})" if "error" in crossmodal else
               f"cross-modal analyses: {len(crossmodal['facts'])} facts, {len(crossmodal['computed'])} computed, "
               f"{len(crossmodal['reused'])} reused, {len(crossmodal['failed'])} failed")
+    expressive = summary.get("expressive")
+    if expressive is not None:
+        print(f"expressive (prosody controls): {expressive['prompts']} S→T prompts x {len(expressive['controls'])} "
+              f"controls, {expressive['computed']} computed, {expressive['reused']} reused, "
+              f"{len(expressive['skipped'])} skipped, {len(expressive['failed'])} failed")
+        for item in expressive["failed"][:20]:
+            print(f"  failed {item['item']}: {item['reason']}")
     print(f"report: {summary['report']}")
 

@@ -20,6 +20,13 @@ Two colour scales for the grids:
 
 A colour bar whose panels have no effect anywhere shows one tick, "0: no effect". Empty categories
 (no rows in any prompt) are NaN: grey cells marked "no rows".
+
+**SpiritLM Expressive, per stream** (``streams=``: ``{kind: KindAggregate}`` of results traced with
+``row_mode="streams"``, :func:`spiritlens.aggregates.aggregate_streams`): the grid gets three more
+panels per kind, "S→T Expressive: HuBERT", "…: pitch", "…: style", each with the subject categories of
+that stream ("First subject token / pitch", ...) and the three unsplit categories after the subject,
+on the same colour scale as the other panels. :func:`stream_controls_figure` draws the same per-stream
+panels for one kind under each prosody control (rows: controls).
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spiritlens.aggregates.aie import CATEGORIES, CATEGORY_LABELS, KINDS, MODALITY_LABELS, KindAggregate
+from spiritlens.aggregates.aie import (CATEGORIES, CATEGORY_LABELS, KINDS, MODALITY_LABELS, SUBJECT_CATEGORIES,
+                                      KindAggregate)
+from spiritlens.traces.streams import STREAM_LABELS, STREAMS
 from spiritlens.aggregates.ci import ci_formula
 from spiritlens.traces.methods import estimate_note
 from spiritlens.figures._render import (
@@ -58,10 +67,26 @@ BAND_LABEL = f"shaded: 95% CI, {ci_formula('prompts')}"
 NO_EFFECT = "no effect (every |IE| within the numerical floor)"
 
 
-def _kinds_in(groups: Groups) -> list[str]:
-    if not groups or not any(groups.values()):
+STREAM_COLUMN = "S→T Expressive"
+
+
+def stream_panel_categories(stream: str) -> tuple[str, ...]:
+    """The categories of one stream's panel: its subject categories, then the three after the subject."""
+    return tuple(f"{c}/{stream}" for c in SUBJECT_CATEGORIES) + CATEGORIES[3:]
+
+
+def _kinds_in(groups: Groups, streams: Mapping[str, KindAggregate] | None = None) -> list[str]:
+    if (not groups or not any(groups.values())) and not streams:
         raise ValueError("nothing to plot: no aggregates given")
-    return [kind for kind in KINDS if any(kind in kinds for kinds in groups.values())]
+    return [kind for kind in KINDS if any(kind in kinds for kinds in groups.values()) or kind in (streams or {})]
+
+
+def _columns(groups: Groups, streams: Mapping[str, KindAggregate] | None) -> list[tuple[str, Mapping, tuple]]:
+    """(title, {kind: KindAggregate}, categories) per panel column: the modalities, then one per stream."""
+    columns = [(MODALITY_LABELS.get(m, m), groups[m], CATEGORIES) for m in groups]
+    if streams:
+        columns += [(f"{STREAM_COLUMN}: {STREAM_LABELS[s]}", streams, stream_panel_categories(s)) for s in STREAMS]
+    return columns
 
 
 def _finite_max(matrices: list[np.ndarray]) -> float:
@@ -70,16 +95,50 @@ def _finite_max(matrices: list[np.ndarray]) -> float:
     return float(max(v.max() for v in values)) if values else math.nan
 
 
-def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFAULT_EPSILON) -> Figure:
-    """Build the grid Figure: one panel per (kind, modality), each AIE [6 categories, L layers]."""
+def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFAULT_EPSILON,
+                    streams: Mapping[str, KindAggregate] | None = None) -> Figure:
+    """Build the grid Figure: one panel per (kind, modality), each AIE [6 categories, L layers]; with
+    ``streams`` (``{kind: KindAggregate}`` over :data:`~spiritlens.aggregates.STREAM_CATEGORIES`) three more
+    panels per kind, one per stream (module docstring)."""
     if scale not in SCALES:
         raise ValueError(f"scale {scale!r} is not one of {', '.join(SCALES)}")
     if not (isinstance(epsilon, (int, float)) and epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
+    kinds, columns = _kinds_in(groups, streams), _columns(groups, streams)
+    rows = [[(kind, title, aggs.get(kind), categories) for title, aggs, categories in columns] for kind in kinds]
+    fig = new_figure(3.4 * len(columns) + 2.2, 1.9 * len(kinds) + 0.7, layout="constrained")
+    title = _draw_panels(fig, rows, scale=scale, epsilon=epsilon)
+    note = _estimate_note(groups, streams)
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
+    return fig
+
+
+def stream_controls_figure(by_control: Mapping[str, KindAggregate], kind: str, *, scale: str = "log",
+                           epsilon: float = DEFAULT_EPSILON, labels: Mapping[str, str] | None = None) -> Figure:
+    """Per-stream panels of one ``kind`` under each prosody control: rows = controls (``by_control``:
+    control name -> its ``"streams"`` aggregate, in order; ``labels``: their titles), columns = HuBERT,
+    pitch, style, one colour scale for all."""
+    if not by_control:
+        raise ValueError("nothing to plot: no aggregates given")
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    rows = [[(kind, f"{(labels or {}).get(control, control)}: {STREAM_LABELS[s]}", agg, stream_panel_categories(s))
+             for s in STREAMS] for control, agg in by_control.items()]
+    fig = new_figure(3.4 * len(STREAMS) + 2.2, 1.9 * len(rows) + 0.7, layout="constrained")
+    title = _draw_panels(fig, rows, scale=scale, epsilon=epsilon)
+    note = estimate_note({m for agg in by_control.values() for m in agg.methods})
+    fig.suptitle(f"{KIND_NAMES[kind]}, per stream, under each prosody control\n{title}" + (f"\n{note}" if note else ""),
+                 fontsize=9)
+    return fig
+
+
+def _draw_panels(fig, rows: list[list[tuple]], *, scale: str, epsilon: float) -> str:
+    """Draw a grid of AIE panels; ``rows[i][j] = (kind, title, KindAggregate or None, categories)``; one
+    colour bar per row (every panel of a row has that row's kind). Returns the scale's title line."""
     from matplotlib.colors import LogNorm, Normalize
 
-    kinds, modalities = _kinds_in(groups), list(groups)
-    matrices = {(k, m): groups[m][k].effect_matrix() for m in modalities for k in kinds if k in groups[m]}
+    matrices = {(i, j): agg.effect_matrix(categories) for i, row in enumerate(rows)
+                for j, (_, _, agg, categories) in enumerate(row) if agg is not None}
     if scale == "log":
         vmax = _finite_max(list(matrices.values()))
         vmax = vmax if vmax > epsilon else 10 * epsilon
@@ -87,41 +146,40 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
         shown = {key: np.where(np.isnan(a), np.nan, np.maximum(a, epsilon)) for key, a in matrices.items()}
         title = f"Average indirect effect over per-prompt effects, log colour scale (AIE clipped at ε = {epsilon:g})"
     else:
-        hidden = [a for (k, _), a in matrices.items() if k == "hidden"]
+        hidden = [a for (i, j), a in matrices.items() if rows[i][j][0] == "hidden"]
         vmax = _finite_max(hidden or list(matrices.values()))
         vmax = vmax if vmax > 0 else 1.0
         norm = Normalize(vmin=0.0, vmax=vmax)
         shown = {key: np.where(np.isnan(a), np.nan, np.clip(a, 0, None)) for key, a in matrices.items()}
         title = "Average indirect effect over per-prompt effects, clip(AIE, 0); colour max = hidden-state max"
 
-    fig = new_figure(3.4 * len(modalities) + 2.2, 1.9 * len(kinds) + 0.7, layout="constrained")
-    axes = fig.subplots(len(kinds), len(modalities), squeeze=False, sharex=True)
-    for i, kind in enumerate(kinds):
+    axes = fig.subplots(len(rows), len(rows[0]), squeeze=False, sharex=True)
+    for i, row in enumerate(rows):
         mesh, flat = None, True
-        for j, modality in enumerate(modalities):
+        for j, (kind, name, agg, categories) in enumerate(row):
             ax = axes[i, j]
             ax.set_facecolor("0.85")  # NaN (empty category) cells stay grey
-            agg = groups[modality].get(kind)
-            name = MODALITY_LABELS.get(modality, modality)
             if agg is None:
                 ax.set_title(f"{name}: no {kind} results", fontsize=8)
                 ax.set_yticks([])
                 continue
-            data = shown[(kind, modality)]
+            data = shown[(i, j)]
             mesh = ax.pcolormesh(data, cmap=KIND_CMAPS[kind], norm=norm)
             flat = flat and agg.no_effect
             if agg.no_effect:
-                ax.text(data.shape[1] / 2, len(CATEGORIES) / 2, NO_EFFECT, ha="center", va="center", fontsize=7,
+                ax.text(data.shape[1] / 2, len(categories) / 2, NO_EFFECT, ha="center", va="center", fontsize=7,
                         color="0.25")
-            for row in np.flatnonzero(np.isnan(data).all(axis=1)):
-                ax.text(data.shape[1] / 2, row + 0.5, "no rows", ha="center", va="center", fontsize=6, color="0.3")
+            for r in np.flatnonzero(np.isnan(data).all(axis=1)):
+                ax.text(data.shape[1] / 2, r + 0.5, "no rows", ha="center", va="center", fontsize=6, color="0.3")
             ax.invert_yaxis()
-            ax.set_yticks(np.arange(len(CATEGORIES)) + 0.5)
-            ax.set_yticklabels([CATEGORY_LABELS[c] for c in CATEGORIES] if j == 0 else [], fontsize=7)
+            ax.set_yticks(np.arange(len(categories)) + 0.5)
+            labelled = j == 0 or categories != row[j - 1][3]  # labels wherever the categories change
+            ax.set_yticklabels([CATEGORY_LABELS[c] for c in categories] if labelled else [], fontsize=7)
             set_layer_ticks(ax, agg.n_layers)
             ax.set_title(f"{name}: {_KIND_TITLES[kind]} (n = {agg.count})", fontsize=8)
-            if i == len(kinds) - 1:
+            if i == len(rows) - 1:
                 ax.set_xlabel("layer" if kind == "hidden" else "layer (centre of window)", fontsize=8)
+        kind = row[0][0]
         if mesh is not None:
             colorbar = fig.colorbar(mesh, ax=list(axes[i]), fraction=0.04, pad=0.02)
             colorbar.ax.tick_params(labelsize=6)
@@ -131,25 +189,37 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
             elif scale == "linear":  # (a log bar's decades are distinct already)
                 ticks = [t for t in colorbar.get_ticks() if mesh.norm.vmin <= t <= mesh.norm.vmax]
                 colorbar.set_ticks(ticks, labels=distinct_labels(ticks))
-    note = _estimate_note(groups)
-    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
-    return fig
+    return title
 
 
 def plot_aie_grid(
-    groups: Groups, path: str | os.PathLike, *, scale: str = "log", epsilon: float = DEFAULT_EPSILON
+    groups: Groups, path: str | os.PathLike, *, scale: str = "log", epsilon: float = DEFAULT_EPSILON,
+    streams: Mapping[str, KindAggregate] | None = None,
 ) -> Path:
-    """Write the AIE grid as a PNG (atomically); ``epsilon`` and ``scale`` go into the PNG text chunks."""
-    fig = aie_grid_figure(groups, scale=scale, epsilon=epsilon)
+    """Write the AIE grid as a PNG (atomically); ``epsilon`` and ``scale`` go into the PNG text chunks;
+    ``streams``: the Expressive per-stream panels (:func:`aie_grid_figure`)."""
+    fig = aie_grid_figure(groups, scale=scale, epsilon=epsilon, streams=streams)
     metadata = {"Title": "spiritlens AIE grid", "scale": scale}
     if scale == "log":
         metadata["epsilon"] = repr(float(epsilon))
     return save_png(fig, path, metadata)
 
 
-def _estimate_note(groups: Groups) -> str:
+def plot_stream_controls(by_control: Mapping[str, KindAggregate], kind: str, path: str | os.PathLike, *,
+                         scale: str = "log", epsilon: float = DEFAULT_EPSILON,
+                         labels: Mapping[str, str] | None = None) -> Path:
+    """Write :func:`stream_controls_figure` as a PNG (atomically)."""
+    fig = stream_controls_figure(by_control, kind, scale=scale, epsilon=epsilon, labels=labels)
+    metadata = {"Title": f"spiritlens per-stream AIE under prosody controls ({kind})", "scale": scale}
+    if scale == "log":
+        metadata["epsilon"] = repr(float(epsilon))
+    return save_png(fig, path, metadata)
+
+
+def _estimate_note(groups: Groups, streams: Mapping[str, KindAggregate] | None = None) -> str:
     """What the panels show when any aggregate holds attribution estimates (:mod:`spiritlens.traces.methods`)."""
-    return estimate_note({m for kinds in groups.values() for agg in kinds.values() for m in agg.methods})
+    aggs = [agg for kinds in groups.values() for agg in kinds.values()] + list((streams or {}).values())
+    return estimate_note({m for agg in aggs for m in agg.methods})
 
 
 def aie_lines_figure(groups: Groups) -> Figure:

@@ -70,15 +70,18 @@ def parse_noise(noise: float | int | str) -> NoiseSpec:
 
 
 def embedding_noise(spec: NoiseSpec, scale: float, *, samples: int, seed: int, subject_range: tuple[int, int],
-                    d_model: int, replace: bool = False, low_score_follows_replace: bool = False):
+                    d_model: int, replace: bool = False, low_score_follows_replace: bool = False,
+                    positions: tuple[int, ...] | None = None):
     """The corruption of a noise rule: :class:`~spiritlens.interventions.corruptions.EmbeddingNoise` of
-    absolute ``scale`` on the subject's positions ``[b, e)`` (uniform for ``u`` rules)."""
+    absolute ``scale`` on the subject's positions ``[b, e)`` (uniform for ``u`` rules), or on the
+    scattered ``positions`` (sorted; ``subject_range`` their first and one past their last)."""
     from spiritlens.interventions.corruptions import EmbeddingNoise
 
     b, e = subject_range
     return EmbeddingNoise(float(scale), samples, seed, int(b), int(e), int(d_model),
                           distribution="uniform" if spec.kind == "uniform" else "normal", replace=replace,
-                          low_score_follows_replace=low_score_follows_replace, rule=spec.text)
+                          low_score_follows_replace=low_score_follows_replace, rule=spec.text,
+                          positions=None if positions is None else tuple(positions))
 
 
 def _embedding_matrix(model) -> torch.Tensor:

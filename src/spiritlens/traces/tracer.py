@@ -37,6 +37,7 @@ from spiritlens.checkpoints.schema import check_samples
 from spiritlens.interventions import AnswerScore, InterventionRun, KIND_SITE, Restore
 from spiritlens.traces.answer import AnswerRule, resolve_answer
 from spiritlens.traces.noise import NoiseSpec, embedding_noise, noise_scale, parse_noise, subject_sigma
+from spiritlens.traces.streams import STREAM_ROW_MODE, check_streams, stream_noise, stream_rows
 from spiritlens.tokens.trace_prompt import Row
 from spiritlens.traces.result import TraceResult
 from spiritlens.traces.expected import warn_if_unexpected
@@ -238,9 +239,11 @@ ROW_MODES = ("auto", "positions", "groups", "mean")
 
 def resolve_row_mode(row_mode: str, has_groups: bool) -> str:
     """``"auto"`` (the default everywhere): ``"groups"`` for a prompt with position groups (a
-    spoken prompt: the speech tokens of each text token restored together), else ``"positions"``."""
-    if row_mode not in ROW_MODES:
-        raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES)}")
+    spoken prompt: the speech tokens of each text token restored together), else ``"positions"``.
+    ``"streams"`` (a spoken Expressive prompt): the subject's groups split by stream
+    (:mod:`spiritlens.traces.streams`)."""
+    if row_mode not in ROW_MODES + (STREAM_ROW_MODE,):
+        raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES + (STREAM_ROW_MODE,))}")
     if row_mode == "auto":
         return "groups" if has_groups else "positions"
     if row_mode != "positions" and not has_groups:
@@ -257,13 +260,15 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
                 occurrence: str = "unique", row_mode: str = "auto", attribute: str | None = None,
                 max_batch_cells: int | None = None, progress: bool | None = None, name: str = "",
                 method: str = "exact", cells: Any = None, verify_top: int | None = None,
-                verify_rank: str = "estimate") -> dict[str, TraceResult]:
+                verify_rank: str = "estimate", noise_streams: Sequence[str] | None = None) -> dict[str, TraceResult]:
     """Trace several kinds of one prompt, sharing its clean and corrupted runs; see :func:`trace`."""
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-    if row_mode not in ROW_MODES:
-        raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES)}")
+    if row_mode not in ROW_MODES + (STREAM_ROW_MODE,):
+        raise ValueError(f"unknown row_mode {row_mode!r}; use one of {', '.join(ROW_MODES + (STREAM_ROW_MODE,))}")
+    if noise_streams is not None:
+        noise_streams = check_streams(noise_streams)
     trace_method(method)
     check_verify_rank(verify_rank)
     if verify_top is not None:
@@ -282,9 +287,17 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
     if spec.needs_sigma and sigma is None and subjects is not None:
         sigma = subject_sigma(model, subjects, modality=prepared.modality)
     row_mode = resolve_row_mode(row_mode, prepared.groups is not None)
+    split = stream_rows(model, prepared) if row_mode == STREAM_ROW_MODE else None
+    corruption = None
+    if noise_streams is not None:  # the subject's positions of these streams only (spiritlens.traces.streams)
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        scale = noise_scale(spec, sigma=sigma, model=model, modality=prepared.modality)
+        corruption = stream_noise(model, prepared, noise_streams, spec, scale, samples=samples, seed=seed,
+                                  replace=replace, low_score_follows_replace=low_score_follows_replace)
     tracer = Tracer(model, prepared, samples=samples, noise=spec, seed=seed, sigma=sigma, replace=replace,
                     low_score_follows_replace=low_score_follows_replace, target=answer,
-                    max_batch_cells=max_batch_cells)
+                    max_batch_cells=max_batch_cells, corruption=corruption)
     bar = None
     if shows_progress(progress):
         from tqdm.auto import tqdm
@@ -300,6 +313,11 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
                                        subject_rows=prepared.group_subject_rows,
                                        ignored_rows=prepared.group_ignored_rows, attribute=attribute,
                                        progress=update, name=name, method=method, cells=chosen)
+            elif split is not None:
+                result = tracer.result(kind, split.rows, window=window, subject_rows=split.subject_rows,
+                                       ignored_rows=split.ignored_rows, attribute=attribute, progress=update,
+                                       name=name, method=method, cells=chosen)
+                result.extra.update(split.record())
             else:
                 result = tracer.result(kind, window=window, attribute=attribute, progress=update, name=name,
                                        method=method, cells=chosen)
@@ -312,6 +330,8 @@ def trace_kinds(model, prompt: Any, subject: str | None = None, *, kinds: Sequen
                 top = top_cells(result, verify_top, magnitudes)
                 exact = tracer.scores(kind, result.rows, window=window, cells=top)
                 result.extra["verification"] = verification_record(result, exact, top, verify_rank)
+            if corruption is not None:
+                result.extra.update(noise_streams=list(noise_streams), noised_positions=list(corruption.positions))
             results[kind] = result
     finally:
         if bar is not None:
@@ -343,7 +363,11 @@ def trace(model, prompt: Any, subject: str | None = None, *, kind: str = "hidden
             target string), see :mod:`spiritlens.traces.answer`; ``subject_range``,
             ``occurrence``; ``row_mode`` (default ``"auto"``: text-token groups for a spoken prompt
             with groups, one row per position otherwise; or ``"positions"``, ``"groups"``,
-            ``"mean"``); ``attribute`` (sets ``correct_prediction``), ``max_batch_cells``,
+            ``"mean"``; ``"streams"`` for a spoken Expressive prompt: the subject's rows split into its
+            HuBERT, pitch and style positions, :mod:`spiritlens.traces.streams`); ``noise_streams``
+            (a spoken Expressive prompt; default None, the subject's range ``[b, e)``): noise only the
+            subject's positions of these streams, e.g. ``("pitch",)``, recorded as ``noise_streams``
+            and ``noised_positions``; ``attribute`` (sets ``correct_prediction``), ``max_batch_cells``,
             ``progress`` (a bar per layer: True, False, or None: only on a terminal, :mod:`spiritlens.progress`), ``name``; ``method`` (``"exact"``, the default; ``"attribution"``: AtP's
             first-order estimate of every cell from one backward pass; ``"attribution_qk"``: with
             AtP*'s QK fix; :mod:`spiritlens.traces.attribution`), recorded in the result;
