@@ -17,6 +17,7 @@ from spiritlens.align.mapping import group_overlapping_tokens
 from spiritlens.align.speech_prompt import SpeechPrompt
 from spiritlens.units.controls import ProsodyControl, apply_control, as_control
 from spiritlens.units.expressive import ExpressiveUnits
+from spiritlens.tokens.trace_prompt import display_tokens
 
 
 def controlled_prompt(model, spoken: SpeechPrompt, control: "ProsodyControl | str",
@@ -32,7 +33,7 @@ def controlled_prompt(model, spoken: SpeechPrompt, control: "ProsodyControl | st
     control = as_control(control)
     vocab = model.vocab
     if not vocab.is_expressive:
-        raise ValueError("prosody controls need SpiritLM Expressive (a vocabulary with [Pi…] and [St…] tokens)")
+        raise ValueError("prosody controls need SpiritLM Expressive (a vocabulary with pitch and style tokens)")
     if spoken.speech_groups is None or not hasattr(spoken.units, "pitch"):
         raise ValueError(f"prosody controls need an Expressive spoken prompt; {spoken.transcript!r} has HuBERT "
                          "units only (made with the Base model?)")
@@ -48,7 +49,7 @@ def controlled_prompt(model, spoken: SpeechPrompt, control: "ProsodyControl | st
     ids, token_map = model.encode([("speech", units)])
     offset = next(p.position for p in token_map.positions if p.kind == "speech")
     return dataclasses.replace(spoken, units=units, speech_groups=groups, input_ids=ids[0].tolist(),
-                               speech_offset=offset)
+                               speech_offset=offset, labels=display_tokens(model, ids[0].tolist()))
 
 
 __all__ = ["controlled_prompt"]

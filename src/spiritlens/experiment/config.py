@@ -107,7 +107,7 @@ class ExperimentConfig:
     crossmodal: bool = field(default=True, metadata={
         "help": "skip the cross-modal analyses (spiritlens crossmodal) of facts kept in both modalities"})
     expressive: bool = field(default=False, metadata={
-        "help": "SpiritLM Expressive (sets --variant spirit-lm-expressive-7b): also trace every S->T prompt with its "
+        "help": f"SpiritLM Expressive (sets --variant {VARIANTS[1]}): also trace every S->T prompt with its "
                 "subject's rows split into HuBERT, pitch and style tokens, under each prosody control"})
     noise_streams: tuple[str, ...] = field(default=STREAMS, metadata={
         "help": "with --expressive: the streams whose subject tokens are noised, comma-separated: hubert,pitch,style"})
@@ -134,8 +134,8 @@ class ExperimentConfig:
         self.accept = tuple(self.accept)
         self.noise_streams = tuple(self.noise_streams)
         self.prosody_controls = CONTROLS if tuple(self.prosody_controls) == ("all",) else tuple(self.prosody_controls)
-        if self.expressive and self.variant == "spirit-lm-base-7b":  # the default: --expressive picks the variant
-            self.variant = "spirit-lm-expressive-7b"
+        if self.expressive and self.variant == VARIANTS[0]:  # the default: --expressive picks the variant
+            self.variant = VARIANTS[1]
         check_settings(self)
 
     @property

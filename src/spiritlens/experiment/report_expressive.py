@@ -27,7 +27,7 @@ from spiritlens.units.controls import CONTROL_LABELS
 _KIND_WORDS = {"hidden": "hidden states", "mlp": "MLP outputs", "attn": "attention outputs"}
 CONTROL_DEFINITIONS = [
     "*pitch flattened*: every 80 ms pitch code set to the utterance's most frequent code (after SpiritLM's "
-    "deduplication, one `[Pi…]` token spanning the whole utterance)",
+    "deduplication, one pitch token spanning the whole utterance)",
     "*pitch shuffled*: the pitch runs (a code and its duration) in a seeded random order: the same codes for the "
     "same time, no longer under the same words",
     "*pitch of another prompt*: the next kept S→T prompt's pitch codes, 80 ms by 80 ms, cut or padded with its "

@@ -61,7 +61,7 @@ def position_streams(model, ids: Sequence[int]) -> list[str | None]:
 
 def _check_expressive(model, prompt: TracePrompt, what: str) -> None:
     if not model.vocab.is_expressive:
-        raise ValueError(f"{what} needs SpiritLM Expressive (a vocabulary with [Pi…] and [St…] tokens)")
+        raise ValueError(f"{what} needs SpiritLM Expressive (a vocabulary with pitch and style tokens)")
     if prompt.groups is None or prompt.group_subject_rows is None:
         raise ValueError(f"{what} needs a spoken prompt whose positions are grouped by text token (a SpeechPrompt)")
 
