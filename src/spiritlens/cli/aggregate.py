@@ -20,7 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from spiritlens.aggregates import MODALITY_LABELS, load_results
+from spiritlens.aggregates import load_results
+from spiritlens.aggregates.aie import group_labels
 from spiritlens.figures.outputs import write_aggregate_outputs
 from spiritlens.figures.grid import DEFAULT_EPSILON
 
@@ -77,9 +78,14 @@ def run(args: argparse.Namespace) -> int:
         f"aggregated {len(results)} results ({excluded} wrong predictions excluded, "
         f"{len(problems)} files skipped) into {out}: {', '.join(written)}"
     )
+    labels = group_labels(by_modality)
     for modality, kinds in by_modality.items():
         for kind, agg in kinds.items():
             ate = "n/a" if agg.count == 0 else f"{agg.ate:.4g}"
-            print(f"  {MODALITY_LABELS.get(modality, modality)} {kind:<6} n={agg.count:<5} ATE {ate:<8} "
-                  f"{agg.describe_peak()}")
+            print(f"  {labels[modality]} {kind:<6} n={agg.count:<5} ATE {ate:<8} {agg.describe_peak()}")
+    if outputs.comparison is not None:
+        from spiritlens.aggregates.compare import comparison_lines
+
+        for line in comparison_lines(outputs.comparison):
+            print(f"  {line}")
     return 0

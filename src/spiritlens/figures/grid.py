@@ -1,8 +1,9 @@
-"""Figure-2-style AIE grids (kinds x modalities, categories x layers) and ROME's line plots.
+"""Figure-2-style AIE grids (groups x kinds, each panel categories x layers) and ROME's line plots.
 
-Input everywhere is ``groups = {modality: {kind: KindAggregate}}`` as returned by
-``spiritlens.aggregates.aggregate_by_modality``; columns follow its modality order (T→T, S→T),
-rows follow ``KINDS`` (hidden, mlp, attn).
+Input everywhere is ``groups = {group: {kind: KindAggregate}}`` as returned by
+``spiritlens.aggregates.aggregate_by_modality``; rows follow its group order, as the paper's Figure 2:
+the backbone's T→T (when the experiment traced one), SpiritLM's T→T, SpiritLM's S→T; columns follow
+``KINDS`` (hidden, mlp, attn). Labels: :func:`spiritlens.aggregates.aie.group_labels`.
 
 What is drawn is the per-prompt AIE (``KindAggregate.effect``: each prompt's rows against its own
 corrupted score, IE within the numerical floor counted as 0, then the mean over prompts;
@@ -16,10 +17,11 @@ Two colour scales for the grids:
   panels, on ``max(AIE, ε)``; AIE ≤ ε shows as the lightest colour. ε is written in the suptitle
   and in the PNG's ``epsilon`` text chunk.
 - ``"linear"`` (ROME's rollup): ``clip(AIE, 0)`` from 0 to the largest hidden-kind AIE (over all
-  modalities), shared by mlp and attn, so those saturate where they exceed it.
+  groups), shared by mlp and attn, so those saturate where they exceed it.
 
-A colour bar whose panels have no effect anywhere shows one tick, "0: no effect". Empty categories
-(no rows in any prompt) are NaN: grey cells marked "no rows".
+Either way a kind has one colour scale across all rows, with one colour bar per kind (column). A colour
+bar whose panels have no effect anywhere shows one tick, "0: no effect". Empty categories (no rows in
+any prompt) are NaN: grey cells marked "no rows".
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spiritlens.aggregates.aie import CATEGORIES, CATEGORY_LABELS, KINDS, MODALITY_LABELS, KindAggregate
+from spiritlens.aggregates.aie import CATEGORIES, CATEGORY_LABELS, KINDS, KindAggregate, group_labels
 from spiritlens.aggregates.ci import ci_formula
 from spiritlens.traces.methods import estimate_note
 from spiritlens.figures._render import (
@@ -94,15 +96,16 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
         shown = {key: np.where(np.isnan(a), np.nan, np.clip(a, 0, None)) for key, a in matrices.items()}
         title = "Average indirect effect over per-prompt effects, clip(AIE, 0); colour max = hidden-state max"
 
-    fig = new_figure(3.4 * len(modalities) + 2.2, 1.9 * len(kinds) + 0.7, layout="constrained")
-    axes = fig.subplots(len(kinds), len(modalities), squeeze=False, sharex=True)
-    for i, kind in enumerate(kinds):
+    labels = group_labels(modalities)
+    fig = new_figure(3.6 * len(kinds) + 1.6, 1.9 * len(modalities) + 0.9, layout="constrained")
+    axes = fig.subplots(len(modalities), len(kinds), squeeze=False, sharex="col")
+    for j, kind in enumerate(kinds):
         mesh, flat = None, True
-        for j, modality in enumerate(modalities):
+        for i, modality in enumerate(modalities):
             ax = axes[i, j]
             ax.set_facecolor("0.85")  # NaN (empty category) cells stay grey
             agg = groups[modality].get(kind)
-            name = MODALITY_LABELS.get(modality, modality)
+            name = labels[modality]
             if agg is None:
                 ax.set_title(f"{name}: no {kind} results", fontsize=8)
                 ax.set_yticks([])
@@ -120,13 +123,13 @@ def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFA
             ax.set_yticklabels([CATEGORY_LABELS[c] for c in CATEGORIES] if j == 0 else [], fontsize=7)
             set_layer_ticks(ax, agg.n_layers)
             ax.set_title(f"{name}: {_KIND_TITLES[kind]} (n = {agg.count})", fontsize=8)
-            if i == len(kinds) - 1:
+            if i == len(modalities) - 1:
                 ax.set_xlabel("layer" if kind == "hidden" else "layer (centre of window)", fontsize=8)
-        if mesh is not None:
-            colorbar = fig.colorbar(mesh, ax=list(axes[i]), fraction=0.04, pad=0.02)
+        if mesh is not None:  # one bar per kind: the same scale in every row
+            colorbar = fig.colorbar(mesh, ax=list(axes[:, j]), fraction=0.05, pad=0.02, aspect=30)
             colorbar.ax.tick_params(labelsize=6)
             colorbar.set_label(f"AIE ({KIND_NAMES[kind]})", fontsize=7)
-            if flat:  # every panel of the row is exactly 0: one value, not a range
+            if flat:  # every panel of the column is exactly 0: one value, not a range
                 one_value_colorbar(colorbar, mesh.norm.vmin, "0: no effect" if scale == "linear" else "≤ ε: no effect")
             elif scale == "linear":  # (a log bar's decades are distinct already)
                 ticks = [t for t in colorbar.get_ticks() if mesh.norm.vmin <= t <= mesh.norm.vmax]
@@ -153,7 +156,8 @@ def _estimate_note(groups: Groups) -> str:
 
 
 def aie_lines_figure(groups: Groups) -> Figure:
-    """ROME's line plots: AIE per layer for each category with a 95% band, rows = modalities, columns = kinds.
+    """ROME's line plots: AIE per layer for each category with a 95% band, rows = groups (as the grid's),
+    columns = kinds.
 
     The per-prompt AIE (``KindAggregate.effect``), unclipped, band ±``KindAggregate.ci`` (the t-interval
     over per-prompt effects, labelled in the legend as :data:`BAND_LABEL`), drawn only where it has a
@@ -161,6 +165,7 @@ def aie_lines_figure(groups: Groups) -> Figure:
     layers; empty categories are left out; the legend is below the panels, outside every axes.
     """
     kinds, modalities = _kinds_in(groups), list(groups)
+    labels = group_labels(modalities)
     fig = new_figure(4.2 * len(kinds), 2.9 * len(modalities) + 0.6, layout="constrained")
     axes = fig.subplots(len(modalities), len(kinds), squeeze=False, sharey="row")
     from matplotlib import colormaps
@@ -170,7 +175,7 @@ def aie_lines_figure(groups: Groups) -> Figure:
         for j, kind in enumerate(kinds):
             ax = axes[i, j]
             agg = groups[modality].get(kind)
-            ax.set_title(f"{MODALITY_LABELS.get(modality, modality)}: AIE of {_KIND_TITLES[kind]}", fontsize=9)
+            ax.set_title(f"{labels[modality]}: AIE of {_KIND_TITLES[kind]}", fontsize=9)
             if agg is None:
                 continue
             layers = np.arange(agg.n_layers)
