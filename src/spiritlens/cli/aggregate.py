@@ -5,7 +5,9 @@ Writes, atomically, into DIR:
 - ``aie.json``: the DESIGN.md contract (see ``spiritlens.aggregates.to_aie_json``);
 - ``aie_<kind>.csv``: AIE per (modality, category) x layer, with row counts;
 - ``aie_grid_log.png`` (log colour scale, AIE clipped at ``--epsilon``), ``aie_grid_linear.png``
-  (ROME's clip at 0, hidden-kind maximum) and ``aie_lines.png`` (ROME's line plots with 95% bands).
+  (ROME's clip at 0, hidden-kind maximum) and ``aie_lines.png`` (ROME's line plots with 95% bands);
+- ``comparison.json`` when the results hold a text-only backbone's (an experiment's ``results/`` with its
+  baseline row): :func:`spiritlens.aggregates.compare.compare_to_backbone`, also printed.
 
 The figures and the summary printed here show the per-prompt AIE (each prompt's rows against its own
 corrupted score, then the mean over prompts) with its 95% t-interval over prompts; a kind whose every

@@ -211,8 +211,6 @@ def check_settings(config: ExperimentConfig) -> None:
         raise ValueError(f"--dtype: {error}") from None
     if config.random_weights and config.toy is not None:
         raise ValueError("--random-weights and --toy exclude each other (random tiny checkpoints, or a trained toy)")
-    if isinstance(config.backbone, str) and config.backbone != NO_BACKBONE:
-        raise ValueError(f"--backbone must be a folder or {NO_BACKBONE!r}, got {config.backbone!r}")
     if config.checkpoints is not None and (config.random_weights or config.toy is not None):
         flag = "--random-weights" if config.random_weights else "--toy"
         raise ValueError(f"{flag} replaces real checkpoints; do not combine it with --checkpoints")

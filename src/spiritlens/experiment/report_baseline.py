@@ -60,9 +60,9 @@ def comparison_findings(comparison: Mapping, by_group: Mapping[str, Mapping] | N
             sentence += (f"SpiritLM T→T keeps more of the backbone's pattern than S→T (higher r) for {_join(more)}, "
                          f"S→T as much or more for {_join(less)}")
         apart = [k for k in both if _apart(_ci(text[k]), _ci(speech[k]))]
-        sentence += (f"; the two bootstrap intervals do not overlap for {_join(apart)}" if apart else
-                     "; the two bootstrap intervals overlap for every kind, so the difference is within the "
-                     "resampling spread of these prompts")
+        sentence += (f"; their two bootstrap intervals do not overlap for {_join(apart)}" if apart else
+                     "; their two bootstrap intervals overlap for every kind: on these prompts the bootstrap does not "
+                     "separate them")
         sentences.append(sentence + ".")
     if by_group:
         sentences += _peak_sentences(by_group)
@@ -130,7 +130,7 @@ def report_section(prep, config, comparison: Mapping | None, by_group: Mapping |
                      f"before the toy SpiritLM was continued from it; its build judged {counts.get('exact')}/"
                      f"{counts.get('total')} greedy answers exact")
     lines += ["", "### How much of the backbone's pattern SpiritLM keeps", "",
-              f"Per kind, the {STATISTIC}; 95% interval: {INTERVAL}"
+              f"The comparison: the {STATISTIC}; 95% interval: {INTERVAL}"
               + ("" if comparison is None else
                  f", {comparison['resamples']} resamples, seed {comparison['seed']}")
               + f" (percentiles {PERCENTILES[0]} and {PERCENTILES[1]}). r near 1: the same categories and layers "
