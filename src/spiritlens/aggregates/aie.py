@@ -23,6 +23,10 @@ Rows before ``b`` (BOS, the modality marker, leading words) and the rows in ``ig
 first_subject and last_subject; ``e = R-1`` puts the same row in first_subsequent and last;
 ``e = R`` (the subject ends the prompt) is an error, where ROME raised IndexError.
 
+Groups (:func:`aggregate_by_modality`): results are aggregated per prompt modality ("text" = T→T,
+"speech" = S→T), except the text-only backbone's (``model_role: "backbone"``, the paper's Figure 2 baseline
+row), which form the group ``"backbone"`` and are never pooled with SpiritLM's.
+
 For one kind, over the kept prompts P (``correct_prediction`` not False; null or absent counts as
 kept, as ROME's notebook does), two averages:
 
@@ -102,6 +106,10 @@ FLOOR_ULPS = 1024  # float32 ulps of the prompt's largest probability under whic
 # A JSON dict with these keys is a trace result; any other JSON (aie.json, manifests, ROME's
 # ``{"correct_prediction": false}`` stubs) is skipped by ``load_results``.
 RESULT_KEYS: tuple[str, ...] = ("scores", "kind", "low_score", "high_score")
+# The group of the text-only backbone's results (``model_role: "backbone"``, written by ``spiritlens experiment``
+# with a backbone): Figure 2's first row. Groups are drawn and listed in GROUPS order.
+BACKBONE = "backbone"
+GROUPS: tuple[str, ...] = (BACKBONE, *MODALITIES)
 
 
 def describe(result: Mapping) -> str:
@@ -209,6 +217,24 @@ def row_effects(parsed: ParsedResult, rows) -> np.ndarray:
     effects = parsed.scores[list(rows)] - parsed.low
     effects[np.abs(effects) <= numerical_floor(parsed)] = 0.0
     return effects
+
+
+def category_effects(parsed: ParsedResult) -> dict[str, np.ndarray]:
+    """Each category's :func:`row_effects` (``[|rows|, L]``) for the categories this prompt has rows in,
+    in ``CATEGORIES`` order."""
+    rows = _category_rows(parsed.scores.shape[0], parsed.b, parsed.e, parsed.ignored)
+    return {name: row_effects(parsed, r) for name, r in rows.items() if r}
+
+
+def prompt_effect_matrix(result: Mapping | ParsedResult) -> np.ndarray:
+    """One prompt's effect per category and layer, ``[6, L]`` (rows in ``CATEGORIES`` order): the mean over
+    its category rows of the IE against its own ``low_score`` (rounding-level IE counted as 0), NaN for a
+    category without rows. The per-prompt AIE (``KindAggregate.effect``) is the mean of these over prompts."""
+    parsed = result if isinstance(result, ParsedResult) else parse_result(result)
+    matrix = np.full((len(CATEGORIES), parsed.scores.shape[1]), np.nan)
+    for name, effects in category_effects(parsed).items():
+        matrix[CATEGORIES.index(name)] = effects.mean(axis=0)
+    return matrix
 
 
 def _category_rows(n_rows: int, b: int, e: int, ignored: frozenset[int]) -> dict[str, list[int]]:
@@ -411,10 +437,9 @@ def _aggregate(results: list[Mapping], kind: str, categories: tuple[str, ...]) -
         for name, rows in rows_of.items():
             pooled[name].extend(parsed.scores[r] for r in rows)
             lows[name].extend(parsed.low for _ in rows)
-            if rows:
-                effects = row_effects(parsed, rows)  # [|rows|, L], rounding-level IE set to 0
-                no_effect = no_effect and not effects.any()
-                per_prompt[name].append(effects.mean(axis=0))
+        for name, effects in category_effects(parsed).items():  # [|rows|, L], rounding-level IE set to 0
+            no_effect = no_effect and not effects.any()
+            per_prompt[name].append(effects.mean(axis=0))
     mean, ci, row_ie, effect = {}, {}, {}, {}
     for name, rows in pooled.items():
         if rows:
@@ -456,16 +481,48 @@ def aggregate_all(results: Iterable[Mapping]) -> dict[str, KindAggregate]:
     return {kind: aggregate(results, kind) for kind in KINDS if kind in present}
 
 
+def result_group(result: Mapping) -> str:
+    """The group a result is aggregated in: :data:`BACKBONE` for the text-only backbone's results
+    (``model_role: "backbone"``), else its prompt modality ("text" = T→T, "speech" = S→T)."""
+    if result.get("model_role") == BACKBONE:
+        return BACKBONE
+    return result.get("modality") or "text"
+
+
+def split_backbone(results: Iterable[Mapping]) -> tuple[list[Mapping], list[Mapping]]:
+    """``(the backbone's results, the others)``: the two models are never pooled."""
+    backbone, others = [], []
+    for result in results:
+        (backbone if result_group(result) == BACKBONE else others).append(result)
+    return backbone, others
+
+
+def group_labels(groups: Iterable[str]) -> dict[str, str]:
+    """Figure and report labels of aggregate groups: "T→T", "S→T"; with a backbone group present,
+    "backbone T→T", "SpiritLM T→T", "SpiritLM S→T" (Figure 2's three rows)."""
+    groups = list(groups)
+    if BACKBONE not in groups:
+        return {g: MODALITY_LABELS.get(g, g) for g in groups}
+    return {g: "backbone T→T" if g == BACKBONE else f"SpiritLM {MODALITY_LABELS.get(g, g)}" for g in groups}
+
+
 def aggregate_by_modality(results: Iterable[Mapping]) -> dict[str, dict[str, KindAggregate]]:
-    """``{modality: {kind: KindAggregate}}`` for the modalities present ("text" = T→T, "speech" = S→T)."""
+    """``{group: {kind: KindAggregate}}`` for the groups present, in :data:`GROUPS` order: the backbone's
+    T→T results (:func:`result_group`: ``model_role: "backbone"``) as ``"backbone"``, then each modality
+    of the other results ("text" = T→T, "speech" = S→T). ValueError for an unknown modality, or a backbone
+    result that is not text."""
     results = list(results)
     groups: dict[str, list[Mapping]] = {}
     for result in results:
-        groups.setdefault(result.get("modality") or "text", []).append(result)
-    unknown = sorted(set(groups) - set(MODALITIES), key=str)
+        group = result_group(result)
+        if group == BACKBONE and (result.get("modality") or "text") != "text":
+            raise ValueError(f"result {describe(result)}: a backbone result must be text, got modality "
+                             f"{result.get('modality')!r} (the backbone is a text-only model)")
+        groups.setdefault(group, []).append(result)
+    unknown = sorted(set(groups) - set(GROUPS), key=str)
     if unknown:
         raise ValueError(f"unknown modality {unknown[0]!r} (expected one of {', '.join(MODALITIES)})")
-    return {modality: aggregate_all(groups[modality]) for modality in MODALITIES if modality in groups}
+    return {group: aggregate_all(groups[group]) for group in GROUPS if group in groups}
 
 
 def _json_floats(values: np.ndarray | float) -> list[float | None] | float | None:
@@ -508,8 +565,9 @@ def to_aie_json(
     draw), ``ci95`` (its 95% half-widths, :mod:`spiritlens.aggregates.ci`), ``prompt_counts`` (prompts per
     category), ``no_effect`` (every IE within the numerical floor), ``row_ie``
     (each row's IE against its own prompt's low score, :class:`KindAggregate`), ``excluded``,
-    ``n_layers``, ``modality``; and, when ``by_modality`` holds more than one modality,
-    ``by_modality: {modality: <the same fields for that modality alone>}``.
+    ``n_layers``, ``modality``; and, when ``by_modality`` holds more than one group,
+    ``by_modality: {group: <the same fields for that group alone>}`` (groups: "text", "speech", and
+    "backbone" for the text-only backbone's T→T results, :func:`aggregate_by_modality`).
     """
     document = {}
     for kind, agg in aggregates.items():

@@ -5,7 +5,9 @@ Writes, atomically, into DIR:
 - ``aie.json``: the DESIGN.md contract (see ``spiritlens.aggregates.to_aie_json``);
 - ``aie_<kind>.csv``: AIE per (modality, category) x layer, with row counts;
 - ``aie_grid_log.png`` (log colour scale, AIE clipped at ``--epsilon``), ``aie_grid_linear.png``
-  (ROME's clip at 0, hidden-kind maximum) and ``aie_lines.png`` (ROME's line plots with 95% bands).
+  (ROME's clip at 0, hidden-kind maximum) and ``aie_lines.png`` (ROME's line plots with 95% bands);
+- ``comparison.json`` when the results hold a text-only backbone's (an experiment's ``results/`` with its
+  baseline row): :func:`spiritlens.aggregates.compare.compare_to_backbone`, also printed.
 
 The figures and the summary printed here show the per-prompt AIE (each prompt's rows against its own
 corrupted score, then the mean over prompts) with its 95% t-interval over prompts; a kind whose every
@@ -20,7 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from spiritlens.aggregates import MODALITY_LABELS, load_results
+from spiritlens.aggregates import load_results
+from spiritlens.aggregates.aie import group_labels
 from spiritlens.figures.outputs import write_aggregate_outputs
 from spiritlens.figures.grid import DEFAULT_EPSILON
 
@@ -77,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
         f"aggregated {len(results)} results ({excluded} wrong predictions excluded, "
         f"{len(problems)} files skipped) into {out}: {', '.join(written)}"
     )
+    labels = group_labels(by_modality)
     for modality, kinds in by_modality.items():
         for kind, agg in kinds.items():
             ate = "n/a" if agg.count == 0 else f"{agg.ate:.4g}"
-            print(f"  {MODALITY_LABELS.get(modality, modality)} {kind:<6} n={agg.count:<5} ATE {ate:<8} "
-                  f"{agg.describe_peak()}")
+            print(f"  {labels[modality]} {kind:<6} n={agg.count:<5} ATE {ate:<8} {agg.describe_peak()}")
+    if outputs.comparison is not None:
+        from spiritlens.aggregates.compare import comparison_lines
+
+        for line in comparison_lines(outputs.comparison):
+            print(f"  {line}")
     return 0

@@ -22,6 +22,8 @@ from spiritlens.units.controls import CONTROLS
 from spiritlens.traces.window import WINDOW_RULE, default_window  # the engine's default window, scaled to the depth
 from spiritlens.models.spiritlm.tree import variant_dir
 
+NO_BACKBONE = "none"  # --backbone none: no baseline row
+
 __all__ = ["DIRECTIONS", "DIRECTION_MODALITY", "WINDOW_RULE", "ExperimentConfig", "check_environment", "check_settings",
            "default_window"]
 
@@ -43,9 +45,12 @@ class ExperimentConfig:
     ``window``: None scales ROME's 10 to the model's depth (:func:`default_window`). ``crossmodal``:
     after tracing, run :func:`spiritlens.experiment.crossmodal.run_experiment_dir` on the facts kept in both
     Known-t2t and Known-s2t and add its section to the report. ``expressive``: SpiritLM Expressive
-    (the variant becomes ``spirit-lm-expressive-7b``); after tracing, every kept S->T prompt is traced again
+    (the variant becomes its Expressive variant); after tracing, every kept S->T prompt is traced again
     with its subject's rows split by stream and the subject's ``noise_streams`` noised, under each of the
     ``prosody_controls`` (:mod:`spiritlens.experiment.expressive`), and the report gains its section.
+    ``backbone``: the text-only Llama-2 folder SpiritLM was trained from, or ``"none"``; None: the embedded
+    toy's backbone (or the tiny random one), and no baseline with real checkpoints
+    (:mod:`spiritlens.experiment.baseline`).
     """
 
     out: Path = field(metadata={"help": "output folder (resumable: rerun to continue)"})
@@ -104,6 +109,10 @@ class ExperimentConfig:
         "choices": VERIFY_RANKS, "help": "which cells --verify-top takes: the largest estimated effects (estimate) "
                                          "or the largest GradDrop magnitudes (graddrop, one backward per layer)"})
     sample_figures: int = field(default=3, metadata={"help": "prompts per direction with heatmaps in the report"})
+    backbone: Path | str | None = field(default=None, metadata={
+        "help": "the text-only backbone SpiritLM was built from (a Hugging Face Llama-2 folder, meta-llama/"
+                "Llama-2-7b-hf's layout), filtered and traced T->T as the paper's baseline row; 'none': no baseline "
+                "(default: the toy's backbone when embedded, none with real checkpoints)"})
     crossmodal: bool = field(default=True, metadata={
         "help": "skip the cross-modal analyses (spiritlens crossmodal) of facts kept in both modalities"})
     expressive: bool = field(default=False, metadata={
@@ -124,7 +133,8 @@ class ExperimentConfig:
     def __post_init__(self):
         self.out = Path(self.out)
         for key in _PATHS:
-            if getattr(self, key) is not None and not (key == "aligner" and self.aligner == POCKETSPHINX):
+            if getattr(self, key) is not None and not (key == "aligner" and self.aligner == POCKETSPHINX) \
+                    and not (key == "backbone" and self.backbone == NO_BACKBONE):
                 setattr(self, key, Path(getattr(self, key)))
         # No checkpoints named anywhere: the embedded default (the toy, or tiny random weights).
         self.embedded = bool(self.random_weights or self.toy is not None or (
@@ -157,7 +167,7 @@ class ExperimentConfig:
         return data
 
 
-_PATHS = ("checkpoints", "model", "speech_tokenizer", "aligner", "known", "toy")
+_PATHS = ("checkpoints", "model", "speech_tokenizer", "aligner", "known", "toy", "backbone")
 
 
 def _int(config, name: str, flag: str, minimum: int, *, optional: bool = False) -> None:
@@ -262,13 +272,20 @@ def check_environment(config: ExperimentConfig) -> None:
     if config.aligner not in (None, POCKETSPHINX) and not config.aligner.is_dir():
         raise FileNotFoundError(f"--aligner {str(config.aligner)!r}: no such directory (a character CTC model "
                                 f"directory, e.g. a local copy of facebook/hubert-large-ls960-ft, or {POCKETSPHINX!r})")
+    if isinstance(config.backbone, Path):
+        check_backbone_dir(config.backbone)
     if config.toy is not None:
         from spiritlens.synthetic.toy.cache import read_manifest
 
         try:
             read_manifest(config.toy)
+            if config.backbone is None:  # the baseline row's default: the toy's own backbone
+                from spiritlens.synthetic.toy.cache import backbone_dir
+
+                backbone_dir(config.toy)
         except ValueError as error:
-            raise ValueError(f"--toy: {error}") from None
+            raise ValueError(f"--toy: {error}" + (f" (or pass --backbone {NO_BACKBONE})" if "backbone" in str(error)
+                                                  else "")) from None
     if config.embedded and not config.random_weights:
         if config.toy is None and config.variant != VARIANTS[0]:
             flag = "--expressive" if config.expressive else f"--variant {config.variant!r}"
@@ -318,3 +335,26 @@ def check_environment(config: ExperimentConfig) -> None:
         check_device(config.device)
     except ValueError as error:
         raise ValueError(f"--device {error}") from None
+
+
+def check_backbone_dir(path: Path, flag: str = "--backbone") -> None:
+    """A ``--backbone`` folder is a text-only Llama checkpoint: config, weights and tokenizer present, and
+    the model family :mod:`spiritlens.models.llama` (a SpiritLM folder is refused). FileNotFoundError /
+    ValueError naming the flag; the weights are checked against the config when it is loaded."""
+    from spiritlens.checkpoints.tree import check_model_dir
+    from spiritlens.checkpoints.validate import read_config
+    from spiritlens.models import detect_family
+    from spiritlens.tokens.llama import SlowLlamaTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{flag} {str(path)!r}: no such directory (a Hugging Face Llama-2 folder, "
+                                f"meta-llama/Llama-2-7b-hf's layout, or {NO_BACKBONE!r})")
+    try:
+        check_model_dir(path)
+        family = detect_family(path, read_config(path),
+                               SlowLlamaTokenizer.from_pretrained(path, add_bos_token=True, add_eos_token=False))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{flag}: {error}") from None
+    if family.name != "llama":
+        raise ValueError(f"{flag} {str(path)!r} is a {family.label} checkpoint, not the text-only Llama-2 backbone")

@@ -32,6 +32,9 @@ class PreparedRun:
     maps a modality (``text``/``speech``) to the noise scale sigma (None when not needed).
     ``fingerprint``: the model part of this run's run keys (:func:`run_fingerprint`), computed by the
     prepare stage of this invocation; ``recomputed``: what prepare did not reuse, and why (one line each).
+    ``backbone``: the baseline's own record (:func:`spiritlens.experiment.baseline.prepare_backbone`:
+    ``model_dir``, ``dtype``, ``fingerprint``, ``n_layers``, ``window``, ``window_rule``, ``kept``, ``filter``,
+    ``answers``, ``sigma``), or None without a backbone.
     """
 
     config: dict
@@ -62,6 +65,7 @@ class PreparedRun:
     fingerprint: dict = field(default_factory=dict)
     recomputed: list[str] = field(default_factory=list)
     prepare_seconds: float | None = None
+    backbone: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,9 +114,9 @@ class PreparedRun:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{source}: field {name!r} must be a JSON integer, got {type(value).__name__}")
         for modality, value in data.get("sigma", {}).items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value <= 0):
-                raise ValueError(f"{source}: sigma[{modality!r}] must be a finite number > 0 or null, got {value!r}")
+            _check_sigma(value, f"{source}: sigma[{modality!r}]")
+        if data.get("backbone") is not None:
+            _check_backbone(data["backbone"], data["records"], source)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
@@ -133,6 +137,8 @@ class PreparedRun:
         prep = cls.from_dict(read_json(path, "prepare manifest"), str(path))
         old_out = Path(prep.config.get("out") or run_dir)
         prep.model_dir = _rebase(prep.model_dir, old_out, run_dir)
+        if prep.backbone is not None:  # --random-weights writes it under out/checkpoints
+            prep.backbone["model_dir"] = _rebase(prep.backbone["model_dir"], old_out, run_dir)
         prep.speech_tokenizer = _rebase(prep.speech_tokenizer, old_out, run_dir)
         if prep.aligner != POCKETSPHINX:  # a backend name, not a path
             prep.aligner = _rebase(prep.aligner, old_out, run_dir)
@@ -142,6 +148,30 @@ class PreparedRun:
                 raise ValueError(f"{path}: audio[{known_id!r}] {audio!r} is outside the run folder {run_dir} (the "
                                  "experiment writes its audio into speech/ there; not read)")
         return prep
+
+
+def _check_sigma(value, where: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{where} must be a finite number > 0 or null, got {value!r}")
+
+
+def _check_backbone(backbone: Any, records: dict, source: str) -> None:
+    """``prep.backbone``'s fields and types (ValueError naming the first bad one)."""
+    if not isinstance(backbone, dict):
+        raise ValueError(f"{source}: field 'backbone' must be a JSON object or null, got {type(backbone).__name__}")
+    expected = {"model_dir": str, "dtype": str, "fingerprint": dict, "n_layers": int, "window": int, "kept": list,
+                "answers": dict, "filter": dict}
+    for name, kind in expected.items():
+        value = backbone.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{source}: backbone[{name!r}] must be a JSON {kind.__name__}, got "
+                             f"{type(value).__name__}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and str(i) in records for i in backbone["kept"]):
+        raise ValueError(f"{source}: backbone['kept'] must list Known ids of its records")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in backbone["answers"].values()):
+        raise ValueError(f"{source}: backbone['answers'] must map Known ids to token ids")
+    _check_sigma(backbone.get("sigma"), f"{source}: backbone['sigma']")
 
 
 def run_fingerprint(prep: PreparedRun, device_kind: str) -> dict:
@@ -155,6 +185,17 @@ def run_fingerprint(prep: PreparedRun, device_kind: str) -> dict:
     return {"weights": folder_digest(prep.model_dir),
             "speech_tokenizer": folder_digest(speech) if speech and Path(speech).is_dir() else None,
             "aligner": aligner_digest(prep.aligner), "dtype": prep.dtype, "device": device_kind}
+
+
+def free_memory(device) -> None:
+    """Collect garbage and, on a CUDA ``device``, return PyTorch's cached blocks (after dropping a model)."""
+    import gc
+
+    gc.collect()
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -189,9 +230,10 @@ class RunModels:
     """
 
     def __init__(self, prep: PreparedRun, *, dtype: str = "float32", device: str | None = None,
-                 mapping: str = "exact"):
+                 mapping: str = "exact", before_load=None):
         self.prep = prep
         self.dtype, self.device, self.mapping = dtype, device, mapping
+        self.before_load = before_load  # called before the model loads (the experiment releases the backbone)
         self._model = None
         self._aligner = None
 
@@ -209,10 +251,18 @@ class RunModels:
 
         return run_fingerprint(self.prep, device_kind(self.resolved_device()))
 
+    def release(self) -> None:
+        """Drop the model (reloaded on next use; on CUDA its cached memory is freed too)."""
+        if self._model is not None:
+            device, self._model = self._model.device, None
+            free_memory(device)
+
     def model(self):
         if self._model is None:
             from spiritlens.model import HookedSpeechLM
 
+            if self.before_load is not None:
+                self.before_load()
             self._model = HookedSpeechLM.from_pretrained(Path(self.prep.model_dir), dtype=self.dtype,  # family detected
                                                          device=self.resolved_device(),
                                                          speech_tokenizer=self.prep.speech_tokenizer)

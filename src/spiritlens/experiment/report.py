@@ -55,8 +55,11 @@ DEFINITIONS = [
 
 
 def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
-    """Aggregate every result under ``results/``, draw the figures, write ``report.md``; its path."""
-    from spiritlens.aggregates import MODALITY_LABELS, load_results
+    """Aggregate every result under ``results/``, draw the figures, write ``report.md``; its path. With a
+    backbone, ``summary["comparison"]`` receives the comparison (``aggregate/comparison.json``'s document)."""
+    from spiritlens.aggregates import load_results
+    from spiritlens.aggregates.aie import group_labels
+    from spiritlens.experiment.report_baseline import report_section as baseline_section
     from spiritlens.figures.outputs import write_aggregate_outputs
 
     out, config = experiment.out, experiment.config
@@ -114,6 +117,7 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
     lines += alignment_section(results)
     lines += ["## Average indirect effects", ""]
     by_modality: dict = {}
+    outputs = None
     if results:
         try:
             outputs = write_aggregate_outputs(results, out / "aggregate")
@@ -124,21 +128,27 @@ def write_report(experiment, prep: PreparedRun, summary: dict) -> Path:
             lines += ["### What the traces show", ""]
             for paragraph in findings(outputs.by_modality):
                 lines += [paragraph, ""]
+            labels = group_labels(outputs.by_modality)
             lines += ["| modality | kind | prompts | ATE | AIE (per-prompt effects, 95% CI) |", "|---|---|---|---|---|"]
             for modality, kinds in outputs.by_modality.items():
                 for kind, agg in kinds.items():
-                    label = MODALITY_LABELS.get(modality, modality)
-                    lines.append(f"| {label} | {kind} | {agg.count} | {_num(agg.ate)} | {agg.describe_peak()} |")
+                    lines.append(f"| {labels[modality]} | {kind} | {agg.count} | {_num(agg.ate)} | "
+                                 f"{agg.describe_peak()} |")
             lines += ["", "Tables: " + ", ".join(f"[`{n}`](aggregate/{n})" for n in outputs.written if not n.endswith(".png")),
                       "", "![AIE, log scale](aggregate/aie_grid_log.png)", "",
                       "![AIE, linear](aggregate/aie_grid_linear.png)", "",
                       "![AIE lines](aggregate/aie_lines.png)", "",
+                      *(["Rows, as the paper's Figure 2: the backbone's T→T, SpiritLM's T→T, SpiritLM's S→T, each over "
+                         "the prompts that model kept; one colour scale per kind across the rows.", ""]
+                        if "backbone" in outputs.by_modality else []),
                       "The figures draw each category's AIE as the mean over prompts of the prompt's own effect "
                       "(its category rows against its own corrupted score); in the line plots the shaded band is the "
                       f"95% confidence interval of that mean, {ci_formula('prompts')}, drawn where it has a width.",
                       ""]
     else:
         lines.append("No results to aggregate.")
+    summary["comparison"] = None if outputs is None else outputs.comparison
+    lines += baseline_section(prep, config, summary["comparison"], None if outputs is None else outputs.by_modality)
     if summary.get("crossmodal") is not None:
         from spiritlens.experiment.report_crossmodal import report_section
 
@@ -290,18 +300,18 @@ def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
     mean p(answer) clean and corrupted and the ATE; per kind where the largest AIE lies, the largest
     at a subject token against the largest after the subject in the first half of the layers (where
     ROME finds the early site), and whether the subject site leads."""
-    from spiritlens.aggregates import CATEGORIES, MODALITY_LABELS
+    from spiritlens.aggregates import CATEGORIES
+    from spiritlens.aggregates.aie import FLOOR_ULPS, group_labels
 
     paragraphs = []
-    from spiritlens.aggregates.aie import FLOOR_ULPS
-
+    labels = group_labels(by_modality)
     for modality, kinds in by_modality.items():
         sentences: list[str] = []
         paragraphs.append(sentences)
         if not kinds:
             continue
         first = next(iter(kinds.values()))
-        label = MODALITY_LABELS.get(modality, modality)
+        label = labels[modality]
         if first.count == 0:
             sentences.append(f"{label}: no kept prompts.")
             continue

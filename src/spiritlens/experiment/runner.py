@@ -42,6 +42,15 @@ from spiritlens.experiment.config import (
 )
 from spiritlens.data.filtering import filter_known, known_prompt
 from spiritlens.experiment.crossmodal import run_experiment_dir
+from spiritlens.experiment.baseline import (
+    BACKBONE_DIRECTION,
+    backbone_items,
+    backbone_result_key,
+    backbone_summary,
+    backbone_trace_inputs,
+    prepare_backbone,
+    release_backbone,
+)
 from spiritlens.traces.attribution import CONFIRM_RULE
 from spiritlens.experiment.prepared import PreparedRun, RunModels
 from spiritlens.traces.noise import parse_noise
@@ -60,6 +69,7 @@ class Experiment:
         self.out = Path(config.out)
         self.rank, self.world = distributed.rank_and_world()
         self._models: RunModels | None = None
+        self._backbone = None  # the baseline's model (spiritlens.experiment.baseline.BackboneModel)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -74,7 +84,7 @@ class Experiment:
         if self._models is None or self._models.prep is not prep:
             previous = self._models
             self._models = RunModels(prep, dtype=prep.dtype, device=self.config.device,
-                                     mapping=self.config.mapping)
+                                     mapping=self.config.mapping, before_load=lambda: release_backbone(self))
             if previous is not None and previous.prep.model_dir == prep.model_dir:
                 self._models._model, self._models._aligner = previous._model, previous._aligner
         return self._models
@@ -209,6 +219,7 @@ class Experiment:
                 sigma["speech"] = sigma["text"] if config.speech_sigma == "text" else \
                     self._speech_sigma(prep, kept, skipped, cache_dir=out / "sigma")
         prep.sigma = sigma
+        prep.backbone = prepare_backbone(self, prep, records, [r.subject for r in dataset.records])
         prep.prepare_seconds = round(time.time() - started, 1)
         prep.save(out)
         return prep
@@ -232,8 +243,10 @@ class Experiment:
                              notes=prep.recomputed) if lists else None
 
     def work_items(self, prep: PreparedRun) -> list[tuple[str, int]]:
-        """Every (modality, known_id) to trace, in a fixed order shared by all ranks."""
-        return [(modality, kid) for modality in self.config.modalities for kid in prep.kept.get(modality, [])]
+        """Every (direction, known_id) to trace, in a fixed order shared by all ranks: the backbone's
+        (``backbone_t2t``, :mod:`spiritlens.experiment.baseline`), then each direction's."""
+        return backbone_items(prep) + [(modality, kid) for modality in self.config.modalities
+                                       for kid in prep.kept.get(modality, [])]
 
     def result_key(self, prep: PreparedRun, modality: str, known_id: int) -> dict:
         """The run key (:mod:`spiritlens.runkey`) of the results of ``(modality, known_id)``, whatever
@@ -241,7 +254,10 @@ class Experiment:
         aligner), the method (with ``--verify-top``/``--verify-rank`` as options), the noise rule, the
         sigma and where it came from, samples, seed, window, and the row: prompt, subject and judged
         answer, and for S->T the audio's SHA-256, mapping and row mode. Recorded in each result; a
-        result of another key is recomputed."""
+        result of another key is recomputed. The backbone's items have its own key
+        (:func:`~spiritlens.experiment.baseline.backbone_result_key`)."""
+        if modality == BACKBONE_DIRECTION:
+            return backbone_result_key(self, prep, known_id)
         config, record = self.config, prep.records[str(known_id)]
         spoken = modality != "t2t"
         base = {k: v for k, v in prep.fingerprint.items() if spoken or k not in ("speech_tokenizer", "aligner")}
@@ -335,28 +351,37 @@ class Experiment:
         bar.close()
         return status
 
+    def _trace_inputs(self, prep: PreparedRun, modality: str, known_id: int) -> dict:
+        """What tracing one work item takes: ``model``, ``prompt``, ``subject``, ``row_mode``, ``sigma``,
+        ``window``, ``judged`` (the filter's first answer token) and ``extra`` (fields recorded with its results)."""
+        if modality == BACKBONE_DIRECTION:
+            return backbone_trace_inputs(self, prep, known_id)
+        config, record, models = self.config, prep.records[str(known_id)], self.models(prep)
+        spoken = modality != "t2t"
+        model = models.model()
+        return {"model": model, "prompt": models.speech_prompt(known_id) if spoken else record["prompt"],
+                "subject": None if spoken else record["subject"], "row_mode": config.row_mode if spoken else "auto",
+                "sigma": prep.sigma["speech" if spoken else "text"], "window": prep.window,
+                "judged": prep.answers.get(modality, {}).get(str(known_id)),
+                "extra": {"experiment_modality": modality, "sigma_modality": DIRECTION_MODALITY[modality]
+                          if not spoken or config.speech_sigma == "speech" else "text"}}
+
     def _trace_item(self, prep: PreparedRun, modality: str, known_id: int, kinds: list[str]) -> None:
         from spiritlens.traces import trace_kinds
         from spiritlens.traces.answer import generated_answer
 
-        config, model = self.config, self.models(prep).model()
-        record = prep.records[str(known_id)]
-        if modality == "t2t":
-            prompt, subject, row_mode, sigma = record["prompt"], record["subject"], "auto", prep.sigma["text"]
-        else:
-            prompt, subject, row_mode, sigma = self.models(prep).speech_prompt(known_id), None, config.row_mode, \
-                prep.sigma["speech"]
-        judged = prep.answers.get(modality, {}).get(str(known_id))
+        config, record = self.config, prep.records[str(known_id)]
+        item = self._trace_inputs(prep, modality, known_id)
+        model, judged = item["model"], item["judged"]
         target = None if judged is None else generated_answer(model, judged)  # the token the filter judged
-        results = trace_kinds(model, prompt, subject, kinds=kinds, samples=config.samples, noise=config.noise,
-                              seed=config.seed, window=prep.window, sigma=sigma, row_mode=row_mode,
-                              target=target, max_batch_cells=config.max_batch_cells, name=f"{modality}_{known_id}",
-                              method=self.trace_method, verify_top=config.verify_top,
+        results = trace_kinds(model, item["prompt"], item["subject"], kinds=kinds, samples=config.samples,
+                              noise=config.noise, seed=config.seed, window=item["window"], sigma=item["sigma"],
+                              row_mode=item["row_mode"], target=target, max_batch_cells=config.max_batch_cells,
+                              name=f"{modality}_{known_id}", method=self.trace_method, verify_top=config.verify_top,
                               verify_rank=config.verify_rank)
         for kind, result in results.items():
             result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
-                                experiment_modality=modality, sigma_modality=DIRECTION_MODALITY[modality]
-                                if modality == "t2t" or config.speech_sigma == "speech" else "text")
+                                **item["extra"])
             result.save(self.result_path(modality, known_id, kind), run_key=self.result_key(prep, modality, known_id))
 
     def merge(self, prep: PreparedRun) -> dict:
@@ -376,6 +401,7 @@ class Experiment:
             "already_done": sum(len(s["already_done"]) for s in statuses),
             "failed": [f for s in statuses for f in s["failed"]],
         }
+        summary["backbone"] = backbone_summary(prep)
         summary["screen"] = self._screen_summary(prep)
         summary["crossmodal"] = self._crossmodal(prep)
         if self.config.expressive:
@@ -478,6 +504,15 @@ def print_summary(summary: dict) -> None:
         counts = ", ".join(f"{kind} {c}/{n}" for kind, (c, n) in screen["confirmed_of_verified"].items())
         print(f"screen {screen['screen']}: exact trace confirmed {counts} of the top-{screen['verify_top']} "
               f"screened cells ({screen['confirm_rule']})")
+    backbone = summary.get("backbone")
+    if backbone is not None:
+        print(f"backbone (baseline row): {backbone['model_dir']}; Known-t2t kept {len(backbone['kept'])}; "
+              f"window {backbone['window']}; sigma " + ("–" if backbone["sigma"] is None else f"{backbone['sigma']:.4g}"))
+    if summary.get("comparison") is not None:
+        from spiritlens.aggregates.compare import comparison_lines
+
+        for line in comparison_lines(summary["comparison"]):
+            print(f"  {line}")
     crossmodal = summary.get("crossmodal")
     if crossmodal is not None:
         print(f"cross-modal analyses: not written ({crossmodal['error']})" if "error" in crossmodal else

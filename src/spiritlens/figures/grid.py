@@ -1,8 +1,9 @@
-"""Figure-2-style AIE grids (kinds x modalities, categories x layers) and ROME's line plots.
+"""Figure-2-style AIE grids (groups x kinds, each panel categories x layers) and ROME's line plots.
 
-Input everywhere is ``groups = {modality: {kind: KindAggregate}}`` as returned by
-``spiritlens.aggregates.aggregate_by_modality``; columns follow its modality order (T→T, S→T),
-rows follow ``KINDS`` (hidden, mlp, attn).
+Input everywhere is ``groups = {group: {kind: KindAggregate}}`` as returned by
+``spiritlens.aggregates.aggregate_by_modality``; rows follow its group order, as the paper's Figure 2:
+the backbone's T→T (when the experiment traced one), SpiritLM's T→T, SpiritLM's S→T; columns follow
+``KINDS`` (hidden, mlp, attn). Labels: :func:`spiritlens.aggregates.aie.group_labels`.
 
 What is drawn is the per-prompt AIE (``KindAggregate.effect``: each prompt's rows against its own
 corrupted score, IE within the numerical floor counted as 0, then the mean over prompts;
@@ -16,17 +17,18 @@ Two colour scales for the grids:
   panels, on ``max(AIE, ε)``; AIE ≤ ε shows as the lightest colour. ε is written in the suptitle
   and in the PNG's ``epsilon`` text chunk.
 - ``"linear"`` (ROME's rollup): ``clip(AIE, 0)`` from 0 to the largest hidden-kind AIE (over all
-  modalities), shared by mlp and attn, so those saturate where they exceed it.
+  groups), shared by mlp and attn, so those saturate where they exceed it.
 
-A colour bar whose panels have no effect anywhere shows one tick, "0: no effect". Empty categories
-(no rows in any prompt) are NaN: grey cells marked "no rows".
+Either way a kind has one colour scale across all rows, with one colour bar per kind (column). A colour
+bar whose panels have no effect anywhere shows one tick, "0: no effect". Empty categories (no rows in
+any prompt) are NaN: grey cells marked "no rows".
 
 **SpiritLM Expressive, per stream** (``streams=``: ``{kind: KindAggregate}`` of results traced with
 ``row_mode="streams"``, :func:`spiritlens.aggregates.aggregate_streams`): the grid gets three more
-panels per kind, "S→T Expressive: HuBERT", "…: pitch", "…: style", each with the subject categories of
-that stream ("First subject token / pitch", ...) and the three unsplit categories after the subject,
-on the same colour scale as the other panels. :func:`stream_controls_figure` draws the same per-stream
-panels for one kind under each prosody control (rows: controls).
+rows, "S→T Expressive: HuBERT", "…: pitch", "…: style", each with the subject categories of that stream
+("First subject token / pitch", ...) and the three unsplit categories after the subject, on the same
+colour scale per kind as the other rows. :func:`stream_controls_figure` draws the same per-stream panels
+for one kind under each prosody control (rows: controls; columns: streams).
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spiritlens.aggregates.aie import (CATEGORIES, CATEGORY_LABELS, KINDS, MODALITY_LABELS, SUBJECT_CATEGORIES,
-                                      KindAggregate)
+from spiritlens.aggregates.aie import (CATEGORIES, CATEGORY_LABELS, KINDS, SUBJECT_CATEGORIES, KindAggregate,
+                                      group_labels)
 from spiritlens.traces.streams import STREAM_LABELS, STREAMS
 from spiritlens.aggregates.ci import ci_formula
 from spiritlens.traces.methods import estimate_note
@@ -81,12 +83,14 @@ def _kinds_in(groups: Groups, streams: Mapping[str, KindAggregate] | None = None
     return [kind for kind in KINDS if any(kind in kinds for kinds in groups.values()) or kind in (streams or {})]
 
 
-def _columns(groups: Groups, streams: Mapping[str, KindAggregate] | None) -> list[tuple[str, Mapping, tuple]]:
-    """(title, {kind: KindAggregate}, categories) per panel column: the modalities, then one per stream."""
-    columns = [(MODALITY_LABELS.get(m, m), groups[m], CATEGORIES) for m in groups]
+def _group_rows(groups: Groups, streams: Mapping[str, KindAggregate] | None) -> list[tuple[str, Mapping, tuple]]:
+    """(title, {kind: KindAggregate}, categories) per row of the grid: the groups (the backbone's T→T,
+    SpiritLM's T→T, S→T), then one row per Expressive stream."""
+    labels = group_labels(list(groups))
+    rows = [(labels[m], groups[m], CATEGORIES) for m in groups]
     if streams:
-        columns += [(f"{STREAM_COLUMN}: {STREAM_LABELS[s]}", streams, stream_panel_categories(s)) for s in STREAMS]
-    return columns
+        rows += [(f"{STREAM_COLUMN}: {STREAM_LABELS[s]}", streams, stream_panel_categories(s)) for s in STREAMS]
+    return rows
 
 
 def _finite_max(matrices: list[np.ndarray]) -> float:
@@ -97,16 +101,16 @@ def _finite_max(matrices: list[np.ndarray]) -> float:
 
 def aie_grid_figure(groups: Groups, *, scale: str = "log", epsilon: float = DEFAULT_EPSILON,
                     streams: Mapping[str, KindAggregate] | None = None) -> Figure:
-    """Build the grid Figure: one panel per (kind, modality), each AIE [6 categories, L layers]; with
-    ``streams`` (``{kind: KindAggregate}`` over :data:`~spiritlens.aggregates.STREAM_CATEGORIES`) three more
-    panels per kind, one per stream (module docstring)."""
+    """Build the grid Figure: rows = groups (module docstring), columns = kinds, each panel the per-prompt
+    AIE [6 categories, L layers]; with ``streams`` (``{kind: KindAggregate}`` over
+    :data:`~spiritlens.aggregates.STREAM_CATEGORIES`) three more rows, one per stream."""
     if scale not in SCALES:
         raise ValueError(f"scale {scale!r} is not one of {', '.join(SCALES)}")
     if not (isinstance(epsilon, (int, float)) and epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
-    kinds, columns = _kinds_in(groups, streams), _columns(groups, streams)
-    rows = [[(kind, title, aggs.get(kind), categories) for title, aggs, categories in columns] for kind in kinds]
-    fig = new_figure(3.4 * len(columns) + 2.2, 1.9 * len(kinds) + 0.7, layout="constrained")
+    kinds, grouped = _kinds_in(groups, streams), _group_rows(groups, streams)
+    rows = [[(kind, title, aggs.get(kind), categories) for kind in kinds] for title, aggs, categories in grouped]
+    fig = new_figure(3.6 * len(kinds) + 1.6, 1.9 * len(rows) + 0.9, layout="constrained")
     title = _draw_panels(fig, rows, scale=scale, epsilon=epsilon)
     note = _estimate_note(groups, streams)
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
@@ -134,7 +138,8 @@ def stream_controls_figure(by_control: Mapping[str, KindAggregate], kind: str, *
 
 def _draw_panels(fig, rows: list[list[tuple]], *, scale: str, epsilon: float) -> str:
     """Draw a grid of AIE panels; ``rows[i][j] = (kind, title, KindAggregate or None, categories)``; one
-    colour bar per row (every panel of a row has that row's kind). Returns the scale's title line."""
+    colour scale and one colour bar per kind, shared by every panel of that kind. Returns the scale's
+    title line."""
     from matplotlib.colors import LogNorm, Normalize
 
     matrices = {(i, j): agg.effect_matrix(categories) for i, row in enumerate(rows)
@@ -153,9 +158,9 @@ def _draw_panels(fig, rows: list[list[tuple]], *, scale: str, epsilon: float) ->
         shown = {key: np.where(np.isnan(a), np.nan, np.clip(a, 0, None)) for key, a in matrices.items()}
         title = "Average indirect effect over per-prompt effects, clip(AIE, 0); colour max = hidden-state max"
 
-    axes = fig.subplots(len(rows), len(rows[0]), squeeze=False, sharex=True)
+    axes = fig.subplots(len(rows), len(rows[0]), squeeze=False, sharex="col")
+    meshes: dict[str, list] = {}  # kind -> [(mesh, axes, no effect)] of its panels
     for i, row in enumerate(rows):
-        mesh, flat = None, True
         for j, (kind, name, agg, categories) in enumerate(row):
             ax = axes[i, j]
             ax.set_facecolor("0.85")  # NaN (empty category) cells stay grey
@@ -165,7 +170,7 @@ def _draw_panels(fig, rows: list[list[tuple]], *, scale: str, epsilon: float) ->
                 continue
             data = shown[(i, j)]
             mesh = ax.pcolormesh(data, cmap=KIND_CMAPS[kind], norm=norm)
-            flat = flat and agg.no_effect
+            meshes.setdefault(kind, []).append((mesh, ax, agg.no_effect))
             if agg.no_effect:
                 ax.text(data.shape[1] / 2, len(categories) / 2, NO_EFFECT, ha="center", va="center", fontsize=7,
                         color="0.25")
@@ -179,16 +184,16 @@ def _draw_panels(fig, rows: list[list[tuple]], *, scale: str, epsilon: float) ->
             ax.set_title(f"{name}: {_KIND_TITLES[kind]} (n = {agg.count})", fontsize=8)
             if i == len(rows) - 1:
                 ax.set_xlabel("layer" if kind == "hidden" else "layer (centre of window)", fontsize=8)
-        kind = row[0][0]
-        if mesh is not None:
-            colorbar = fig.colorbar(mesh, ax=list(axes[i]), fraction=0.04, pad=0.02)
-            colorbar.ax.tick_params(labelsize=6)
-            colorbar.set_label(f"AIE ({KIND_NAMES[kind]})", fontsize=7)
-            if flat:  # every panel of the row is exactly 0: one value, not a range
-                one_value_colorbar(colorbar, mesh.norm.vmin, "0: no effect" if scale == "linear" else "≤ ε: no effect")
-            elif scale == "linear":  # (a log bar's decades are distinct already)
-                ticks = [t for t in colorbar.get_ticks() if mesh.norm.vmin <= t <= mesh.norm.vmax]
-                colorbar.set_ticks(ticks, labels=distinct_labels(ticks))
+    for kind, drawn in meshes.items():  # one bar per kind: the same scale in every panel of that kind
+        mesh = drawn[-1][0]
+        colorbar = fig.colorbar(mesh, ax=[ax for _, ax, _ in drawn], fraction=0.05, pad=0.02, aspect=30)
+        colorbar.ax.tick_params(labelsize=6)
+        colorbar.set_label(f"AIE ({KIND_NAMES[kind]})", fontsize=7)
+        if all(flat for _, _, flat in drawn):  # every panel of the kind is exactly 0: one value, not a range
+            one_value_colorbar(colorbar, mesh.norm.vmin, "0: no effect" if scale == "linear" else "≤ ε: no effect")
+        elif scale == "linear":  # (a log bar's decades are distinct already)
+            ticks = [t for t in colorbar.get_ticks() if mesh.norm.vmin <= t <= mesh.norm.vmax]
+            colorbar.set_ticks(ticks, labels=distinct_labels(ticks))
     return title
 
 
@@ -223,7 +228,8 @@ def _estimate_note(groups: Groups, streams: Mapping[str, KindAggregate] | None =
 
 
 def aie_lines_figure(groups: Groups) -> Figure:
-    """ROME's line plots: AIE per layer for each category with a 95% band, rows = modalities, columns = kinds.
+    """ROME's line plots: AIE per layer for each category with a 95% band, rows = groups (as the grid's),
+    columns = kinds.
 
     The per-prompt AIE (``KindAggregate.effect``), unclipped, band ±``KindAggregate.ci`` (the t-interval
     over per-prompt effects, labelled in the legend as :data:`BAND_LABEL`), drawn only where it has a
@@ -231,6 +237,7 @@ def aie_lines_figure(groups: Groups) -> Figure:
     layers; empty categories are left out; the legend is below the panels, outside every axes.
     """
     kinds, modalities = _kinds_in(groups), list(groups)
+    labels = group_labels(modalities)
     fig = new_figure(4.2 * len(kinds), 2.9 * len(modalities) + 0.6, layout="constrained")
     axes = fig.subplots(len(modalities), len(kinds), squeeze=False, sharey="row")
     from matplotlib import colormaps
@@ -240,7 +247,7 @@ def aie_lines_figure(groups: Groups) -> Figure:
         for j, kind in enumerate(kinds):
             ax = axes[i, j]
             agg = groups[modality].get(kind)
-            ax.set_title(f"{MODALITY_LABELS.get(modality, modality)}: AIE of {_KIND_TITLES[kind]}", fontsize=9)
+            ax.set_title(f"{labels[modality]}: AIE of {_KIND_TITLES[kind]}", fontsize=9)
             if agg is None:
                 continue
             layers = np.arange(agg.n_layers)

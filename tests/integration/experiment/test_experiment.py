@@ -60,7 +60,8 @@ def test_random_weight_mode_writes_report_and_figures(known_path, tmp_path):
     figures = {p.name for p in (out / "figures").iterdir()}
     assert any(n.startswith("alignment_") for n in figures) and any(n.startswith("heatmap_s2t_") for n in figures)
     assert any(n.endswith(".html") for n in figures)
-    assert len(_results(out)) == 2 * 2 * 2
+    assert len(_results(out)) == 2 * 2 * 3  # T->T, S->T and the tiny backbone's T->T (the baseline row)
+    assert sum(name.startswith("backbone_t2t/") for name in _results(out)) == 2 * 2
     # the embedded default aligns with pocketsphinx's real model and records the synthesiser's word times
     prep = json.loads((out / "prepare.json").read_text())
     assert prep["aligner"] == "pocketsphinx" and not (out / "aligner").exists()
@@ -113,7 +114,8 @@ def test_embedded_toy_run_filters_traces_and_explains(toy_root, known_path, tmp_
     kept = sum(len(ids) for ids in prep["kept"].values())
     assert kept >= 7  # the toy knows its facts
     results = _results(out)
-    assert len(results) == 2 * kept
+    assert len(results) == 2 * (kept + len(prep["backbone"]["kept"]))  # with the toy's backbone (baseline row)
+    assert prep["backbone"]["model_dir"] == str(toy_root / "backbone" / "llama-2-7b-hf")
     assert all(r["window"] == 3 for r in results.values())
     report = (out / "report.md").read_text()
     for text in ("The toy SpiritLM", "attention is off in its first 2 layers", "**TE** (total effect)",
@@ -122,7 +124,7 @@ def test_embedded_toy_run_filters_traces_and_explains(toy_root, known_path, tmp_
                  "window 3 (max(1, floor(10 * n_layers / 32 + 1/2))", "95% confidence interval"):
         assert text in report, text
     aie = json.loads((out / "aggregate" / "aie.json").read_text())
-    t2t = re.search(r"T→T \((\d+) prompts?\): corrupting the subject lowers p\(answer\) from ([\d.]+) to ([\d.]+) "
+    t2t = re.search(r"SpiritLM T→T \((\d+) prompts?\): corrupting the subject lowers p\(answer\) from ([\d.]+) to ([\d.]+) "
                     r"on average \(ATE ([\d.]+)\)", report)
     assert t2t and int(t2t.group(1)) == len(prep["kept"]["t2t"])
     text_hidden = aie["hidden"]["by_modality"]["text"]  # the paragraph's numbers are the aggregate's
@@ -141,6 +143,13 @@ def test_embedded_toy_run_filters_traces_and_explains(toy_root, known_path, tmp_
         assert f"(crossmodal/{name})" in section
         assert_drawn_png(out / "crossmodal" / name)
     assert "**Findings (computed from the numbers).**" in section and "| layer | cosine |" in section
+    # The baseline row: the toy's backbone, compared on the facts it and each SpiritLM direction kept.
+    comparison = json.loads((out / "aggregate" / "comparison.json").read_text())
+    for direction, group in (("t2t", "text"), ("s2t", "speech")):
+        both = sorted(set(prep["backbone"]["kept"]) & set(prep["kept"][direction]))
+        assert comparison["pairs"][group]["known_ids"] == both
+        assert comparison["pairs"][group]["kinds"]["hidden"]["grid"]["prompts"] == len(both)
+    assert "## Baseline: the backbone SpiritLM was built from" in report
 
 
 def test_killed_run_resumes_without_recomputing_or_duplicating(tiny_root, known_path, tiny_ctc_dir, tmp_path):

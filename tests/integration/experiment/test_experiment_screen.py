@@ -21,12 +21,12 @@ def test_screen_then_verify_reports_confirmed_cells_per_prompt(known_path, tmp_p
     summary = json.loads((out / "summary.json").read_text())
     screen = summary["screen"]
     assert screen["screen"] == "attribution" and screen["verify_top"] == 3
-    assert len(screen["per_prompt"]) == 2  # one fact, T->T and S->T
+    assert len(screen["per_prompt"]) == 3  # one fact, T->T and S->T, and the tiny backbone's T->T
     results = {p.relative_to(out / "results").as_posix(): TraceResult.load(p) for p in (out / "results").rglob("*.json")}
-    assert len(results) == 4 and {r.method for r in results.values()} == {"attribution"}
+    assert len(results) == 6 and {r.method for r in results.values()} == {"attribution"}
     for kind in ("hidden", "attn"):
         confirmed = sum(r.extra["verification"]["confirmed"] for r in results.values() if r.kind == kind)
-        assert screen["confirmed_of_verified"][kind] == [confirmed, 6]
+        assert screen["confirmed_of_verified"][kind] == [confirmed, 9]
     for item, kinds in screen["per_prompt"].items():
         assert set(kinds) == {"hidden", "attn"} and all(n == 3 for _, n in kinds.values())
     # The verified cells are exact: the T->T hidden ones against the plain per-cell reference.
@@ -39,5 +39,6 @@ def test_screen_then_verify_reports_confirmed_cells_per_prompt(known_path, tmp_p
         assert abs(cell["exact_ie"] - (table[cell["row"], cell["layer"]] - low)) <= 1e-6
     report = (out / "report.md").read_text()
     assert "attribution-patching estimates" in report and "| t2t/" in report and "| s2t/" in report
+    assert "| backbone_t2t/" in report
     bad = run_cli("experiment", "--out", tmp_path / "bad", "--random-weights", "--verify-top", "3")
     assert bad.returncode == 2 and "--verify-top checks a screen" in bad.stderr

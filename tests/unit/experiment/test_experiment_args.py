@@ -42,6 +42,9 @@ BAD_ARGUMENTS = [
     (["--checkpoints", "{tmp}/none"], "--checkpoints '{tmp}/none': no such directory"),
     (["--checkpoints", "{tmp}", "--variant", "spirit-lm-9b"], "--variant 'spirit-lm-9b': no model at"),
     (["--out", "{tmp}/file.txt"], "--out '{tmp}/file.txt' is an existing file, not a folder"),
+    (["--backbone", "{tmp}/no-such-llama"], "--backbone '{tmp}/no-such-llama': no such directory (a Hugging Face "
+                                            "Llama-2 folder"),
+    (["--backbone", "{tmp}"], "--backbone: model directory '{tmp}' has no config.json"),
     (["--variant", "spirit-lm-expressive-7b"], "--variant 'spirit-lm-expressive-7b': the toy SpiritLM is a "
                                                "spirit-lm-base-7b only"),
 ]
@@ -138,3 +141,13 @@ def test_embedded_toy_without_espeak_and_no_cached_toy(tmp_path, capsys, monkeyp
         "spiritlens experiment: error: the embedded toy SpiritLM is trained on espeak-ng speech, which is not "
         "installed (apt-get install espeak-ng); or pass --toy DIR or --random-weights")
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_spiritlm_folder_is_not_a_backbone(tiny_base_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SPIRITLM_CHECKPOINTS_DIR", raising=False)
+    out = tmp_path / "run"
+    assert main(["experiment", "--out", str(out), "--quiet", "--random-weights", "--backbone", str(tiny_base_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"spiritlens experiment: error: --backbone {str(tiny_base_dir)!r} is a SpiritLM checkpoint, not "
+                   "the text-only Llama-2 backbone"]
+    assert not out.exists()

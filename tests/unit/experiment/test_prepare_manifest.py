@@ -13,6 +13,8 @@ from spiritlens.experiment.prepared import PreparedRun
 GOOD = {"config": {}, "model_dir": "/m", "records": {"1": {"prompt": "p", "subject": "s"}}, "kept": {"t2t": [1]},
         "sigma": {"text": 0.5, "speech": None}, "window": 3, "audio": {}, "filter": {}, "answers": {},
         "n_known": 1, "known_source": "k.json"}
+BACKBONE = {"model_dir": "/llama", "dtype": "float32", "fingerprint": {}, "n_layers": 8, "window": 3, "kept": [1],
+            "answers": {"1": 7}, "filter": {}, "sigma": 0.03}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -25,6 +27,11 @@ GOOD = {"config": {}, "model_dir": "/m", "records": {"1": {"prompt": "p", "subje
     ({"kept": {"t2t": "1"}}, "kept['t2t'] must be a list of Known ids"),
     ({"sigma": {"text": "0.5"}}, "sigma['text'] must be a finite number > 0 or null, got '0.5'"),
     ({"sigma": {"text": float("nan")}}, "sigma['text'] must be a finite number > 0 or null, got nan"),
+    ({"backbone": ["/llama"]}, "field 'backbone' must be a JSON object or null, got list"),
+    ({"backbone": {**BACKBONE, "window": "3"}}, "backbone['window'] must be a JSON int, got str"),
+    ({"backbone": {**BACKBONE, "kept": [2]}}, "backbone['kept'] must list Known ids of its records"),
+    ({"backbone": {**BACKBONE, "answers": {"1": "Paris"}}}, "backbone['answers'] must map Known ids to token ids"),
+    ({"backbone": {**BACKBONE, "sigma": -1.0}}, "backbone['sigma'] must be a finite number > 0 or null, got -1.0"),
 ])
 def test_wrong_typed_prepare_json_names_file_and_field(tmp_path, change, message):
     (tmp_path / "prepare.json").write_text(json.dumps({**GOOD, **change}))
@@ -36,7 +43,9 @@ def test_wrong_typed_prepare_json_names_file_and_field(tmp_path, change, message
 def test_a_good_manifest_loads(tmp_path):
     (tmp_path / "prepare.json").write_text(json.dumps(GOOD))
     prep = PreparedRun.load(tmp_path)
-    assert prep.kept == {"t2t": [1]} and prep.window == 3 and prep.sigma["text"] == 0.5
+    assert prep.kept == {"t2t": [1]} and prep.window == 3 and prep.sigma["text"] == 0.5 and prep.backbone is None
+    (tmp_path / "prepare.json").write_text(json.dumps({**GOOD, "backbone": BACKBONE}))
+    assert PreparedRun.load(tmp_path).backbone == BACKBONE
 
 
 @pytest.mark.parametrize("content, reason", [
