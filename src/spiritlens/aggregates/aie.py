@@ -437,9 +437,10 @@ def _aggregate(results: list[Mapping], kind: str, categories: tuple[str, ...]) -
         for name, rows in rows_of.items():
             pooled[name].extend(parsed.scores[r] for r in rows)
             lows[name].extend(parsed.low for _ in rows)
-        for name, effects in category_effects(parsed).items():  # [|rows|, L], rounding-level IE set to 0
-            no_effect = no_effect and not effects.any()
-            per_prompt[name].append(effects.mean(axis=0))
+            if rows:
+                effects = row_effects(parsed, rows)  # [|rows|, L], rounding-level IE set to 0
+                no_effect = no_effect and not effects.any()
+                per_prompt[name].append(effects.mean(axis=0))
     mean, ci, row_ie, effect = {}, {}, {}, {}
     for name, rows in pooled.items():
         if rows:

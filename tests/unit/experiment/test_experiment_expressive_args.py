@@ -47,7 +47,8 @@ def test_a_toy_tree_with_the_expressive_variant_is_accepted(tmp_path):
     toy = tmp_path / "toy"
     (toy / "spiritlm_model" / "spirit-lm-base-7b").mkdir(parents=True)
     (toy / "toy_manifest.json").write_text(json.dumps({"hash": "0" * 64, "inputs": {"facts": []}}))
-    config = ExperimentConfig(out=tmp_path / "run", expressive=True, toy=toy, modalities=("s2t",), tts="espeak")
+    config = ExperimentConfig(out=tmp_path / "run", expressive=True, toy=toy, modalities=("s2t",), tts="espeak",
+                              backbone="none")  # this hand-made tree has no toy backbone
     with pytest.raises(ValueError, match="--toy .* has no spirit-lm-expressive-7b model"):
         check_environment(config)
     (toy / "spiritlm_model" / "spirit-lm-expressive-7b").mkdir(parents=True)
