@@ -91,19 +91,22 @@ from spiritlens.synthetic.toy.cache import (
     _backbone_folder,
     _move_into_place,
     default_cache_dir,
+    expressive_inputs,
     inputs_hash,
     model_dir,
     read_manifest,
     toy_inputs,
 )
-from spiritlens.synthetic.toy.config import BACKBONE_TARGETS, Distractor, TARGETS, ToyConfig, ToyFact, select_facts
+from spiritlens.synthetic.toy.config import (BACKBONE_TARGETS, Distractor, ExpressiveToyConfig, TARGETS, ToyConfig,
+                                            ToyFact, select_facts)
 from spiritlens.synthetic.toy.evaluation import evaluate_backbone, evaluate_toy
 from spiritlens.synthetic.toy.training import _sequences, _train
 from spiritlens.models.spiritlm.tree import speech_tokenizer_folder
 
 
 def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
-             progress: bool | None = None, log: Callable[[str], None] | None = None, force: bool = False) -> Path:
+             progress: bool | None = None, log: Callable[[str], None] | None = None, force: bool = False,
+             expressive: bool | ExpressiveToyConfig = False) -> Path:
     """Build (or reuse) a toy SpiritLM tree at ``root``; returns ``root``.
 
     ``root`` is reused as it is when its manifest records the same inputs hash (unless ``force``);
@@ -111,10 +114,13 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     is built in a temporary sibling folder and moved into place, so ``root`` is never half-written.
     ``known``: ROME's ``known_1000.json`` (default: the project's Known lookup). ``progress``: bars of
     synthesis, training, evaluation and model loading; None (default) only when stderr is a terminal
-    (:mod:`spiritlens.progress`), so a notebook's first run is quiet. Raises ValueError
+    (:mod:`spiritlens.progress`), so a notebook's first run is quiet. ``expressive``: also the toy
+    SpiritLM Expressive beside it (True for :class:`ExpressiveToyConfig`'s defaults, or a config;
+    :mod:`spiritlens.synthetic.toy.expressive`), reused under its own inputs hash. Raises ValueError
     for unusable inputs, :class:`~spiritlens.data.TTSUnavailable` when the speech synthesiser is missing.
     """
     config = config or ToyConfig()
+    expressive = _expressive_config(expressive)
     log = log or _stderr
     root = Path(root)
     for pattern in (f".{root.name}.building-*", f".{root.name}.old-*"):  # left by a killed make-toy
@@ -134,7 +140,28 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     digest = inputs_hash(inputs)
     if existing is not None and existing["hash"] == digest and not force:
         log(f"[toy] {root} is up to date (inputs {digest[:12]})")
-        return root
+    else:
+        _build_base(root, config, facts, distractors, inputs, digest, progress=progress, log=log)
+        force = False  # a new tree: nothing Expressive in it to rebuild
+    if expressive is not None:
+        from spiritlens.synthetic.toy.expressive import build_expressive
+
+        build_expressive(root, config, expressive, facts, distractors, digest, progress=progress, log=log, force=force)
+    return root
+
+
+def _expressive_config(expressive: bool | ExpressiveToyConfig | None) -> ExpressiveToyConfig | None:
+    if isinstance(expressive, ExpressiveToyConfig):
+        return expressive
+    if expressive is True:
+        return ExpressiveToyConfig()
+    if expressive is False or expressive is None:
+        return None
+    raise ValueError(f"expressive must be True, False or an ExpressiveToyConfig, got {expressive!r}")
+
+
+def _build_base(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: list[Distractor], inputs: dict,
+                digest: str, *, progress: bool | None, log: Callable[[str], None]) -> None:
     root.parent.mkdir(parents=True, exist_ok=True)
     building = root.parent / f".{root.name}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
@@ -148,33 +175,45 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     finally:
         torch.set_num_threads(threads)
         shutil.rmtree(building, ignore_errors=True)
-    return root
 
 
 def cached_toy(config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
-               cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+               cache_dir: str | os.PathLike | None = None,
+               expressive: bool | ExpressiveToyConfig = False) -> tuple[Path, bool]:
     """Where :func:`toy_checkpoints` keeps the toy for ``config`` (``<cache_dir>/toy-<hash12>``), and
-    whether a finished toy with exactly these inputs is there."""
+    whether a finished toy with exactly these inputs is there (with ``expressive``, and the toy
+    SpiritLM Expressive of that configuration beside it)."""
     config = config or ToyConfig()
+    expressive = _expressive_config(expressive)
     facts, distractors = _choose(config, known)
     digest = inputs_hash(toy_inputs(config, facts, distractors))
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"toy-{digest[:12]}"
     try:
-        return target, read_manifest(target)["hash"] == digest
+        ready = read_manifest(target)["hash"] == digest
     except ValueError:
         return target, False
+    if ready and expressive is not None:
+        from spiritlens.synthetic.toy.expressive import expressive_ready
+
+        ready = expressive_ready(target, inputs_hash(expressive_inputs(digest, expressive)))
+    return target, ready
 
 
 def toy_checkpoints(config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
                     cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-                    log: Callable[[str], None] | None = None) -> Path:
-    """The toy tree for ``config`` under ``<cache_dir>/toy-<hash12>``, built on first use (see :func:`make_toy`)."""
-    target, ready = cached_toy(config, known=known, cache_dir=cache_dir)
+                    log: Callable[[str], None] | None = None,
+                    expressive: bool | ExpressiveToyConfig = False) -> Path:
+    """The toy tree for ``config`` under ``<cache_dir>/toy-<hash12>``, built on first use (see
+    :func:`make_toy`); with ``expressive``, the toy SpiritLM Expressive is added to it on first use
+    (:func:`~spiritlens.synthetic.toy.cache.expressive_model_dir` and
+    :func:`~spiritlens.synthetic.toy.cache.expressive_speech_tokenizer_dir` find it)."""
+    target, ready = cached_toy(config, known=known, cache_dir=cache_dir, expressive=expressive)
     if ready:
         return target
-    (log or _stderr)(f"[toy] training a toy SpiritLM into {target} (cached for later runs)")
-    return make_toy(target, config, known=known, progress=progress, log=log)
+    if not cached_toy(config, known=known, cache_dir=cache_dir)[1]:
+        (log or _stderr)(f"[toy] training a toy SpiritLM into {target} (cached for later runs)")
+    return make_toy(target, config, known=known, progress=progress, log=log, expressive=expressive)
 
 
 # ------------------------------------------------------------------ building

@@ -11,26 +11,32 @@ from spiritlens.synthetic.toy.config import BACKBONE_TARGETS, TARGETS, ToyFact
 from spiritlens.models.spiritlm.tree import speech_tokenizer_folder
 
 
-def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[str, Path], *,
-                 speech_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict:
+def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[str, Any], *,
+                 speech_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                 directory: str | os.PathLike | None = None, model=None) -> dict:
     """Greedy answers of the toy under SpiritLM's text rule, judged by spiritlens' Known-t2t /
-    Known-s2t filter (:func:`spiritlens.data.filtering.filter_known`); a JSON-ready report."""
+    Known-s2t filter (:func:`spiritlens.data.filtering.filter_known`); a JSON-ready report.
+
+    ``audio``: ``"<known_id>_prompt"`` -> the prompt's WAV, or its speech units already encoded
+    (what the build trained on: the speech tokenizer then does not run again). ``directory``: the
+    model folder (default: the toy SpiritLM Base's, :func:`model_dir`); ``model``: that model, loaded."""
     from spiritlens.data import KnownRecord
     from spiritlens.data.filtering import filter_known
     from spiritlens.model import HookedSpiritLM
 
     root = Path(root)
-    model = HookedSpiritLM.from_pretrained(model_dir(root), speech_tokenizer=speech_dir or speech_tokenizer_folder(root),
-                                           progress=progress)
+    if model is None:
+        model = HookedSpiritLM.from_pretrained(directory or model_dir(root),
+                                               speech_tokenizer=speech_dir or speech_tokenizer_folder(root),
+                                               progress=progress)
     records = [KnownRecord(f.known_id, f.prompt, f.subject, f.attribute, f.relation_id) for f in facts]
     modalities = {"t2t": records}
     if audio:
         modalities["s2t"] = records
     report: dict[str, Any] = {"accuracy": {}, "counts": {}, "entries": {}}
     for modality, candidates in modalities.items():
-        result = filter_known(model, candidates, modality, {f.known_id: str(audio[f"{f.known_id}_prompt"])
-                                                            for f in facts} if audio else {},
-                              progress=progress)
+        spoken = {f.known_id: _speech(audio[f"{f.known_id}_prompt"]) for f in facts} if audio else {}
+        result = filter_known(model, candidates, modality, spoken, progress=progress)
         report["counts"][modality] = dict(result.counts)
         report["accuracy"][modality] = result.counts["exact"] / max(1, result.counts["total"])
         report["entries"][modality] = [{"known_id": e.known_id, "generated": e.generated, "label": e.label}
@@ -39,6 +45,11 @@ def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[
     report["meets_targets"] = all(report["accuracy"][m] >= t for m, t in report["targets"].items())
     report["rule"] = _RULE
     return report
+
+
+def _speech(item):
+    """A WAV path as a string, encoded units as they are (the prompt path takes either)."""
+    return str(item) if isinstance(item, (str, os.PathLike)) else item
 
 
 _RULE = "greedy generation (max_new_tokens 8, text output), judged exact by spiritlens.data.judge"
@@ -76,3 +87,55 @@ def evaluate_backbone(directory: str | os.PathLike, facts: Sequence[ToyFact], *,
                                 for e in result.entries]},
             "targets": dict(BACKBONE_TARGETS), "meets_targets": accuracy >= BACKBONE_TARGETS["t2t"],
             "rule": _RULE, "prompt": "Llama-2's: <s> + the prompt text (no marker)"}
+
+
+# probe -> (whose HuBERT units are heard, whose pitch/style, which streams are the other's): "own"/"donor"
+PROBES = {"prosody_of_another_prompt": ("own", "donor", ("pitch", "style")),
+          "pitch_of_another_prompt": ("own", "donor", ("pitch",)),
+          "style_of_another_prompt": ("own", "donor", ("style",)),
+          "words_of_another_prompt": ("donor", "own", ("pitch", "style"))}
+
+
+def prosody_probes(model, facts: Sequence[ToyFact], units: dict[str, Any], *, max_new_tokens: int = 8) -> dict:
+    """Where a toy SpiritLM Expressive's spoken answer comes from: the words or the prosody.
+
+    Each fact is paired with a donor: the next fact (cyclically, in training order) with another
+    attribute. ``units``: ``"<known_id>_prompt"`` -> the prompt's
+    :class:`~spiritlens.units.expressive.ExpressiveUnits`. Two probes, each a greedy answer
+    (``max_new_tokens``, SpiritLM's text rule) judged exact (:func:`spiritlens.data.judge`) against
+    the attribute of the recording whose HuBERT units (the *words*) are heard and against that of the
+    recording whose pitch or style (the *prosody*) is swapped in
+    (:func:`spiritlens.synthetic.toy.expressive.with_prosody`):
+
+    - ``prosody_of_another_prompt``: the fact's recording with the donor's pitch and style;
+    - ``pitch_of_another_prompt`` / ``style_of_another_prompt``: with the donor's pitch (style) only;
+    - ``words_of_another_prompt``: the donor's recording with the fact's pitch and style.
+
+    Returns ``{probe: {"total", "words", "prosody", "neither", "entries"}}`` (counts of answers that
+    follow the words, the prosody, or neither; ``entries``: words' and prosody's known ids, the
+    generated text and which it follows). Facts without a donor (all attributes equal) are left out."""
+    from spiritlens.data.judge import judge
+    from spiritlens.data.normalize import normalize_words
+    from spiritlens.synthetic.toy.expressive import with_prosody
+
+    facts = list(facts)
+    results = {name: {"total": 0, "words": 0, "prosody": 0, "neither": 0, "entries": []} for name in PROBES}
+    for i, fact in enumerate(facts):
+        donors = [facts[(i + k) % len(facts)] for k in range(1, len(facts))]
+        donor = next((d for d in donors if normalize_words(d.attribute, drop_articles=True)
+                      != normalize_words(fact.attribute, drop_articles=True)), None)
+        if donor is None:
+            continue
+        pair = {"own": (fact, units[f"{fact.known_id}_prompt"]), "donor": (donor, units[f"{donor.known_id}_prompt"])}
+        for name, (words_of, prosody_of, streams) in PROBES.items():
+            (words, heard_words), (prosody, heard_prosody) = pair[words_of], pair[prosody_of]
+            heard = with_prosody(heard_words, heard_prosody, streams)
+            generated = model.decode_generated(model.generate_ids([("speech", heard)], max_new_tokens=max_new_tokens))
+            follows = ("words" if judge(generated, words.attribute).label == "exact" else
+                       "prosody" if judge(generated, prosody.attribute).label == "exact" else "neither")
+            result = results[name]
+            result["total"] += 1
+            result[follows] += 1
+            result["entries"].append({"words": words.known_id, "prosody": prosody.known_id, "generated": generated,
+                                      "follows": follows})
+    return results
