@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--expressive", action="store_true",
                         help="also train the toy SpiritLM Expressive (pitch and style tokens) beside it")
-    parser.add_argument("--prosody", choices=PROSODY_DESIGNS, default=PROSODY_DESIGNS[0],
+    parser.add_argument("--prosody", choices=PROSODY_DESIGNS, default=None,
                         help="with --expressive: decorrelated (default: each spoken prompt also trained with another "
                              "prompt's pitch and style, so prosody carries no fact) or free (its own streams only)")
     parser.set_defaults(func=run)
@@ -46,10 +46,10 @@ def run(args) -> int:
 
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    if args.prosody != PROSODY_DESIGNS[0] and not args.expressive:
+    if args.prosody is not None and not args.expressive:
         raise ValueError("--prosody needs --expressive")
     config = replace(ToyConfig.small() if args.small else ToyConfig(), seed=args.seed)
-    expressive = ExpressiveToyConfig(prosody=args.prosody) if args.expressive else False
+    expressive = ExpressiveToyConfig(prosody=args.prosody or PROSODY_DESIGNS[0]) if args.expressive else False
     root = make_toy(args.out, config, known=args.known, progress=not args.quiet, force=args.force,
                     expressive=expressive)
     manifest = read_manifest(root)

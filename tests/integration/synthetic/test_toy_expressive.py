@@ -218,6 +218,30 @@ def test_prosody_carries_no_fact_by_design(expressive_root, expressive_dir, hf, 
         assert generated.strip().startswith(fact.attribute), (fact.prompt, donor.prompt, generated)
 
 
+def test_noised_prosody_tokens_leave_the_answer_noised_hubert_tokens_do_not(expressive_dir, hf, token_ids, trained):
+    """The designed mechanism as a tracer should find it, by a plain loop: ROME's noise (3 sigma of the speech
+    tokens' embedding entries, 10 samples, seeded) on every pitch and style token of each spoken prompt leaves
+    p(answer) as it is; on every HuBERT token it takes most of it away."""
+    stream = {i: t[1:3] for t, i in token_ids.items() if t[:3] in ("[Hu", "[Pi", "[St")}
+    embed = hf.model.embed_tokens.weight.detach()
+    prompts = [(s["ids"][:s["start"] + 1], s["ids"][s["start"] + 1]) for s in trained if s["form"] == "s2t"]
+    sigma = 3 * embed[[i for ids, _ in prompts for i in ids if i in stream]].std().item()
+    generator = torch.Generator().manual_seed(1)
+    means = {}
+    for name, streams in (("clean", ()), ("hubert", ("Hu",)), ("pitch+style", ("Pi", "St"))):
+        scores = []
+        for ids, answer in prompts:
+            rows = torch.tensor([stream.get(i) in streams for i in ids])
+            for _ in range(10 if streams else 1):
+                embeds = embed[ids].clone()
+                embeds[rows] += sigma * torch.randn(int(rows.sum()), embeds.shape[1], generator=generator)
+                with torch.no_grad():
+                    scores.append(torch.softmax(hf(inputs_embeds=embeds[None]).logits[0, -1], -1)[answer].item())
+        means[name] = sum(scores) / len(scores)
+    print(f"mean p(answer) of the spoken prompts: {means}")  # pytest -s: the numbers the README quotes
+    assert means["pitch+style"] > 0.9 * means["clean"] and means["hubert"] < 0.5 * means["clean"], means
+
+
 def test_expressive_toy_has_its_own_cache_key(expressive_root, expressive_dir, known_path, toy_cache_dir):
     weights = expressive_dir / "pytorch_model.bin"
     before = weights.stat().st_mtime_ns

@@ -32,8 +32,8 @@ from spiritlens.synthetic.toy.cache import (
 )
 from spiritlens.synthetic.toy.build import make_toy, cached_toy, toy_checkpoints
 from spiritlens.synthetic.toy.backbone import extend_vocabulary
-from spiritlens.synthetic.toy.evaluation import evaluate_backbone, evaluate_toy, prosody_probes
-from spiritlens.synthetic.toy.expressive import with_prosody
+from spiritlens.synthetic.toy.evaluation import evaluate_backbone, evaluate_toy
+from spiritlens.synthetic.toy.expressive import prosody_probes, with_prosody
 
 __all__ = [
     "TOY_FORMAT",

@@ -52,6 +52,13 @@ Layout (``root`` = a ``$SPIRITLM_CHECKPOINTS_DIR`` tree)::
     root/speech_tokenizer/hubert_25hz/             the tiny random speech front end (spiritlens.synthetic.tiny_units)
     root/speech/                                   the synthesised prompts and subjects (WAV + manifest)
 
+and, with ``expressive`` (:mod:`spiritlens.synthetic.toy.expressive`, its own cache key)::
+
+    root/spiritlm_model/spirit-lm-expressive-7b/   the toy SpiritLM Expressive (toy_report.json,
+                                                   training_sequences.json)
+    root/speech_tokenizer/{vqvae_f0_quantizer,style_encoder_w2v2}/   its tiny pitch and style encoders
+    root/toy_expressive_manifest.json              written last: what was built, its hash
+
 The backbone's tokenizer is :func:`spiritlens.synthetic.tiny.train_tokenizer_model` trained with the facts'
 sentences; the toy SpiritLM's is the same ``tokenizer.model`` with SpiritLM's tokens added;
 the speech front end is :func:`spiritlens.synthetic.tiny_units.write_tiny_speech_tokenizer` (random weights:
@@ -100,7 +107,7 @@ from spiritlens.synthetic.toy.cache import (
 from spiritlens.synthetic.toy.config import (BACKBONE_TARGETS, Distractor, ExpressiveToyConfig, TARGETS, ToyConfig,
                                             ToyFact, select_facts)
 from spiritlens.synthetic.toy.evaluation import evaluate_backbone, evaluate_toy
-from spiritlens.synthetic.toy.training import _sequences, _train
+from spiritlens.synthetic.toy.training import _check_text_ids, _fresh_llama, _sequences, _state, _train
 from spiritlens.models.spiritlm.tree import speech_tokenizer_folder
 
 
@@ -226,31 +233,6 @@ def _choose(config: ToyConfig, known) -> tuple[list[ToyFact], list[Distractor]]:
 
     dataset = load_known(known)  # spiritlens.data.known's lookup rule when None
     return select_facts(dataset.records, config)
-
-
-def _fresh_llama(llama: dict, local_layers: int):
-    """A newly initialised ``LlamaForCausalLM`` for ``llama`` (a config.json dict) with attention off
-    in its first ``local_layers`` layers (zero ``o_proj``, frozen)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    hf = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in llama.items() if k != "architectures"}))
-    for layer in hf.model.layers[:local_layers]:  # attention off: each position sees only itself
-        layer.self_attn.o_proj.weight.data.zero_()
-        layer.self_attn.o_proj.weight.requires_grad_(False)
-    return hf
-
-
-def _state(hf) -> dict:
-    return {k: v.detach().clone().contiguous() for k, v in hf.state_dict().items()}
-
-
-def _check_text_ids(backbone: list, spiritlm: list, bos: int, text_marker: int) -> None:
-    """Each text sequence of the toy SpiritLM is the backbone's with ``[Text]`` after ``<s>``: the
-    vocabulary extension kept every text piece's id. ValueError naming the first that is not."""
-    for b, s in zip(backbone, spiritlm, strict=True):
-        if s.ids != [bos, text_marker] + b.ids[1:] or s.start != b.start + 1 or b.ids[:1] != [bos]:
-            raise ValueError(f"the toy SpiritLM's tokenizer does not give the backbone's ids after its text marker "
-                             f"({s.form} sequence {s.ids} vs the backbone's {b.ids})")
 
 
 def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: list[Distractor], inputs: dict,

@@ -20,7 +20,7 @@ and style ``[St0]``..``[St99]`` tokens after the HuBERT units. The toy mirrors t
 **Can the toy's prosody carry the fact?** Its pitch and style codes are deterministic functions of
 the espeak-ng recording, as its HuBERT units are: each prompt's pitch-code sequence alone tells the
 prompts apart, so a toy trained on the recordings' own streams (``prosody="free"``) may answer from
-pitch as well as from the words (measured: :func:`~spiritlens.synthetic.toy.evaluation.prosody_probes`
+pitch as well as from the words (measured: :func:`prosody_probes`
 in ``toy_report.json``). The default design, ``prosody="decorrelated"``, makes the answer a
 property of the words: each training step also shows every fact's spoken prompt and its interleaved
 form once with the pitch and style streams of another fact's recording (:func:`with_prosody`, drawn at
@@ -48,6 +48,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from spiritlens._io import remove_orphans, write_json_atomic
 from spiritlens.models.spiritlm.tree import speech_tokenizer_folder, variant_dir
@@ -105,6 +106,57 @@ def with_prosody(units, donor, streams: Sequence[str] = PROSODY_STREAMS):
     return merge_units(units.hubert, pitch, style,
                        units.pitch_chunks, units.style_chunks, chunk_ends=[units.num_samples],
                        pitch_code_samples=units.pitch_code_samples, style_code_samples=units.style_code_samples)
+
+
+# probe -> (whose HuBERT units are heard, whose pitch/style, which streams are the other's): "own"/"donor"
+PROBES = {"prosody_of_another_prompt": ("own", "donor", ("pitch", "style")),
+          "pitch_of_another_prompt": ("own", "donor", ("pitch",)),
+          "style_of_another_prompt": ("own", "donor", ("style",)),
+          "words_of_another_prompt": ("donor", "own", ("pitch", "style"))}
+
+
+def prosody_probes(model, facts: Sequence[ToyFact], units: dict[str, Any], *, max_new_tokens: int = 8) -> dict:
+    """Where a toy SpiritLM Expressive's spoken answer comes from: the words or the prosody.
+
+    Each fact is paired with a donor: the next fact (cyclically, in training order) with another
+    attribute. ``units``: ``"<known_id>_prompt"`` -> the prompt's
+    :class:`~spiritlens.units.expressive.ExpressiveUnits`. Two probes, each a greedy answer
+    (``max_new_tokens``, SpiritLM's text rule) judged exact (:func:`spiritlens.data.judge`) against
+    the attribute of the recording whose HuBERT units (the *words*) are heard and against that of the
+    recording whose pitch or style (the *prosody*) is swapped in
+    (:func:`with_prosody`):
+
+    - ``prosody_of_another_prompt``: the fact's recording with the donor's pitch and style;
+    - ``pitch_of_another_prompt`` / ``style_of_another_prompt``: with the donor's pitch (style) only;
+    - ``words_of_another_prompt``: the donor's recording with the fact's pitch and style.
+
+    Returns ``{probe: {"total", "words", "prosody", "neither", "entries"}}`` (counts of answers that
+    follow the words, the prosody, or neither; ``entries``: words' and prosody's known ids, the
+    generated text and which it follows). Facts without a donor (all attributes equal) are left out."""
+    from spiritlens.data.judge import judge
+    from spiritlens.data.normalize import normalize_words
+
+    facts = list(facts)
+    results = {name: {"total": 0, "words": 0, "prosody": 0, "neither": 0, "entries": []} for name in PROBES}
+    for i, fact in enumerate(facts):
+        donors = [facts[(i + k) % len(facts)] for k in range(1, len(facts))]
+        donor = next((d for d in donors if normalize_words(d.attribute, drop_articles=True)
+                      != normalize_words(fact.attribute, drop_articles=True)), None)
+        if donor is None:
+            continue
+        pair = {"own": (fact, units[f"{fact.known_id}_prompt"]), "donor": (donor, units[f"{donor.known_id}_prompt"])}
+        for name, (words_of, prosody_of, streams) in PROBES.items():
+            (words, heard_words), (prosody, heard_prosody) = pair[words_of], pair[prosody_of]
+            heard = with_prosody(heard_words, heard_prosody, streams)
+            generated = model.decode_generated(model.generate_ids([("speech", heard)], max_new_tokens=max_new_tokens))
+            follows = ("words" if judge(generated, words.attribute).label == "exact" else
+                       "prosody" if judge(generated, prosody.attribute).label == "exact" else "neither")
+            result = results[name]
+            result["total"] += 1
+            result[follows] += 1
+            result["entries"].append({"words": words.known_id, "prosody": prosody.known_id, "generated": generated,
+                                      "follows": follows})
+    return results
 
 
 def expressive_speech_parts(root: Path) -> tuple[Path, Path]:
@@ -202,9 +254,8 @@ def _build(building: Path, root: Path, config: ToyConfig, expressive: Expressive
     from spiritlens.synthetic.tiny import write_weights
     from spiritlens.synthetic.tiny_expressive import write_tiny_expressive
     from spiritlens.synthetic.toy.backbone import extend_vocabulary, llama2_prompt_path, write_spiritlm_files
-    from spiritlens.synthetic.toy.build import _check_text_ids, _fresh_llama, _state
-    from spiritlens.synthetic.toy.evaluation import evaluate_toy, prosody_probes
-    from spiritlens.synthetic.toy.training import _sequences, _train
+    from spiritlens.synthetic.toy.evaluation import evaluate_toy
+    from spiritlens.synthetic.toy.training import _check_text_ids, _fresh_llama, _sequences, _state, _train
     from spiritlens.units import SpeechTokenizer
     from spiritlens.units.expressive import ExpressiveTokenizer
     from spiritlens.units.pitch import PitchTokenizer

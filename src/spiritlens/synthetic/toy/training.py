@@ -1,4 +1,4 @@
-"""Training the toys (backbone and SpiritLM): the prompt + answer sequences (text and speech) through the real prompt path, length batches, the optimiser loop."""
+"""Training the toys (backbone and SpiritLM): the prompt + answer sequences (text and speech) through the real prompt path, the check that the text pieces kept the backbone's ids, a fresh model with attention off in its first layers, length batches, the optimiser loop."""
 
 from __future__ import annotations
 
@@ -99,6 +99,31 @@ def _sequences(encode: Callable[[Any], list[int]], eos: int, facts: Sequence[Toy
             answers[fact.relation_id].append(fact.attribute)
     pool = [[add(d.prompt, a, "distractor") for a in answers[d.relation_id]] for d in distractors]
     return sequences, pool
+
+
+def _fresh_llama(llama: dict, local_layers: int):
+    """A newly initialised ``LlamaForCausalLM`` for ``llama`` (a config.json dict) with attention off
+    in its first ``local_layers`` layers (zero ``o_proj``, frozen)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in llama.items() if k != "architectures"}))
+    for layer in hf.model.layers[:local_layers]:  # attention off: each position sees only itself
+        layer.self_attn.o_proj.weight.data.zero_()
+        layer.self_attn.o_proj.weight.requires_grad_(False)
+    return hf
+
+
+def _state(hf) -> dict:
+    return {k: v.detach().clone().contiguous() for k, v in hf.state_dict().items()}
+
+
+def _check_text_ids(backbone: list, spiritlm: list, bos: int, text_marker: int) -> None:
+    """Each text sequence of the toy SpiritLM is the backbone's with ``[Text]`` after ``<s>``: the
+    vocabulary extension kept every text piece's id. ValueError naming the first that is not."""
+    for b, s in zip(backbone, spiritlm, strict=True):
+        if s.ids != [bos, text_marker] + b.ids[1:] or s.start != b.start + 1 or b.ids[:1] != [bos]:
+            raise ValueError(f"the toy SpiritLM's tokenizer does not give the backbone's ids after its text marker "
+                             f"({s.form} sequence {s.ids} vs the backbone's {b.ids})")
 
 
 def _batches(sequences: list[_Sequence], max_tokens: int) -> list[list[_Sequence]]:
