@@ -252,7 +252,7 @@ def test_text_ids_check_refuses_a_piece_that_moved():
     backbone = [_Sequence([1, 5, 6, 7, 2], 2, "t2t")]
     _check_text_ids(backbone, [_Sequence([1, 9, 5, 6, 7, 2], 3, "t2t")], bos=1, text_marker=9)
     for moved in ([1, 9, 5, 8, 7, 2], [1, 5, 6, 7, 2, 2], [9, 1, 5, 6, 7, 2]):
-        with pytest.raises(ValueError, match="does not give the backbone's ids after its text marker"):
+        with pytest.raises(ValueError, match=r"does not give the backbone's ids after its text marker"):
             _check_text_ids(backbone, [_Sequence(moved, 3, "t2t")], bos=1, text_marker=9)
 
 
