@@ -120,7 +120,7 @@ def prosody_probes(model, facts: Sequence[ToyFact], units: dict[str, Any], *, ma
 
     Each fact is paired with a donor: the next fact (cyclically, in training order) with another
     attribute. ``units``: ``"<known_id>_prompt"`` -> the prompt's
-    :class:`~spiritlens.units.expressive.ExpressiveUnits`. Two probes, each a greedy answer
+    :class:`~spiritlens.units.expressive.ExpressiveUnits`. Four probes, each a greedy answer
     (``max_new_tokens``, SpiritLM's text rule) judged exact (:func:`spiritlens.data.judge`) against
     the attribute of the recording whose HuBERT units (the *words*) are heard and against that of the
     recording whose pitch or style (the *prosody*) is swapped in
