@@ -246,7 +246,7 @@ def test_backbone_trace_puts_the_fact_at_the_last_subject_token(toy_root, backbo
 
 
 def test_text_ids_check_refuses_a_piece_that_moved():
-    from spiritlens.synthetic.toy.build import _check_text_ids
+    from spiritlens.synthetic.toy.training import _check_text_ids
     from spiritlens.synthetic.toy.training import _Sequence
 
     backbone = [_Sequence([1, 5, 6, 7, 2], 2, "t2t")]

@@ -1,17 +1,20 @@
-"""The toy SpiritLM: a small Llama in SpiritLM's layout that spiritlens trains on Known facts, written and spoken, so that causal tracing has a mechanism to find; continued, as SpiritLM was from Llama-2, from a text-only toy backbone (build, backbone, cache, evaluation)."""
+"""The toy SpiritLM: a small Llama in SpiritLM's layout that spiritlens trains on Known facts, written and spoken, so that causal tracing has a mechanism to find; continued, as SpiritLM was from Llama-2, from a text-only toy backbone (build, backbone, cache, evaluation), and on demand a toy SpiritLM Expressive beside it (expressive)."""
 
 from spiritlens.synthetic.toy.config import (
     TOY_FORMAT,
     VARIANT,
+    EXPRESSIVE_VARIANT,
     TARGETS,
     BACKBONE_TARGETS,
     ToyConfig,
+    ExpressiveToyConfig,
     ToyFact,
     Distractor,
     select_facts,
 )
 from spiritlens.synthetic.toy.cache import (
     MANIFEST,
+    EXPRESSIVE_MANIFEST,
     REPORT,
     CACHE_ENV,
     PROMPT_PATH_MODULES,
@@ -23,21 +26,28 @@ from spiritlens.synthetic.toy.cache import (
     toy_facts,
     model_dir,
     backbone_dir,
+    read_expressive_manifest,
+    expressive_model_dir,
+    expressive_speech_tokenizer_dir,
 )
 from spiritlens.synthetic.toy.build import make_toy, cached_toy, toy_checkpoints
 from spiritlens.synthetic.toy.backbone import extend_vocabulary
 from spiritlens.synthetic.toy.evaluation import evaluate_backbone, evaluate_toy
+from spiritlens.synthetic.toy.expressive import prosody_probes, with_prosody
 
 __all__ = [
     "TOY_FORMAT",
     "VARIANT",
+    "EXPRESSIVE_VARIANT",
     "TARGETS",
     "BACKBONE_TARGETS",
     "ToyConfig",
+    "ExpressiveToyConfig",
     "ToyFact",
     "Distractor",
     "select_facts",
     "MANIFEST",
+    "EXPRESSIVE_MANIFEST",
     "REPORT",
     "CACHE_ENV",
     "PROMPT_PATH_MODULES",
@@ -49,10 +59,15 @@ __all__ = [
     "toy_facts",
     "model_dir",
     "backbone_dir",
+    "read_expressive_manifest",
+    "expressive_model_dir",
+    "expressive_speech_tokenizer_dir",
     "make_toy",
     "cached_toy",
     "toy_checkpoints",
     "evaluate_toy",
     "evaluate_backbone",
+    "prosody_probes",
+    "with_prosody",
     "extend_vocabulary",
 ]

@@ -98,9 +98,11 @@ def write_backbone_files(directory: str | Path, config: ToyConfig, facts: Sequen
     return llama
 
 
-def write_spiritlm_files(directory: str | Path, backbone: str | Path, config: ToyConfig) -> dict:
+def write_spiritlm_files(directory: str | Path, backbone: str | Path, config: ToyConfig, *,
+                         expressive: bool = False) -> dict:
     """The toy SpiritLM's tokenizer and config files: the backbone's ``tokenizer.model`` with
-    ``[Text]``, ``[Speech]``, ``[Hu0]``..``[Hu500]`` as added tokens after its pieces
+    ``[Text]``, ``[Speech]``, ``[Hu0]``..``[Hu500]`` (``expressive``: then the pitch and style tokens,
+    as SpiritLM Expressive's) as added tokens after its pieces
     (:func:`spiritlens.synthetic.tiny.write_tokenizer_files`, layout ``"added_tokens"`` declared in
     ``tokenizer_config.json``, ``legacy`` true), and a ``config.json`` whose ``vocab_size`` is the
     ids rounded up to a multiple of 256 (SpiritLM: 32503 ids, 32512 rows). Returns the config dict."""
@@ -108,10 +110,10 @@ def write_spiritlm_files(directory: str | Path, backbone: str | Path, config: To
 
     directory = Path(directory)
     text_model = (Path(backbone) / "tokenizer.model").read_bytes()
-    write_tokenizer_files(directory, layout="added_tokens", declare="tokenizer_config", legacy=True,
-                          text_model=text_model)
+    write_tokenizer_files(directory, expressive=expressive, layout="added_tokens", declare="tokenizer_config",
+                          legacy=True, text_model=text_model)
     backbone_rows = json.loads((Path(backbone) / "config.json").read_text())["vocab_size"]
-    n_ids = backbone_rows + len(spirit_tokens(expressive=False))
+    n_ids = backbone_rows + len(spirit_tokens(expressive=expressive))
     llama = _llama_config(config, -(-n_ids // 256) * 256)
     _write_json(directory, {"config.json": llama, "generation_config.json": _GENERATION})
     return llama

@@ -52,6 +52,13 @@ Layout (``root`` = a ``$SPIRITLM_CHECKPOINTS_DIR`` tree)::
     root/speech_tokenizer/hubert_25hz/             the tiny random speech front end (spiritlens.synthetic.tiny_units)
     root/speech/                                   the synthesised prompts and subjects (WAV + manifest)
 
+and, with ``expressive`` (:mod:`spiritlens.synthetic.toy.expressive`, its own cache key)::
+
+    root/spiritlm_model/spirit-lm-expressive-7b/   the toy SpiritLM Expressive (toy_report.json,
+                                                   training_sequences.json)
+    root/speech_tokenizer/{vqvae_f0_quantizer,style_encoder_w2v2}/   its tiny pitch and style encoders
+    root/toy_expressive_manifest.json              written last: what was built, its hash
+
 The backbone's tokenizer is :func:`spiritlens.synthetic.tiny.train_tokenizer_model` trained with the facts'
 sentences; the toy SpiritLM's is the same ``tokenizer.model`` with SpiritLM's tokens added;
 the speech front end is :func:`spiritlens.synthetic.tiny_units.write_tiny_speech_tokenizer` (random weights:
@@ -91,19 +98,22 @@ from spiritlens.synthetic.toy.cache import (
     _backbone_folder,
     _move_into_place,
     default_cache_dir,
+    expressive_inputs,
     inputs_hash,
     model_dir,
     read_manifest,
     toy_inputs,
 )
-from spiritlens.synthetic.toy.config import BACKBONE_TARGETS, Distractor, TARGETS, ToyConfig, ToyFact, select_facts
+from spiritlens.synthetic.toy.config import (BACKBONE_TARGETS, Distractor, ExpressiveToyConfig, TARGETS, ToyConfig,
+                                            ToyFact, select_facts)
 from spiritlens.synthetic.toy.evaluation import evaluate_backbone, evaluate_toy
-from spiritlens.synthetic.toy.training import _sequences, _train
+from spiritlens.synthetic.toy.training import _check_text_ids, _fresh_llama, _sequences, _state, _train
 from spiritlens.models.spiritlm.tree import speech_tokenizer_folder
 
 
 def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
-             progress: bool | None = None, log: Callable[[str], None] | None = None, force: bool = False) -> Path:
+             progress: bool | None = None, log: Callable[[str], None] | None = None, force: bool = False,
+             expressive: bool | ExpressiveToyConfig = False) -> Path:
     """Build (or reuse) a toy SpiritLM tree at ``root``; returns ``root``.
 
     ``root`` is reused as it is when its manifest records the same inputs hash (unless ``force``);
@@ -111,10 +121,13 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     is built in a temporary sibling folder and moved into place, so ``root`` is never half-written.
     ``known``: ROME's ``known_1000.json`` (default: the project's Known lookup). ``progress``: bars of
     synthesis, training, evaluation and model loading; None (default) only when stderr is a terminal
-    (:mod:`spiritlens.progress`), so a notebook's first run is quiet. Raises ValueError
+    (:mod:`spiritlens.progress`), so a notebook's first run is quiet. ``expressive``: also the toy
+    SpiritLM Expressive beside it (True for :class:`ExpressiveToyConfig`'s defaults, or a config;
+    :mod:`spiritlens.synthetic.toy.expressive`), reused under its own inputs hash. Raises ValueError
     for unusable inputs, :class:`~spiritlens.data.TTSUnavailable` when the speech synthesiser is missing.
     """
     config = config or ToyConfig()
+    expressive = _expressive_config(expressive)
     log = log or _stderr
     root = Path(root)
     for pattern in (f".{root.name}.building-*", f".{root.name}.old-*"):  # left by a killed make-toy
@@ -134,7 +147,28 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     digest = inputs_hash(inputs)
     if existing is not None and existing["hash"] == digest and not force:
         log(f"[toy] {root} is up to date (inputs {digest[:12]})")
-        return root
+    else:
+        _build_base(root, config, facts, distractors, inputs, digest, progress=progress, log=log)
+        force = False  # a new tree: nothing Expressive in it to rebuild
+    if expressive is not None:
+        from spiritlens.synthetic.toy.expressive import build_expressive
+
+        build_expressive(root, config, expressive, facts, distractors, digest, progress=progress, log=log, force=force)
+    return root
+
+
+def _expressive_config(expressive: bool | ExpressiveToyConfig | None) -> ExpressiveToyConfig | None:
+    if isinstance(expressive, ExpressiveToyConfig):
+        return expressive
+    if expressive is True:
+        return ExpressiveToyConfig()
+    if expressive is False or expressive is None:
+        return None
+    raise ValueError(f"expressive must be True, False or an ExpressiveToyConfig, got {expressive!r}")
+
+
+def _build_base(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: list[Distractor], inputs: dict,
+                digest: str, *, progress: bool | None, log: Callable[[str], None]) -> None:
     root.parent.mkdir(parents=True, exist_ok=True)
     building = root.parent / f".{root.name}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
@@ -148,33 +182,45 @@ def make_toy(root: str | os.PathLike, config: ToyConfig | None = None, *, known:
     finally:
         torch.set_num_threads(threads)
         shutil.rmtree(building, ignore_errors=True)
-    return root
 
 
 def cached_toy(config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
-               cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+               cache_dir: str | os.PathLike | None = None,
+               expressive: bool | ExpressiveToyConfig = False) -> tuple[Path, bool]:
     """Where :func:`toy_checkpoints` keeps the toy for ``config`` (``<cache_dir>/toy-<hash12>``), and
-    whether a finished toy with exactly these inputs is there."""
+    whether a finished toy with exactly these inputs is there (with ``expressive``, and the toy
+    SpiritLM Expressive of that configuration beside it)."""
     config = config or ToyConfig()
+    expressive = _expressive_config(expressive)
     facts, distractors = _choose(config, known)
     digest = inputs_hash(toy_inputs(config, facts, distractors))
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"toy-{digest[:12]}"
     try:
-        return target, read_manifest(target)["hash"] == digest
+        ready = read_manifest(target)["hash"] == digest
     except ValueError:
         return target, False
+    if ready and expressive is not None:
+        from spiritlens.synthetic.toy.expressive import expressive_ready
+
+        ready = expressive_ready(target, inputs_hash(expressive_inputs(digest, expressive)))
+    return target, ready
 
 
 def toy_checkpoints(config: ToyConfig | None = None, *, known: str | os.PathLike | None = None,
                     cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
-                    log: Callable[[str], None] | None = None) -> Path:
-    """The toy tree for ``config`` under ``<cache_dir>/toy-<hash12>``, built on first use (see :func:`make_toy`)."""
-    target, ready = cached_toy(config, known=known, cache_dir=cache_dir)
+                    log: Callable[[str], None] | None = None,
+                    expressive: bool | ExpressiveToyConfig = False) -> Path:
+    """The toy tree for ``config`` under ``<cache_dir>/toy-<hash12>``, built on first use (see
+    :func:`make_toy`); with ``expressive``, the toy SpiritLM Expressive is added to it on first use
+    (:func:`~spiritlens.synthetic.toy.cache.expressive_model_dir` and
+    :func:`~spiritlens.synthetic.toy.cache.expressive_speech_tokenizer_dir` find it)."""
+    target, ready = cached_toy(config, known=known, cache_dir=cache_dir, expressive=expressive)
     if ready:
         return target
-    (log or _stderr)(f"[toy] training a toy SpiritLM into {target} (cached for later runs)")
-    return make_toy(target, config, known=known, progress=progress, log=log)
+    if not cached_toy(config, known=known, cache_dir=cache_dir)[1]:
+        (log or _stderr)(f"[toy] training a toy SpiritLM into {target} (cached for later runs)")
+    return make_toy(target, config, known=known, progress=progress, log=log, expressive=expressive)
 
 
 # ------------------------------------------------------------------ building
@@ -187,31 +233,6 @@ def _choose(config: ToyConfig, known) -> tuple[list[ToyFact], list[Distractor]]:
 
     dataset = load_known(known)  # spiritlens.data.known's lookup rule when None
     return select_facts(dataset.records, config)
-
-
-def _fresh_llama(llama: dict, local_layers: int):
-    """A newly initialised ``LlamaForCausalLM`` for ``llama`` (a config.json dict) with attention off
-    in its first ``local_layers`` layers (zero ``o_proj``, frozen)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    hf = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in llama.items() if k != "architectures"}))
-    for layer in hf.model.layers[:local_layers]:  # attention off: each position sees only itself
-        layer.self_attn.o_proj.weight.data.zero_()
-        layer.self_attn.o_proj.weight.requires_grad_(False)
-    return hf
-
-
-def _state(hf) -> dict:
-    return {k: v.detach().clone().contiguous() for k, v in hf.state_dict().items()}
-
-
-def _check_text_ids(backbone: list, spiritlm: list, bos: int, text_marker: int) -> None:
-    """Each text sequence of the toy SpiritLM is the backbone's with ``[Text]`` after ``<s>``: the
-    vocabulary extension kept every text piece's id. ValueError naming the first that is not."""
-    for b, s in zip(backbone, spiritlm, strict=True):
-        if s.ids != [bos, text_marker] + b.ids[1:] or s.start != b.start + 1 or b.ids[:1] != [bos]:
-            raise ValueError(f"the toy SpiritLM's tokenizer does not give the backbone's ids after its text marker "
-                             f"({s.form} sequence {s.ids} vs the backbone's {b.ids})")
 
 
 def _build(root: Path, config: ToyConfig, facts: list[ToyFact], distractors: list[Distractor], inputs: dict,

@@ -11,26 +11,32 @@ from spiritlens.synthetic.toy.config import BACKBONE_TARGETS, TARGETS, ToyFact
 from spiritlens.models.spiritlm.tree import speech_tokenizer_folder
 
 
-def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[str, Path], *,
-                 speech_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict:
+def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[str, Any], *,
+                 speech_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                 directory: str | os.PathLike | None = None, model=None) -> dict:
     """Greedy answers of the toy under SpiritLM's text rule, judged by spiritlens' Known-t2t /
-    Known-s2t filter (:func:`spiritlens.data.filtering.filter_known`); a JSON-ready report."""
+    Known-s2t filter (:func:`spiritlens.data.filtering.filter_known`); a JSON-ready report.
+
+    ``audio``: ``"<known_id>_prompt"`` -> the prompt's WAV, or its speech units already encoded
+    (what the build trained on: the speech tokenizer then does not run again). ``directory``: the
+    model folder (default: the toy SpiritLM Base's, :func:`model_dir`); ``model``: that model, loaded."""
     from spiritlens.data import KnownRecord
     from spiritlens.data.filtering import filter_known
     from spiritlens.model import HookedSpiritLM
 
     root = Path(root)
-    model = HookedSpiritLM.from_pretrained(model_dir(root), speech_tokenizer=speech_dir or speech_tokenizer_folder(root),
-                                           progress=progress)
+    if model is None:
+        model = HookedSpiritLM.from_pretrained(directory or model_dir(root),
+                                               speech_tokenizer=speech_dir or speech_tokenizer_folder(root),
+                                               progress=progress)
     records = [KnownRecord(f.known_id, f.prompt, f.subject, f.attribute, f.relation_id) for f in facts]
     modalities = {"t2t": records}
     if audio:
         modalities["s2t"] = records
     report: dict[str, Any] = {"accuracy": {}, "counts": {}, "entries": {}}
     for modality, candidates in modalities.items():
-        result = filter_known(model, candidates, modality, {f.known_id: str(audio[f"{f.known_id}_prompt"])
-                                                            for f in facts} if audio else {},
-                              progress=progress)
+        spoken = {f.known_id: _speech(audio[f"{f.known_id}_prompt"]) for f in facts} if audio else {}
+        result = filter_known(model, candidates, modality, spoken, progress=progress)
         report["counts"][modality] = dict(result.counts)
         report["accuracy"][modality] = result.counts["exact"] / max(1, result.counts["total"])
         report["entries"][modality] = [{"known_id": e.known_id, "generated": e.generated, "label": e.label}
@@ -39,6 +45,11 @@ def evaluate_toy(root: str | os.PathLike, facts: Sequence[ToyFact], audio: dict[
     report["meets_targets"] = all(report["accuracy"][m] >= t for m, t in report["targets"].items())
     report["rule"] = _RULE
     return report
+
+
+def _speech(item):
+    """A WAV path as a string, encoded units as they are (the prompt path takes either)."""
+    return str(item) if isinstance(item, (str, os.PathLike)) else item
 
 
 _RULE = "greedy generation (max_new_tokens 8, text output), judged exact by spiritlens.data.judge"
@@ -79,3 +90,4 @@ def evaluate_backbone(directory: str | os.PathLike, facts: Sequence[ToyFact], *,
                                 for e in result.entries]},
             "targets": dict(BACKBONE_TARGETS), "meets_targets": accuracy >= BACKBONE_TARGETS["t2t"],
             "rule": _RULE, "prompt": "Llama-2's: <s> + the prompt text (no marker)"}
+

@@ -1,4 +1,4 @@
-"""Training the toys (backbone and SpiritLM): the prompt + answer sequences (text and speech) through the real prompt path, length batches, the optimiser loop."""
+"""Training the toys (backbone and SpiritLM): the prompt + answer sequences (text and speech) through the real prompt path, the check that the text pieces kept the backbone's ids, a fresh model with attention off in its first layers, length batches, the optimiser loop."""
 
 from __future__ import annotations
 
@@ -101,6 +101,31 @@ def _sequences(encode: Callable[[Any], list[int]], eos: int, facts: Sequence[Toy
     return sequences, pool
 
 
+def _fresh_llama(llama: dict, local_layers: int):
+    """A newly initialised ``LlamaForCausalLM`` for ``llama`` (a config.json dict) with attention off
+    in its first ``local_layers`` layers (zero ``o_proj``, frozen)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in llama.items() if k != "architectures"}))
+    for layer in hf.model.layers[:local_layers]:  # attention off: each position sees only itself
+        layer.self_attn.o_proj.weight.data.zero_()
+        layer.self_attn.o_proj.weight.requires_grad_(False)
+    return hf
+
+
+def _state(hf) -> dict:
+    return {k: v.detach().clone().contiguous() for k, v in hf.state_dict().items()}
+
+
+def _check_text_ids(backbone: list, spiritlm: list, bos: int, text_marker: int) -> None:
+    """Each text sequence of the toy SpiritLM is the backbone's with ``[Text]`` after ``<s>``: the
+    vocabulary extension kept every text piece's id. ValueError naming the first that is not."""
+    for b, s in zip(backbone, spiritlm, strict=True):
+        if s.ids != [bos, text_marker] + b.ids[1:] or s.start != b.start + 1 or b.ids[:1] != [bos]:
+            raise ValueError(f"the toy SpiritLM's tokenizer does not give the backbone's ids after its text marker "
+                             f"({s.form} sequence {s.ids} vs the backbone's {b.ids})")
+
+
 def _batches(sequences: list[_Sequence], max_tokens: int) -> list[list[_Sequence]]:
     """Micro-batches of sequences of similar length, each at most ``max_tokens`` padded tokens."""
     ordered = sorted(sequences, key=lambda s: len(s.ids))
@@ -114,12 +139,15 @@ def _batches(sequences: list[_Sequence], max_tokens: int) -> list[list[_Sequence
 
 
 def _train(hf, sequences: list[_Sequence], pool: list[list[_Sequence]], config: ToyConfig, *, eos_id: int,
-           max_steps: int, min_steps: int, lr: float, seed: int, progress: bool | None, desc: str) -> dict:
+           max_steps: int, min_steps: int, lr: float, seed: int, progress: bool | None, desc: str,
+           variants: Sequence[list[_Sequence]] = ()) -> dict:
     """Train ``hf`` in place for at most ``max_steps`` steps at peak learning rate ``lr`` (early stop
     as :class:`ToyConfig` says, not before ``min_steps``); ``seed`` seeds the distractors drawn at
-    each step. Returns a summary: steps, stop reason, final loss and accuracy, the loop's wall-clock
-    ``train_seconds`` and process CPU time ``train_cpu_seconds``. ``progress``: the bar
-    (:mod:`spiritlens.progress`)."""
+    each step and then, per group of ``variants`` (fact sequences in several versions, e.g. with
+    another recording's prosody), the one version trained at that step; a drawn version counts
+    for its form's accuracy and for the early stop. Returns a summary: steps, stop reason, final
+    loss and accuracy, the loop's wall-clock ``train_seconds`` and process CPU time
+    ``train_cpu_seconds``. ``progress``: the bar (:mod:`spiritlens.progress`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -135,7 +163,8 @@ def _train(hf, sequences: list[_Sequence], pool: list[list[_Sequence]], config: 
         return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    forms = sorted({s.form for s in sequences})
+    forms = sorted({s.form for s in sequences} | {s.form for group in variants for s in group})
+    totals = collections.Counter(s.form for s in sequences) + collections.Counter(group[0].form for group in variants)
     history: list[dict] = []
     streak, stop, step = 0, "max_steps", 0
     hf.train()
@@ -146,6 +175,9 @@ def _train(hf, sequences: list[_Sequence], pool: list[list[_Sequence]], config: 
             picks = torch.randint(len(pool), (config.distractors_per_step,), generator=generator).tolist()
             answers = torch.randint(1 << 30, (config.distractors_per_step,), generator=generator).tolist()
             chosen = [pool[p][a % len(pool[p])] for p, a in zip(picks, answers)]
+        if variants:
+            drawn = torch.randint(1 << 30, (len(variants),), generator=generator).tolist()
+            chosen += [group[d % len(group)] for group, d in zip(variants, drawn)]
         step_sequences = sequences + chosen
         total_weight = sum(len(s.ids) - 1 - s.start + config.lm_weight * s.start for s in step_sequences)
         optimizer.zero_grad(set_to_none=True)
@@ -170,7 +202,6 @@ def _train(hf, sequences: list[_Sequence], pool: list[list[_Sequence]], config: 
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         scheduler.step()
-        totals = collections.Counter(s.form for s in sequences)
         accuracy = {form: correct[form] / totals[form] for form in forms}
         history.append({"step": step, "loss": round(loss_sum, 5), **{f"acc_{f}": round(a, 4) for f, a in accuracy.items()}})
         bar.set_postfix(loss=f"{loss_sum:.3f}", **{f"acc_{f}": f"{a:.2f}" for f, a in accuracy.items()})
