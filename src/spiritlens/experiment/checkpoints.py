@@ -51,7 +51,8 @@ def resolve_checkpoints(config, out: Path, *, progress: bool = True,
         else:
             from spiritlens.synthetic.toy.build import toy_checkpoints
 
-            root = config.toy or toy_checkpoints(known=config.known, progress=progress, log=log)
+            root = config.toy or toy_checkpoints(known=config.known, progress=progress, log=log,
+                                                 expressive=config.expressive)
             log(f"[prepare] toy SpiritLM: {root}")
         aligner = POCKETSPHINX if config.aligner is None else str(config.aligner)
         return variant_dir(root, config.variant), speech_tokenizer_folder(root), aligner

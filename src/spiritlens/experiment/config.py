@@ -287,10 +287,11 @@ def check_environment(config: ExperimentConfig) -> None:
             raise ValueError(f"--toy: {error}" + (f" (or pass --backbone {NO_BACKBONE})" if "backbone" in str(error)
                                                   else "")) from None
     if config.embedded and not config.random_weights:
-        if config.toy is None and config.variant != VARIANTS[0]:
-            flag = "--expressive" if config.expressive else f"--variant {config.variant!r}"
-            raise ValueError(f"{flag}: the toy SpiritLM is a {VARIANTS[0]} only; pass --random-weights (tiny "
-                             "random checkpoints), --toy DIR (a toy tree with that variant) or real checkpoints")
+        built = VARIANTS if config.expressive else VARIANTS[:1]  # --expressive builds the toy's Expressive too
+        if config.toy is None and config.variant not in built:
+            raise ValueError(f"--variant {config.variant!r}: the embedded toy is {' or '.join(built)}; pass "
+                             "--random-weights (tiny random checkpoints), --toy DIR (a toy tree with that variant) "
+                             "or real checkpoints")
         if config.toy is not None and not variant_dir(config.toy, config.variant).is_dir():
             raise ValueError(f"--toy {str(config.toy)!r} has no {config.variant} model "
                              f"({variant_dir(config.toy, config.variant)})")
@@ -299,7 +300,7 @@ def check_environment(config: ExperimentConfig) -> None:
         if config.toy is None and not EspeakTTS().available():
             from spiritlens.synthetic.toy.build import cached_toy
 
-            if not cached_toy(known=config.known)[1]:
+            if not cached_toy(known=config.known, expressive=config.expressive)[1]:
                 raise ValueError("the embedded toy SpiritLM is trained on espeak-ng speech, which is not installed "
                                  "(apt-get install espeak-ng); or pass --toy DIR or --random-weights")
     if config.model is not None:

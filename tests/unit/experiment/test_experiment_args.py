@@ -45,8 +45,8 @@ BAD_ARGUMENTS = [
     (["--backbone", "{tmp}/no-such-llama"], "--backbone '{tmp}/no-such-llama': no such directory (a Hugging Face "
                                             "Llama-2 folder"),
     (["--backbone", "{tmp}"], "--backbone: model directory '{tmp}' has no config.json"),
-    (["--variant", "spirit-lm-expressive-7b"], "--variant 'spirit-lm-expressive-7b': the toy SpiritLM is a "
-                                               "spirit-lm-base-7b only"),
+    (["--variant", "spirit-lm-expressive-7b"], "--variant 'spirit-lm-expressive-7b': the embedded toy is "
+                                               "spirit-lm-base-7b; pass --random-weights"),
 ]
 
 

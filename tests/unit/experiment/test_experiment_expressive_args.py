@@ -16,7 +16,8 @@ BAD = [
     (["--prosody-controls", "flat_pitch"], "--prosody-controls must include original"),
     (["--prosody-controls", "original,louder"], "--prosody-controls (or all) must be a comma-separated list of "
                                                 "original, flat_pitch"),
-    (["--expressive"], "--expressive: the toy SpiritLM is a spirit-lm-base-7b only; pass --random-weights"),
+    (["--expressive", "--variant", "other-7b"], "--variant 'other-7b': the embedded toy is spirit-lm-base-7b or "
+                                                "spirit-lm-expressive-7b; pass --random-weights"),
 ]
 
 
