@@ -123,6 +123,9 @@ class ExperimentConfig:
     prosody_controls: tuple[str, ...] = field(default=("all",), metadata={
         "help": "with --expressive: the prosody controls traced, comma-separated, original required; all: "
                 + ", ".join(CONTROLS)})
+    control_kinds: tuple[str, ...] = field(default=("hidden",), metadata={
+        "help": "with --expressive: the kinds traced under each prosody control other than the original (which "
+                "is traced for every --kinds kind); every control's answer probabilities are measured regardless"})
     toy: Path | None = field(default=None, metadata={
         "help": "a toy SpiritLM tree (spiritlens make-toy DIR) for the embedded default"})
     random_weights: bool = field(default=False, metadata={
@@ -143,6 +146,7 @@ class ExperimentConfig:
         self.kinds = tuple(self.kinds)
         self.accept = tuple(self.accept)
         self.noise_streams = tuple(self.noise_streams)
+        self.control_kinds = tuple(self.control_kinds)
         self.prosody_controls = CONTROLS if tuple(self.prosody_controls) == ("all",) else tuple(self.prosody_controls)
         if self.expressive and self.variant == VARIANTS[0]:  # the default: --expressive picks the variant
             self.variant = VARIANTS[1]
@@ -201,6 +205,7 @@ def check_settings(config: ExperimentConfig) -> None:
     _subset(config.accept, LABELS, "--accept")
     _subset(config.noise_streams, STREAMS, "--noise-streams")
     _subset(config.prosody_controls, CONTROLS, "--prosody-controls (or all)")
+    _subset(config.control_kinds, KINDS, "--control-kinds")
     if "original" not in config.prosody_controls:
         raise ValueError("--prosody-controls must include original (every control is measured against it)")
     if config.expressive and "s2t" not in config.modalities:

@@ -60,6 +60,12 @@ def donor_of(prep, known_id: int) -> int | None:
     return ids[(ids.index(known_id) + 1) % len(ids)]
 
 
+def traced_kinds(config, control: str) -> tuple[str, ...]:
+    """The kinds traced under ``control``: every ``--kinds`` kind for the original, the ``--control-kinds``
+    among them for the other controls (their answer probabilities are measured in every case)."""
+    return tuple(config.kinds) if control == "original" else tuple(k for k in config.kinds if k in config.control_kinds)
+
+
 def item_key(experiment, prep, control, known_id: int, donor: int | None) -> dict:
     """The run key of one (prompt, control): the S->T result key (without the plain traces' row mode), with
     the control, the donor's audio and the noised streams as ``options.expressive``."""
@@ -68,6 +74,7 @@ def item_key(experiment, prep, control, known_id: int, donor: int | None) -> dic
     audio = prep.audio.get(str(donor)) if donor is not None else None
     options = dict(key.get("options") or {})
     options["expressive"] = {**control.record(), "row_mode": ROW_MODE,
+                             "kinds": list(traced_kinds(experiment.config, control.name)),
                              "noise_streams": list(experiment.config.noise_streams),
                              "donor_audio_sha256": file_digest(audio) if audio and Path(audio).is_file() else None}
     key["options"] = options
@@ -79,7 +86,7 @@ def _stale(experiment, control: str, known_id: int, key: dict) -> str | None:
     one verifies under ``key``."""
     from spiritlens.traces import TraceResult
 
-    paths = [result_path(experiment, control, known_id, kind) for kind in experiment.config.kinds]
+    paths = [result_path(experiment, control, known_id, kind) for kind in traced_kinds(experiment.config, control)]
     record = record_path(experiment, control, known_id)
     if not record.exists() and not any(p.exists() for p in paths):
         return ""
@@ -155,7 +162,8 @@ def _run_item(experiment, prep, spoken, control, known_id: int, donor: int | Non
     judged = prep.answers.get("s2t", {}).get(str(known_id))
     target = None if judged is None else generated_answer(model, judged)
     sigma = prep.sigma["speech"]
-    results = trace_kinds(model, prompt, kinds=config.kinds, samples=config.samples, noise=config.noise,
+    kinds = traced_kinds(config, control.name) or (config.kinds[0],)  # one kind at least: the answer's runs
+    results = trace_kinds(model, prompt, kinds=kinds, samples=config.samples, noise=config.noise,
                           seed=config.seed, window=prep.window, sigma=sigma, row_mode=ROW_MODE,
                           noise_streams=config.noise_streams, target=target, max_batch_cells=config.max_batch_cells,
                           name=f"s2t_{known_id}_{control.name}", method=experiment.trace_method,
@@ -163,6 +171,8 @@ def _run_item(experiment, prep, spoken, control, known_id: int, donor: int | Non
     first = next(iter(results.values()))
     answer_id = int(first.answer_id)
     for kind, result in results.items():
+        if kind not in traced_kinds(config, control.name):
+            continue  # traced only for the answer's probabilities
         result.extra.update(known_id=known_id, relation_id=record.get("relation_id"), attribute=record["attribute"],
                             experiment_modality="s2t", prosody_control=control.record(), donor_known_id=donor,
                             sigma_modality=DIRECTION_MODALITY["s2t"] if config.speech_sigma == "speech" else "text")
@@ -212,7 +222,7 @@ def collect(experiment, prep) -> Collected:
                 if stale:
                     collected.problems.append(f"{name}/{known_id}: {stale}")
                 continue
-            paths += [result_path(experiment, name, known_id, kind) for kind in experiment.config.kinds]
+            paths += [result_path(experiment, name, known_id, kind) for kind in traced_kinds(experiment.config, name)]
             collected.records.append(read_json(record_path(experiment, name, known_id), "control record"))
         collected.results[name] = load_results(paths, collected.problems, streams=True) if paths else []
     return collected
