@@ -126,9 +126,9 @@ def stream_controls_figure(by_control: Mapping[str, KindAggregate], kind: str, *
         raise ValueError("nothing to plot: no aggregates given")
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    rows = [[(kind, f"{(labels or {}).get(control, control)}: {STREAM_LABELS[s]}", agg, stream_panel_categories(s))
-             for s in STREAMS] for control, agg in by_control.items()]
-    fig = new_figure(3.4 * len(STREAMS) + 2.2, 1.9 * len(rows) + 0.7, layout="constrained")
+    rows = [[(kind, f"{(labels or {}).get(control, control)}\n{STREAM_LABELS[s]}", agg, stream_panel_categories(s))
+             for s in STREAMS] for control, agg in by_control.items()]  # two title lines: long control names
+    fig = new_figure(3.4 * len(STREAMS) + 2.2, 2.1 * len(rows) + 0.7, layout="constrained")
     title = _draw_panels(fig, rows, scale=scale, epsilon=epsilon)
     note = estimate_note({m for agg in by_control.values() for m in agg.methods})
     fig.suptitle(f"{KIND_NAMES[kind]}, per stream, under each prosody control\n{title}" + (f"\n{note}" if note else ""),

@@ -50,12 +50,33 @@ def test_stream_controls_figure_rows_are_controls(tmp_path):
     by_control = {"original": aggregate_streams([stream_result(0.2, kind="mlp")], "mlp"),
                   "flat_pitch": aggregate_streams([stream_result(0.05, kind="mlp")], "mlp")}
     fig = stream_controls_figure(by_control, "mlp", scale="linear", labels={"flat_pitch": "pitch flattened"})
-    flat, _ = panel_data(fig, "pitch flattened: pitch")
-    original, _ = panel_data(fig, "original: pitch")
+    flat, _ = panel_data(fig, "pitch flattened\npitch")
+    original, _ = panel_data(fig, "original\npitch")
     assert flat[0] == pytest.approx([0.05] * 3) and original[0] == pytest.approx([0.2] * 3)
     assert_drawn_png(plot_stream_controls(by_control, "mlp", tmp_path / "controls_mlp.png"))
     with pytest.raises(ValueError, match="no aggregates"):
         stream_controls_figure({}, "mlp")
+
+
+def test_stream_controls_titles_stay_clear_of_each_other_and_the_colour_bar():
+    labels = {"other_pitch": "pitch of another prompt", "other_style": "style of another prompt"}
+    by_control = {c: aggregate_streams([stream_result(0.1 * (i + 1), kind="hidden")], "hidden")
+                  for i, c in enumerate(["original", "other_pitch", "other_style"])}
+    fig = stream_controls_figure(by_control, "hidden", labels=labels)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    panels = [a for a in fig.axes if a.get_title()]
+    bars = [a for a in fig.axes if not a.get_title() and a not in panels]
+    assert len(panels) == 9 and bars
+    titles = [a.title.get_window_extent(renderer) for a in panels]
+    for box in titles:
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1  # inside the figure
+        for bar in bars:
+            assert not box.overlaps(bar.get_window_extent(renderer)), "a panel title runs into the colour bar"
+    for k, box in enumerate(titles):
+        assert not any(box.overlaps(other) for other in titles[k + 1:]), "two panel titles overlap"
 
 
 def test_controls_figure(tmp_path):
