@@ -21,7 +21,6 @@ hubert-large-ls960-ft layout (``<pad>`` first, upper case) and the common fine-t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 

@@ -19,7 +19,6 @@ CIs over facts) and the figures ``crossmodal/patching.png``, ``geometry.png``,
 from __future__ import annotations
 
 import os
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,7 +35,7 @@ from spiritlens.crossmodal.patching import (
 )
 from spiritlens.crossmodal.analyses import ANALYSES, RESULT_TYPES, analyze_fact, summarize_results
 from spiritlens.figures.crossmodal import write_figures
-from spiritlens.experiment.prepared import PreparedRun, RunModels
+from spiritlens.experiment.prepared import PreparedRun, RunModels, record_failure
 
 
 def _load_existing(path: Path, analysis: str, key: dict, recomputed: list[str]) -> ResultFile | None:
@@ -138,11 +137,7 @@ def run_experiment_dir(run_dir: str | os.PathLike, *, analyses: Sequence[str] = 
             else:
                 status["reused"].append(kid)
         except Exception as error:  # one fact's failure must not stop the others
-            reason = f"{type(error).__name__}: {error}".splitlines()[0]
-            status["failed"].append({"fact": kid, "reason": reason})
-            log(f"[crossmodal] fact {kid} failed: {reason}")
-            if os.environ.get("SPIRITLENS_DEBUG"):
-                traceback.print_exc()
+            record_failure(status, {"fact": kid}, error, log, f"[crossmodal] fact {kid}")
         for analysis, result in done.items():
             if result is not None:
                 collected[analysis].append(result)

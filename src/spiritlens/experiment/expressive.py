@@ -22,12 +22,11 @@ report (:mod:`spiritlens.experiment.report_expressive`).
 
 from __future__ import annotations
 
-import os
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from spiritlens._io import read_json, write_json_atomic
+from spiritlens.experiment.prepared import record_failure
 from spiritlens.runkey import file_digest, run_key, stamp, verify
 
 FOLDER = "expressive"
@@ -134,11 +133,7 @@ def run_share(experiment, prep) -> dict:
                 _run_item(experiment, prep, spoken, control, known_id, donor, key)
                 status["computed"].append(item)
             except Exception as error:  # one item's failure must not stop the run
-                reason = f"{type(error).__name__}: {error}".splitlines()[0]
-                status["failed"].append({"item": item, "reason": reason})
-                bar.write(f"[expressive] {item} failed: {reason}")
-                if os.environ.get("SPIRITLENS_DEBUG"):
-                    traceback.print_exc()
+                record_failure(status, {"item": item}, error, bar.write, f"[expressive] {item}")
     bar.close()
     return status
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import traceback
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -185,6 +186,17 @@ def run_fingerprint(prep: PreparedRun, device_kind: str) -> dict:
     return {"weights": folder_digest(prep.model_dir),
             "speech_tokenizer": folder_digest(speech) if speech and Path(speech).is_dir() else None,
             "aligner": aligner_digest(prep.aligner), "dtype": prep.dtype, "device": device_kind}
+
+
+def record_failure(status: dict, entry: dict, error: BaseException, say, label: str) -> None:
+    """Record one work item's failure and go on: ``entry`` plus ``reason`` (the error's first line) is
+    appended to ``status["failed"]``, ``say(f"{label} failed: {reason}")`` tells the user, and the traceback
+    is printed when ``$SPIRITLENS_DEBUG`` is set."""
+    reason = f"{type(error).__name__}: {error}".splitlines()[0]
+    status["failed"].append({**entry, "reason": reason})
+    say(f"{label} failed: {reason}")
+    if os.environ.get("SPIRITLENS_DEBUG"):
+        traceback.print_exc()
 
 
 def free_memory(device) -> None:

@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from spiritlens.experiment.baseline import (
     release_backbone,
 )
 from spiritlens.traces.attribution import CONFIRM_RULE
-from spiritlens.experiment.prepared import PreparedRun, RunModels
+from spiritlens.experiment.prepared import PreparedRun, RunModels, record_failure
 from spiritlens.traces.noise import parse_noise
 from spiritlens.traces.window import check_window
 
@@ -343,11 +342,7 @@ class Experiment:
                 self._trace_item(prep, modality, known_id, missing)
                 status["traced"].append({"item": name, "kinds": missing})
             except Exception as error:  # one item's failure must not stop the run
-                reason = f"{type(error).__name__}: {error}".splitlines()[0]
-                status["failed"].append({"item": name, "reason": reason})
-                bar.write(f"[trace] {name} failed: {reason}")
-                if os.environ.get("SPIRITLENS_DEBUG"):
-                    traceback.print_exc()
+                record_failure(status, {"item": name}, error, bar.write, f"[trace] {name}")
         bar.close()
         return status
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
-
 from spiritlens.model import hook_names
 
 _LIBRARIES = ("transformer_lens.", "transformers.")

@@ -11,7 +11,6 @@ float64): the run's score is the mean of the rows' products, not a product of me
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

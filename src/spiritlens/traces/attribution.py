@@ -72,7 +72,7 @@ from spiritlens.interventions.hooks import blocks_hooks, describe
 from spiritlens.model.llama import LlamaStack, causal_mask
 from spiritlens.terms import KINDS, VERIFY_RANKS
 from spiritlens.tokens.trace_prompt import Row
-from spiritlens.traces.window import check_window, layer_window
+from spiritlens.traces.window import check_window
 
 __all__ = ["CONFIRM_RULE", "VERIFY_RANKS", "atp_qk_scores", "atp_scores", "attribution_scores", "check_cells",
            "check_verify_rank", "check_verify_top", "estimated_cells", "graddrop_magnitudes", "normalise_cells",

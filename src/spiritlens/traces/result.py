@@ -21,7 +21,6 @@ chosen cells only (``trace(..., cells=...)``) is exact there and NaN elsewhere, 
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
