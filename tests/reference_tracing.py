@@ -1,4 +1,4 @@
-"""A plain per-cell causal-tracing reference (CAUSAL_TRACING.md §8 in ROME's batch layout).
+"""A plain per-cell causal-tracing reference (ROME's batch layout: row 0 clean, rows 1..S noised).
 
 Written independently of ``spiritlens.traces``: one ``run_with_hooks`` forward of S+1 rows per
 cell, row 0 clean, noise added at ``hook_embed`` on rows 1..S, and each restored state copied

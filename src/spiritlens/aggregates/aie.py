@@ -78,6 +78,7 @@ import numpy as np
 from spiritlens._io import loads_json
 from spiritlens.aggregates.ci import mean_ci
 from spiritlens.terms import KINDS, MODALITIES, MODALITY_LABELS  # noqa: F401 (re-exported)
+from spiritlens.traces.methods import estimate_note
 from spiritlens.traces.result import result_problem
 from spiritlens.traces.streams import STREAM_LABELS, STREAM_ROW_MODE, STREAMS
 
@@ -377,7 +378,9 @@ class KindAggregate:
             return "no rows"
         category, layer, value = peak
         ci = self.ci[category][layer]
-        return f"peak AIE {value:.4g}{f' ± {ci:.2g}' if np.isfinite(ci) else ''} at {category}, layer {layer}"
+        estimate = estimate_note(self.methods)
+        what = f"peak AIE ({estimate})" if estimate else "peak AIE"
+        return f"{what} {value:.4g}{f' ± {ci:.2g}' if np.isfinite(ci) else ''} at {category}, layer {layer}"
 
 
 def _mean_or_nan(values: Sequence[float]) -> float:
@@ -424,6 +427,13 @@ def _aggregate(results: list[Mapping], kind: str, categories: tuple[str, ...]) -
                 f"kind {kind!r} mixes layer counts: {describe(first_result)} has {n_layers} layers, "
                 f"{describe(result)} has {parsed.scores.shape[1]}"
             )
+    methods = {}
+    for result, _ in chosen:
+        methods.setdefault(str(result.get("method", "exact")), result)
+    if len(methods) > 1:
+        (a, first_of), (b, second_of) = list(methods.items())[:2]
+        raise ValueError(f"kind {kind!r} mixes methods: {describe(first_of)} is {a}, {describe(second_of)} is {b}; "
+                         "aggregate exact traces and attribution estimates apart")
     modalities = {parsed.modality for _, parsed in chosen}
     kept = [(result, parsed) for result, parsed in chosen if parsed.kept]
     pooled: dict[str, list[np.ndarray]] = {name: [] for name in categories}
@@ -468,6 +478,45 @@ def _aggregate(results: list[Mapping], kind: str, categories: tuple[str, ...]) -
         methods=tuple(sorted({str(result.get("method", "exact")) for result, _ in chosen})),
         categories=categories,
     )
+
+
+# Settings that must agree for prompts to be averaged as one experiment (a difference is reported).
+POOLED_SETTINGS = ("sigma", "noise_rule", "samples", "replace", "answer_rule", "window", "corruption")
+
+
+def pooling_notes(results: Iterable[Mapping]) -> list[str]:
+    """What a reader of an average over ``results`` must know, one line each, per group and kind: the
+    same input (token ids and subject) traced more than once (each counts as a prompt), settings of
+    :data:`POOLED_SETTINGS` that differ between results, explicit targets (``target``: not the model's
+    own answer), and speech alignments flagged as low-confidence. Empty when none applies."""
+    notes: list[str] = []
+    by_group: dict[tuple[str, str], list[Mapping]] = {}
+    for result in results:
+        by_group.setdefault((result_group(result), str(result.get("kind"))), []).append(result)
+    for (group, kind), members in by_group.items():
+        where = f"{group} {kind}"
+        seen: dict[str, Mapping] = {}
+        for result in (r for r in members if r.get("correct_prediction") is not False):  # the averaged ones
+            key = repr((result.get("input_ids"), result.get("subject_range"), result.get("row_mode")))
+            if key in seen:
+                notes.append(f"{where}: {describe(result)} traces the same input as {describe(seen[key])}; "
+                             "both count as prompts")
+            else:
+                seen[key] = result
+        for setting in POOLED_SETTINGS:
+            values = {repr(result.get(setting)) for result in members}
+            if len(values) > 1:
+                notes.append(f"{where}: results differ in {setting} ({', '.join(sorted(values)[:4])}); "
+                             "averaged together")
+        targets = [r for r in members if r.get("target")]
+        if targets:
+            notes.append(f"{where}: {len(targets)} result(s) score an explicit --target, not the model's own "
+                         f"answer (e.g. {describe(targets[0])}, target {targets[0].get('target')!r})")
+        flagged = [r for r in members if r.get("alignment_low_confidence")]
+        if flagged:
+            notes.append(f"{where}: {len(flagged)} result(s) with a low-confidence speech alignment included "
+                         f"(e.g. {describe(flagged[0])})")
+    return notes
 
 
 def aggregate_all(results: Iterable[Mapping]) -> dict[str, KindAggregate]:
@@ -559,7 +608,7 @@ def to_aie_json(
     aggregates: Mapping[str, KindAggregate],
     by_modality: Mapping[str, Mapping[str, KindAggregate]] | None = None,
 ) -> dict:
-    """The ``aie.json`` document of DESIGN.md: ``{kind: {count, low_score_mean, high_score_mean, aie}}``.
+    """The ``aie.json`` document (README, "JSON outputs"): ``{kind: {count, low_score_mean, high_score_mean, aie}}``.
 
     ``aie`` maps each category to one unclipped float per layer, ``null`` where the category has
     no rows. Extra fields per kind: ``ate``, ``row_counts``, ``effect`` (the per-prompt AIE the figures

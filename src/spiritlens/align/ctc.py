@@ -5,7 +5,7 @@ model's sample rate, 20 ms for HuBERT/wav2vec2 CTC heads at 16 kHz), half-open `
 end_frame)``; seconds are ``frame * frame_seconds``; character spans are half-open indices into the
 raw transcript. Every :class:`Alignment` names its frame unit (``frame_unit``).
 
-``align_emissions`` follows SPEECH.md section 6 (``index_duration = frame_seconds``,
+``align_emissions`` calls ctc-segmentation with (``index_duration = frame_seconds``,
 ``preamble_transition_cost_zero=False``, ``backtrack_from_max_t=True``), on input prepared so that
 its path is a strict CTC path:
 
@@ -28,7 +28,7 @@ to the next row's start (ctc-segmentation is not strict CTC: a row absorbs blank
 scores ``max(blank, label)``). Each label's span is the best strict-CTC split ``blank* label+
 blank*`` of its row (``_strict_span``), which keeps the first word from starting and the last from
 ending in leading/trailing silence at weak posteriors (measured, 50 synthetic sentences at peak 3:
-97.4% exact boundaries, max error 1 frame, against 94.0% and 22 frames for SPEECH.md's rule 3).
+97.4% exact boundaries, max error 1 frame, against 94.0% and 22 frames for the rule without that preparation).
 
 Vocabularies: ``vocab[blank]`` is the blank and ``word_delimiter`` (``|`` by default) separates
 words; a vocabulary without a delimiter aligns the words back to back. Transcript letters match

@@ -1,4 +1,4 @@
-"""CTC frame spans (words or LM text tokens) -> deduplicated speech-token index ranges (SPEECH.md section 7).
+"""CTC frame spans (words or LM text tokens) -> deduplicated speech-token index ranges.
 
 Units: aligner frames (``ctc_frame_seconds``: CTC frames, 20 ms, or pocketsphinx frames, 10 ms; the
 name is historical, see ``Alignment.frame_unit``), 25 Hz unit frames (``unit_frame_seconds``, 40 ms,

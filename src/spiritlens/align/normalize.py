@@ -1,6 +1,6 @@
 """The transcript a character CTC model aligns: the words of :func:`spiritlens.spoken.form.spoken_form`.
 
-The CTC alphabet (SPEECH.md section 8) is upper-case A-Z and the apostrophe, with ``|`` between
+The CTC alphabet (that of facebook/hubert-large-ls960-ft) is upper-case A-Z and the apostrophe, with ``|`` between
 words; ``normalize_transcript(text).labels`` is that label string. Every word keeps the half-open
 character span ``[char_start, char_end)`` of the original transcript it reads, so aligned words map
 back to LM text tokens. The rules (numbers, currency, decades, Roman numerals, abbreviations,

@@ -1,12 +1,11 @@
 """Audio in: any file, array or tensor -> 16 kHz mono float32 (what mHuBERT expects).
 
 ``load_audio`` reads files with soundfile (wav, flac, ogg, mp3, ...), averages up to two channels
-to mono and resamples with ``soxr.resample(x, sr, 16000)`` at soxr's default quality (the rule in
-DESIGN.md; SpiritLM itself uses torchaudio, which we do not install, so resampled audio can differ
+to mono and resamples with ``soxr.resample(x, sr, 16000)`` at soxr's default quality (spiritlens' rule; SpiritLM itself uses torchaudio, which we do not install, so resampled audio can differ
 from SpiritLM's in the last bits).
 
-Arrays and tensors carry no sample rate: ``sample_rate=None`` means 16 kHz (DESIGN.md: "a 1-D
-waveform, 16 kHz unless a sample rate is given"). Integer arrays are PCM and are scaled to [-1, 1)
+Arrays and tensors carry no sample rate: ``sample_rate=None`` means 16 kHz (a 1-D
+waveform is 16 kHz unless a sample rate is given). Integer arrays are PCM and are scaled to [-1, 1)
 as soundfile reads the same samples from a file: a signed ``b``-bit sample ``x`` gives
 ``x / 2**(b-1)``; an unsigned one is centred first, ``(x - 2**(b-1)) / 2**(b-1)`` (8-bit WAV audio is
 unsigned: 128 is silence). Float arrays (float16/32/64, bfloat16 tensors) are taken as they are.

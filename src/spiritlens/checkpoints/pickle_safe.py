@@ -22,7 +22,7 @@ executed); the first one not allowed ends the load with one line: ``<file>: refu
 global 'posix.system' ...``. torch's unpickler is the second wall (it refuses any other global and
 any opcode outside protocol 2's safe subset).
 
-What the allowed globals are, and why (read from the formats; SPEECH.md section 4):
+What the allowed globals are, and why (read from the files' formats):
 
 - SpiritLM's converted mHuBERT (``model_cfg``, ``task_cfg``, ``model_weight``,
   ``dictionaries_symbols``) and its linear quantizer ``L11_quantizer_500.pt`` (``model_cfg``,

@@ -1,17 +1,20 @@
-"""``spiritlens aggregate RESULTS_DIR --out DIR``: AIE per token category and layer, over prompts.
+"""spiritlens aggregate RESULTS_DIR --out DIR: AIE per token category and layer, over prompts.
 
 Writes, atomically, into DIR:
 
-- ``aie.json``: the DESIGN.md contract (see ``spiritlens.aggregates.to_aie_json``);
-- ``aie_<kind>.csv``: AIE per (modality, category) x layer, with row counts;
-- ``aie_grid_log.png`` (log colour scale, AIE clipped at ``--epsilon``), ``aie_grid_linear.png``
-  (ROME's clip at 0, hidden-kind maximum) and ``aie_lines.png`` (ROME's line plots with 95% bands);
-- ``comparison.json`` when the results hold a text-only backbone's (an experiment's ``results/`` with its
-  baseline row): :func:`spiritlens.aggregates.compare.compare_to_backbone`, also printed.
+- aie.json: per kind the AIE, per-prompt effects, CIs and counts (README, "JSON outputs");
+- aie_<kind>.csv: per group, category and layer the per-prompt AIE ("effect") and ROME's pooled AIE
+  ("aie"), with the category's row and prompt counts;
+- aie_grid_log.png (log colour scale, AIE clipped at --epsilon), aie_grid_linear.png (ROME's clip at 0,
+  hidden-kind maximum) and aie_lines.png (ROME's line plots with 95% bands);
+- comparison.json when the results hold a text-only backbone's (an experiment's results/ with its
+  baseline row): Pearson r of the grids with a bootstrap CI, also printed.
 
 The figures and the summary printed here show the per-prompt AIE (each prompt's rows against its own
 corrupted score, then the mean over prompts) with its 95% t-interval over prompts; a kind whose every
-indirect effect is within float32 rounding says "no effect" instead of a peak.
+indirect effect is within float32 rounding says "no effect" instead of a peak. Exact traces and
+attribution estimates are never averaged together; the same input traced twice, differing noise
+settings, explicit targets and low-confidence alignments are reported on stderr.
 
 Result files that cannot be used are listed on stderr and skipped; no usable result is an error.
 """

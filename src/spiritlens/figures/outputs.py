@@ -17,6 +17,7 @@ from spiritlens.aggregates.aie import (
     KINDS,
     KindAggregate,
     aggregate_all,
+    pooling_notes,
     aggregate_by_modality,
     split_backbone,
     to_aie_json,
@@ -36,16 +37,20 @@ class AggregateOutputs:
 
 
 def _csv_table(kind: str, groups: Mapping[str, KindAggregate]) -> str:
-    """CSV of AIE [category x layer] for one kind; ``groups`` maps a modality label to its aggregate."""
+    """CSV of one kind, [category x layer] per group (``groups`` maps a modality label to its aggregate):
+    two rows per category, ``value`` ``effect`` (the per-prompt AIE the figures show) and ``aie`` (ROME's
+    pooled AIE); ``rows`` and ``prompts`` count the category's rows and the prompts that have any."""
     n_layers = max(agg.n_layers for agg in groups.values())
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["kind", "modality", "category", "rows", "prompts", *(f"layer_{l}" for l in range(n_layers))])
+    writer.writerow(["kind", "modality", "category", "value", "rows", "prompts",
+                     *(f"layer_{l}" for l in range(n_layers))])
     for modality, agg in groups.items():
-        aie = agg.aie
-        for category in CATEGORIES:
-            values = ["" if v != v else f"{v:.6g}" for v in aie[category]]  # NaN -> empty cell
-            writer.writerow([kind, modality, category, agg.row_counts[category], agg.count, *values])
+        for value, table in (("effect", agg.effect), ("aie", agg.aie)):
+            for category in CATEGORIES:
+                cells = ["" if v != v else f"{v:.6g}" for v in table[category]]  # NaN -> empty cell
+                writer.writerow([kind, modality, category, value, agg.row_counts[category],
+                                 agg.prompt_counts.get(category, 0), *cells])
     return buffer.getvalue()
 
 
@@ -74,6 +79,7 @@ def write_aggregate_outputs(results: list[dict], out: str | Path, *, epsilon: fl
         raise ValueError(f"all {len(results)} results are wrong predictions (correct_prediction false); "
                          "nothing to average")
     outputs = AggregateOutputs(pooled, by_modality)
+    outputs.notes += pooling_notes(results)
     write_atomic(out / "aie.json", json.dumps(to_aie_json(pooled, by_modality), indent=2, allow_nan=False) + "\n")
     outputs.written.append("aie.json")
     outputs.comparison = compare_to_backbone(results, resamples=resamples, seed=seed)

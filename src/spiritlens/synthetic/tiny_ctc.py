@@ -2,7 +2,7 @@
 
 Same conv feature stack as the real model (7 layers, kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2:
 320 samples = 20 ms per CTC frame at 16 kHz, 400-sample receptive field) and the same 32-label
-character vocabulary (SPEECH.md section 5); tiny widths, random weights, so its emissions are noise.
+character vocabulary; tiny widths, random weights, so its emissions are noise.
 
 ``layout="fine-tuning"`` writes the vocabulary of the common fine-tuning recipe instead (lower-case
 letters and ``'``, ``|`` as word delimiter, ``[UNK]`` and ``[PAD]`` last, ``do_lower_case``);

@@ -7,8 +7,8 @@ model, 12 transformer layers so that SpiritLM's ``output_layer=11`` applies unch
 tiny (conv 32, hidden 48, 4 heads, FFN 96, positional conv 16 taps in 4 groups). Weights are random
 (deterministic for a seed) and keyed as fairseq keys them, including the pre-training heads
 (``label_embs_concat``, ``final_proj``) that conversion drops. The quantizer has 500 units plus the
-blank, with ``dim = upstream_dim = 48`` (layer widths 48 -> 162 -> 275 -> 501 by SPEECH.md's
-formula); with seed 0 a fifth to a half of the frames of random audio come out blank, so blank filling
+blank, with ``dim = upstream_dim = 48`` (layer widths 48 -> 162 -> 275 -> 501 by the
+quantizer's formula, :mod:`spiritlens.units.quantizer`); with seed 0 a fifth to a half of the frames of random audio come out blank, so blank filling
 is exercised end to end.
 """
 

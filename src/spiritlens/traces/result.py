@@ -114,7 +114,7 @@ class TraceResult:
         return self.scores - self.low_score
 
     def to_json(self) -> dict:
-        """A JSON-serialisable dict with the contract fields (DESIGN.md, trace JSON)."""
+        """A JSON-serialisable dict with the contract fields (README, "JSON outputs")."""
         data = asdict(self)
         data["scores"] = self.scores.tolist()
         data["subject_range"] = list(self.subject_range)

@@ -10,7 +10,7 @@ two layouts, both accepted by :func:`read_hubert_checkpoint`:
   :mod:`spiritlens.checkpoints.pickle_safe` replaces by inert stand-ins from its allow-list; any
   other global in the file is refused with one line naming it (nothing in a file is ever run).
 
-The HF config is built from the checkpoint's own fields (SPEECH.md section 4: the conv stack comes
+The HF config is built from the checkpoint's own fields (the conv stack comes
 from ``conv_feature_layers``, never assumed), the fairseq keys are renamed by :func:`hf_key`, and
 the weights are loaded strictly: a missing, unused or wrongly shaped weight is an error naming the
 key (and both shapes). Features are HF ``hidden_states[output_layer]`` (SpiritLM's 1-based

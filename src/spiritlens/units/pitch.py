@@ -1,6 +1,6 @@
 """Audio -> SpiritLM Expressive pitch codes ``[Pi0]``..``[Pi63]`` (12.5 Hz): FCPE F0 + F0 VQ-VAE.
 
-Pipeline (SPEECH.md section 11; the behaviour of SpiritLM's ``spiritlm_expressive_f0()``, i.e.
+Pipeline (the behaviour of SpiritLM's ``spiritlm_expressive_f0()``, i.e.
 ``F0Tokenizer(f0_extractor_method="fcpe", hop_length=80, sampling_rate=16000, interpolate=True)``):
 
 1. **F0 by FCPE** (:class:`FcpeF0`): torchfcpe's bundled pretrained network (its mel front end and
@@ -89,7 +89,7 @@ def import_torchfcpe() -> types.ModuleType:
 
     torchfcpe 0.0.4 imports ``torchaudio.transforms.Resample`` at import time (``mel_extractor.py``)
     and uses it only for input rates other than 16 kHz. When torchaudio is absent (spiritlens never
-    installs it: its PyPI wheel breaks transformers next to CPU torch, SPEECH.md section 10), a
+    installs it: its PyPI wheel breaks transformers next to CPU torch), a
     placeholder module holding :class:`_NoTorchaudioResample` is visible in ``sys.modules`` only for
     the duration of the import and removed afterwards, so nothing else (transformers'
     ``is_torchaudio_available``) ever sees it. torchfcpe's import-time prints are swallowed.

@@ -2,7 +2,7 @@
 
 ``L11_quantizer_500.pt`` holds ``model_cfg{vocab_size, dim, upstream_dim}`` and the weights of a
 ``Sequential`` (keys ``0.*``, ``2.*``, ``4.*``). With ``out = vocab_size + 1`` (the last class is a
-CTC blank) and ``mid = upstream_dim - out``, the layers are (SPEECH.md section 2.3)::
+CTC blank) and ``mid = upstream_dim - out``, the layers are::
 
     Linear(dim, dim - mid//4) -> LeakyReLU -> Linear(dim - mid//4, dim - mid//2) -> LeakyReLU
     -> Linear(dim - mid//2, out) -> log_softmax -> argmax

@@ -1,6 +1,6 @@
 """Audio -> SpiritLM ``[Hu…]`` units with frame spans: :class:`SpeechTokenizer`, :class:`SpeechUnits`.
 
-Pipeline (SPEECH.md section 2), reproducing ``spiritlm.speech_tokenizer.spiritlm_base().encode_units``:
+Pipeline, reproducing ``spiritlm.speech_tokenizer.spiritlm_base().encode_units``:
 
 1. :func:`spiritlens.audio.waveform.load_audio`: mono, 16 kHz (soxr), float32.
 2. Chunks of ``max_chunk_samples`` (100 s); a chunk shorter than ``min_chunk_samples`` (SpiritLM's
@@ -105,7 +105,7 @@ class SpeechUnits:
         return [hubert_token(u) for u in self.tokens]
 
     def to_json(self) -> dict:
-        """The ``spiritlens units`` JSON (DESIGN.md contract: ``units``, ``tokens``, ``spans``)."""
+        """The ``spiritlens units`` JSON (README, "JSON outputs": ``units``, ``tokens``, ``spans``)."""
         return {
             "units": list(self.units),
             "tokens": list(self.tokens),

@@ -2,7 +2,7 @@
 
 SpiritLM's ``Wav2Vec2StyleEncoder`` (``speech_tokenizer/style_encoder/w2v2_encoder.py``) is a
 ``Wav2Vec2ForSequenceClassification`` whose forward differs from the stock one: for a 16 kHz
-waveform ``[N]`` (SPEECH.md section 11)
+waveform ``[N]``
 
 1. normalise with wav2vec2-base's feature extractor: ``(x - mean) / sqrt(var + 1e-7)`` over the whole
    waveform, in float32 numpy (SpiritLM downloads that extractor from the Hub; its settings are

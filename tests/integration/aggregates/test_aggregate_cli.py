@@ -53,11 +53,47 @@ def test_aggregate_command_writes_contract_csv_and_figures(results_dir, tmp_path
     assert document["mlp"]["aie"]["last_subject"] == pytest.approx([0.05, 0.0])
 
     csv_lines = (out / "aie_hidden.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("kind,modality,category,rows,prompts,layer_0,layer_1")
-    assert "hidden,text,middle_subject,0,2,," in csv_lines
+    assert csv_lines[0].startswith("kind,modality,category,value,rows,prompts,layer_0,layer_1")
+    assert "hidden,text,middle_subject,aie,0,0,," in csv_lines and "hidden,text,middle_subject,effect,0,0,," in csv_lines
+    assert "hidden,text,last,aie,2,2,0.4,0.2" in csv_lines  # ROME's pooled AIE; two prompts have a last row
     for name in ("aie_grid_log.png", "aie_grid_linear.png", "aie_lines.png"):
         assert_drawn_png((out / name))
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_aggregate_command_refuses_exact_traces_mixed_with_attribution_estimates(results_dir, tmp_path):
+    estimate = make_result(7, (2, 4), low=0.1, high=0.6, set_rows={3: [2.0, 1.5]}, name="est", method="attribution")
+    write_result(results_dir / "hidden" / "est.json", estimate)
+    proc = spiritlens("aggregate", str(results_dir), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "kind 'hidden' mixes methods: a (prompt 'prompt with 5 rows') is exact, est (prompt 'prompt with 7 " \
+           "rows') is attribution; aggregate exact traces and attribution estimates apart" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "aie.json").exists()
+
+
+def test_aggregate_command_labels_estimates_and_reports_what_it_pools(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    write_result(folder / "e.json", make_result(5, (2, 3), set_rows={4: [1.6, 0.3]}, name="e", method="attribution"))
+    proc = spiritlens("aggregate", str(folder), "--out", str(tmp_path / "est"))
+    assert proc.returncode == 0, proc.stderr
+    assert "peak AIE (attribution estimate (AtP), not exact restoration) 1.5 at last, layer 0" in proc.stdout, proc.stdout
+
+    folder = tmp_path / "pooled"
+    folder.mkdir()
+    write_result(folder / "a.json", make_result(5, (2, 3), name="a", sigma=0.03))
+    write_result(folder / "a_again.json", make_result(5, (2, 3), name="a_again", sigma=0.05))
+    write_result(folder / "t.json", make_result(6, (2, 3), name="t", sigma=0.03, target="Paris"))
+    write_result(folder / "s.json", make_result(7, (2, 3), name="s", modality="speech", alignment_low_confidence=True))
+    proc = spiritlens("aggregate", str(folder), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("spiritlens aggregate: ")]
+    assert "spiritlens aggregate: text hidden: a_again (prompt 'prompt with 5 rows') traces the same input as " \
+           "a (prompt 'prompt with 5 rows'); both count as prompts" in lines, proc.stderr
+    assert "spiritlens aggregate: text hidden: results differ in sigma (0.03, 0.05); averaged together" in lines
+    assert any("text hidden: 1 result(s) score an explicit --target" in line and "'Paris'" in line for line in lines)
+    assert any("speech hidden: 1 result(s) with a low-confidence speech alignment included" in line for line in lines)
+    assert len(lines) == 4, lines
 
 
 def test_aggregate_command_without_usable_results_exits_2(tmp_path):

@@ -104,7 +104,10 @@ def test_the_comparison_equals_a_brute_force_bootstrap(tmp_path, capsys):
     csv = (tmp_path / "aggregate" / "aie_hidden.csv").read_text().splitlines()
     assert {line.split(",")[1] for line in csv[1:]} == {"backbone", "text", "speech", "all"}
     all_rows = [line.split(",") for line in csv[1:] if line.split(",")[1] == "all"]
-    assert all(int(row[4]) == len(text) + len(speech) for row in all_rows)
+    names = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
+    have = np.stack([np.isfinite(brute_effects(r)[:, 0]) for r in list(text.values()) + list(speech.values())])
+    assert all(int(row[5]) == int(have[:, names.index(row[2])].sum()) for row in all_rows)  # prompts with rows there
+    assert int(have[:, 1].sum()) < len(text) + len(speech)  # (some prompts have no middle subject token)
 
     # `spiritlens aggregate` prints the rows under Figure 2's labels and the comparison's numbers
     from spiritlens.cli import main

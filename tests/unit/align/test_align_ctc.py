@@ -80,7 +80,7 @@ def test_ctc_segmentation_exact_at_strong_peaks(peak):
 
 
 def test_ctc_segmentation_within_one_frame_at_weak_peak():
-    # SPEECH.md's weak level (peak 3): measured 97.4% exact, max 1 frame over these 50 sentences
+    # the weak level (peak 3): measured 97.4% exact, max 1 frame over these 50 sentences
     errors = boundary_errors(align_emissions, 3, range(50))
     assert errors.max() <= 1
     assert (errors == 0).mean() >= 0.95

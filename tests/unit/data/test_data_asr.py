@@ -96,7 +96,7 @@ def test_load_audio_16k_averages_channels_and_resamples():
     wave = load_audio_16k(stereo, 22050)
     assert wave.shape == (16000,) and wave.dtype == np.float32
     assert np.abs(wave).max() == pytest.approx(0.5, abs=0.01)
-    # An array without a rate is taken as 16 kHz (DESIGN.md), so it is not resampled.
+    # An array without a rate is taken as 16 kHz (spiritlens' rule), so it is not resampled.
     assert load_audio_16k(stereo).shape == (22050,)
 
 

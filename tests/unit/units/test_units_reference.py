@@ -157,7 +157,7 @@ def test_units_equal_reference(tokenizer, tiny_dir, name):
     expected = ref_units(tiny_dir, wav)
     got = tokenizer.encode(wav)
     assert got.units == expected
-    assert len(got.units) == (len(wav) - 720) // 640 + 1  # SPEECH.md's frame formula for this conv stack
+    assert len(got.units) == (len(wav) - 720) // 640 + 1  # the frame count of this conv stack: receptive field 720, hop 640
     assert got.frame_seconds == pytest.approx(0.04)
 
 

@@ -14,7 +14,7 @@ from spiritlens.data.tts.backend import Synthesis, TTSError, TTSUnavailable, _Ba
 class MeloTTS(_Backend):
     """MeloTTS (the paper's synthesiser), used only when the ``melo`` package is importable; no word times.
 
-    Untested here: MeloTTS cannot be installed or fetch its checkpoints offline (SPEECH.md, section 9).
+    Untested here: MeloTTS cannot be installed or fetch its checkpoints offline.
     """
 
     name = "melotts"
