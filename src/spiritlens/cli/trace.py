@@ -89,6 +89,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--png", help="heatmap PNG path (default: next to the JSON)")
     parser.add_argument("--alignment-png", help="alignment figure PNG for speech prompts (default: next to the JSON)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.epilog = ("Exit status: 0 done; 1 done but the speech alignment was flagged (low confidence: the "
                      "transcript may not match the audio; the result records it); 2 bad input.")
     parser.set_defaults(func=run)
@@ -141,12 +142,15 @@ def run(args) -> int:
     sigma = args.sigma
     records = _known_for_sigma(args) if spec.needs_sigma and sigma is None else None  # read before the model
     model = HookedSpiritLM.from_pretrained(args.model, dtype=args.dtype, device=args.device,
-                                           speech_tokenizer=args.speech_tokenizer, tokenization=args.tokenization)
+                                           speech_tokenizer=args.speech_tokenizer, tokenization=args.tokenization,
+                                           progress=not args.quiet)
     print(f"tokenizer: {model.tokenization.describe()}")
     sigma_record = {"sigma_source": "--sigma"} if sigma is not None else {}
     if records is not None:
         sigma = subject_sigma(model, [r.subject for r in records], modality="text")
         sigma_record = {"sigma_source": f"subjects of {records.source}", "sigma_modality": "text"}
+    if sigma is not None:
+        print(f"sigma {sigma:.5g} ({sigma_record['sigma_source']})")
     json_path = Path(args.json)
     extra = {}
     prompt = args.prompt
@@ -158,7 +162,7 @@ def run(args) -> int:
         sigma=sigma, replace=args.replace, target=args.target if args.target_id is None else args.target_id,
         target_rule=args.target_rule, subject_range=subject_range,
         occurrence="first" if args.first_occurrence else "unique", row_mode=args.row_mode,
-        attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=True,
+        attribute=args.attribute, max_batch_cells=args.max_batch_cells, progress=not args.quiet,
         name=json_path.stem, method=args.method, verify_top=args.verify_top, verify_rank=args.verify_rank,
         noise_streams=noise_streams,
     )
@@ -168,7 +172,8 @@ def run(args) -> int:
     png = Path(args.png) if args.png else json_path.with_suffix(".png")
     plot_trace_heatmap(result, png)
     print(f"answer {result.answer!r} ({result.answer_rule}): high {result.high_score:.4f}, "
-          f"low {result.low_score:.4f}; method {result.method}; wrote {json_path} and {png}")
+          f"low {result.low_score:.4f}; method {result.method}; wrote {json_path} (with its arrays, "
+          f"{json_path.with_suffix('.npz')}) and {png}")
     if "verification" in result.extra:
         record = result.extra["verification"]
         print(f"verified: {record['confirmed']} of the estimate's top {record['verify_top']} cells confirmed "

@@ -134,6 +134,12 @@ def test_cli_trace_writes_contract_json_and_png(tiny_base_dir, known_path, tmp_p
     recorded = json.loads((tmp_path / "k.json").read_text())
     assert recorded["noise_rule"] == "3s" and recorded["sigma_modality"] == "text"
     assert recorded["noise"] == pytest.approx(3 * recorded["sigma"])
+    assert f"sigma {recorded['sigma']:.5g} (subjects of " in with_known.stdout  # where sigma came from, said
+    assert f"wrote {tmp_path / 'k.json'} (with its arrays, {tmp_path / 'k.npz'})" in with_known.stdout
+    assert "layer/s" in with_known.stderr  # progress bars by default
+    quiet = subprocess.run(command[:-2] + ["--json", str(tmp_path / "q.json"), "--quiet"], capture_output=True,
+                           text=True, timeout=300)
+    assert quiet.returncode == 0 and "layer/s" not in quiet.stderr and "it/s" not in quiet.stderr, quiet.stderr
 
 
 def test_cli_known_lookup_targets_and_errors(tiny_base_dir, tmp_path, monkeypatch, capsys):
