@@ -38,25 +38,32 @@ CONTROL_DEFINITIONS = [
 ]
 
 
-def stream_peak(agg: KindAggregate, stream: str) -> tuple[str, int, float, float] | None:
-    """(category, layer, per-prompt AIE, 95% half-width) of the largest AIE at the subject's ``stream``
-    rows (first, middle or last subject token of that stream); None without rows or effect."""
+def stream_peak(agg: KindAggregate, stream: str) -> tuple[str, int, float, float, int] | None:
+    """(category, layer, per-prompt AIE, 95% half-width, prompts with rows in that category) of the largest
+    AIE at the subject's ``stream`` rows (first, middle or last subject token of that stream); None without
+    rows or effect."""
     peak = agg.peak([f"{c}/{stream}" for c in SUBJECT_CATEGORIES])
     if peak is None:
         return None
     category, layer, value = peak
-    return category, layer, value, float(agg.ci[category][layer])
+    return category, layer, value, float(agg.ci[category][layer]), int(agg.prompt_counts.get(category, 0))
 
 
-def _peak_text(peak, kind: str | None = None) -> str:
+SHOWN_FLOOR = 5e-4  # a peak below it prints as 0.000: said as none, not as a place
+
+
+def _peak_text(peak, kind: str | None = None, prompts: int | None = None) -> str:
+    """``peak`` (:func:`stream_peak`) as report text; the category's prompt count is said when it is fewer
+    than ``prompts`` (its CI is over those)."""
     if peak is None:
         return "no effect"
-    category, layer, value, ci = peak
-    if value <= 0:
-        return "none above 0"
+    category, layer, value, ci, n = peak
+    if value < SHOWN_FLOOR:
+        return f"none above {SHOWN_FLOOR:g}"
     where = category.split("/")[0].replace("_", " ").replace("subject", "subject token")
     return (f"{value:.3f}" + (f" ± {ci:.3f}" if math.isfinite(ci) else "") + f" ({where}"
-            + (f", {_KIND_WORDS[kind]}" if kind else "") + f", layer {layer})")
+            + (f", {_KIND_WORDS[kind]}" if kind else "") + f", layer {layer}"
+            + (f", {n} prompt{'' if n == 1 else 's'}" if prompts is not None and n < prompts else "") + ")")
 
 
 def _significant(value: float, ci: float) -> bool:
@@ -80,7 +87,8 @@ def findings(aggregates: Mapping[str, Mapping[str, KindAggregate]], effects: Map
             peaks = [(kind, stream_peak(agg, stream)) for kind, agg in original.items()]
             peaks = [(kind, p) for kind, p in peaks if p is not None]
             best[stream] = max(peaks, key=lambda kp: kp[1][2]) if peaks else None
-        parts = [f"{STREAM_LABELS[s]} {_peak_text(best[s][1], best[s][0]) if best[s] else 'no effect'}" for s in STREAMS]
+        parts = [f"{STREAM_LABELS[s]} {_peak_text(best[s][1], best[s][0], n) if best[s] else 'no effect'}"
+                 for s in STREAMS]
         carrying = [s for s in STREAMS if best[s] and _significant(best[s][1][2], best[s][1][3])]
         sentences.append(f"Original prompts ({n} prompt{'' if n == 1 else 's'}): restoring the subject's tokens of one "
                          "stream at one layer recovers at most: " + "; ".join(parts) + ".")
@@ -172,13 +180,16 @@ def _effects_table(effects: Mapping[str, ControlEffect]) -> list[str]:
 def _peaks_table(aggregates: Mapping[str, Mapping[str, KindAggregate]]) -> list[str]:
     if not aggregates:
         return []
-    lines = ["Largest per-prompt AIE at the subject's tokens of each stream (value ± 95% CI, its category and layer), "
-             "and the total effect of the traces' corruption:", "",
+    lines = ["Largest per-prompt AIE at the subject's tokens of each stream (value ± 95% CI, its category and layer, "
+             "and the prompts that have that category when fewer than all), and the total effect of the traces' "
+             "corruption (ATE). These traces noise exactly the tokens overlapping the subject's words, so their ATE "
+             "can differ from the S→T table's above, whose noise covers the subject's token range, which can hold a "
+             "token of the previous word:", "",
              "| control | kind | prompts | ATE | " + " | ".join(STREAM_LABELS[s] for s in STREAMS) + " |",
              "|---|---|---|---|" + "---|" * len(STREAMS)]
     for control, kinds in aggregates.items():
         for kind, agg in kinds.items():
-            cells = " | ".join(_peak_text(stream_peak(agg, s)) for s in STREAMS)
+            cells = " | ".join(_peak_text(stream_peak(agg, s), prompts=agg.count) for s in STREAMS)
             lines.append(f"| {CONTROL_LABELS[control]} | {kind} | {agg.count} | {agg.ate:.3f} | {cells} |")
     return lines + [""]
 

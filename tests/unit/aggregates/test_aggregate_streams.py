@@ -109,3 +109,17 @@ def test_control_effects_by_hand():
         control_effects(records + [record(1, "flat_pitch", 0.1)])
     with pytest.raises(ValueError, match="p_answer and stream_low must be probabilities"):
         control_effects([record(1, "original", 1.5)])
+
+
+def test_report_peaks_say_their_prompt_count_and_no_place_for_a_null():
+    from spiritlens.experiment.report_expressive import _peak_text, stream_peak
+
+    a = stream_result({4: [0.5, 0.1], 3: [0.1004, 0.1]}, name="a")  # middle HuBERT 0.4; first pitch 0.0004
+    b = stream_result({}, name="b")
+    b["row_subject_token"] = [None, None, 0, 0, 0, None, 0, 0, None, None, None]  # one word: no middle rows
+    agg = aggregate_streams([a, b], "hidden")
+    hubert = stream_peak(agg, "hubert")
+    assert hubert[:3] == ("middle_subject/hubert", 0, pytest.approx(0.4)) and hubert[4] == 1  # one prompt has it
+    assert _peak_text(hubert, prompts=agg.count) == "0.400 (middle subject token, layer 0, 1 prompt)"
+    pitch = stream_peak(agg, "pitch")
+    assert pitch[2] == pytest.approx(0.0002) and _peak_text(pitch, prompts=2) == "none above 0.0005"
