@@ -78,9 +78,11 @@ __all__ = ["CONFIRM_RULE", "VERIFY_RANKS", "atp_qk_scores", "atp_scores", "attri
            "check_verify_rank", "check_verify_top", "estimated_cells", "graddrop_magnitudes", "normalise_cells",
            "position_terms", "qk_terms", "top_cells", "verification_record"]
 # A screened cell counts as confirmed when its exact indirect effect is positive and at least this share
-# of the estimated one.
+# of the estimated one, the estimate capped at the prompt's total effect (first-order estimates of hidden
+# and MLP cells overshoot by up to 18 in probability, so an uncapped share would reject the cells that
+# carry the whole effect).
 CONFIRM_SHARE = 0.5
-CONFIRM_RULE = f"exact IE > 0 and >= {CONFIRM_SHARE} x estimated IE"
+CONFIRM_RULE = f"exact IE > 0 and >= {CONFIRM_SHARE} x min(estimated IE, TE)"
 
 
 def position_terms(kind: str, grads, clean: Sequence[torch.Tensor], n_prompt: int) -> np.ndarray:
@@ -309,12 +311,14 @@ def verification_record(screen, exact: np.ndarray, cells: Sequence[tuple[int, in
                         rank: str = "estimate") -> dict:
     """What the exact trace of the screened ``cells`` says about ``screen`` (an attribution
     result): per cell the estimated and exact indirect effects, and how many are confirmed
-    (exact IE > 0 and >= :data:`CONFIRM_SHARE` x the estimated IE)."""
+    (:data:`CONFIRM_RULE`: exact IE > 0 and >= :data:`CONFIRM_SHARE` x the estimated IE capped at the total
+    effect ``high_score - low_score``)."""
     low = screen.low_score
+    total = float(screen.high_score - low)
     entries, confirmed = [], 0
     for row, layer in cells:
         estimated, actual = float(screen.scores[row, layer] - low), float(exact[row, layer] - low)
-        ok = actual > 0 and actual >= CONFIRM_SHARE * estimated
+        ok = actual > 0 and actual >= CONFIRM_SHARE * min(estimated, total)
         confirmed += ok
         entries.append({"row": int(row), "layer": int(layer), "estimated_ie": estimated, "exact_ie": actual,
                         "confirmed": bool(ok)})
