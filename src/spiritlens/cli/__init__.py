@@ -15,8 +15,10 @@ name or a prompt holding ESC sequences cannot move the cursor.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
+import warnings
 
 from spiritlens._io import OutputError, is_output_error
 
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = functools.partial(_warning_line, args.command)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
@@ -96,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"spiritlens {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
+
+
+def _warning_line(command: str, message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning on the command line: one line, ``spiritlens CMD: warning: message (Category)``."""
+    from spiritlens.figures.escape import terminal_text
+
+    text = " ".join(str(message).split())
+    print(f"spiritlens {command}: warning: {terminal_text(text)} ({category.__name__})", file=file or sys.stderr)
 
 
 def print_json_last_resort(data) -> str:

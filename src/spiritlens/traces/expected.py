@@ -53,7 +53,8 @@ def warn_if_unexpected(model, prompt, answer: str) -> None:
     expected = trained_attribute(model, getattr(prompt, "prompt", ""))
     if expected is None or answer.strip() == expected.strip():
         return
-    how = (" (speech the toy understands comes from spiritlens.data.EspeakTTS(): espeak-ng's en-us voice, 175 wpm, "
-           "no trailing silence; the espeak-ng program's voice gives other units)" if prompt.modality == "speech" else "")
+    how = (" (check that the transcript is what the audio says; speech the toy understands comes from "
+           "spiritlens.data.EspeakTTS(): espeak-ng's en-us voice, 175 wpm, no trailing silence, and the espeak-ng "
+           "program's own voice gives other units)" if prompt.modality == "speech" else "")
     warnings.warn(f"the traced answer {answer.strip()!r} is not {expected!r}, the attribute the toy learnt for "
                   f"{prompt.prompt!r}{how}; pass attribute= to record it", UnexpectedAnswerWarning, stacklevel=3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import warnings
 
 import pytest
@@ -59,6 +60,18 @@ def test_the_espeak_program_voice_gives_a_wrong_answer_and_a_warning(toy_model, 
     with pytest.warns(UnexpectedAnswerWarning, match=rf"traced answer '{answer}' is not '{fact.attribute}'.*EspeakTTS"):
         result = trace(toy_model, speech_prompt(toy_model, wav, fact.prompt), samples=2, noise=0.1)
     assert result.answer.strip() == answer
+    from spiritlens.synthetic.toy.cache import model_dir
+
+    done = subprocess.run(  # the command line says it in one line
+        [sys.executable, "-m", "spiritlens", "trace", "--model", str(model_dir(toy_root)), "--audio", str(wav),
+         "--transcript", fact.prompt, "--subject", fact.subject, "--aligner", "pocketsphinx", "--speech-tokenizer",
+         str(toy_root / "speech_tokenizer"), "--samples", "2", "--noise", "0.1", "--quiet",
+         "--json", str(tmp_path / "cli.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stderr  # 1: the alignment of this voice may be flagged
+    warned = [line for line in done.stderr.splitlines() if "UnexpectedAnswerWarning" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"spiritlens trace: warning: the traced answer '{answer}' is "
+                                                     f"not '{fact.attribute}'"), done.stderr
+    assert warned[0].endswith("(UnexpectedAnswerWarning)") and ".py:" not in done.stderr, done.stderr
     with warnings.catch_warnings():  # with the attribute given, it is recorded instead
         warnings.simplefilter("error", UnexpectedAnswerWarning)
         judged = trace(toy_model, speech_prompt(toy_model, wav, fact.prompt), samples=2, noise=0.1,
