@@ -339,8 +339,12 @@ def findings(by_modality: Mapping[str, Mapping]) -> list[str]:
                 if after is not None:
                     ratio = subject[2] / after[2] if after[2] > 0 else math.inf
                     relation = ("larger than" if subject[2] > after[2] else "not larger than")
+                    s_ci, a_ci = float(agg.ci[subject[0]][subject[1]]), float(agg.ci[after[0]][after[1]])
+                    overlap = (math.isfinite(s_ci) and math.isfinite(a_ci)
+                               and abs(subject[2] - after[2]) <= s_ci + a_ci)  # the two 95% CIs overlap
                     text += (f", {relation} the largest after the subject ({_where(after)}"
-                             + (f"; ratio {ratio:.1f}" if math.isfinite(ratio) and subject[2] > 0 else "") + ")")
+                             + (f"; ratio {ratio:.1f}" if math.isfinite(ratio) and subject[2] > 0 else "")
+                             + ("; their 95% CIs overlap" if overlap else "") + ")")
                 text += "."
             shifted = _baseline_shift(agg)
             if shifted is not None:

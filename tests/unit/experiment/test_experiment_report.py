@@ -30,7 +30,16 @@ def test_findings_state_the_computed_peaks():
     assert "Hidden states: the largest AIE is 0.800 at the last token, layer 2." in text
     # layers 0-1: last subject (0.6 + 0.4) / 2 - 0.1 = 0.4 at layer 0; first subsequent 0.2 - 0.1 = 0.1 at layer 1
     assert ("In layers 0-1 the largest at a subject token is 0.400 at the last subject token, layer 0, larger than "
-            "the largest after the subject (0.100 at the first subsequent token, layer 1; ratio 4.0).") in text
+            "the largest after the subject (0.100 at the first subsequent token, layer 1; ratio 4.0; their 95% CIs "
+            "overlap).") in text  # last subject: 0.5 and 0.3, t(0.975, 1) x 0.1 = 1.27 wide; first subsequent: 0
+
+
+def test_findings_mention_no_overlap_when_the_cis_separate_the_peaks():
+    same = [make_result(7, (2, 4), n_layers=4, low=0.1, high=0.9, set_rows={
+        3: [0.5, 0.3, 0.1, 0.1], 4: [0.1, 0.2, 0.1, 0.1], 6: [0.1, 0.5, 0.9, 0.9]}) for _ in range(3)]
+    text = findings(aggregate_by_modality(same))[0]  # three equal prompts: CIs of width 0
+    assert "larger than the largest after the subject (0.100 at the first subsequent token, layer 1; ratio 4.0)." \
+        in text and "overlap" not in text
 
 
 def test_findings_say_when_the_subject_site_does_not_lead():
