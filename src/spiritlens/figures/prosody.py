@@ -45,7 +45,12 @@ def controls_figure(effects: Mapping[str, ControlEffect]) -> Figure:
     fig = new_figure(2.0 + 1.3 * len(names) * 2, 3.6, layout="constrained")
     left, right = fig.subplots(1, 2)
     means, errors = zip(*(_bar(effects[n].p_answer) for n in names))
-    left.errorbar(x, means, yerr=errors, fmt="o", color="0.2", capsize=3, label="mean p(answer) ± 95% CI")
+    means = np.asarray(means, dtype=float)
+    errors = np.asarray(errors, dtype=float)
+    below = np.minimum(errors, np.clip(means, 0.0, None))  # a probability's interval drawn within [0, 1]
+    above = np.minimum(errors, np.clip(1.0 - means, 0.0, None))
+    left.errorbar(x, means, yerr=np.stack([below, above]), fmt="o", color="0.2", capsize=3,
+                  label="mean p(answer) ± 95% CI, drawn within [0, 1]")
     if "original" in effects and math.isfinite(effects["original"].p_answer.mean):
         left.axhline(effects["original"].p_answer.mean, color="0.5", linestyle="--", linewidth=0.8,
                      label="original's mean")

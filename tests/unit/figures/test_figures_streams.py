@@ -91,3 +91,8 @@ def test_controls_figure(tmp_path):
     assert points is not None and np.allclose(points, [0.55, 0.275])
     assert_legends_outside_the_data(fig, fig.axes)
     assert_drawn_png(plot_controls(effects, tmp_path / "controls.png"))
+    high = [{**r, "p_answer": p} for r, p in zip(records, (0.99, 0.80, 0.3, 0.25))]  # mean 0.895, CI 1.21 wide
+    drawn = controls_figure(control_effects(high)).axes[0]
+    segments = [s for c in drawn.collections for s in c.get_segments()]  # the error bars
+    tops = sorted(max(seg[:, 1]) for seg in segments)
+    assert tops[-1] == pytest.approx(1.0) and min(min(seg[:, 1]) for seg in segments) >= 0.0
