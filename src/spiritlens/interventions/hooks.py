@@ -42,7 +42,7 @@ def user_hooks(model, *, backward: bool = False) -> list[str]:
     found = []
     for name in _hooked_points(bridge, backward):
         found.append(f"{name} (TransformerLens hook)")
-    for path, module in bridge.named_modules():
+    for path, module in _readable_modules(bridge):
         for attribute, label in _TORCH_HOOKS:
             if backward and "backward" not in label:
                 continue
@@ -60,6 +60,22 @@ def user_hooks(model, *, backward: bool = False) -> list[str]:
         if getattr(torch_module, attribute, None):
             found.append(f"all modules (PyTorch global {label})")
     return sorted(set(found))
+
+
+WRAPPED = "_original_component"  # where a TransformerBridge component keeps the module it wraps
+
+
+def _readable_modules(bridge) -> list[tuple[str, object]]:
+    """Every module of ``bridge`` once, under the path a TransformerLens user would type: of all its paths
+    the one through the fewest wrapped originals, with a trailing ``._original_component`` dropped (a hook
+    on ``blocks.1.attn.o`` lands on the wrapped ``o_proj`` and is named ``blocks.1.attn.o``)."""
+    best: dict[int, tuple[tuple[int, int], str, object]] = {}
+    for path, module in bridge.named_modules(remove_duplicate=False):
+        shown = path[: -len(WRAPPED) - 1] if path.endswith("." + WRAPPED) else path
+        rank = (shown.split(".").count(WRAPPED), len(shown))
+        if id(module) not in best or rank < best[id(module)][0]:
+            best[id(module)] = (rank, shown, module)
+    return [(shown, module) for _, shown, module in best.values()]
 
 
 def _hooked_points(bridge, backward: bool) -> list[str]:
