@@ -210,7 +210,8 @@ def _patching_sentence(key: str, bands: dict[str, Band]) -> str:
     sentence += f" Recovery (best cross / best within-modality) is {ratio:.2f}"
     if ratio >= RECOVERY_THRESHOLD and np.isfinite(cross.ci[lc]) and cross.low[lc] > 0:
         return sentence + (f", at least {RECOVERY_THRESHOLD:g} with a CI above zero: by the README's criterion the "
-                           "receiving pathway reads the other modality's state at that layer.")
+                           f"receiving pathway reads the other modality's state at these positions (best at layer "
+                           f"{lc}; the two peaks are compared whatever their layers).")
     if not np.isfinite(cross.ci[lc]):
         return sentence + " (no confidence interval with one fact; the README's criterion needs one)."
     if ratio >= RECOVERY_THRESHOLD:
