@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from hostile_inputs import (DELETE, alias_bomb, as_dtype, chain, deep_json, deep_list_fragment, dict_pickle,
+from hostile_inputs import (DELETE, alias_bomb, as_dtype, deep_json, deep_list_fragment, dict_pickle,
                             edit_json, edit_torch, edit_yaml, poison, self_containing_fragment, torch_file, write,
                             write_torch_pickle, zip_bomb)
 

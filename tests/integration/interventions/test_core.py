@@ -19,7 +19,7 @@ from spiritlens import trace
 from spiritlens.interventions import (AnswerScore, EmbeddingNoise, InterventionRun, MeanEmbedding, Restore,
                                       TokenSubstitution, user_hooks)
 from spiritlens.model.sae import SAE
-from spiritlens.traces import Row, Tracer, prepare_prompt
+from spiritlens.traces import Tracer, prepare_prompt
 
 PROMPT, SUBJECT = "The Space Needle is located in the city of", "Space Needle"
 SAMPLES, NU, SEED = 3, 1.0, 2
