@@ -58,7 +58,7 @@ def add_parser(subparsers) -> None:
                         help="restored state: hidden (residual), mlp or attn outputs (with --window)")
     parser.add_argument("--samples", type=int, default=10, help="corrupted runs averaged per cell")
     parser.add_argument("--noise", default="3s", help="ROME's noise rule: a number x (Gaussian x*z, e.g. 0.13); Ks (K x sigma of the "
-                        "subjects' embeddings, default 3s); Kv (K x the std of the modality's embedding rows); uK "
+                        "subjects' embeddings); Kv (K x the std of the modality's embedding rows); uK "
                         "(uniform K*u, u ~ U(-1, 1))")
     parser.add_argument("--sigma", type=float, help="sigma for a Ks noise rule (default: measured over the "
                                                     "subjects of --known)")
