@@ -211,3 +211,19 @@ def brute_force_433(folder, text: str) -> list[int]:
         elif part:
             ids += sp.encode(part)
     return ids
+
+
+def assert_logits_equal_llama_for_causal_lm(model, folder, prompts, atol: float = 1e-5) -> None:
+    """``model``'s logits for each prompt equal ``transformers.LlamaForCausalLM`` of ``folder`` (float32,
+    eager attention) on the same ids, within ``atol``; the logits are not trivially small."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    hf = LlamaForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
+    for prompt in prompts:
+        ids = model.to_tokens(prompt)
+        with torch.no_grad():
+            expected = hf(ids).logits
+            got = model(ids)
+        assert float((got - expected).abs().max()) <= atol, prompt
+        assert float(expected.abs().max()) > 0.1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers import assert_logits_equal_llama_for_causal_lm
 from reference_tracing import reference_trace
 
 from spiritlens import HookedSpeechLM, HookedSpiritLM, trace
@@ -50,15 +50,7 @@ def test_ids_are_llama2s_own(backbone, backbone_dir):
 
 
 def test_logits_equal_llama_for_causal_lm(backbone, backbone_dir):
-    from transformers import LlamaForCausalLM
-
-    hf = LlamaForCausalLM.from_pretrained(backbone_dir, attn_implementation="eager", dtype=torch.float32).eval()
-    ids = backbone.to_tokens(PROMPT)
-    with torch.no_grad():
-        expected = hf(ids).logits
-        got = backbone(ids)
-    assert float((got - expected).abs().max()) <= 1e-5
-    assert float(expected.abs().max()) > 0.1
+    assert_logits_equal_llama_for_causal_lm(backbone, backbone_dir, [PROMPT])
 
 
 @pytest.mark.parametrize("kind, window", [("hidden", None), ("mlp", 2), ("attn", 3)])

@@ -14,7 +14,7 @@ import pytest
 import torch
 from reference_tracing import reference_trace
 
-from helpers import FIXTURES, brute_force_433
+from helpers import FIXTURES, assert_logits_equal_llama_for_causal_lm, brute_force_433
 
 from spiritlens import HookedSpeechLM, HookedSpiritLM, trace
 from spiritlens.checkpoints.pickle_safe import load_joblib, load_weights
@@ -92,16 +92,8 @@ def test_the_family_is_detected(model, folders):
 
 
 def test_logits_equal_llama_for_causal_lm(model, folders, audio):
-    from transformers import LlamaForCausalLM
-
-    hf = LlamaForCausalLM.from_pretrained(folders[0], attn_implementation="eager", dtype=torch.float32).eval()
-    for prompt in (PROMPT, [("speech", audio)], [("text", "Recognize this speech, this is input: "), ("speech", audio)]):
-        ids = model.to_tokens(prompt)
-        with torch.no_grad():
-            expected = hf(ids).logits
-            got = model(ids)
-        assert float((got - expected).abs().max()) <= 1e-5
-        assert float(expected.abs().max()) > 0.1
+    assert_logits_equal_llama_for_causal_lm(model, folders[0], [
+        PROMPT, [("speech", audio)], [("text", "Recognize this speech, this is input: "), ("speech", audio)]])
 
 
 def test_ids_are_speechgpts_own(model, raw_model, folders, audio):
